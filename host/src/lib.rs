@@ -1,0 +1,1 @@
+//! The `nas` host library.

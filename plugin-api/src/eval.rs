@@ -1,0 +1,180 @@
+//! The evaluator role: candidate source code in, a score or a typed failure
+//! out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::PluginError;
+
+/// Which prepared dataset to evaluate on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    /// The prepared dataset's directory (holding `manifest.json`).
+    pub dir: PathBuf,
+    /// Its short name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A candidate to evaluate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRequest {
+    /// A stable id for logs and scratch directories.
+    pub candidate_id: String,
+    /// The candidate's source: an LLM answer, or plain Python. The evaluator
+    /// extracts the code (first python fence, else any fence, else the whole
+    /// text).
+    pub source: String,
+    /// The prepared dataset.
+    pub dataset: DatasetRef,
+    /// Wall-clock limit for the whole evaluation, overriding the evaluator's
+    /// setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_s: Option<f64>,
+    /// Seed overriding the evaluator's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// A successful evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Test accuracy after the proxy training, 0–1.
+    pub accuracy: f64,
+    /// Mean training loss over the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    /// Trainable parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<u64>,
+    /// Forward FLOPs for one example (multiply-add counted as 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops: Option<u64>,
+    /// Seconds of the training epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_seconds: Option<f64>,
+    /// Training throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_per_second: Option<f64>,
+    /// Peak memory in bytes (CUDA peak on a GPU, resident set on a CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// The device trained on (`cpu`, `cuda:0`).
+    #[serde(default)]
+    pub device: String,
+    /// Seconds of the whole evaluation (check, export, train, test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_seconds: Option<f64>,
+    /// Evaluator-specific metrics.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// The kind of a candidate's failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// No code could be extracted from the answer.
+    Extract,
+    /// The code does not parse or compile.
+    Syntax,
+    /// The code does not define a network by an accepted contract.
+    Contract,
+    /// The forward pass gives the wrong output shape.
+    Shape,
+    /// An exception while building, running or training.
+    Runtime,
+    /// The evaluation ran past its time limit.
+    Timeout,
+    /// The candidate ran out of (GPU or host) memory.
+    OutOfMemory,
+    /// The loss became NaN or infinite.
+    NonFinite,
+    /// The network could not be exported for training.
+    Export,
+    /// A delta-mode diff did not apply to its parent.
+    Patch,
+    /// The candidate was stopped by the sandbox (forbidden action).
+    Sandbox,
+    /// A kind this host does not know (from a newer plugin).
+    #[serde(other)]
+    Unknown,
+}
+
+impl FailureKind {
+    /// The snake_case name used on the wire and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Extract => "extract",
+            FailureKind::Syntax => "syntax",
+            FailureKind::Contract => "contract",
+            FailureKind::Shape => "shape",
+            FailureKind::Runtime => "runtime",
+            FailureKind::Timeout => "timeout",
+            FailureKind::OutOfMemory => "out_of_memory",
+            FailureKind::NonFinite => "non_finite",
+            FailureKind::Export => "export",
+            FailureKind::Patch => "patch",
+            FailureKind::Sandbox => "sandbox",
+            FailureKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a candidate failed: a value, recorded and fed back to the LLM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateFailure {
+    /// The stage that failed (`extract`, `check`, `export`, `train`, `test`, ...).
+    pub stage: String,
+    /// The kind of failure.
+    pub kind: FailureKind,
+    /// A one-paragraph message.
+    pub message: String,
+    /// The Python exception type, for runtime failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
+    /// The tail of the traceback or log, for the Prompt Improver.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub traceback: String,
+}
+
+impl CandidateFailure {
+    /// A failure of `kind` at `stage`.
+    pub fn new(stage: impl Into<String>, kind: FailureKind, message: impl Into<String>) -> Self {
+        CandidateFailure {
+            stage: stage.into(),
+            kind,
+            message: message.into(),
+            exception: None,
+            traceback: String::new(),
+        }
+    }
+}
+
+/// The outcome of evaluating a candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum EvalOutcome {
+    /// It trained and was scored.
+    Ok(EvalReport),
+    /// It failed; the failure is a learning signal, not an error.
+    Failed(CandidateFailure),
+}
+
+/// An evaluator: scores candidates.
+///
+/// A bad candidate is `Ok(EvalOutcome::Failed(..))`. `Err(..)` means the
+/// evaluator itself is broken (no Python, no dataset, a crashed worker that
+/// cannot be restarted) and ends the run.
+pub trait Evaluator: Send {
+    /// Evaluates one candidate.
+    fn evaluate(&mut self, request: &EvalRequest) -> Result<EvalOutcome, PluginError>;
+}
