@@ -143,22 +143,13 @@ impl DatasetManifest {
     pub fn load(dir: &Path) -> Result<DatasetManifest, PluginError> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorCode::NotFound
-            } else {
-                ErrorCode::Io
-            };
+            let code = if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::Io };
             PluginError::new(code, format!("{}: {e}", path.display()))
         })?;
         let manifest: DatasetManifest = serde_json::from_str(&text).map_err(|e| {
-            PluginError::new(
-                ErrorCode::Corrupt,
-                format!("{}: not a dataset manifest: {e}", path.display()),
-            )
+            PluginError::new(ErrorCode::Corrupt, format!("{}: not a dataset manifest: {e}", path.display()))
         })?;
-        manifest.check().map_err(|e| {
-            PluginError::new(ErrorCode::Corrupt, format!("{}: {e}", path.display()))
-        })?;
+        manifest.check().map_err(|e| PluginError::new(ErrorCode::Corrupt, format!("{}: {e}", path.display())))?;
         Ok(manifest)
     }
 
@@ -166,8 +157,7 @@ impl DatasetManifest {
     pub fn save(&self, dir: &Path) -> Result<PathBuf, PluginError> {
         let path = dir.join(MANIFEST_FILE);
         let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
-        let text =
-            serde_json::to_string_pretty(self).map_err(|e| PluginError::internal(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| PluginError::internal(e.to_string()))?;
         std::fs::write(&tmp, text).map_err(|e| PluginError::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| PluginError::io(&path, e))?;
         Ok(path)
@@ -183,31 +173,19 @@ impl DatasetManifest {
         }
         let channels = self.input_shape[0];
         if self.input_shape.contains(&0) {
-            return Err(format!(
-                "input shape {:?} has a zero dimension",
-                self.input_shape
-            ));
+            return Err(format!("input shape {:?} has a zero dimension", self.input_shape));
         }
         if self.mean.len() != channels || self.std.len() != channels {
-            return Err(format!(
-                "mean/std must have {channels} values, one per channel"
-            ));
+            return Err(format!("mean/std must have {channels} values, one per channel"));
         }
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err("std values must be finite and positive".into());
         }
         if self.num_classes < 2 {
-            return Err(format!(
-                "num_classes is {}, at least 2 are needed",
-                self.num_classes
-            ));
+            return Err(format!("num_classes is {}, at least 2 are needed", self.num_classes));
         }
         if !self.class_names.is_empty() && self.class_names.len() != self.num_classes {
-            return Err(format!(
-                "{} class names for {} classes",
-                self.class_names.len(),
-                self.num_classes
-            ));
+            return Err(format!("{} class names for {} classes", self.class_names.len(), self.num_classes));
         }
         for split in ["train", "test"] {
             if !self.splits.contains_key(split) {

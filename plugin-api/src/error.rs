@@ -88,11 +88,7 @@ pub struct PluginError {
 impl PluginError {
     /// A new error of `code` with `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        PluginError {
-            code,
-            message: message.into(),
-            retry_after_s: None,
-        }
+        PluginError { code, message: message.into(), retry_after_s: None }
     }
     /// [`ErrorCode::InvalidConfig`].
     pub fn config(message: impl Into<String>) -> Self {
@@ -121,13 +117,8 @@ impl PluginError {
         plugin_id: &str,
         config: &serde_json::Value,
     ) -> Result<T, PluginError> {
-        let value = if config.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            config.clone()
-        };
-        T::deserialize(value)
-            .map_err(|e| PluginError::config(format!("[{plugin_id}] settings: {e}")))
+        let value = if config.is_null() { serde_json::Value::Object(Default::default()) } else { config.clone() };
+        T::deserialize(value).map_err(|e| PluginError::config(format!("[{plugin_id}] settings: {e}")))
     }
 }
 
@@ -137,20 +128,14 @@ mod tests {
 
     #[test]
     fn unknown_error_codes_from_newer_plugins_still_deserialize() {
-        let e: PluginError =
-            serde_json::from_str(r#"{"code":"quantum_flux","message":"m"}"#).expect("parses");
+        let e: PluginError = serde_json::from_str(r#"{"code":"quantum_flux","message":"m"}"#).expect("parses");
         assert_eq!(e.code, ErrorCode::Unknown);
         assert_eq!(e.message, "m");
     }
 
     #[test]
     fn codes_round_trip_through_their_wire_names() {
-        for code in [
-            ErrorCode::InvalidConfig,
-            ErrorCode::RateLimited,
-            ErrorCode::ContextTooLong,
-            ErrorCode::Panic,
-        ] {
+        for code in [ErrorCode::InvalidConfig, ErrorCode::RateLimited, ErrorCode::ContextTooLong, ErrorCode::Panic] {
             let s = serde_json::to_string(&code).expect("serializes");
             assert_eq!(s, format!("\"{}\"", code.as_str()));
         }

@@ -35,10 +35,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::{
-    ApiVersion, ChatRequest, ChatResponse, DatasetDescription, DatasetLoader, DatasetManifest,
-    ErrorCode, EvalOutcome, EvalRequest, Evaluator, HostContext, LlmBackend, MemoryInput,
-    MemorySelection, MemoryStrategy, PluginError, PluginFactory, PluginInfo, PluginInstance,
-    PluginKind, PrepareRequest, API_VERSION,
+    ApiVersion, ChatRequest, ChatResponse, DatasetDescription, DatasetLoader, DatasetManifest, ErrorCode, EvalOutcome,
+    EvalRequest, Evaluator, HostContext, LlmBackend, MemoryInput, MemorySelection, MemoryStrategy, PluginError,
+    PluginFactory, PluginInfo, PluginInstance, PluginKind, PrepareRequest, API_VERSION,
 };
 
 /// Method names carried by [`FfiPlugin::call`].
@@ -67,19 +66,13 @@ pub struct FfiApiVersion {
 
 impl From<FfiApiVersion> for ApiVersion {
     fn from(v: FfiApiVersion) -> Self {
-        ApiVersion {
-            major: v.major,
-            minor: v.minor,
-        }
+        ApiVersion { major: v.major, minor: v.minor }
     }
 }
 
 impl FfiApiVersion {
     /// This crate's [`API_VERSION`].
-    pub const CURRENT: FfiApiVersion = FfiApiVersion {
-        major: API_VERSION.major,
-        minor: API_VERSION.minor,
-    };
+    pub const CURRENT: FfiApiVersion = FfiApiVersion { major: API_VERSION.major, minor: API_VERSION.minor };
 }
 
 /// One plugin instance across the boundary: JSON in, JSON out.
@@ -164,27 +157,18 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> Result<
     match result {
         Ok(r) => r,
         Err(_) => {
-            let msg = LAST_PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(PluginError::new(
-                ErrorCode::Panic,
-                format!("{what} panicked: {msg}"),
-            ))
+            let msg = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "unknown panic".into());
+            Err(PluginError::new(ErrorCode::Panic, format!("{what} panicked: {msg}")))
         }
     }
 }
 
 fn error_json(e: &PluginError) -> RString {
-    serde_json::to_string(e)
-        .unwrap_or_else(|_| format!(r#"{{"code":"internal","message":{:?}}}"#, e.message))
-        .into()
+    serde_json::to_string(e).unwrap_or_else(|_| format!(r#"{{"code":"internal","message":{:?}}}"#, e.message)).into()
 }
 
 fn to_ffi<T: Serialize>(r: Result<T, PluginError>) -> RResult<RString, RString> {
-    match r
-        .and_then(|v| serde_json::to_string(&v).map_err(|e| PluginError::internal(e.to_string())))
-    {
+    match r.and_then(|v| serde_json::to_string(&v).map_err(|e| PluginError::internal(e.to_string()))) {
         Ok(s) => ROk(s.into()),
         Err(e) => RErr(error_json(&e)),
     }
@@ -204,14 +188,10 @@ struct PluginServer {
 impl PluginServer {
     fn dispatch(&mut self, method: &str, input: &str) -> Result<RString, PluginError> {
         fn reply<T: Serialize>(v: T) -> Result<RString, PluginError> {
-            serde_json::to_string(&v)
-                .map(RString::from)
-                .map_err(|e| PluginError::internal(e.to_string()))
+            serde_json::to_string(&v).map(RString::from).map_err(|e| PluginError::internal(e.to_string()))
         }
         match (&mut self.instance, method) {
-            (PluginInstance::Llm(p), method::LLM_COMPLETE) => {
-                reply(p.complete(&parse::<ChatRequest>(method, input)?)?)
-            }
+            (PluginInstance::Llm(p), method::LLM_COMPLETE) => reply(p.complete(&parse::<ChatRequest>(method, input)?)?),
             (PluginInstance::Dataset(p), method::DATASET_DESCRIBE) => reply(p.describe()?),
             (PluginInstance::Dataset(p), method::DATASET_PREPARE) => {
                 reply(p.prepare(&parse::<PrepareRequest>(method, input)?)?)
@@ -236,10 +216,7 @@ impl FfiPlugin for PluginServer {
         if let Some(why) = &self.poisoned {
             return RErr(error_json(&PluginError::new(
                 ErrorCode::Panic,
-                format!(
-                    "plugin `{}` panicked earlier and refuses further calls ({why})",
-                    self.id
-                ),
+                format!("plugin `{}` panicked earlier and refuses further calls ({why})", self.id),
             )));
         }
         let what = format!("plugin `{}` in `{}`", self.id, method.as_str());
@@ -274,9 +251,7 @@ pub mod __private {
     }
 
     pub fn plugins_json(factories: &[&dyn PluginFactory]) -> RResult<RString, RString> {
-        to_ffi(guarded("plugin library `plugins()`", || {
-            Ok(factories.iter().map(|f| f.info()).collect::<Vec<_>>())
-        }))
+        to_ffi(guarded("plugin library `plugins()`", || Ok(factories.iter().map(|f| f.info()).collect::<Vec<_>>())))
     }
 
     pub fn create(
@@ -290,12 +265,7 @@ pub mod __private {
             let factory = factories
                 .iter()
                 .find(|f| f.info().id == id)
-                .ok_or_else(|| {
-                    PluginError::new(
-                        ErrorCode::NotFound,
-                        format!("this library has no plugin `{id}`"),
-                    )
-                })?;
+                .ok_or_else(|| PluginError::new(ErrorCode::NotFound, format!("this library has no plugin `{id}`")))?;
             let config: serde_json::Value = parse("settings", config.as_str())?;
             let ctx: HostContext = parse("host context", ctx.as_str())?;
             let instance = factory.create(&config, &ctx)?;
@@ -306,17 +276,10 @@ pub mod __private {
                     instance.kind()
                 )));
             }
-            Ok(PluginServer {
-                id: id.clone(),
-                instance,
-                poisoned: None,
-            })
+            Ok(PluginServer { id: id.clone(), instance, poisoned: None })
         });
         match result {
-            Ok(server) => ROk(FfiPlugin_TO::from_value(
-                server,
-                abi_stable::sabi_trait::TD_Opaque,
-            )),
+            Ok(server) => ROk(FfiPlugin_TO::from_value(server, abi_stable::sabi_trait::TD_Opaque)),
             Err(e) => RErr(error_json(&e)),
         }
     }
@@ -495,11 +458,13 @@ impl NativeLibrary {
         let shown = path.display();
         let fail = |step, message: String| LoadFailure { step, message };
         let mut file = std::fs::File::open(path).map_err(|e| {
-            fail(LoadStep::FileExists, format!("cannot read plugin file `{shown}`: {e}. Check the path given to --plugin or in the config."))
+            fail(
+                LoadStep::FileExists,
+                format!("cannot read plugin file `{shown}`: {e}. Check the path given to --plugin or in the config."),
+            )
         })?;
         let mut magic = [0u8; 4];
-        let is_elf =
-            std::io::Read::read_exact(&mut file, &mut magic).is_ok() && magic == *b"\x7fELF";
+        let is_elf = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && magic == *b"\x7fELF";
         if !is_elf && cfg!(target_os = "linux") {
             return Err(fail(
                 LoadStep::SharedLibrary,
@@ -549,12 +514,8 @@ impl NativeLibrary {
     /// The plugins the library offers.
     pub fn plugins(&self) -> Result<Vec<PluginInfo>, PluginError> {
         let json = into_result((self.lib.plugins())())?;
-        let infos: Vec<PluginInfo> = serde_json::from_str(&json).map_err(|e| {
-            PluginError::new(
-                ErrorCode::Incompatible,
-                format!("the plugin list is not valid: {e}"),
-            )
-        })?;
+        let infos: Vec<PluginInfo> = serde_json::from_str(&json)
+            .map_err(|e| PluginError::new(ErrorCode::Incompatible, format!("the plugin list is not valid: {e}")))?;
         for info in &infos {
             if info.kind == PluginKind::Unknown {
                 return Err(PluginError::new(
@@ -562,8 +523,7 @@ impl NativeLibrary {
                     format!("plugin `{}` is of a kind this host does not know", info.id),
                 ));
             }
-            info.validate()
-                .map_err(|e| PluginError::new(ErrorCode::Incompatible, e))?;
+            info.validate().map_err(|e| PluginError::new(ErrorCode::Incompatible, e))?;
         }
         Ok(infos)
     }
@@ -575,21 +535,13 @@ impl NativeLibrary {
         config: &serde_json::Value,
         ctx: &HostContext,
     ) -> Result<PluginInstance, PluginError> {
-        let config =
-            serde_json::to_string(config).map_err(|e| PluginError::internal(e.to_string()))?;
+        let config = serde_json::to_string(config).map_err(|e| PluginError::internal(e.to_string()))?;
         let ctx = serde_json::to_string(ctx).map_err(|e| PluginError::internal(e.to_string()))?;
-        let plugin = match (self.lib.create())(
-            info.id.as_str().into(),
-            config.as_str().into(),
-            ctx.as_str().into(),
-        ) {
+        let plugin = match (self.lib.create())(info.id.as_str().into(), config.as_str().into(), ctx.as_str().into()) {
             ROk(p) => p,
             RErr(e) => return Err(parse_error(&e)),
         };
-        let remote = Remote {
-            id: info.id.clone(),
-            plugin,
-        };
+        let remote = Remote { id: info.id.clone(), plugin };
         Ok(match info.kind {
             PluginKind::Llm => PluginInstance::Llm(Box::new(remote)),
             PluginKind::Dataset => PluginInstance::Dataset(Box::new(remote)),
@@ -611,10 +563,7 @@ fn one_line(s: &str) -> String {
 
 fn parse_error(json: &str) -> PluginError {
     serde_json::from_str(json).unwrap_or_else(|_| {
-        PluginError::new(
-            ErrorCode::Unknown,
-            format!("unreadable plugin error: {}", one_line(json)),
-        )
+        PluginError::new(ErrorCode::Unknown, format!("unreadable plugin error: {}", one_line(json)))
     })
 }
 
@@ -632,21 +581,13 @@ struct Remote {
 }
 
 impl Remote {
-    fn call<I: Serialize, O: DeserializeOwned>(
-        &mut self,
-        method: &str,
-        input: &I,
-    ) -> Result<O, PluginError> {
-        let input =
-            serde_json::to_string(input).map_err(|e| PluginError::internal(e.to_string()))?;
+    fn call<I: Serialize, O: DeserializeOwned>(&mut self, method: &str, input: &I) -> Result<O, PluginError> {
+        let input = serde_json::to_string(input).map_err(|e| PluginError::internal(e.to_string()))?;
         let json = into_result(self.plugin.call(method.into(), input.as_str().into()))?;
         serde_json::from_str(&json).map_err(|e| {
             PluginError::new(
                 ErrorCode::Incompatible,
-                format!(
-                    "plugin `{}` answered `{method}` with something that is not a valid reply: {e}",
-                    self.id
-                ),
+                format!("plugin `{}` answered `{method}` with something that is not a valid reply: {e}", self.id),
             )
         })
     }
@@ -686,10 +627,7 @@ mod tests {
 
     #[test]
     fn root_module_symbol_matches_abi_stable() {
-        assert_eq!(
-            __private::ROOT_MODULE_SYMBOL,
-            abi_stable::library::ROOT_MODULE_LOADER_NAME
-        );
+        assert_eq!(__private::ROOT_MODULE_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
     }
 
     struct Echo;
@@ -698,10 +636,7 @@ mod tests {
             if input.iteration == 13 {
                 panic!("unlucky iteration");
             }
-            Ok(MemorySelection {
-                entries: input.entries.clone(),
-                ..Default::default()
-            })
+            Ok(MemorySelection { entries: input.entries.clone(), ..Default::default() })
         }
     }
     struct EchoFactory;
@@ -709,11 +644,7 @@ mod tests {
         fn info(&self) -> PluginInfo {
             PluginInfo::new("memory.echo", PluginKind::Memory, "0.1.0", "echoes")
         }
-        fn create(
-            &self,
-            config: &serde_json::Value,
-            _: &HostContext,
-        ) -> Result<PluginInstance, PluginError> {
+        fn create(&self, config: &serde_json::Value, _: &HostContext) -> Result<PluginInstance, PluginError> {
             if config.get("explode").is_some() {
                 panic!("asked to explode");
             }
@@ -732,37 +663,21 @@ mod tests {
     fn a_linked_library_goes_through_the_same_json_door() {
         let (lib, info) = echo();
         assert_eq!(lib.api_version(), API_VERSION);
-        let PluginInstance::Memory(mut m) = lib
-            .create(&info, &serde_json::json!({}), &HostContext::default())
-            .expect("creates")
+        let PluginInstance::Memory(mut m) =
+            lib.create(&info, &serde_json::json!({}), &HostContext::default()).expect("creates")
         else {
             panic!("wrong kind")
         };
-        let entry = MemoryEntry {
-            iteration: 1,
-            problem: "p".into(),
-            suggestion: "s".into(),
-            ..Default::default()
-        };
-        let out = m
-            .select(&MemoryInput {
-                entries: vec![entry.clone()],
-                ..Default::default()
-            })
-            .expect("selects");
+        let entry = MemoryEntry { iteration: 1, problem: "p".into(), suggestion: "s".into(), ..Default::default() };
+        let out = m.select(&MemoryInput { entries: vec![entry.clone()], ..Default::default() }).expect("selects");
         assert_eq!(out.entries, vec![entry]);
     }
 
     #[test]
     fn a_panic_in_create_is_an_error_not_an_abort() {
         let (lib, info) = echo();
-        let err = lib
-            .create(
-                &info,
-                &serde_json::json!({"explode": true}),
-                &HostContext::default(),
-            )
-            .expect_err("panics");
+        let err =
+            lib.create(&info, &serde_json::json!({"explode": true}), &HostContext::default()).expect_err("panics");
         assert_eq!(err.code, ErrorCode::Panic);
         assert!(err.message.contains("asked to explode"), "{}", err.message);
         assert!(err.message.contains("memory.echo"), "{}", err.message);
@@ -771,35 +686,23 @@ mod tests {
     #[test]
     fn a_panic_in_a_call_poisons_the_instance() {
         let (lib, info) = echo();
-        let PluginInstance::Memory(mut m) = lib
-            .create(&info, &serde_json::json!({}), &HostContext::default())
-            .expect("creates")
+        let PluginInstance::Memory(mut m) =
+            lib.create(&info, &serde_json::json!({}), &HostContext::default()).expect("creates")
         else {
             panic!("wrong kind")
         };
-        let err = m
-            .select(&MemoryInput {
-                iteration: 13,
-                ..Default::default()
-            })
-            .expect_err("panics");
+        let err = m.select(&MemoryInput { iteration: 13, ..Default::default() }).expect_err("panics");
         assert_eq!(err.code, ErrorCode::Panic);
         assert!(err.message.contains("unlucky iteration"), "{}", err.message);
         let again = m.select(&MemoryInput::default()).expect_err("poisoned");
-        assert!(
-            again.message.contains("refuses further calls"),
-            "{}",
-            again.message
-        );
+        assert!(again.message.contains("refuses further calls"), "{}", again.message);
     }
 
     #[test]
     fn unknown_plugin_ids_are_not_found() {
         let (lib, mut info) = echo();
         info.id = "memory.nope".into();
-        let err = lib
-            .create(&info, &serde_json::json!({}), &HostContext::default())
-            .expect_err("unknown");
+        let err = lib.create(&info, &serde_json::json!({}), &HostContext::default()).expect_err("unknown");
         assert_eq!(err.code, ErrorCode::NotFound);
     }
 }

@@ -74,9 +74,7 @@ pub use plugin::*;
 pub const API_VERSION: ApiVersion = ApiVersion { major: 1, minor: 0 };
 
 /// A plugin API version: `major.minor`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ApiVersion {
     /// Raised on a breaking change.
     pub major: u32,

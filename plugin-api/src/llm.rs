@@ -28,24 +28,15 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A system message.
     pub fn system(content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: ChatRole::System,
-            content: content.into(),
-        }
+        ChatMessage { role: ChatRole::System, content: content.into() }
     }
     /// A user message.
     pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: ChatRole::User,
-            content: content.into(),
-        }
+        ChatMessage { role: ChatRole::User, content: content.into() }
     }
     /// An assistant message.
     pub fn assistant(content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: ChatRole::Assistant,
-            content: content.into(),
-        }
+        ChatMessage { role: ChatRole::Assistant, content: content.into() }
     }
 }
 

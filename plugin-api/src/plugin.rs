@@ -5,9 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    ApiVersion, DatasetLoader, Evaluator, LlmBackend, MemoryStrategy, PluginError, API_VERSION,
-};
+use crate::{ApiVersion, DatasetLoader, Evaluator, LlmBackend, MemoryStrategy, PluginError, API_VERSION};
 
 /// The role a plugin plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,22 +86,14 @@ impl PluginInfo {
     /// name of `[A-Za-z0-9._-]`.
     pub fn validate(&self) -> Result<(), String> {
         let prefix = self.kind.prefix();
-        let Some(name) = self
-            .id
-            .strip_prefix(prefix)
-            .and_then(|r| r.strip_prefix('.'))
-        else {
-            return Err(format!(
-                "plugin id `{}` must start with `{prefix}.` for a {}",
-                self.id, self.kind
-            ));
+        let Some(name) = self.id.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+            return Err(format!("plugin id `{}` must start with `{prefix}.` for a {}", self.id, self.kind));
         };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(format!("plugin id `{}` must be `{prefix}.<name>` with a name of letters, digits, `.`, `_` or `-`", self.id));
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            return Err(format!(
+                "plugin id `{}` must be `{prefix}.<name>` with a name of letters, digits, `.`, `_` or `-`",
+                self.id
+            ));
         }
         Ok(())
     }
@@ -184,9 +174,5 @@ pub trait PluginFactory: Send + Sync {
 
     /// A new instance, configured by the plugin's settings table (the TOML
     /// table from the run config, as JSON; `{}` when none was given).
-    fn create(
-        &self,
-        config: &serde_json::Value,
-        ctx: &HostContext,
-    ) -> Result<PluginInstance, PluginError>;
+    fn create(&self, config: &serde_json::Value, ctx: &HostContext) -> Result<PluginInstance, PluginError>;
 }

@@ -22,8 +22,8 @@
 
 use nas_plugin_api::text::{estimate_tokens, truncate_chars};
 use nas_plugin_api::{
-    ChatMessage, HostContext, MemoryEntry, MemoryInput, MemorySelection, MemoryStrategy,
-    PluginError, PluginFactory, PluginInfo, PluginInstance, PluginKind,
+    ChatMessage, HostContext, MemoryEntry, MemoryInput, MemorySelection, MemoryStrategy, PluginError, PluginFactory,
+    PluginInfo, PluginInstance, PluginKind,
 };
 use serde::Deserialize;
 
@@ -66,10 +66,7 @@ pub struct Window {
 impl MemoryStrategy for Window {
     fn select(&mut self, input: &MemoryInput) -> Result<MemorySelection, PluginError> {
         let start = input.entries.len().saturating_sub(self.k);
-        Ok(MemorySelection {
-            entries: input.entries[start..].to_vec(),
-            ..Default::default()
-        })
+        Ok(MemorySelection { entries: input.entries[start..].to_vec(), ..Default::default() })
     }
 }
 
@@ -84,15 +81,9 @@ impl PluginFactory for WindowFactory {
             "Sliding window of the K most recent triples (paper baseline, K=5).",
         )
     }
-    fn create(
-        &self,
-        config: &serde_json::Value,
-        _ctx: &HostContext,
-    ) -> Result<PluginInstance, PluginError> {
+    fn create(&self, config: &serde_json::Value, _ctx: &HostContext) -> Result<PluginInstance, PluginError> {
         let s: WindowSettings = PluginError::parse_config("memory.window", config)?;
-        Ok(PluginInstance::Memory(Box::new(Window {
-            k: check_k("memory.window", s.k)?,
-        })))
+        Ok(PluginInstance::Memory(Box::new(Window { k: check_k("memory.window", s.k)? })))
     }
 }
 
@@ -116,18 +107,9 @@ impl MemoryStrategy for Nothing {
 pub struct NoneFactory;
 impl PluginFactory for NoneFactory {
     fn info(&self) -> PluginInfo {
-        PluginInfo::new(
-            "memory.none",
-            PluginKind::Memory,
-            VERSION,
-            "No history (the paper's history-off ablation).",
-        )
+        PluginInfo::new("memory.none", PluginKind::Memory, VERSION, "No history (the paper's history-off ablation).")
     }
-    fn create(
-        &self,
-        config: &serde_json::Value,
-        _ctx: &HostContext,
-    ) -> Result<PluginInstance, PluginError> {
+    fn create(&self, config: &serde_json::Value, _ctx: &HostContext) -> Result<PluginInstance, PluginError> {
         let _: NoSettings = PluginError::parse_config("memory.none", config)?;
         Ok(PluginInstance::Memory(Box::new(Nothing)))
     }
@@ -148,10 +130,7 @@ fn default_budget() -> u64 {
 
 /// Estimated prompt tokens of one entry as the host renders it.
 pub fn entry_tokens(e: &MemoryEntry) -> u64 {
-    estimate_tokens(&e.problem)
-        + estimate_tokens(&e.suggestion)
-        + e.outcome.as_deref().map_or(0, estimate_tokens)
-        + 12
+    estimate_tokens(&e.problem) + estimate_tokens(&e.suggestion) + e.outcome.as_deref().map_or(0, estimate_tokens) + 12
 }
 
 /// `memory.full`: every entry, the oldest dropped first to fit a token budget.
@@ -173,10 +152,7 @@ impl MemoryStrategy for Full {
             used += t;
             start = i;
         }
-        Ok(MemorySelection {
-            entries: input.entries[start..].to_vec(),
-            ..Default::default()
-        })
+        Ok(MemorySelection { entries: input.entries[start..].to_vec(), ..Default::default() })
     }
 }
 
@@ -191,20 +167,12 @@ impl PluginFactory for FullFactory {
             "Every triple, truncated to a token budget (oldest dropped first).",
         )
     }
-    fn create(
-        &self,
-        config: &serde_json::Value,
-        _ctx: &HostContext,
-    ) -> Result<PluginInstance, PluginError> {
+    fn create(&self, config: &serde_json::Value, _ctx: &HostContext) -> Result<PluginInstance, PluginError> {
         let s: FullSettings = PluginError::parse_config("memory.full", config)?;
         if s.max_tokens == 0 {
-            return Err(PluginError::config(
-                "[memory.full] settings: `max_tokens` must be positive",
-            ));
+            return Err(PluginError::config("[memory.full] settings: `max_tokens` must be positive"));
         }
-        Ok(PluginInstance::Memory(Box::new(Full {
-            max_tokens: s.max_tokens,
-        })))
+        Ok(PluginInstance::Memory(Box::new(Full { max_tokens: s.max_tokens })))
     }
 }
 
@@ -224,10 +192,7 @@ impl MemoryStrategy for BestWorst {
     fn select(&mut self, input: &MemoryInput) -> Result<MemorySelection, PluginError> {
         let n = input.entries.len();
         if n <= self.k {
-            return Ok(MemorySelection {
-                entries: input.entries.clone(),
-                ..Default::default()
-            });
+            return Ok(MemorySelection { entries: input.entries.clone(), ..Default::default() });
         }
         let mut chosen: Vec<usize> = Vec::with_capacity(self.k);
         // Largest positive gains, up to half the window (at least one).
@@ -265,10 +230,7 @@ impl MemoryStrategy for BestWorst {
         }
         chosen.sort_unstable();
         Ok(MemorySelection {
-            entries: chosen
-                .into_iter()
-                .map(|i| input.entries[i].clone())
-                .collect(),
+            entries: chosen.into_iter().map(|i| input.entries[i].clone()).collect(),
             ..Default::default()
         })
     }
@@ -285,15 +247,9 @@ impl PluginFactory for BestWorstFactory {
             "The K most informative triples: best gains and distinct failure types.",
         )
     }
-    fn create(
-        &self,
-        config: &serde_json::Value,
-        _ctx: &HostContext,
-    ) -> Result<PluginInstance, PluginError> {
+    fn create(&self, config: &serde_json::Value, _ctx: &HostContext) -> Result<PluginInstance, PluginError> {
         let s: WindowSettings = PluginError::parse_config("memory.best-worst", config)?;
-        Ok(PluginInstance::Memory(Box::new(BestWorst {
-            k: check_k("memory.best-worst", s.k)?,
-        })))
+        Ok(PluginInstance::Memory(Box::new(BestWorst { k: check_k("memory.best-worst", s.k)? })))
     }
 }
 
@@ -357,9 +313,8 @@ fn render_for_summary(entries: &[MemoryEntry]) -> String {
 impl MemoryStrategy for Summary {
     fn select(&mut self, input: &MemoryInput) -> Result<MemorySelection, PluginError> {
         let mut state: SummaryState = match &input.state {
-            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
-                PluginError::input(format!("memory.summary: saved state is not valid: {e}"))
-            })?,
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| PluginError::input(format!("memory.summary: saved state is not valid: {e}")))?,
             None => SummaryState::default(),
         };
         let n = input.entries.len();
@@ -401,8 +356,7 @@ impl MemoryStrategy for Summary {
                 ChatMessage::user(prompt),
             ]);
         }
-        selection.state =
-            Some(serde_json::to_value(&state).map_err(|e| PluginError::internal(e.to_string()))?);
+        selection.state = Some(serde_json::to_value(&state).map_err(|e| PluginError::internal(e.to_string()))?);
         Ok(selection)
     }
 }
@@ -418,11 +372,7 @@ impl PluginFactory for SummaryFactory {
             "The K most recent triples plus a running summary of older ones, written by the Improver.",
         )
     }
-    fn create(
-        &self,
-        config: &serde_json::Value,
-        _ctx: &HostContext,
-    ) -> Result<PluginInstance, PluginError> {
+    fn create(&self, config: &serde_json::Value, _ctx: &HostContext) -> Result<PluginInstance, PluginError> {
         let s: SummarySettings = PluginError::parse_config("memory.summary", config)?;
         if s.batch == 0 || s.max_summary_chars == 0 {
             return Err(PluginError::config(
@@ -458,9 +408,7 @@ mod tests {
     }
 
     fn history(n: u64) -> Vec<MemoryEntry> {
-        (1..=n)
-            .map(|i| entry(i, Some(0.5 + i as f64 / 100.0), None, 0.5))
-            .collect()
+        (1..=n).map(|i| entry(i, Some(0.5 + i as f64 / 100.0), None, 0.5)).collect()
     }
 
     fn iterations(sel: &MemorySelection) -> Vec<u64> {
@@ -470,49 +418,28 @@ mod tests {
     #[test]
     fn window_slides_at_k() {
         let mut w = Window { k: 5 };
-        let input = |n| MemoryInput {
-            entries: history(n),
-            ..Default::default()
-        };
+        let input = |n| MemoryInput { entries: history(n), ..Default::default() };
         assert_eq!(iterations(&w.select(&input(3)).expect("ok")), vec![1, 2, 3]);
-        assert_eq!(
-            iterations(&w.select(&input(5)).expect("ok")),
-            vec![1, 2, 3, 4, 5]
-        );
-        assert_eq!(
-            iterations(&w.select(&input(6)).expect("ok")),
-            vec![2, 3, 4, 5, 6]
-        );
-        assert_eq!(
-            iterations(&w.select(&input(12)).expect("ok")),
-            vec![8, 9, 10, 11, 12]
-        );
+        assert_eq!(iterations(&w.select(&input(5)).expect("ok")), vec![1, 2, 3, 4, 5]);
+        assert_eq!(iterations(&w.select(&input(6)).expect("ok")), vec![2, 3, 4, 5, 6]);
+        assert_eq!(iterations(&w.select(&input(12)).expect("ok")), vec![8, 9, 10, 11, 12]);
     }
 
     #[test]
     fn window_rejects_k_zero() {
-        let err = WindowFactory
-            .create(&serde_json::json!({"k": 0}), &HostContext::default())
-            .expect_err("k=0");
+        let err = WindowFactory.create(&serde_json::json!({"k": 0}), &HostContext::default()).expect_err("k=0");
         assert!(err.message.contains("`k`"), "{}", err.message);
     }
 
     #[test]
     fn settings_with_unknown_keys_are_rejected() {
-        let err = WindowFactory
-            .create(&serde_json::json!({"kk": 3}), &HostContext::default())
-            .expect_err("unknown");
+        let err = WindowFactory.create(&serde_json::json!({"kk": 3}), &HostContext::default()).expect_err("unknown");
         assert!(err.message.contains("kk"), "{}", err.message);
     }
 
     #[test]
     fn none_shows_nothing() {
-        let sel = Nothing
-            .select(&MemoryInput {
-                entries: history(4),
-                ..Default::default()
-            })
-            .expect("ok");
+        let sel = Nothing.select(&MemoryInput { entries: history(4), ..Default::default() }).expect("ok");
         assert!(sel.entries.is_empty() && sel.summary.is_none());
     }
 
@@ -520,28 +447,13 @@ mod tests {
     fn full_keeps_the_newest_entries_that_fit_the_budget() {
         let h = history(50);
         let per = entry_tokens(&h[0]);
-        let mut f = Full {
-            max_tokens: per * 10 + per / 2,
-        };
-        let sel = f
-            .select(&MemoryInput {
-                entries: h,
-                ..Default::default()
-            })
-            .expect("ok");
+        let mut f = Full { max_tokens: per * 10 + per / 2 };
+        let sel = f.select(&MemoryInput { entries: h, ..Default::default() }).expect("ok");
         assert_eq!(sel.entries.len(), 10);
         assert_eq!(sel.entries.last().map(|e| e.iteration), Some(50));
-        let mut all = Full {
-            max_tokens: 1_000_000,
-        };
+        let mut all = Full { max_tokens: 1_000_000 };
         assert_eq!(
-            all.select(&MemoryInput {
-                entries: history(50),
-                ..Default::default()
-            })
-            .expect("ok")
-            .entries
-            .len(),
+            all.select(&MemoryInput { entries: history(50), ..Default::default() }).expect("ok").entries.len(),
             50
         );
     }
@@ -555,47 +467,23 @@ mod tests {
         h[12] = entry(13, None, Some("syntax"), 0.8);
         h[14] = entry(15, None, Some("shape"), 0.8);
         let mut bw = BestWorst { k: 5 };
-        let sel = bw
-            .select(&MemoryInput {
-                entries: h,
-                ..Default::default()
-            })
-            .expect("ok");
+        let sel = bw.select(&MemoryInput { entries: h, ..Default::default() }).expect("ok");
         // gains 3 and 8; the latest shape (15) and syntax (13) failures; then the most recent (20).
         assert_eq!(iterations(&sel), vec![3, 8, 13, 15, 20]);
     }
 
     #[test]
     fn summary_asks_the_improver_then_folds_old_entries() {
-        let mut s = Summary {
-            k: 2,
-            batch: 3,
-            max_summary_chars: 100,
-        };
+        let mut s = Summary { k: 2, batch: 3, max_summary_chars: 100 };
         // 4 entries: window is [3,4], only 2 older (< batch): no task.
-        let sel = s
-            .select(&MemoryInput {
-                entries: history(4),
-                ..Default::default()
-            })
-            .expect("ok");
+        let sel = s.select(&MemoryInput { entries: history(4), ..Default::default() }).expect("ok");
         assert!(sel.llm_task.is_none());
         assert_eq!(iterations(&sel), vec![3, 4]);
         // 5 entries: 3 older than the window: a task covering entries 1..=3.
-        let sel = s
-            .select(&MemoryInput {
-                entries: history(5),
-                state: sel.state,
-                ..Default::default()
-            })
-            .expect("ok");
+        let sel = s.select(&MemoryInput { entries: history(5), state: sel.state, ..Default::default() }).expect("ok");
         let task = sel.llm_task.clone().expect("asks for a summary");
         let prompt = &task[1].content;
-        assert!(
-            prompt.contains("iteration 1")
-                && prompt.contains("iteration 3")
-                && !prompt.contains("iteration 4")
-        );
+        assert!(prompt.contains("iteration 1") && prompt.contains("iteration 3") && !prompt.contains("iteration 4"));
         // The host answers; the summary is taken and the window stays the last k.
         let sel = s
             .select(&MemoryInput {
@@ -606,42 +494,21 @@ mod tests {
             })
             .expect("ok");
         assert!(sel.llm_task.is_none());
-        assert_eq!(
-            sel.summary.as_deref(),
-            Some("Wider convs helped; dropout>0.5 hurt.")
-        );
+        assert_eq!(sel.summary.as_deref(), Some("Wider convs helped; dropout>0.5 hurt."));
         assert_eq!(iterations(&sel), vec![4, 5]);
         // Next call, no new old entries: summary kept, no task.
-        let sel = s
-            .select(&MemoryInput {
-                entries: history(6),
-                state: sel.state,
-                ..Default::default()
-            })
-            .expect("ok");
+        let sel = s.select(&MemoryInput { entries: history(6), state: sel.state, ..Default::default() }).expect("ok");
         assert!(sel.llm_task.is_none());
-        assert_eq!(
-            sel.summary.as_deref(),
-            Some("Wider convs helped; dropout>0.5 hurt.")
-        );
+        assert_eq!(sel.summary.as_deref(), Some("Wider convs helped; dropout>0.5 hurt."));
         assert_eq!(iterations(&sel), vec![5, 6]);
     }
 
     #[test]
     fn summary_rejects_state_from_another_run() {
-        let mut s = Summary {
-            k: 2,
-            batch: 3,
-            max_summary_chars: 100,
-        };
+        let mut s = Summary { k: 2, batch: 3, max_summary_chars: 100 };
         let state = serde_json::json!({"summarized": 40, "summary": "x"});
-        let err = s
-            .select(&MemoryInput {
-                entries: history(4),
-                state: Some(state),
-                ..Default::default()
-            })
-            .expect_err("bad");
+        let err =
+            s.select(&MemoryInput { entries: history(4), state: Some(state), ..Default::default() }).expect_err("bad");
         assert!(err.message.contains("40"), "{}", err.message);
     }
 }

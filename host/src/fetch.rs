@@ -1,0 +1,1 @@
+//! Resumable, checksum-verified downloads of dataset and model files.

@@ -1,0 +1,1 @@
+//! WebAssembly component plugins, hosted by wasmtime.
