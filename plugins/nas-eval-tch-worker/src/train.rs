@@ -1,0 +1,407 @@
+//! Loading a prepared dataset and training one TorchScript candidate.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, TchError, Tensor};
+
+/// `{"op":"load"}`: which prepared dataset to hold, where.
+#[derive(Debug, Deserialize)]
+pub struct LoadRequest {
+    /// The prepared dataset directory.
+    pub dir: PathBuf,
+    /// `auto`, `cpu`, `cuda`, `cuda:N`.
+    #[serde(default = "auto")]
+    pub device: String,
+    /// Keep at most this many training examples (the first ones).
+    #[serde(default)]
+    pub max_train_examples: Option<i64>,
+    /// Keep at most this many test examples (the first ones).
+    #[serde(default)]
+    pub max_test_examples: Option<i64>,
+    /// Per-channel mean, 0–1 scale.
+    pub mean: Vec<f64>,
+    /// Per-channel std, 0–1 scale.
+    pub std: Vec<f64>,
+    /// Intra-op threads (0: libtorch's default).
+    #[serde(default)]
+    pub cpu_threads: i32,
+    /// Whether the TorchScript profiling executor runs (slower first epoch).
+    #[serde(default)]
+    pub jit_profiling: bool,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+/// `{"op":"train"}`: one candidate.
+#[derive(Debug, Deserialize)]
+pub struct TrainRequest {
+    /// The TorchScript file.
+    pub model: PathBuf,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub batch_size: i64,
+    pub seed: u64,
+    pub epochs: u32,
+    /// Random crop (pad 4) and horizontal flip.
+    pub augment: bool,
+    /// Number of classes the output must have.
+    pub num_classes: i64,
+}
+
+struct Data {
+    device: Device,
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    /// `x * scale + shift` turns 0–255 pixels into normalised values.
+    scale: Tensor,
+    shift: Tensor,
+    resident_on_device: bool,
+}
+
+/// The worker's state: the resident dataset.
+#[derive(Default)]
+pub struct Worker {
+    data: Option<Data>,
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => Ok(Device::Cuda(n)),
+            None => Err(format!("device `{other}` is not one of auto, cpu, cuda, cuda:N")),
+        },
+    }
+}
+
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".into(),
+    }
+}
+
+fn read_split(path: &std::path::Path, max: Option<i64>) -> Result<(Tensor, Tensor), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{}: not a safetensors file: {e}", path.display()))?;
+    let images = st.tensor("images").map_err(|e| format!("{}: `images`: {e}", path.display()))?;
+    let labels = st.tensor("labels").map_err(|e| format!("{}: `labels`: {e}", path.display()))?;
+    if images.dtype() != safetensors::Dtype::U8 || images.shape().len() != 4 {
+        return Err(format!(
+            "{}: `images` must be uint8 [N,C,H,W], is {:?} {:?}",
+            path.display(),
+            images.dtype(),
+            images.shape()
+        ));
+    }
+    if labels.dtype() != safetensors::Dtype::I64 || labels.shape().len() != 1 || labels.shape()[0] != images.shape()[0]
+    {
+        return Err(format!("{}: `labels` must be int64 [N] matching the images", path.display()));
+    }
+    let shape: Vec<i64> = images.shape().iter().map(|&d| d as i64).collect();
+    let x = Tensor::f_from_data_size(images.data(), &shape, Kind::Uint8).map_err(|e| e.to_string())?;
+    let y = Tensor::f_from_data_size(labels.data(), &[shape[0]], Kind::Int64).map_err(|e| e.to_string())?;
+    let n = match max {
+        Some(m) if m > 0 && m < shape[0] => m,
+        _ => shape[0],
+    };
+    Ok((x.narrow(0, 0, n), y.narrow(0, 0, n)))
+}
+
+impl Worker {
+    /// Loads the dataset and keeps it resident.
+    pub fn load(&mut self, req: &LoadRequest) -> Value {
+        match self.try_load(req) {
+            Ok(v) => v,
+            Err(e) => json!({"ok": false, "error": e}),
+        }
+    }
+
+    fn try_load(&mut self, req: &LoadRequest) -> Result<Value, String> {
+        let started = Instant::now();
+        if req.cpu_threads > 0 {
+            tch::set_num_threads(req.cpu_threads);
+            tch::set_num_interop_threads(1);
+        }
+        tch::jit::set_profiling_mode(req.jit_profiling);
+        let device = parse_device(&req.device)?;
+        if let Device::Cuda(n) = device {
+            if !tch::Cuda::is_available() || n >= tch::Cuda::device_count().max(0) as usize {
+                return Err(format!(
+                    "device {} was asked for, but libtorch sees {} CUDA device(s)",
+                    device_name(device),
+                    tch::Cuda::device_count()
+                ));
+            }
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        self.data = None;
+        let manifest_path = req.dir.join("manifest.json");
+        let manifest: Value = serde_json::from_str(
+            &std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?,
+        )
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+        let file_of = |split: &str| -> Result<PathBuf, String> {
+            manifest["splits"][split]["file"]
+                .as_str()
+                .map(|f| req.dir.join(f))
+                .ok_or_else(|| format!("{}: no `{split}` split", manifest_path.display()))
+        };
+        let (train_x, train_y) = read_split(&file_of("train")?, req.max_train_examples)?;
+        let (test_x, test_y) = read_split(&file_of("test")?, req.max_test_examples)?;
+        let channels = train_x.size()[1];
+        if req.mean.len() as i64 != channels || req.std.len() as i64 != channels {
+            return Err(format!("mean/std have {} values for {channels} channels", req.mean.len()));
+        }
+        let scale: Vec<f32> = req.std.iter().map(|s| (1.0 / (255.0 * s)) as f32).collect();
+        let shift: Vec<f32> = req.mean.iter().zip(&req.std).map(|(m, s)| (-m / s) as f32).collect();
+        let scale = Tensor::from_slice(&scale).view([1, channels, 1, 1]).to_device(device);
+        let shift = Tensor::from_slice(&shift).view([1, channels, 1, 1]).to_device(device);
+        // Keep the data on the device when it fits; else on the host, moved per batch.
+        let move_all = |t: &Tensor| t.f_to_device(device);
+        let (resident, train_x, train_y, test_x, test_y) =
+            match (move_all(&train_x), move_all(&train_y), move_all(&test_x), move_all(&test_y)) {
+                (Ok(a), Ok(b), Ok(c), Ok(d)) => (true, a, b, c, d),
+                _ => (false, train_x, train_y, test_x, test_y),
+            };
+        let info = json!({
+            "ok": true,
+            "device": device_name(device),
+            "resident_on_device": resident,
+            "train_examples": train_x.size()[0],
+            "test_examples": test_x.size()[0],
+            "input_shape": &train_x.size()[1..],
+            "torch_threads": tch::get_num_threads(),
+            "load_seconds": started.elapsed().as_secs_f64(),
+        });
+        self.data = Some(Data { device, train_x, train_y, test_x, test_y, scale, shift, resident_on_device: resident });
+        Ok(info)
+    }
+
+    /// Trains one candidate; answers a report or a failure.
+    pub fn train(&mut self, req: &TrainRequest) -> Value {
+        let Some(data) = &self.data else {
+            return json!({"ok": false, "error": "no dataset loaded"});
+        };
+        match train_one(data, req) {
+            Ok(report) => json!({"ok": true, "report": report}),
+            Err(Failure::NonFinite(step)) => json!({"ok": false, "failure": {
+                "stage": "train", "kind": "non_finite",
+                "message": format!("the training loss became NaN or infinite (by step {step})"),
+            }}),
+            Err(Failure::Shape(msg)) => json!({"ok": false, "failure": {
+                "stage": "train", "kind": "shape", "message": msg,
+            }}),
+            Err(Failure::Torch(stage, e)) => {
+                json!({"ok": false, "failure": failure_from_message(stage, &e.to_string())})
+            }
+        }
+    }
+}
+
+enum Failure {
+    NonFinite(i64),
+    Shape(String),
+    Torch(&'static str, TchError),
+}
+
+/// A failure record for an error text from libtorch.
+pub fn failure_from_message(stage: &str, msg: &str) -> Value {
+    let lower = msg.to_lowercase();
+    let kind =
+        if lower.contains("out of memory") || lower.contains("can't allocate memory") || lower.contains("bad_alloc") {
+            "out_of_memory"
+        } else {
+            "runtime"
+        };
+    // The first line carries the exception text; the rest is the C++/TorchScript trace.
+    let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg);
+    let tail: String = {
+        let lines: Vec<&str> = msg.lines().collect();
+        let start = lines.len().saturating_sub(30);
+        lines[start..].join("\n")
+    };
+    json!({
+        "stage": stage,
+        "kind": kind,
+        "message": nas_truncate(first, 400),
+        "exception": "torch.jit.Error",
+        "traceback": tail,
+    })
+}
+
+fn nas_truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
+    let t = |stage| move |e| Failure::Torch(stage, e);
+    let total = Instant::now();
+    let device = data.device;
+    tch::manual_seed(req.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let mut model = tch::TrainableCModule::load(&req.model, vs.root()).map_err(t("load"))?;
+    let params: i64 = vs.trainable_variables().iter().map(|v| v.numel() as i64).sum();
+    let mut opt = nn::Sgd { momentum: req.momentum, dampening: 0.0, wd: req.weight_decay, nesterov: false }
+        .build(&vs, req.lr)
+        .map_err(t("train"))?;
+    let n = data.train_x.size()[0];
+    let (c, h, w) = {
+        let s = data.train_x.size();
+        (s[1], s[2], s[3])
+    };
+    let bs = req.batch_size.max(1);
+    let mut peak_rss = rss_bytes().unwrap_or(0);
+    let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+    let mut steps = 0i64;
+    let train_started = Instant::now();
+    for _epoch in 0..req.epochs.max(1) {
+        model.f_set_train().map_err(t("train"))?;
+        let perm = Tensor::f_randperm(n, (Kind::Int64, if data.resident_on_device { device } else { Device::Cpu }))
+            .map_err(t("train"))?;
+        let mut start = 0;
+        while start < n {
+            let len = bs.min(n - start);
+            let idx = perm.narrow(0, start, len);
+            let mut x = data.train_x.f_index_select(0, &idx).map_err(t("train"))?;
+            let mut y = data.train_y.f_index_select(0, &idx).map_err(t("train"))?;
+            if !data.resident_on_device {
+                x = x.to_device(device);
+                y = y.to_device(device);
+            }
+            if req.augment {
+                x = crop_flip(&x, len, c, h, w, device).map_err(t("train"))?;
+            }
+            let x = x
+                .f_to_kind(Kind::Float)
+                .and_then(|x| x.f_mul(&data.scale))
+                .and_then(|x| x.f_add(&data.shift))
+                .map_err(t("train"))?;
+            let out = model.forward_ts(&[&x]).map_err(t("train"))?;
+            if steps == 0 {
+                let size = out.size();
+                if size != [len, req.num_classes] {
+                    return Err(Failure::Shape(format!(
+                        "the network's output has shape {size:?} for a batch of {len}; expected [{len}, {}]",
+                        req.num_classes
+                    )));
+                }
+            }
+            let loss = out
+                .f_log_softmax(-1, Kind::Float)
+                .and_then(|l| l.f_nll_loss(&y, None::<Tensor>, Reduction::Mean, -100))
+                .map_err(t("train"))?;
+            opt.zero_grad();
+            loss.f_backward().map_err(t("train"))?;
+            opt.step();
+            loss_sum =
+                loss_sum.f_add(&loss.detach().f_mul_scalar(len as f64).map_err(t("train"))?).map_err(t("train"))?;
+            steps += 1;
+            if steps % 25 == 0 {
+                let v = loss_sum.f_double_value(&[]).map_err(t("train"))?;
+                if !v.is_finite() {
+                    return Err(Failure::NonFinite(steps));
+                }
+                if device == Device::Cpu {
+                    peak_rss = peak_rss.max(rss_bytes().unwrap_or(0));
+                }
+            }
+            start += len;
+        }
+    }
+    let seen = (n * i64::from(req.epochs.max(1))) as f64;
+    let train_loss = loss_sum.f_double_value(&[]).map_err(t("train"))? / seen;
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+    let epoch_seconds = train_started.elapsed().as_secs_f64() / f64::from(req.epochs.max(1));
+    if !train_loss.is_finite() {
+        return Err(Failure::NonFinite(steps));
+    }
+    peak_rss = peak_rss.max(rss_bytes().unwrap_or(0));
+
+    // Test.
+    let test_started = Instant::now();
+    model.f_set_eval().map_err(t("test"))?;
+    let correct = tch::no_grad(|| -> Result<i64, TchError> {
+        let nt = data.test_x.size()[0];
+        let tb = 512i64;
+        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut start = 0;
+        while start < nt {
+            let len = tb.min(nt - start);
+            let mut x = data.test_x.narrow(0, start, len);
+            let mut y = data.test_y.narrow(0, start, len);
+            if !data.resident_on_device {
+                x = x.to_device(device);
+                y = y.to_device(device);
+            }
+            let x = x.f_to_kind(Kind::Float)?.f_mul(&data.scale)?.f_add(&data.shift)?;
+            let out = model.forward_ts(&[&x])?;
+            let pred = out.f_argmax(-1, false)?;
+            correct = correct.f_add(&pred.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?;
+            start += len;
+        }
+        correct.f_int64_value(&[])
+    })
+    .map_err(t("test"))?;
+    let nt = data.test_x.size()[0].max(1);
+    let accuracy = correct as f64 / nt as f64;
+    Ok(json!({
+        "accuracy": accuracy,
+        "train_loss": train_loss,
+        "params": params,
+        "epoch_seconds": epoch_seconds,
+        "images_per_second": n as f64 / epoch_seconds.max(1e-9),
+        "peak_memory_bytes": if device == Device::Cpu { Some(peak_rss) } else { None },
+        "device": device_name(device),
+        "test_seconds": test_started.elapsed().as_secs_f64(),
+        "worker_seconds": total.elapsed().as_secs_f64(),
+        "steps": steps,
+        "train_examples": n,
+        "test_examples": nt,
+    }))
+}
+
+/// Random crop with 4 pixels of zero padding and a random horizontal flip,
+/// per example, on a uint8 batch `[B,C,H,W]`, in two gather kernels.
+fn crop_flip(x: &Tensor, b: i64, c: i64, h: i64, w: i64, device: Device) -> Result<Tensor, TchError> {
+    let pad = 4;
+    let padded = x.f_constant_pad_nd([pad, pad, pad, pad])?;
+    let opts = (Kind::Int64, device);
+    let oy = Tensor::f_randint(2 * pad + 1, [b, 1], opts)?;
+    let ox = Tensor::f_randint(2 * pad + 1, [b, 1], opts)?;
+    let flip = Tensor::f_randint(2, [b, 1], opts)?;
+    let ar_h = Tensor::f_arange(h, opts)?.f_view([1, h])?;
+    let ar_w = Tensor::f_arange(w, opts)?.f_view([1, w])?;
+    // Flipped columns read from the right: w-1-j.
+    let cols_fwd = ar_w.f_add(&ox)?;
+    let cols_rev = ar_w.f_neg()?.f_add_scalar(w - 1)?.f_add(&ox)?;
+    let cols = cols_rev.f_where_self(&flip.f_eq(1)?, &cols_fwd)?;
+    let rows = ar_h.f_add(&oy)?;
+    let bi = Tensor::f_arange(b, opts)?.f_view([b, 1, 1, 1])?;
+    let ci = Tensor::f_arange(c, opts)?.f_view([1, c, 1, 1])?;
+    let ri = rows.f_view([b, 1, h, 1])?;
+    let wi = cols.f_view([b, 1, 1, w])?;
+    padded.f_index(&[Some(bi), Some(ci), Some(ri), Some(wi)])
+}

@@ -1,0 +1,183 @@
+//! Finding the Python interpreter and the worker binary, and the paths the
+//! sandbox must let them read.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nas_plugin_api::{ErrorCode, PluginError};
+
+use crate::PLUGIN_ID;
+
+/// The worker's file name.
+pub const WORKER_NAME: &str = "nas-eval-worker";
+
+/// The Python to run the checker with: `setting`, else `NAS_PYTHON`, else
+/// the first `.venv/bin/python` walking up from the working directory and
+/// from the executable's directory, else `python3`.
+pub fn find_python(setting: Option<&Path>) -> Result<PathBuf, PluginError> {
+    if let Some(p) = setting {
+        return existing(p, "the `python` setting");
+    }
+    if let Some(p) = std::env::var_os("NAS_PYTHON") {
+        return existing(Path::new(&p), "NAS_PYTHON");
+    }
+    let mut starts = Vec::new();
+    if let Ok(d) = std::env::current_dir() {
+        starts.push(d);
+    }
+    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        starts.push(d);
+    }
+    for start in starts {
+        for dir in start.ancestors() {
+            let p = dir.join(".venv/bin/python");
+            if p.exists() {
+                return Ok(p);
+            }
+        }
+    }
+    Ok(PathBuf::from("python3"))
+}
+
+fn existing(p: &Path, what: &str) -> Result<PathBuf, PluginError> {
+    if p.exists() {
+        Ok(p.to_path_buf())
+    } else {
+        Err(PluginError::new(ErrorCode::NotFound, format!("[{PLUGIN_ID}] {what}: `{}` does not exist", p.display())))
+    }
+}
+
+/// The worker binary: `setting`, else `NAS_EVAL_WORKER`, else next to the
+/// running executable (or one directory up, for test binaries in
+/// `target/release/deps`).
+pub fn find_worker(setting: Option<&Path>) -> Result<PathBuf, PluginError> {
+    if let Some(p) = setting {
+        return existing(p, "the `worker_path` setting");
+    }
+    if let Some(p) = std::env::var_os("NAS_EVAL_WORKER") {
+        return existing(Path::new(&p), "NAS_EVAL_WORKER");
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        for d in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+            let p = d.join(WORKER_NAME);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(PluginError::new(
+        ErrorCode::NotFound,
+        format!(
+            "[{PLUGIN_ID}] the training worker `{WORKER_NAME}` was not found next to the executable; build it with \
+             `LIBTORCH_USE_PYTORCH=1 PATH=$PWD/.venv/bin:$PATH cargo build --release -p nas-eval-tch-worker`, \
+             or point the `worker_path` setting or NAS_EVAL_WORKER at it"
+        ),
+    ))
+}
+
+/// Checks that `python` imports torch; the error says how to set it up.
+pub fn check_torch(python: &Path) -> Result<String, PluginError> {
+    let out = Command::new(python)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .env("PYTHONNOUSERSITE", "1")
+        .output()
+        .map_err(|e| {
+            PluginError::new(
+                ErrorCode::NotFound,
+                format!("[{PLUGIN_ID}] cannot run Python `{}`: {e}; create the project virtualenv with `python3 -m venv .venv && .venv/bin/pip install torch==2.11.0 numpy` or set `python` / NAS_PYTHON", python.display()),
+            )
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("");
+        return Err(PluginError::new(
+            ErrorCode::NotFound,
+            format!("[{PLUGIN_ID}] `import torch` fails in `{}` ({last}); install it with `{} -m pip install torch==2.11.0 numpy`, or set `python` / NAS_PYTHON to a Python that has it", python.display(), python.display()),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// System directories a Python or libtorch process needs to read.
+pub fn system_read_paths() -> Vec<PathBuf> {
+    [
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/bin",
+        "/sbin",
+        "/opt",
+        "/proc",
+        "/sys",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",
+        "/etc/localtime",
+        "/etc/os-release",
+        "/etc/nsswitch.conf",
+        "/etc/passwd",
+        "/etc/group",
+        "/etc/alternatives",
+        "/etc/python3",
+        "/etc/python3.11",
+        "/etc/ssl/certs",
+        "/dev/null",
+        "/dev/zero",
+        "/dev/urandom",
+        "/dev/random",
+        "/dev/shm",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
+}
+
+/// The install roots of a Python: its virtualenv and the base interpreter.
+pub fn python_roots(python: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let resolved = which(python);
+    for p in [Some(resolved.clone()), resolved.canonicalize().ok()].into_iter().flatten() {
+        if let Some(root) = p.parent().and_then(Path::parent) {
+            out.push(root.to_path_buf());
+            if let Ok(c) = root.canonicalize() {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Library directories named in `LD_LIBRARY_PATH` (e.g. a libtorch outside
+/// the virtualenv).
+pub fn library_roots() -> Vec<PathBuf> {
+    std::env::var("LD_LIBRARY_PATH")
+        .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+        .unwrap_or_default()
+}
+
+fn which(p: &Path) -> PathBuf {
+    if p.components().count() > 1 {
+        return std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let c = dir.join(p);
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    p.to_path_buf()
+}
+
+/// Whether other processes keep the cores busy: the 1-minute load average
+/// plus our `threads` exceeds the core count.
+pub fn machine_busy(threads: usize) -> bool {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    load + threads as f64 > cores + 0.5
+}

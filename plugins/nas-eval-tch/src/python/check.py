@@ -1,0 +1,241 @@
+"""Check and export one candidate network (the sandboxed child of eval.tch-one-epoch).
+
+Usage: python check.py REQUEST.json
+
+Reads the request (paths and the task), imports the candidate file, checks the
+code contract, runs a forward pass on a dummy batch, counts parameters and
+FLOPs, and exports the network to TorchScript. Writes one JSON object to the
+request's `result_path`:
+
+  {"ok": true, "params": ..., "flops": ..., "export": "script"|"trace", ...}
+  {"ok": false, "stage": ..., "kind": ..., "message": ..., "exception": ..., "traceback": ...}
+
+This file runs inside the sandbox; it trusts nothing the candidate does.
+"""
+
+import copy
+import errno
+import importlib.util
+import inspect
+import json
+import sys
+import traceback
+import warnings
+
+REQUEST = json.load(open(sys.argv[1]))
+RESULT_PATH = REQUEST["result_path"]
+_written = False
+
+
+def write(obj):
+    global _written
+    if _written:
+        return
+    _written = True
+    with open(RESULT_PATH, "w") as f:
+        json.dump(obj, f)
+
+
+def tail(tb, limit=4000):
+    return tb[-limit:]
+
+
+SANDBOX_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENETUNREACH, errno.EROFS, errno.EHOSTUNREACH}
+
+
+def fail(stage, kind, message, exc=None):
+    tb = traceback.format_exc() if exc is not None else ""
+    ename = type(exc).__name__ if exc is not None else None
+    if exc is not None:
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+            kind = "out_of_memory"
+        elif isinstance(exc, OSError) and exc.errno in SANDBOX_ERRNOS:
+            kind = "sandbox"
+        elif isinstance(exc, BlockingIOError) or (isinstance(exc, OSError) and exc.errno == errno.EAGAIN):
+            kind = "sandbox"
+    # Keep only the candidate's frames and the error for the Improver.
+    write({"ok": False, "stage": stage, "kind": kind, "message": message[:2000], "exception": ename, "traceback": tail(tb)})
+    sys.exit(0)
+
+
+def first_line(exc):
+    s = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {s[0] if s else ''}".strip()
+
+
+warnings.filterwarnings("ignore")
+
+# --- compile -----------------------------------------------------------------
+code_path = REQUEST["code_path"]
+source = open(code_path).read()
+try:
+    compile(source, code_path, "exec")
+except (SyntaxError, ValueError) as e:
+    line = getattr(e, "lineno", None)
+    fail("check", "syntax", f"{type(e).__name__}: {getattr(e, 'msg', e)}" + (f" (line {line})" if line else ""), e)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+torch.set_num_threads(max(1, int(REQUEST.get("threads", 1))))
+seed = int(REQUEST["seed"])
+C, H, W = REQUEST["in_shape"]
+num_classes = int(REQUEST["num_classes"])
+batch_size = int(REQUEST["batch_size"])
+
+# --- import --------------------------------------------------------------------
+torch.manual_seed(seed)
+try:
+    spec = importlib.util.spec_from_file_location("candidate", code_path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["candidate"] = mod
+    spec.loader.exec_module(mod)
+except SystemExit as e:
+    fail("check", "runtime", f"the code called exit({e.code}) while being imported", e)
+except BaseException as e:  # noqa: BLE001 - any exception of the candidate is its failure
+    fail("check", "runtime", f"importing the code raised {first_line(e)}", e)
+
+# --- contract ------------------------------------------------------------------
+Net = getattr(mod, "Net", None)
+if Net is None or not inspect.isclass(Net):
+    fail("check", "contract", "the code defines no `class Net`; the contract is `class Net(nn.Module)`")
+if not issubclass(Net, nn.Module):
+    fail("check", "contract", "`Net` is not a subclass of torch.nn.Module")
+
+try:
+    params = [p for p in inspect.signature(Net.__init__).parameters.values()][1:]
+except (TypeError, ValueError):
+    params = []
+positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+required = [p for p in positional if p.default is p.empty]
+has_var = any(p.kind == p.VAR_POSITIONAL for p in params)
+
+hp = getattr(mod, "supported_hyperparameters", None)
+lemur = callable(hp) and (len(positional) >= 4 or has_var)
+torch.manual_seed(seed)
+try:
+    if lemur:
+        names = hp()
+        defaults = {"lr": REQUEST["lr"], "momentum": REQUEST["momentum"], "dropout": 0.2, "batch": batch_size}
+        prm = {n: defaults.get(n, 0.5) for n in names}
+        contract = "lemur"
+        model = Net((batch_size, C, H, W), (num_classes,), prm, torch.device("cpu"))
+    elif len(required) == 0 and len(positional) >= 2:
+        contract = "paper(in_shape, num_classes)"
+        model = Net((C, H, W), num_classes)
+    elif len(required) == 0:
+        contract = "paper()"
+        model = Net()
+    elif len(required) <= 2 and len(positional) >= 2:
+        contract = "paper(in_shape, num_classes)"
+        model = Net((C, H, W), num_classes)
+    else:
+        fail(
+            "check",
+            "contract",
+            "`Net.__init__` takes (" + ", ".join(p.name for p in params) + "); accepted: Net(), Net(in_shape, num_classes), "
+            "or Net(in_shape, out_shape, prm, device) with a module-level supported_hyperparameters()",
+        )
+except TypeError as e:
+    if "argument" in str(e):
+        fail("check", "contract", f"building Net failed: {first_line(e)}", e)
+    fail("check", "runtime", f"building Net raised {first_line(e)}", e)
+except SystemExit as e:
+    fail("check", "runtime", f"the code called exit({e.code}) while building Net", e)
+except BaseException as e:  # noqa: BLE001
+    fail("check", "runtime", f"building Net raised {first_line(e)}", e)
+
+if not isinstance(model, nn.Module):
+    fail("check", "contract", "Net(...) did not return a torch.nn.Module")
+model = model.float().cpu()
+n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+if n_params == 0:
+    fail("check", "contract", "the network has no trainable parameters")
+
+# --- forward on a dummy batch ----------------------------------------------------
+state = copy.deepcopy(model.state_dict())
+gen = torch.Generator().manual_seed(seed)
+dummy = torch.randn(2, C, H, W, generator=gen)
+try:
+    model.train()
+    out = model(dummy)
+except SystemExit as e:
+    fail("check", "runtime", f"the code called exit({e.code}) in forward", e)
+except BaseException as e:  # noqa: BLE001
+    fail("check", "runtime", f"the forward pass on a dummy batch of shape [2, {C}, {H}, {W}] raised {first_line(e)}", e)
+if not isinstance(out, torch.Tensor):
+    fail("check", "shape", f"forward returned {type(out).__name__}, not a tensor of shape [batch, {num_classes}]")
+if tuple(out.shape) != (2, num_classes):
+    fail("check", "shape", f"forward on a batch of shape [2, {C}, {H}, {W}] returned shape {list(out.shape)}; expected [2, {num_classes}]")
+try:
+    out.float().logsumexp(-1).sum().backward()
+except BaseException as e:  # noqa: BLE001
+    fail("check", "runtime", f"the backward pass raised {first_line(e)}", e)
+model.zero_grad(set_to_none=True)
+
+# FLOPs of one example's forward pass (multiply-add = 2).
+flops = None
+try:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(dummy[:1])
+    flops = int(fc.get_total_flops())
+except BaseException:  # noqa: BLE001 - FLOPs are optional
+    flops = None
+model.load_state_dict(state)
+model.zero_grad(set_to_none=True)
+
+# --- export ------------------------------------------------------------------------
+MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.modules.instancenorm._InstanceNorm)
+export = None
+script_error = None
+model.train()
+try:
+    scripted = torch.jit.script(model)
+    export = "script"
+except BaseException as e:  # noqa: BLE001
+    script_error = first_line(e)
+    scripted = None
+
+if scripted is None:
+    # Trace, keeping train/eval behaviour: script the mode-dependent layers
+    # (BatchNorm, Dropout) first, so that the trace calls them as script
+    # modules with their `training` switch intact.
+    try:
+        traced_model = copy.deepcopy(model)
+        for name, sub in list(traced_model.named_modules()):
+            for cname, child in list(sub.named_children()):
+                if isinstance(child, MODE_DEPENDENT):
+                    setattr(sub, cname, torch.jit.script(child))
+        traced_model.train()
+        scripted = torch.jit.trace(traced_model, dummy, check_trace=False)
+        export = "trace"
+    except BaseException as e:  # noqa: BLE001
+        fail("export", "export", f"TorchScript export failed: script: {script_error}; trace: {first_line(e)}", e)
+
+try:
+    scripted.save(REQUEST["model_path"])
+    loaded = torch.jit.load(REQUEST["model_path"])
+    loaded.train()
+    state2 = copy.deepcopy(loaded.state_dict())
+    out2 = loaded(dummy)
+    loaded.load_state_dict(state2)
+    if tuple(out2.shape) != (2, num_classes):
+        fail("export", "export", f"the exported module returns shape {list(out2.shape)}; expected [2, {num_classes}]")
+except SystemExit:
+    raise
+except BaseException as e:  # noqa: BLE001
+    fail("export", "export", f"the exported TorchScript module does not run: {first_line(e)}", e)
+
+write(
+    {
+        "ok": True,
+        "contract": contract,
+        "params": int(n_params),
+        "flops": flops,
+        "export": export,
+        "script_error": script_error,
+    }
+)

