@@ -1,0 +1,3 @@
+//! `llm.glm` of `nas-llm-openai`, exported alone as a plugin library:
+//! `nas --plugin target/release/libnas_llm_glm.so`.
+nas_plugin_api::export_root_module!(nas_llm_openai_lib::glm_library);
