@@ -27,7 +27,19 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 fn data_root() -> &'static PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("nas-eval-tch-tests-{}", std::process::id()));
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        // Remove what earlier runs left (their processes are gone).
+        if let Ok(entries) = std::fs::read_dir(base) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("nas-eval-tch-tests-").and_then(|p| p.parse::<u32>().ok()) {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let root = base.join(format!("nas-eval-tch-tests-{}", std::process::id()));
         common::fashion_mnist(&root.join("fashion-mnist"), 4000, 1000);
         common::synthetic_cifar(&root.join("synthetic-cifar"), 1200, 300);
         root
