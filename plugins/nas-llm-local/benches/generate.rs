@@ -1,0 +1,133 @@
+//! Generation speed of `llm.local` on this machine, written to
+//! `docs/results/llm-bench.md`.
+//!
+//! `cargo bench -p nas-llm-local` (fetches the models into the default models
+//! directory, or `NAS_TEST_MODELS_DIR`, when absent). The figure of interest
+//! is generated tokens per second for the default 1.5B model on an idle
+//! machine; the load average at the time is recorded next to it.
+//! `NAS_BENCH_THREADS` fixes the thread count (default: the free cores).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use nas_llm_local::{
+    default_models_dir, fetch_model, find_model, free_cores, FetchOptions, LocalBackend, LocalSettings,
+};
+use nas_plugin_api::{ChatMessage, ChatRequest, LlmBackend, PluginError};
+
+const PROMPT: &str = "Write a PyTorch image classifier `class Net(nn.Module)` for 1x28x28 inputs and 10 classes, \
+with `__init__(self, in_shape, num_classes)`. Answer with the code only, in one python block.";
+
+struct Row {
+    model: String,
+    threads: usize,
+    prompt_tokens: u64,
+    prompt_tps: f64,
+    generated: u64,
+    gen_tps: f64,
+    load_s: f64,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn measure(name: &str, dir: &PathBuf, runs: usize, max_tokens: u32) -> Result<Row, PluginError> {
+    let path = fetch_model(name, dir, &FetchOptions { verbose: true, ..FetchOptions::default() })?;
+    let settings: LocalSettings = PluginError::parse_config("llm.local", &serde_json::json!({"context_tokens": 2048}))?;
+    let threads = std::env::var("NAS_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(free_cores);
+    let t = Instant::now();
+    let mut b = LocalBackend::load(&path, settings, Some(threads))?;
+    let load_s = t.elapsed().as_secs_f64();
+    let req = |max: u32, seed: u64| ChatRequest {
+        messages: vec![ChatMessage::user(PROMPT)],
+        max_tokens: Some(max),
+        seed: Some(seed),
+        ..ChatRequest::default()
+    };
+    b.complete(&req(8, 1))?; // warm-up
+    let mut best_prompt = f64::MAX;
+    let mut prompt_tokens = 0;
+    for _ in 0..runs {
+        let r = b.complete(&req(1, 43))?;
+        best_prompt = best_prompt.min(r.latency_ms as f64 / 1000.0);
+        prompt_tokens = r.usage.prompt_tokens;
+    }
+    let (mut gen_tokens, mut gen_s) = (0u64, 0f64);
+    for i in 0..runs {
+        let r = b.complete(&req(max_tokens, 43 + i as u64))?;
+        let secs = (r.latency_ms as f64 / 1000.0 - best_prompt).max(1e-3);
+        gen_tokens += r.usage.completion_tokens.saturating_sub(1);
+        gen_s += secs;
+    }
+    Ok(Row {
+        model: find_model(name)
+            .map(|m| m.description.split(':').next().unwrap_or(name).to_string())
+            .unwrap_or_default(),
+        threads,
+        prompt_tokens,
+        prompt_tps: prompt_tokens as f64 / best_prompt,
+        generated: gen_tokens,
+        gen_tps: gen_tokens as f64 / gen_s,
+        load_s,
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::var_os("NAS_TEST_MODELS_DIR").map(PathBuf::from).unwrap_or_else(default_models_dir);
+    let before = loadavg();
+    let mut rows = Vec::new();
+    for (name, runs, max) in [("qwen2.5-coder-1.5b", 3, 256), ("qwen2.5-coder-0.5b", 3, 256)] {
+        eprintln!("measuring {name} ...");
+        let row = measure(name, &dir, runs, max)?;
+        eprintln!("{name}: {:.1} generated tokens/s, {:.1} prompt tokens/s", row.gen_tps, row.prompt_tps);
+        rows.push(row);
+    }
+    let after = loadavg();
+    let mut md = String::new();
+    writeln!(md, "# llm.local generation speed\n")?;
+    writeln!(
+        md,
+        "Written by `cargo bench -p nas-llm-local` (plugins/nas-llm-local/benches/generate.rs). llama.cpp in-process \
+         through llama-cpp-2, built with `-march=x86-64-v3`; prompt: write `class Net` for 1x28x28 / 10 classes \
+         (chat template of the GGUF); temperature 0.7, top_p 0.9, up to 256 new tokens, 3 runs each. \
+         Generation rate = (tokens − 1) / (call time − prompt time).\n"
+    )?;
+    writeln!(
+        md,
+        "Machine: {} ({} cores). Load average (1/5/15 min) before: {before}; after: {after}. Other builds and tests shared the machine unless the load says otherwise.\n",
+        cpu(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    )?;
+    writeln!(
+        md,
+        "| model | threads | load s | prompt tokens | prompt tokens/s | generated tokens | generated tokens/s |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    for r in &rows {
+        writeln!(
+            md,
+            "| {} | {} | {:.1} | {} | {:.0} | {} | **{:.1}** |",
+            r.model, r.threads, r.load_s, r.prompt_tokens, r.prompt_tps, r.generated, r.gen_tps
+        )?;
+    }
+    writeln!(md, "\nTarget: at least 18 generated tokens/s for the 1.5B model on an idle 2-core machine.")?;
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/results/llm-bench.md");
+    std::fs::write(&out, md)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The llama.cpp engine behind `llm.local`.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use nas_plugin_api::{ChatRequest, ChatResponse, ChatRole, ErrorCode, LlmBackend, PluginError, TokenUsage};
+
+use crate::{free_cores, LocalSettings, ID};
+
+/// Tokens decoded per batch while reading the prompt.
+const PROMPT_BATCH: usize = 512;
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+fn backend() -> Result<&'static LlamaBackend, PluginError> {
+    BACKEND
+        .get_or_init(|| {
+            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
+            if std::env::var_os("NAS_LLAMA_LOG").is_none() {
+                b.void_logs();
+            }
+            Ok(b)
+        })
+        .as_ref()
+        .map_err(|e| PluginError::internal(format!("[{ID}] llama.cpp did not start: {e}")))
+}
+
+/// A loaded GGUF model answering chat requests. The model is loaded once
+/// and reused by every call; each call gets a fresh context.
+pub struct LocalBackend {
+    model: LlamaModel,
+    name: String,
+    settings: LocalSettings,
+    threads: Option<usize>,
+}
+
+impl std::fmt::Debug for LocalBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalBackend({})", self.name)
+    }
+}
+
+impl LocalBackend {
+    /// Loads the GGUF at `path`. `threads` fixes the thread count; `None`
+    /// picks the free cores at every call.
+    pub fn load(path: &Path, settings: LocalSettings, threads: Option<usize>) -> Result<Self, PluginError> {
+        let backend = backend()?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| {
+            PluginError::new(ErrorCode::Corrupt, format!("[{ID}] cannot load model {}: {e}", path.display()))
+        })?;
+        let name = model
+            .meta_val_str("general.name")
+            .unwrap_or_else(|_| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        Ok(LocalBackend { model, name, settings, threads })
+    }
+
+    /// The model's `general.name`.
+    pub fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    fn prompt(&self, request: &ChatRequest) -> Result<String, PluginError> {
+        let messages = request
+            .messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    ChatRole::System => "system",
+                    ChatRole::User => "user",
+                    ChatRole::Assistant => "assistant",
+                };
+                LlamaChatMessage::new(role.into(), m.content.clone())
+                    .map_err(|e| PluginError::input(format!("[{ID}] message cannot be passed to llama.cpp: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The GGUF's own template; ChatML (the Qwen family's) when it has none
+        // llama.cpp understands.
+        if let Ok(tmpl) = self.model.chat_template(None) {
+            if let Ok(p) = self.model.apply_chat_template(&tmpl, &messages, true) {
+                return Ok(p);
+            }
+        }
+        let mut p = String::new();
+        for m in &request.messages {
+            let role = match m.role {
+                ChatRole::System => "system",
+                ChatRole::User => "user",
+                ChatRole::Assistant => "assistant",
+            };
+            p.push_str(&format!("<|im_start|>{role}\n{}<|im_end|>\n", m.content));
+        }
+        p.push_str("<|im_start|>assistant\n");
+        Ok(p)
+    }
+}
+
+fn time_seed() -> u32 {
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (n ^ (n >> 32)) as u32
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> PluginError {
+    PluginError::internal(format!("[{ID}] {what}: {e}"))
+}
+
+impl LlmBackend for LocalBackend {
+    fn complete(&mut self, request: &ChatRequest) -> Result<ChatResponse, PluginError> {
+        let started = Instant::now();
+        if request.messages.is_empty() {
+            return Err(PluginError::input(format!("[{ID}] a chat request needs at least one message")));
+        }
+        let backend = backend()?;
+        let s = &self.settings;
+        let temperature = request.temperature.unwrap_or(s.temperature);
+        let top_p = request.top_p.unwrap_or(s.top_p);
+        let max_tokens = request.max_tokens.unwrap_or(s.max_tokens).max(1);
+        let stops: Vec<&str> =
+            s.stop.iter().chain(&request.stop).map(String::as_str).filter(|x| !x.is_empty()).collect();
+        let seed = request.seed.or(s.seed).map(|x| (x ^ (x >> 32)) as u32).unwrap_or_else(time_seed);
+
+        let prompt = self.prompt(request)?;
+        let vocab = self.model.vocab();
+        let tokens = vocab.tokenize(prompt.as_bytes(), true, true);
+        let n_ctx = s.context_tokens.min(self.model.n_ctx_train().max(256));
+        if tokens.len() + 1 >= n_ctx as usize {
+            return Err(PluginError::new(
+                ErrorCode::ContextTooLong,
+                format!(
+                    "[{ID}] the prompt is {} tokens and the context holds {n_ctx} (`context_tokens`)",
+                    tokens.len()
+                ),
+            ));
+        }
+        let threads = self.threads.unwrap_or_else(free_cores).max(1) as i32;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(PROMPT_BATCH as u32)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let mut ctx = self.model.new_context(backend, params).map_err(|e| internal("cannot create a context", e))?;
+
+        let mut batch = LlamaBatch::new(PROMPT_BATCH, 1);
+        let last = tokens.len() - 1;
+        for (chunk_start, chunk) in tokens.chunks(PROMPT_BATCH).enumerate().map(|(i, c)| (i * PROMPT_BATCH, c)) {
+            batch.clear();
+            for (j, t) in chunk.iter().enumerate() {
+                let pos = chunk_start + j;
+                batch.add(*t, pos as i32, &[0], pos == last).map_err(|e| internal("batch", e))?;
+            }
+            ctx.decode(&mut batch).map_err(|e| internal("reading the prompt", e))?;
+        }
+
+        let mut samplers = Vec::new();
+        if temperature <= 0.0 {
+            samplers.push(LlamaSampler::greedy());
+        } else {
+            samplers.push(LlamaSampler::top_p(top_p, 1));
+            samplers.push(LlamaSampler::temp(temperature));
+            samplers.push(LlamaSampler::dist(seed));
+        }
+        let mut sampler = LlamaSampler::chain_simple(samplers);
+
+        let budget = (max_tokens as usize).min(n_ctx as usize - tokens.len());
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut generated = 0u64;
+        let mut finish = "length";
+        let mut pos = tokens.len() as i32;
+        let mut idx = batch.n_tokens() - 1;
+        for _ in 0..budget {
+            let token = sampler.sample(&ctx, idx);
+            sampler.accept(token);
+            generated += 1;
+            if vocab.is_eog(token) {
+                finish = "stop";
+                break;
+            }
+            bytes.extend_from_slice(&vocab.token_to_piece(token, false, None));
+            if !stops.is_empty() {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Some(cut) = stops.iter().filter_map(|st| text.find(st)).min() {
+                    let kept = text[..cut].to_string();
+                    bytes = kept.into_bytes();
+                    finish = "stop";
+                    break;
+                }
+            }
+            batch.clear();
+            batch.add(token, pos, &[0], true).map_err(|e| internal("batch", e))?;
+            pos += 1;
+            ctx.decode(&mut batch).map_err(|e| internal("generating", e))?;
+            idx = batch.n_tokens() - 1;
+        }
+        let content = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(ChatResponse {
+            content,
+            model: self.name.clone(),
+            finish_reason: Some(finish.to_string()),
+            usage: TokenUsage { prompt_tokens: tokens.len() as u64, completion_tokens: generated, estimated: false },
+            latency_ms: started.elapsed().as_millis() as u64,
+            attempts: 1,
+        })
+    }
+}

