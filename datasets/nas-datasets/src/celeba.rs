@@ -48,9 +48,12 @@ pub struct CelebaSettings {
     pub max_images_per_split: Option<usize>,
 }
 
+/// The attribute names, and per image file whether the chosen one is present.
+pub type Attributes = (Vec<String>, Vec<(String, bool)>);
+
 /// Parses `list_attr_celeba.txt`: the attribute names and, per image file,
 /// whether `attribute` is present.
-pub fn parse_attributes(text: &str, attribute: &str) -> Result<(Vec<String>, Vec<(String, bool)>), FormatError> {
+pub fn parse_attributes(text: &str, attribute: &str) -> Result<Attributes, FormatError> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let count: usize = lines
         .next()

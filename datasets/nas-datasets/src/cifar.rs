@@ -169,7 +169,7 @@ pub fn parse_batch(
     if bytes.is_empty() {
         return Err(FormatError::Invalid("empty batch file".into()));
     }
-    if bytes.len() % record != 0 {
+    if !bytes.len().is_multiple_of(record) {
         let whole = bytes.len() / record;
         return Err(FormatError::truncated(
             format!("record {} of {record} bytes", whole + 1),
@@ -189,6 +189,9 @@ pub fn parse_batch(
     }
     Ok(split)
 }
+
+/// Batch files by name: where they were read from and their bytes.
+type BatchFiles = HashMap<String, (PathBuf, Vec<u8>)>;
 
 /// Which CIFAR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,7 +297,7 @@ impl CifarLoader {
 
     /// Reads the batch files: `(name relative to the extracted folder, bytes)`
     /// and the checksums of what was read.
-    fn read_files(&self) -> Result<(HashMap<String, (PathBuf, Vec<u8>)>, Vec<SourceChecksum>), PluginError> {
+    fn read_files(&self) -> Result<(BatchFiles, Vec<SourceChecksum>), PluginError> {
         let raw = &self.common.raw_dir;
         let (dir, archive) = self.dir_and_archive();
         let wanted: Vec<&str> = self.batches().into_iter().flat_map(|(_, f)| f).collect();

@@ -167,9 +167,12 @@ pub fn spread<T: Clone>(items: Vec<T>, limit: Option<usize>) -> Vec<T> {
     }
 }
 
+/// What [`read_folders`] read: class folder names, class names, splits,
+/// one checksum per split.
+type FolderData = (Vec<String>, Vec<String>, BTreeMap<String, SplitData>, Vec<SourceChecksum>);
+
 /// Reads a whole image-folder dataset: `(split name in the manifest, folder
 /// name on disk)` pairs; the classes are those of the first split.
-#[allow(clippy::too_many_arguments)]
 fn read_folders(
     root: &Path,
     splits: &[(&str, &str)],
@@ -177,7 +180,7 @@ fn read_folders(
     limit: Option<usize>,
     threads: usize,
     class_of: &dyn Fn(&str) -> String,
-) -> Result<(Vec<String>, Vec<String>, BTreeMap<String, SplitData>, Vec<SourceChecksum>), PluginError> {
+) -> Result<FolderData, PluginError> {
     let mut folders: Vec<String> = Vec::new();
     let mut out = BTreeMap::new();
     let mut sums = Vec::new();
