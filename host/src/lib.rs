@@ -1,5 +1,29 @@
 //! The `nas` host library: everything the `nas` binary does, as a library the
 //! integration tests drive too.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`cli`] | the command line, exit codes, error rendering |
+//! | [`config`] | the run config (TOML, strict) |
+//! | [`registry`] | plugin references, built-ins, native libraries, creation |
+//! | [`builtins`] | the plugins linked into `nas` |
+//! | [`paths`] | `NAS_HOME` and the directories under it |
+//! | [`fetch`] | resumable, checksum-verified downloads |
+//! | [`wasm`] | WebAssembly component plugins |
+//! | [`search`] | the method's loop: generator, evaluation, memory, improver |
+//! | [`store`] | the run store (SQLite): records, memory, LLM journal |
+//! | [`metrics`] | valid rate, best/mean accuracy, ... from records |
+//! | [`datasets`] | the prepared-dataset cache of a run |
 
+pub mod builtins;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod datasets;
 pub mod fetch;
+pub mod metrics;
+pub mod paths;
+pub mod registry;
+pub mod search;
+pub mod store;
 pub mod wasm;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `nas` binary.
+
+fn main() -> std::process::ExitCode {
+    nas_host::cli::main()
+}

@@ -1,1 +1,108 @@
-//! Shared helpers for the workspace-level integration tests.
+//! Shared helpers for the workspace-level integration tests: build the `nas`
+//! binary and plugin libraries from source, exactly as a user would, and run
+//! them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root").to_path_buf()
+}
+
+/// The cargo that runs the tests (or `cargo`).
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Runs `cargo build --release` with `args` and returns the paths of the
+/// artifacts it reports whose file names satisfy `keep`.
+fn cargo_build(args: &[&str], manifest_dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(cargo())
+        .args(["build", "--release", "--message-format=json-render-diagnostics"])
+        .args(args)
+        .current_dir(manifest_dir)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "cargo build {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        for f in msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
+            if keep(f) {
+                found.push(PathBuf::from(f));
+            }
+        }
+        if let Some(exe) = msg["executable"].as_str() {
+            if keep(exe) {
+                found.push(PathBuf::from(exe));
+            }
+        }
+    }
+    found
+}
+
+/// Builds a workspace package's cdylib and returns the `.so`.
+pub fn build_cdylib(package: &str) -> PathBuf {
+    let lib = format!("lib{}.so", package.replace('-', "_"));
+    let found = cargo_build(&["-p", package, "--lib"], &workspace_root(), |f| f.ends_with(".so"));
+    found
+        .into_iter()
+        .find(|f| f.file_name().is_some_and(|n| n == lib.as_str()))
+        .or_else(|| {
+            // A shim may rename its library; take the one .so it built.
+            let again = cargo_build(&["-p", package, "--lib"], &workspace_root(), |f| f.ends_with(".so"));
+            again.into_iter().last()
+        })
+        .unwrap_or_else(|| panic!("building {package} produced no .so"))
+}
+
+/// Builds the example third-party plugin from its own crate, as
+/// `docs/plugin-guide.md` tells a stranger to, and returns its `.so`.
+pub fn build_example_plugin() -> PathBuf {
+    static SO: OnceLock<PathBuf> = OnceLock::new();
+    SO.get_or_init(|| {
+        let dir = workspace_root().join("plugins/examples/nas-example-plugin");
+        let found = cargo_build(&["--lib"], &dir, |f| f.ends_with("libnas_example_plugin.so"));
+        found.into_iter().next().expect("the example plugin builds a .so")
+    })
+    .clone()
+}
+
+/// The `nas` binary, built once per test process.
+pub fn nas_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let found = cargo_build(&["-p", "nas-host", "--bin", "nas"], &workspace_root(), |f| f.ends_with("/nas"));
+        found.into_iter().next().expect("nas builds")
+    })
+    .clone()
+}
+
+/// Runs `nas` with `args` in `cwd`, with `NAS_HOME` pointing into it.
+pub fn nas(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(nas_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("NAS_HOME", cwd.join(".nas-home"))
+        .output()
+        .expect("nas runs")
+}
+
+/// stdout and stderr of an output, for assertions and messages.
+pub fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

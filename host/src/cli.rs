@@ -1,0 +1,165 @@
+//! The `nas` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::registry::Registry;
+
+/// What a command's failure means for the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Usage, config or plugin error: exit code 2.
+    Usage(anyhow::Error),
+    /// A run started and failed (broken infrastructure mid-run): exit code 1.
+    Run(anyhow::Error),
+}
+
+impl Failure {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Run(_) => 1,
+        }
+    }
+    fn error(&self) -> &anyhow::Error {
+        match self {
+            Failure::Usage(e) | Failure::Run(e) => e,
+        }
+    }
+}
+
+/// Turns any error into a usage failure (exit 2).
+pub trait UsageContext<T> {
+    /// Marks the error as a usage/config/plugin error.
+    fn usage(self) -> Result<T, Failure>;
+    /// Marks the error as a failed run.
+    fn run_failed(self) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> UsageContext<T> for Result<T, E> {
+    fn usage(self) -> Result<T, Failure> {
+        self.map_err(|e| Failure::Usage(e.into()))
+    }
+    fn run_failed(self) -> Result<T, Failure> {
+        self.map_err(|e| Failure::Run(e.into()))
+    }
+}
+
+/// `nas`: LLM-driven neural architecture search with feedback memory.
+///
+/// An LLM writes PyTorch code for an image classifier; the code is checked in
+/// a sandbox and trained for one epoch; a second LLM role diagnoses the
+/// result; a memory of recent attempts feeds the next round.
+#[derive(Debug, Parser)]
+#[command(name = "nas", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Load a plugin library (`.so`, or `.wasm` with its manifest) in addition
+    /// to the built-ins. Repeatable. A loaded plugin overrides a built-in of
+    /// the same id.
+    #[arg(long = "plugin", value_name = "PATH", global = true)]
+    pub plugins: Vec<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a search from a config file.
+    Run(RunArgs),
+    /// Continue a run that was stopped or killed, from its last committed
+    /// iteration.
+    Resume {
+        /// The run directory (printed by `nas run`).
+        run_dir: PathBuf,
+    },
+    /// Inspect and check plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+/// `nas run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The run config (TOML). Without one, the embedded defaults are used:
+    /// the local model, Fashion-MNIST, the one-epoch evaluator and the K=5
+    /// window.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Rerun with the LLM answers recorded in another run instead of calling
+    /// the LLM (the recorded run's config is used unless --config is given).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub replay: Option<PathBuf>,
+    /// Override `[search] max_iterations`.
+    #[arg(long, value_name = "N")]
+    pub max_iterations: Option<u64>,
+    /// Override `[run] output_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+}
+
+/// `nas plugins ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List every plugin: id, kind, version, API version, where it came from.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run each load check on a plugin library and print which passed.
+    Check {
+        /// The library (`.so`).
+        path: PathBuf,
+        /// Print JSON instead of a list.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line, runs the command, prints any error and returns
+/// the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", render_error(failure.error()));
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// An error and its causes as one paragraph.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Builds the registry: built-ins plus every `--plugin`.
+pub fn registry(plugins: &[PathBuf]) -> Result<Registry, Failure> {
+    let mut registry = Registry::with_builtins().usage()?;
+    for path in plugins {
+        registry.load_path(path).usage()?;
+    }
+    Ok(registry)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run(args) => crate::commands::run::run(&cli.plugins, &args),
+        Command::Resume { run_dir } => crate::commands::run::resume(&cli.plugins, &run_dir),
+        Command::Plugins(cmd) => crate::commands::plugins::run(&cli.plugins, cmd),
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per `nas` command.
+
+pub mod plugins;
+pub mod run;

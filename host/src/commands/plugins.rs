@@ -1,0 +1,129 @@
+//! `nas plugins list` and `nas plugins check`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use nas_plugin_api::HostContext;
+
+use crate::cli::{Failure, PluginsCommand, UsageContext};
+use crate::registry::{self, CheckResult};
+
+/// Runs a `nas plugins` command.
+pub fn run(plugins: &[PathBuf], cmd: PluginsCommand) -> Result<(), Failure> {
+    match cmd {
+        PluginsCommand::List { json } => list(plugins, json),
+        PluginsCommand::Check { path, json } => check(&path, json),
+    }
+}
+
+fn list(plugins: &[PathBuf], json: bool) -> Result<(), Failure> {
+    let registry = crate::cli::registry(plugins)?;
+    if json {
+        let rows: Vec<serde_json::Value> = registry
+            .plugins()
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.info.id, "kind": p.info.kind, "version": p.info.version,
+                    "api_version": p.info.api_version.to_string(), "origin": p.origin.to_string(),
+                    "description": p.info.description,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).usage()?);
+        return Ok(());
+    }
+    let rows: Vec<[String; 6]> = registry
+        .plugins()
+        .iter()
+        .map(|p| {
+            [
+                p.info.id.clone(),
+                p.info.kind.to_string(),
+                p.info.version.clone(),
+                p.info.api_version.to_string(),
+                p.origin.to_string(),
+                p.info.description.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "KIND", "VERSION", "API", "FROM", "DESCRIPTION"], &rows);
+    Ok(())
+}
+
+/// Prints rows as an aligned table (the last column unpadded).
+pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn check(path: &Path, json: bool) -> Result<(), Failure> {
+    let ctx = HostContext {
+        host_api_version: Some(nas_plugin_api::API_VERSION),
+        data_dir: Some(crate::paths::data_dir()),
+        models_dir: Some(crate::paths::models_dir()),
+        threads: Some(crate::paths::threads()),
+        ..Default::default()
+    };
+    let results: Vec<CheckResult> = if path.extension().is_some_and(|e| e == "wasm") {
+        vec![CheckResult {
+            check: "WebAssembly support".into(),
+            passed: Some(false),
+            detail: "WebAssembly plugins are not supported by this build of nas".into(),
+        }]
+    } else {
+        registry::check_native(path, &ctx)
+    };
+    let all_passed = results.iter().all(|r| r.passed == Some(true));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"path": path, "passed": all_passed, "checks": results}))
+                .usage()?
+        );
+    } else {
+        println!("{}", path.display());
+        for r in &results {
+            let mark = match r.passed {
+                Some(true) => "ok  ",
+                Some(false) => "FAIL",
+                None => "skip",
+            };
+            if r.detail.is_empty() {
+                println!("  [{mark}] {}", r.check);
+            } else {
+                println!("  [{mark}] {}: {}", r.check, r.detail);
+            }
+        }
+    }
+    if all_passed {
+        Ok(())
+    } else {
+        let first = results.iter().find(|r| r.passed == Some(false));
+        Err(Failure::Usage(anyhow!(
+            "`{}` failed the check `{}`: {}",
+            path.display(),
+            first.map_or("?", |r| r.check.as_str()),
+            first.map_or("", |r| r.detail.as_str())
+        )))
+    }
+}

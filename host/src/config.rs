@@ -1,0 +1,401 @@
+//! The run configuration: a TOML file, parsed strictly.
+//!
+//! Every key is documented in `docs/config.md`. Unknown keys are rejected;
+//! errors name the file, the line and the key. Each plugin's `settings`
+//! table is handed to the plugin as it is (the plugin checks it).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::PluginRef;
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("{path}:{line}:{column}: {key}{message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// `key `x.y`: ` when known.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The values are well-formed but do not make sense together.
+    #[error("{path}: {message}")]
+    Semantic {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A plugin section: which plugin, and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// The plugin reference: `builtin:memory.window`, `native:path/lib.so`,
+    /// `native:path/lib.so#llm.qwen2.5`, `wasm:path/x.wasm`, or a bare id.
+    pub plugin: PluginRef,
+    /// The plugin's own settings, handed to it unchanged.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+impl PluginSection {
+    fn builtin(id: &str) -> Self {
+        PluginSection { plugin: PluginRef::Builtin(id.to_string()), settings: toml::Table::new() }
+    }
+
+    /// The settings as JSON, for the plugin.
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.settings).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// `[run]`: naming and placing the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// A name for the run; the run directory is `<output_dir>/<name>-<time>`.
+    #[serde(default = "default_run_name")]
+    pub name: String,
+    /// Where run directories are created (relative to the config file).
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    /// Seed for everything the host randomises.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_run_name() -> String {
+    "run".into()
+}
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+fn default_seed() -> u64 {
+    43
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection { name: default_run_name(), output_dir: default_output_dir(), seed: default_seed() }
+    }
+}
+
+/// How the generator answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationMode {
+    /// A complete `class Net(nn.Module)` file.
+    #[default]
+    Full,
+    /// A unified diff against a parent architecture.
+    Delta,
+}
+
+/// `[search]`: the method's settings, budgets and ablations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    /// Stop after this many iterations.
+    #[serde(default = "default_max_iterations")]
+    pub max_iterations: u64,
+    /// Stop after this much wall time.
+    #[serde(default)]
+    pub max_wall_time_s: Option<f64>,
+    /// Stop once a candidate reaches this accuracy (0–1).
+    #[serde(default)]
+    pub target_accuracy: Option<f64>,
+    /// Stop once this many LLM tokens (in + out, both roles) are spent.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// `full` (whole files) or `delta` (unified diffs against a parent).
+    #[serde(default)]
+    pub mode: GenerationMode,
+    /// A working architecture to start from: shown as the best so far before
+    /// any candidate scored, and the parent of delta mode until one does.
+    #[serde(default)]
+    pub baseline: Option<PathBuf>,
+    /// Whether the Prompt Improver runs (ablation: off).
+    #[serde(default = "yes")]
+    pub use_improver: bool,
+    /// Whether the generator sees the best code so far (ablation: off).
+    #[serde(default = "yes")]
+    pub use_best_reference: bool,
+    /// Whether the Improver sees the memory (ablation: off).
+    #[serde(default = "yes")]
+    pub use_history: bool,
+    /// Jaccard similarity at or above which a candidate is a duplicate.
+    #[serde(default = "default_novelty")]
+    pub novelty_threshold: f64,
+    /// Whether the novelty filter runs.
+    #[serde(default = "yes")]
+    pub novelty_filter: bool,
+}
+
+fn default_max_iterations() -> u64 {
+    20
+}
+fn default_novelty() -> f64 {
+    0.90
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for SearchSection {
+    fn default() -> Self {
+        SearchSection {
+            max_iterations: default_max_iterations(),
+            max_wall_time_s: None,
+            target_accuracy: None,
+            max_tokens: None,
+            mode: GenerationMode::Full,
+            baseline: None,
+            use_improver: true,
+            use_best_reference: true,
+            use_history: true,
+            novelty_threshold: default_novelty(),
+            novelty_filter: true,
+        }
+    }
+}
+
+/// `[prompts]`: where the prompt templates come from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptsSection {
+    /// A directory of templates replacing the built-in set for the
+    /// dataset's family (same file names).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `[plugins]`: extra plugin libraries to load, as `--plugin` does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsSection {
+    /// Paths of `.so` or `.wasm` plugin libraries (relative to the config file).
+    #[serde(default)]
+    pub load: Vec<PathBuf>,
+}
+
+/// A whole run configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `[run]`.
+    #[serde(default)]
+    pub run: RunSection,
+    /// `[search]`.
+    #[serde(default)]
+    pub search: SearchSection,
+    /// `[dataset]`.
+    #[serde(default = "default_dataset")]
+    pub dataset: PluginSection,
+    /// `[evaluator]`.
+    #[serde(default = "default_evaluator")]
+    pub evaluator: PluginSection,
+    /// `[generator]`: the Code Generator's LLM backend.
+    #[serde(default = "default_generator")]
+    pub generator: PluginSection,
+    /// `[improver]`: the Prompt Improver's LLM backend (default: the
+    /// generator's).
+    #[serde(default)]
+    pub improver: Option<PluginSection>,
+    /// `[memory]`.
+    #[serde(default = "default_memory")]
+    pub memory: PluginSection,
+    /// `[prompts]`.
+    #[serde(default)]
+    pub prompts: PromptsSection,
+    /// `[plugins]`.
+    #[serde(default)]
+    pub plugins: PluginsSection,
+}
+
+fn default_dataset() -> PluginSection {
+    PluginSection::builtin("data.fashion-mnist")
+}
+fn default_evaluator() -> PluginSection {
+    PluginSection::builtin("eval.tch-one-epoch")
+}
+fn default_generator() -> PluginSection {
+    PluginSection::builtin("llm.local")
+}
+fn default_memory() -> PluginSection {
+    PluginSection::builtin("memory.window")
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            run: RunSection::default(),
+            search: SearchSection::default(),
+            dataset: default_dataset(),
+            evaluator: default_evaluator(),
+            generator: default_generator(),
+            improver: None,
+            memory: default_memory(),
+            prompts: PromptsSection::default(),
+            plugins: PluginsSection::default(),
+        }
+    }
+}
+
+/// A parsed config with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: RunConfig,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The directory relative paths are resolved against.
+    pub dir: PathBuf,
+}
+
+impl LoadedConfig {
+    /// Resolves a path from the config against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_relative() {
+            self.dir.join(p)
+        } else {
+            p.to_path_buf()
+        }
+    }
+
+    /// The Prompt Improver's section (the generator's when not given).
+    pub fn improver(&self) -> &PluginSection {
+        self.config.improver.as_ref().unwrap_or(&self.config.generator)
+    }
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let config = parse(&text, path)?;
+    let dir = path.parent().map(Path::to_path_buf).filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+    Ok(LoadedConfig { config, path: path.to_path_buf(), dir })
+}
+
+/// Parses config text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<RunConfig, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    let config: RunConfig = serde_path_to_error::deserialize(de).map_err(|err| {
+        let key_path = err.path().to_string();
+        let inner = err.into_inner();
+        let (line, column) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        let key = if key_path.is_empty() || key_path == "." { String::new() } else { format!("key `{key_path}`: ") };
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            key,
+            message: inner.message().trim().to_string(),
+        }
+    })?;
+    check(&config).map_err(|message| ConfigError::Semantic { path: path.to_path_buf(), message })?;
+    Ok(config)
+}
+
+fn check(c: &RunConfig) -> Result<(), String> {
+    let s = &c.search;
+    if s.max_iterations == 0 {
+        return Err("[search] max_iterations must be at least 1".into());
+    }
+    if let Some(t) = s.target_accuracy {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(format!("[search] target_accuracy is {t}; it is a fraction between 0 and 1"));
+        }
+    }
+    if !(0.0..=1.0).contains(&s.novelty_threshold) || s.novelty_threshold == 0.0 {
+        return Err(format!("[search] novelty_threshold is {}; it must be in (0, 1]", s.novelty_threshold));
+    }
+    if let Some(w) = s.max_wall_time_s {
+        if !(w.is_finite() && w > 0.0) {
+            return Err("[search] max_wall_time_s must be positive".into());
+        }
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("run.toml")).expect_err("should fail").to_string()
+    }
+
+    #[test]
+    fn an_empty_config_takes_the_embedded_defaults() {
+        let c = parse("", Path::new("x.toml")).expect("parses");
+        assert_eq!(c.memory.plugin, PluginRef::Builtin("memory.window".into()));
+        assert_eq!(c.search.max_iterations, 20);
+        assert!((c.search.novelty_threshold - 0.9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_key() {
+        let msg = err("[search]\nmax_iterations = 3\nmax_iteration = 4\n");
+        assert!(msg.starts_with("run.toml:3:"), "{msg}");
+        assert!(msg.contains("max_iteration"), "{msg}");
+    }
+
+    #[test]
+    fn type_errors_name_file_line_and_key_path() {
+        let msg = err("[run]\nname = \"x\"\n\n[search]\nmax_iterations = \"many\"\n");
+        assert!(msg.starts_with("run.toml:5:"), "{msg}");
+        assert!(msg.contains("search.max_iterations"), "{msg}");
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn plugin_settings_are_opaque_tables() {
+        let c = parse(
+            "[memory]\nplugin = \"builtin:memory.window\"\n[memory.settings]\nk = 7\nanything = [1, 2]\n",
+            Path::new("x"),
+        )
+        .expect("parses");
+        assert_eq!(c.memory.settings_json(), serde_json::json!({"k": 7, "anything": [1, 2]}));
+    }
+
+    #[test]
+    fn bad_plugin_references_are_rejected_with_the_line() {
+        let msg = err("[memory]\nplugin = \"ftp:thing\"\n");
+        assert!(msg.starts_with("run.toml:2:"), "{msg}");
+        assert!(msg.contains("ftp"), "{msg}");
+    }
+
+    #[test]
+    fn nonsense_values_are_rejected() {
+        assert!(err("[search]\ntarget_accuracy = 93.0\n").contains("fraction"));
+        assert!(err("[search]\nmax_iterations = 0\n").contains("at least 1"));
+    }
+}

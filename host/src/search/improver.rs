@@ -1,0 +1,268 @@
+//! Reading the Prompt Improver's answer.
+//!
+//! It is asked for JSON: `{"reason", "inspiration", "improvement_suggestions"}`
+//! (or the `{"analysis", "improvement_suggestions"}` variant). Small models
+//! answer in many shapes, so this takes a ```` ```json ```` fence, then a bare
+//! object anywhere in the text, then a lenient reading of `key: value`
+//! lines, and accepts suggestions given as a string, a list of strings or a
+//! list of objects.
+
+use serde::{Deserialize, Serialize};
+
+/// What the Improver advised.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Advice {
+    /// The problem identified (`reason` or `analysis`).
+    pub problem: String,
+    /// Where to look for ideas (`inspiration`), when given.
+    #[serde(default)]
+    pub inspiration: String,
+    /// What to change next.
+    pub suggestions: String,
+    /// How the answer was read: `json_fence`, `bare_object`, `lenient`, `raw`.
+    pub parsed_as: String,
+}
+
+/// Reads an Improver answer. Never fails: an answer with no structure
+/// becomes raw suggestions (`parsed_as: "raw"`).
+pub fn parse(answer: &str) -> Advice {
+    for f in super::extract::fences(answer) {
+        if f.lang == "json" || f.body.trim_start().starts_with('{') {
+            if let Some(a) = from_json_text(f.body, "json_fence") {
+                return a;
+            }
+        }
+    }
+    for candidate in balanced_objects(answer) {
+        if let Some(a) = from_json_text(candidate, "bare_object") {
+            return a;
+        }
+    }
+    if let Some(a) = lenient(answer) {
+        return a;
+    }
+    Advice {
+        problem: String::new(),
+        inspiration: String::new(),
+        suggestions: answer.trim().to_string(),
+        parsed_as: "raw".into(),
+    }
+}
+
+fn from_json_text(text: &str, how: &str) -> Option<Advice> {
+    let value: serde_json::Value = serde_json::from_str(text.trim())
+        .or_else(|_| serde_json::from_str(&strip_trailing_commas(text.trim())))
+        .ok()?;
+    from_value(&value, how)
+}
+
+fn from_value(value: &serde_json::Value, how: &str) -> Option<Advice> {
+    let obj = value.as_object()?;
+    let get = |keys: &[&str]| keys.iter().find_map(|k| obj.get(*k)).map(flatten).unwrap_or_default();
+    let suggestions = get(&["improvement_suggestions", "suggestions", "improvements", "suggestion"]);
+    let problem = get(&["reason", "analysis", "problem", "diagnosis"]);
+    if suggestions.is_empty() && problem.is_empty() {
+        return None;
+    }
+    Some(Advice { problem, inspiration: get(&["inspiration"]), suggestions, parsed_as: how.into() })
+}
+
+/// A JSON value as prose: strings as they are, lists as numbered lines,
+/// objects as `key: value` pairs.
+fn flatten(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.trim().to_string(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(flatten)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+            .map(|(i, s)| format!("{}. {s}", i + 1))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        serde_json::Value::Object(map) => {
+            map.iter().map(|(k, v)| format!("{k}: {}", flatten(v))).collect::<Vec<_>>().join("; ")
+        }
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn strip_trailing_commas(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let chars: Vec<char> = s.chars().collect();
+    let mut in_string = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_string {
+            out.push(c);
+            if c == '\\' && i + 1 < chars.len() {
+                out.push(chars[i + 1]);
+                i += 1;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if c == ',' {
+            let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
+            if !matches!(next, Some('}') | Some(']')) {
+                out.push(c);
+            }
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every balanced `{...}` span of the text (outermost first), respecting strings.
+fn balanced_objects(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'{' {
+            let (mut depth, mut j, mut in_str) = (0usize, i, false);
+            while j < bytes.len() {
+                let b = bytes[j];
+                if in_str {
+                    if b == b'\\' {
+                        j += 1;
+                    } else if b == b'"' {
+                        in_str = false;
+                    }
+                } else if b == b'"' {
+                    in_str = true;
+                } else if b == b'{' {
+                    depth += 1;
+                } else if b == b'}' {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                j += 1;
+            }
+            if j < bytes.len() {
+                out.push(&text[i..=j]);
+                i = j + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `reason: ...` / `"improvement_suggestions": "...` pairs, for answers that
+/// are almost JSON or plain key-value prose: each known key followed by `:`
+/// or `=` starts a value that runs to the next key.
+fn lenient(text: &str) -> Option<Advice> {
+    const KEYS: [(&str, &str); 7] = [
+        ("improvement_suggestions", "suggestions"),
+        ("improvement suggestions", "suggestions"),
+        ("suggestions", "suggestions"),
+        ("inspiration", "inspiration"),
+        ("analysis", "problem"),
+        ("problem", "problem"),
+        ("reason", "problem"),
+    ];
+    let lower = text.to_ascii_lowercase();
+    // (start of key, start of value, slot)
+    let mut hits: Vec<(usize, usize, &str)> = Vec::new();
+    for (name, slot) in KEYS {
+        let mut from = 0;
+        while let Some(pos) = lower[from..].find(name) {
+            let start = from + pos;
+            from = start + name.len();
+            let boundary = lower[..start].chars().next_back().is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
+            let after = &lower[from..];
+            let skipped = after.len() - after.trim_start_matches(['"', '*', ' ', '\'']).len();
+            let sep = after[skipped..].chars().next();
+            if boundary && matches!(sep, Some(':') | Some('=')) {
+                hits.push((start, from + skipped + 1, slot));
+            }
+        }
+    }
+    hits.sort_by_key(|h| h.0);
+    // Drop keys found inside a longer key (`suggestions` in `improvement_suggestions`).
+    let mut kept: Vec<(usize, usize, &str)> = Vec::new();
+    for h in hits {
+        if kept.last().is_none_or(|k| h.0 >= k.1) {
+            kept.push(h);
+        }
+    }
+    let clean = |s: &str| {
+        s.trim()
+            .trim_start_matches('"')
+            .trim_end_matches(['}', ',', ' ', '\n'])
+            .trim_end_matches('"')
+            .trim()
+            .to_string()
+    };
+    let mut advice = Advice { parsed_as: "lenient".into(), ..Default::default() };
+    for (i, (_, value_start, slot)) in kept.iter().enumerate() {
+        let end = kept.get(i + 1).map_or(text.len(), |n| n.0);
+        let value = clean(&text[*value_start..end]);
+        let target = match *slot {
+            "suggestions" => &mut advice.suggestions,
+            "inspiration" => &mut advice.inspiration,
+            _ => &mut advice.problem,
+        };
+        if target.is_empty() {
+            *target = value;
+        }
+    }
+    (!advice.suggestions.is_empty()).then_some(advice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_fence_with_the_paper_keys() {
+        let a = parse("Sure.\n```json\n{\"reason\": \"Flatten size is wrong.\", \"inspiration\": \"VGG\", \"improvement_suggestions\": \"Use adaptive pooling.\"}\n```");
+        assert_eq!(a.parsed_as, "json_fence");
+        assert_eq!(a.problem, "Flatten size is wrong.");
+        assert_eq!(a.inspiration, "VGG");
+        assert_eq!(a.suggestions, "Use adaptive pooling.");
+    }
+
+    #[test]
+    fn the_cifar100_variant_and_a_bare_object() {
+        let a =
+            parse("My answer: {\"analysis\": \"Underfits.\", \"improvement_suggestions\": \"Wider layers.\",} thanks");
+        assert_eq!(a.parsed_as, "bare_object");
+        assert_eq!(a.problem, "Underfits.");
+        assert_eq!(a.suggestions, "Wider layers.");
+    }
+
+    #[test]
+    fn suggestions_as_a_list_of_objects() {
+        let a = parse("```json\n{\"reason\": \"r\", \"improvement_suggestions\": [{\"change\": \"add BN\", \"why\": \"stability\"}, \"drop lr\"]}\n```");
+        assert_eq!(a.suggestions, "1. change: add BN; why: stability\n2. drop lr");
+    }
+
+    #[test]
+    fn lenient_key_value_lines() {
+        let a = parse("reason: the model overfits\nimprovement_suggestions: add dropout\nand augment\n");
+        assert_eq!(a.parsed_as, "lenient");
+        assert_eq!(a.problem, "the model overfits");
+        assert_eq!(a.suggestions, "add dropout\nand augment");
+    }
+
+    #[test]
+    fn malformed_json_falls_back_to_lenient_then_raw() {
+        let a = parse("{\"reason\": \"broken, \"improvement_suggestions\": \"use residuals\"");
+        assert_eq!(a.parsed_as, "lenient");
+        assert_eq!(a.suggestions, "use residuals");
+        let raw = parse("Try a deeper network.");
+        assert_eq!(raw.parsed_as, "raw");
+        assert_eq!(raw.suggestions, "Try a deeper network.");
+    }
+}

@@ -1,0 +1,599 @@
+//! The search loop of the method, one iteration at a time:
+//!
+//! 1. **Code Generator** prompt (task and code contract, best code and its
+//!    accuracy, the previous attempt and its accuracy or failure, the
+//!    Improver's latest suggestions) → LLM → extract the code (or, in delta
+//!    mode, the diff, applied tolerantly to the parent);
+//! 2. **novelty filter**: a candidate too similar to an evaluated one is
+//!    recorded as a duplicate of its twin and not trained;
+//! 3. **evaluate** (sandboxed, one epoch) → accuracy or a typed failure;
+//! 4. **close** the open memory entry with the outcome;
+//! 5. **update best** (strictly greater accuracy);
+//! 6. **Prompt Improver** prompt (best and current code with results, the
+//!    evaluator's feedback, the memory strategy's selection) → LLM → advice;
+//! 7. **open** a new memory entry (problem, suggestion cut to 300 chars);
+//!
+//! and the whole iteration is committed to the run store in one transaction.
+
+pub mod delta;
+pub mod extract;
+pub mod improver;
+pub mod novelty;
+pub mod prompts;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nas_plugin_api::text::truncate_chars;
+use nas_plugin_api::{
+    CandidateFailure, ChatMessage, ChatRequest, ChatResponse, DatasetManifest, DatasetRef, EvalOutcome, EvalRequest,
+    Evaluator, FailureKind, LlmBackend, MemoryEntry, MemoryInput, MemorySelection, MemoryStrategy, PluginError,
+};
+use serde::Serialize;
+
+use crate::config::{GenerationMode, SearchSection};
+use crate::store::{IterationRecord, LlmCall, Outcome, RoleUsage, Store, StoreError};
+
+/// Longest suggestion kept in a memory entry.
+pub const SUGGESTION_CHARS: usize = 300;
+/// Longest evaluator feedback shown to the Improver.
+const FEEDBACK_CHARS: usize = 2000;
+
+/// Why a run stopped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason", content = "detail")]
+pub enum StopReason {
+    /// `max_iterations` reached.
+    MaxIterations,
+    /// `max_wall_time_s` reached.
+    WallTime,
+    /// `target_accuracy` reached.
+    TargetAccuracy,
+    /// `max_tokens` reached.
+    TokenBudget,
+    /// Ctrl-C.
+    Interrupted,
+    /// A recorded run being replayed has no answer for the next call.
+    ReplayExhausted(String),
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::MaxIterations => f.write_str("reached max_iterations"),
+            StopReason::WallTime => f.write_str("reached max_wall_time_s"),
+            StopReason::TargetAccuracy => f.write_str("reached target_accuracy"),
+            StopReason::TokenBudget => f.write_str("reached max_tokens"),
+            StopReason::Interrupted => f.write_str("interrupted"),
+            StopReason::ReplayExhausted(w) => write!(f, "the replayed run has no more answers ({w})"),
+        }
+    }
+}
+
+/// Broken infrastructure: the run stops, resumable.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// An LLM backend failed (after its retries).
+    #[error("the {role}'s LLM backend failed: {error}")]
+    Llm {
+        /// `generator`, `improver` or `memory`.
+        role: String,
+        /// The backend's error.
+        error: PluginError,
+    },
+    /// The evaluator itself failed (not a bad candidate).
+    #[error("the evaluator failed: {0}")]
+    Evaluator(PluginError),
+    /// The memory strategy failed.
+    #[error("the memory strategy failed: {0}")]
+    Memory(PluginError),
+    /// The run store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A prompt template failed.
+    #[error(transparent)]
+    Prompt(#[from] prompts::PromptError),
+}
+
+/// The plugin instances a search drives.
+pub struct Roles {
+    /// Scores candidates.
+    pub evaluator: Box<dyn Evaluator>,
+    /// The Code Generator's backend.
+    pub generator: Box<dyn LlmBackend>,
+    /// The Prompt Improver's backend (`None`: the generator's).
+    pub improver: Option<Box<dyn LlmBackend>>,
+    /// Chooses what the Improver sees.
+    pub memory: Box<dyn MemoryStrategy>,
+}
+
+/// What the search is told about the data.
+#[derive(Debug, Clone)]
+pub struct DatasetContext {
+    /// The prepared dataset.
+    pub reference: DatasetRef,
+    /// Its manifest.
+    pub manifest: DatasetManifest,
+    /// A human title (`Fashion-MNIST`).
+    pub title: String,
+}
+
+/// Stage names shown while an iteration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The Code Generator is writing.
+    Generating,
+    /// The evaluator is checking and training.
+    Evaluating,
+    /// The memory strategy and the Prompt Improver are working.
+    Diagnosing,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Generating => "generating",
+            Stage::Evaluating => "evaluating",
+            Stage::Diagnosing => "diagnosing",
+        })
+    }
+}
+
+/// Receives progress.
+pub trait Progress {
+    /// An iteration entered a stage.
+    fn stage(&mut self, iteration: u64, stage: Stage);
+    /// An iteration was committed.
+    fn finished(&mut self, record: &IterationRecord, records: &[IterationRecord]);
+}
+
+/// A progress sink that shows nothing.
+pub struct Quiet;
+impl Progress for Quiet {
+    fn stage(&mut self, _: u64, _: Stage) {}
+    fn finished(&mut self, _: &IterationRecord, _: &[IterationRecord]) {}
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Best {
+    iteration: u64,
+    code: String,
+    accuracy: Option<f64>,
+}
+
+/// The search.
+pub struct Search<'a> {
+    cfg: SearchSection,
+    roles: Roles,
+    dataset: DatasetContext,
+    prompts: prompts::Prompts,
+    store: &'a mut Store,
+    replay: Option<&'a Store>,
+    baseline: Option<String>,
+    interrupt: Arc<AtomicBool>,
+    seed: u64,
+}
+
+fn pct(acc: f64) -> String {
+    format!("{:.2}%", acc * 100.0)
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl<'a> Search<'a> {
+    /// A search over the given plugins and store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: SearchSection,
+        roles: Roles,
+        dataset: DatasetContext,
+        prompts: prompts::Prompts,
+        store: &'a mut Store,
+        replay: Option<&'a Store>,
+        baseline: Option<String>,
+        seed: u64,
+        interrupt: Arc<AtomicBool>,
+    ) -> Self {
+        Search { cfg, roles, dataset, prompts, store, replay, baseline, interrupt, seed }
+    }
+
+    fn dataset_ctx(&self) -> serde_json::Value {
+        let m = &self.dataset.manifest;
+        let [c, h, w] = m.input_shape;
+        serde_json::json!({
+            "name": m.name, "title": self.dataset.title, "family": m.family,
+            "channels": c, "height": h, "width": w, "num_classes": m.num_classes,
+            "class_names": m.class_names, "augment": c == 3 && h == 32 && w == 32,
+            "train_size": m.splits.get("train").map(|s| s.count),
+        })
+    }
+
+    /// One LLM call: the journaled answer when resuming, the recorded one
+    /// when replaying, else the backend's; journaled as soon as it returns.
+    fn llm(
+        &mut self,
+        iteration: u64,
+        role: &str,
+        seq: u32,
+        messages: Vec<ChatMessage>,
+    ) -> Result<Result<ChatResponse, StopReason>, SearchError> {
+        if let Some(j) = self.store.journaled(iteration, role, seq)? {
+            if j.request == messages {
+                return Ok(Ok(j.response));
+            }
+        }
+        let response = if let Some(replay) = self.replay {
+            match replay.journaled(iteration, role, seq)? {
+                Some(c) => c.response,
+                None => {
+                    return Ok(Err(StopReason::ReplayExhausted(format!("iteration {iteration}, {role} call {seq}"))))
+                }
+            }
+        } else {
+            let request = ChatRequest {
+                messages: messages.clone(),
+                seed: Some(self.seed.wrapping_add(iteration * 16 + u64::from(seq))),
+                purpose: Some(role.to_string()),
+                ..Default::default()
+            };
+            let backend = match (role, self.roles.improver.as_mut()) {
+                ("generator", _) | (_, None) => self.roles.generator.as_mut(),
+                (_, Some(b)) => b.as_mut(),
+            };
+            backend.complete(&request).map_err(|error| SearchError::Llm { role: role.to_string(), error })?
+        };
+        self.store.journal(&LlmCall {
+            iteration,
+            role: role.to_string(),
+            seq,
+            request: messages,
+            response: response.clone(),
+        })?;
+        Ok(Ok(response))
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::SeqCst)
+    }
+
+    /// Runs until a stop condition; returns why it stopped.
+    pub fn run(&mut self, progress: &mut dyn Progress) -> Result<StopReason, SearchError> {
+        let mut records = self.store.iterations()?;
+        let mut entries = self.store.memory()?;
+        let mut archive = novelty::Archive::default();
+        let mut best: Option<Best> =
+            self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None });
+        for r in &records {
+            if let (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) = (&r.code, &r.outcome) {
+                archive.add(r.iteration, novelty::signature(code));
+            }
+            if let (Some(acc), Some(code)) = (r.outcome.accuracy(), &r.code) {
+                if best.as_ref().and_then(|b| b.accuracy).is_none_or(|b| acc > b) {
+                    best = Some(Best { iteration: r.iteration, code: code.clone(), accuracy: Some(acc) });
+                }
+            }
+        }
+        if let Some(reason) = self.stop_reason(&records, &best) {
+            return Ok(reason);
+        }
+        loop {
+            let t = records.last().map_or(1, |r| r.iteration + 1);
+            let t0 = Instant::now();
+            if self.interrupted() {
+                return Ok(StopReason::Interrupted);
+            }
+            let previous = records.last();
+            let advice = previous.and_then(|r| r.advice.clone());
+            let suggestions = advice.as_ref().map(|a| a.suggestions.clone()).filter(|s| !s.trim().is_empty());
+
+            // 1. Code Generator.
+            progress.stage(t, Stage::Generating);
+            let parent: Option<(u64, String, Option<f64>)> = match self.cfg.mode {
+                GenerationMode::Delta => best.as_ref().map(|b| (b.iteration, b.code.clone(), b.accuracy)),
+                GenerationMode::Full => None,
+            };
+            let prev_ctx = previous.map(|r| {
+                serde_json::json!({
+                    "iteration": r.iteration,
+                    "status": match r.outcome { Outcome::Ok { .. } => "ok", _ => "failed" },
+                    "accuracy_pct": r.outcome.accuracy().map(pct),
+                    "error": r.outcome.memory_text().trim_start_matches("error: ").to_string(),
+                    "code": r.code,
+                })
+            });
+            let best_ctx = best.as_ref().filter(|_| self.cfg.use_best_reference).map(|b| {
+                serde_json::json!({
+                    "iteration": b.iteration, "code": b.code,
+                    "accuracy_pct": b.accuracy.map(pct).unwrap_or_else(|| "not measured yet".into()),
+                })
+            });
+            let ctx = serde_json::json!({
+                "dataset": self.dataset_ctx(),
+                "attempt": t,
+                "best": best_ctx,
+                "previous": prev_ctx,
+                "suggestions": suggestions,
+                "parent": parent.as_ref().map(|(i, code, acc)| serde_json::json!({"iteration": i, "code": code, "accuracy_pct": acc.map(pct)})),
+            });
+            let template = if parent.is_some() { "generator_delta.md" } else { "generator.md" };
+            let gen_prompt = vec![
+                ChatMessage::system(self.prompts.render("system_generator.md", &ctx)?),
+                ChatMessage::user(self.prompts.render(template, &ctx)?),
+            ];
+            let gen_response = match self.llm(t, "generator", 0, gen_prompt.clone())? {
+                Ok(r) => r,
+                Err(stop) => return Ok(stop),
+            };
+            let mut generator_usage = RoleUsage::default();
+            generator_usage.add(&gen_response);
+            if self.interrupted() {
+                return Ok(StopReason::Interrupted);
+            }
+
+            // 2. Extract (and apply the diff), then the novelty filter.
+            let mut diff = None;
+            let code: Result<String, CandidateFailure> = match &parent {
+                Some((_, parent_code, _)) => match extract::extract_diff(&gen_response.content) {
+                    Some(d) => {
+                        diff = Some(d.clone());
+                        delta::apply(parent_code, &d)
+                            .map(|(code, _)| code)
+                            .map_err(|e| CandidateFailure::new("patch", FailureKind::Patch, e.0))
+                    }
+                    // A whole file instead of a diff is accepted as it is.
+                    None => extract::extract_code(&gen_response.content).ok_or_else(|| {
+                        CandidateFailure::new(
+                            "extract",
+                            FailureKind::Extract,
+                            "the answer has neither a diff nor a python code block",
+                        )
+                    }),
+                },
+                None => extract::extract_code(&gen_response.content).ok_or_else(|| {
+                    CandidateFailure::new("extract", FailureKind::Extract, "the answer has no python code block")
+                }),
+            };
+            let mut eval_seconds = 0.0;
+            let outcome = match &code {
+                Err(failure) => Outcome::Failed { failure: failure.clone() },
+                Ok(code) => {
+                    let sig = novelty::signature(code);
+                    let twin =
+                        if self.cfg.novelty_filter { archive.twin(&sig, self.cfg.novelty_threshold) } else { None };
+                    match twin {
+                        Some((of, similarity)) => Outcome::Duplicate { of, similarity },
+                        None => {
+                            // 3. Evaluate.
+                            progress.stage(t, Stage::Evaluating);
+                            archive.add(t, sig);
+                            match self.store.journaled_evaluation(t, code)? {
+                                Some((outcome, seconds)) => {
+                                    eval_seconds = seconds;
+                                    outcome
+                                }
+                                None => {
+                                    let e0 = Instant::now();
+                                    let result = self
+                                        .roles
+                                        .evaluator
+                                        .evaluate(&EvalRequest {
+                                            candidate_id: format!("iteration-{t}"),
+                                            source: code.clone(),
+                                            dataset: self.dataset.reference.clone(),
+                                            time_limit_s: None,
+                                            seed: None,
+                                        })
+                                        .map_err(SearchError::Evaluator)?;
+                                    eval_seconds = e0.elapsed().as_secs_f64();
+                                    let outcome = match result {
+                                        EvalOutcome::Ok(report) => Outcome::Ok { report },
+                                        EvalOutcome::Failed(failure) => Outcome::Failed { failure },
+                                    };
+                                    self.store.journal_evaluation(t, code, &outcome, eval_seconds)?;
+                                    outcome
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            let code = code.ok();
+            if self.interrupted() {
+                return Ok(StopReason::Interrupted);
+            }
+
+            // 4. Close the open entry.
+            let mut closed = None;
+            if let Some(open) = entries.last_mut().filter(|e| !e.is_closed()) {
+                open.outcome = Some(outcome.memory_text());
+                open.accuracy = outcome.accuracy();
+                open.failure_kind = outcome.failure_kind();
+                closed = Some(open.clone());
+            }
+
+            // 5. Update best (strictly greater).
+            if let (Some(acc), Some(c)) = (outcome.accuracy(), &code) {
+                if best.as_ref().and_then(|b| b.accuracy).is_none_or(|b| acc > b) {
+                    best = Some(Best { iteration: t, code: c.clone(), accuracy: Some(acc) });
+                }
+            }
+
+            // 6. Prompt Improver.
+            let mut improver_usage = RoleUsage::default();
+            let (mut improver_prompt, mut improver_response, mut parsed, mut opened) = (None, None, None, None);
+            let mut selection = MemorySelection::default();
+            let mut memory_state = records.last().and_then(|r| r.memory_state.clone());
+            if self.cfg.use_improver {
+                progress.stage(t, Stage::Diagnosing);
+                if self.cfg.use_history {
+                    let mut input = MemoryInput {
+                        entries: entries.clone(),
+                        iteration: t,
+                        state: memory_state.clone(),
+                        llm_reply: None,
+                    };
+                    selection = self.roles.memory.select(&input).map_err(SearchError::Memory)?;
+                    if let Some(task) = selection.llm_task.take() {
+                        let reply = match self.llm(t, "memory", 0, task)? {
+                            Ok(r) => r,
+                            Err(stop) => return Ok(stop),
+                        };
+                        improver_usage.add(&reply);
+                        input.state = selection.state.clone();
+                        input.llm_reply = Some(reply.content);
+                        selection = self.roles.memory.select(&input).map_err(SearchError::Memory)?;
+                        selection.llm_task = None;
+                    }
+                    memory_state = selection.state.clone();
+                }
+                let (result, feedback) = describe_outcome(&outcome);
+                let ctx = serde_json::json!({
+                    "dataset": self.dataset_ctx(),
+                    "best": best.as_ref().filter(|b| b.accuracy.is_some() || self.cfg.use_best_reference).map(|b| serde_json::json!({
+                        "iteration": b.iteration, "code": b.code,
+                        "accuracy_pct": b.accuracy.map(pct).unwrap_or_else(|| "not measured yet".into()),
+                    })),
+                    "current": {"iteration": t, "code": code, "result": result, "feedback": feedback},
+                    "memory": selection.entries,
+                    "memory_summary": selection.summary,
+                });
+                let prompt = vec![
+                    ChatMessage::system(self.prompts.render("system_improver.md", &ctx)?),
+                    ChatMessage::user(self.prompts.render("improver.md", &ctx)?),
+                ];
+                let response = match self.llm(t, "improver", 0, prompt.clone())? {
+                    Ok(r) => r,
+                    Err(stop) => return Ok(stop),
+                };
+                improver_usage.add(&response);
+                let advice = improver::parse(&response.content);
+                // 7. Open a new entry.
+                opened = Some(MemoryEntry {
+                    iteration: t,
+                    problem: advice.problem.clone(),
+                    suggestion: truncate_chars(&advice.suggestions, SUGGESTION_CHARS).to_string(),
+                    outcome: None,
+                    accuracy: None,
+                    failure_kind: None,
+                    best_before: best.as_ref().and_then(|b| b.accuracy),
+                });
+                improver_prompt = Some(prompt);
+                improver_response = Some(response);
+                parsed = Some(advice);
+            }
+            if self.interrupted() {
+                return Ok(StopReason::Interrupted);
+            }
+
+            let record = IterationRecord {
+                iteration: t,
+                mode: if parent.is_some() { "delta".into() } else { "full".into() },
+                generator_prompt: gen_prompt,
+                generator_response: gen_response,
+                code,
+                diff,
+                parent: parent.map(|(i, _, _)| i),
+                outcome,
+                improver_prompt,
+                improver_response,
+                advice: parsed,
+                memory_shown: selection.entries,
+                memory_summary: selection.summary,
+                memory_state,
+                best: best.as_ref().and_then(|b| b.accuracy.map(|a| (b.iteration, a))),
+                generator_usage,
+                improver_usage,
+                eval_seconds,
+                wall_seconds: t0.elapsed().as_secs_f64(),
+                finished_at: now_s(),
+            };
+            self.store.commit_iteration(&record, closed.as_ref(), opened.as_ref())?;
+            if let Some(o) = opened {
+                entries.push(o);
+            }
+            records.push(record);
+            progress.finished(records.last().expect("just pushed"), &records);
+            if let Some(reason) = self.stop_reason(&records, &best) {
+                return Ok(reason);
+            }
+        }
+    }
+
+    fn stop_reason(&self, records: &[IterationRecord], best: &Option<Best>) -> Option<StopReason> {
+        let done = records.last().map_or(0, |r| r.iteration);
+        if done >= self.cfg.max_iterations {
+            return Some(StopReason::MaxIterations);
+        }
+        if let (Some(target), Some(acc)) = (self.cfg.target_accuracy, best.as_ref().and_then(|b| b.accuracy)) {
+            if acc >= target {
+                return Some(StopReason::TargetAccuracy);
+            }
+        }
+        if let Some(max) = self.cfg.max_tokens {
+            let used: u64 = records
+                .iter()
+                .map(|r| {
+                    r.generator_usage.tokens_in
+                        + r.generator_usage.tokens_out
+                        + r.improver_usage.tokens_in
+                        + r.improver_usage.tokens_out
+                })
+                .sum();
+            if used >= max {
+                return Some(StopReason::TokenBudget);
+            }
+        }
+        if let Some(max) = self.cfg.max_wall_time_s {
+            let wall: f64 = records.iter().map(|r| r.wall_seconds).sum();
+            if wall >= max {
+                return Some(StopReason::WallTime);
+            }
+        }
+        None
+    }
+}
+
+/// The result line and the evaluator feedback the Improver reads.
+fn describe_outcome(outcome: &Outcome) -> (String, Option<String>) {
+    match outcome {
+        Outcome::Ok { report } => {
+            let mut parts = vec![format!("test accuracy {} after one epoch", pct(report.accuracy))];
+            if let Some(l) = report.train_loss {
+                parts.push(format!("mean train loss {l:.4}"));
+            }
+            if let Some(p) = report.params {
+                parts.push(format!("{p} parameters"));
+            }
+            if let Some(f) = report.flops {
+                parts.push(format!("{:.1} MFLOPs per image", f as f64 / 1e6));
+            }
+            if let Some(s) = report.epoch_seconds {
+                parts.push(format!("epoch {s:.1} s"));
+            }
+            (format!("trained: {}", pct(report.accuracy)), Some(parts.join(", ")))
+        }
+        Outcome::Failed { failure } => {
+            let mut text = format!("{} failure at stage `{}`: {}", failure.kind, failure.stage, failure.message);
+            if let Some(e) = &failure.exception {
+                text.push_str(&format!(" ({e})"));
+            }
+            if !failure.traceback.is_empty() {
+                text.push_str("\n");
+                text.push_str(&failure.traceback);
+            }
+            let chars = text.chars().count();
+            let tail: String = if chars > FEEDBACK_CHARS { text.chars().skip(chars - FEEDBACK_CHARS).collect() } else { text };
+            (format!("failed ({})", failure.kind), Some(tail))
+        }
+        Outcome::Duplicate { of, similarity } => (
+            format!("not trained: a near-duplicate of attempt {of}"),
+            Some(format!(
+                "The design is {:.0}% similar to attempt {of}, which was already evaluated. Propose a substantially different change.",
+                similarity * 100.0
+            )),
+        ),
+    }
+}

@@ -1,0 +1,556 @@
+//! The run store: one SQLite database per run directory.
+//!
+//! A run directory holds `config.toml` (the frozen, resolved config),
+//! `plugins.json` (each plugin's id, version, API version and origin) and
+//! `run.sqlite`:
+//!
+//! | table | what |
+//! |---|---|
+//! | `meta` | key/value facts: status, stop reason, start time |
+//! | `iterations` | one row per finished iteration: columns for what is queried, `record` (JSON) for everything |
+//! | `memory` | the diagnostic triples, by the iteration whose Improver wrote them |
+//! | `llm_calls` | every LLM request and response, journaled as it happens (for resume and replay) |
+//!
+//! Each iteration is committed in one transaction (its row, the memory
+//! entry it closes and the one it opens). A run killed at any moment
+//! resumes from the last committed iteration; the journaled LLM answers of
+//! the unfinished one are reused, so nothing is done twice.
+
+use std::path::{Path, PathBuf};
+
+use nas_plugin_api::{CandidateFailure, ChatMessage, ChatResponse, EvalReport, MemoryEntry};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// The database file inside a run directory.
+pub const DB_FILE: &str = "run.sqlite";
+/// The frozen config inside a run directory.
+pub const CONFIG_FILE: &str = "config.toml";
+/// The plugin list inside a run directory.
+pub const PLUGINS_FILE: &str = "plugins.json";
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// A store problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("run store `{path}`: {source}")]
+    Sql {
+        /// The database.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A record could not be (de)serialized.
+    #[error("run store `{path}`: a record is not valid: {message}")]
+    Record {
+        /// The database.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The directory is not a run.
+    #[error("`{0}` is not a run directory (no {DB_FILE})")]
+    NotARun(PathBuf),
+}
+
+/// What happened to a candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// It trained and was scored.
+    Ok {
+        /// The evaluator's report.
+        report: EvalReport,
+    },
+    /// It failed (extract, patch, syntax, ... or in training).
+    Failed {
+        /// The failure.
+        failure: CandidateFailure,
+    },
+    /// The novelty filter found it too close to an evaluated one; not trained.
+    Duplicate {
+        /// The iteration of its twin.
+        of: u64,
+        /// Estimated Jaccard similarity.
+        similarity: f64,
+    },
+}
+
+impl Outcome {
+    /// The accuracy, when it trained.
+    pub fn accuracy(&self) -> Option<f64> {
+        match self {
+            Outcome::Ok { report } => Some(report.accuracy),
+            _ => None,
+        }
+    }
+
+    /// The failure kind name, when it did not train (`duplicate` for
+    /// duplicates).
+    pub fn failure_kind(&self) -> Option<String> {
+        match self {
+            Outcome::Ok { .. } => None,
+            Outcome::Failed { failure } => Some(failure.kind.as_str().to_string()),
+            Outcome::Duplicate { .. } => Some("duplicate".into()),
+        }
+    }
+
+    /// The text that closes a memory entry: `accuracy: 72.23%` or
+    /// `error: <first 200 chars>`.
+    pub fn memory_text(&self) -> String {
+        match self {
+            Outcome::Ok { report } => format!("accuracy: {:.2}%", report.accuracy * 100.0),
+            Outcome::Failed { failure } => {
+                let msg = format!("{}: {}", failure.kind, failure.message);
+                format!("error: {}", nas_plugin_api::text::truncate_chars(&msg, 200))
+            }
+            Outcome::Duplicate { of, similarity } => {
+                format!("error: duplicate of iteration {of} (similarity {similarity:.2}); not trained")
+            }
+        }
+    }
+}
+
+/// Tokens and seconds spent by one LLM role in one iteration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleUsage {
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Generated tokens.
+    pub tokens_out: u64,
+    /// Wall seconds in LLM calls.
+    pub seconds: f64,
+    /// Calls made (journaled answers reused on resume count too).
+    pub calls: u32,
+}
+
+impl RoleUsage {
+    /// Adds one response.
+    pub fn add(&mut self, r: &ChatResponse) {
+        self.tokens_in += r.usage.prompt_tokens;
+        self.tokens_out += r.usage.completion_tokens;
+        self.seconds += r.latency_ms as f64 / 1000.0;
+        self.calls += 1;
+    }
+}
+
+/// Everything recorded about one iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    /// 1-based iteration number.
+    pub iteration: u64,
+    /// `full` or `delta`.
+    pub mode: String,
+    /// The Code Generator's prompt.
+    pub generator_prompt: Vec<ChatMessage>,
+    /// Its raw answer.
+    pub generator_response: ChatResponse,
+    /// The candidate's code (after applying the diff in delta mode).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The diff, in delta mode.
+    #[serde(default)]
+    pub diff: Option<String>,
+    /// The parent's iteration in delta mode (0 = the configured baseline).
+    #[serde(default)]
+    pub parent: Option<u64>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The Prompt Improver's prompt, when it ran.
+    #[serde(default)]
+    pub improver_prompt: Option<Vec<ChatMessage>>,
+    /// Its raw answer.
+    #[serde(default)]
+    pub improver_response: Option<ChatResponse>,
+    /// Its advice as parsed.
+    #[serde(default)]
+    pub advice: Option<crate::search::improver::Advice>,
+    /// The entries the memory strategy showed the Improver.
+    #[serde(default)]
+    pub memory_shown: Vec<MemoryEntry>,
+    /// The memory strategy's summary, when it keeps one.
+    #[serde(default)]
+    pub memory_summary: Option<String>,
+    /// The memory strategy's state after this iteration.
+    #[serde(default)]
+    pub memory_state: Option<serde_json::Value>,
+    /// Best accuracy after this iteration, and its iteration.
+    #[serde(default)]
+    pub best: Option<(u64, f64)>,
+    /// Code Generator usage.
+    pub generator_usage: RoleUsage,
+    /// Prompt Improver usage (memory-summary tasks included).
+    pub improver_usage: RoleUsage,
+    /// Seconds in the evaluator.
+    pub eval_seconds: f64,
+    /// Seconds of the whole iteration.
+    pub wall_seconds: f64,
+    /// When it finished (seconds since the Unix epoch).
+    pub finished_at: f64,
+}
+
+/// One journaled LLM call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmCall {
+    /// The iteration.
+    pub iteration: u64,
+    /// `generator`, `improver` or `memory`.
+    pub role: String,
+    /// Order within the iteration and role.
+    pub seq: u32,
+    /// The request's messages.
+    pub request: Vec<ChatMessage>,
+    /// The answer.
+    pub response: ChatResponse,
+}
+
+/// An open run store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+impl Store {
+    fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|source| StoreError::Sql { path: self.path.clone(), source })
+    }
+
+    fn record_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Record { path: self.path.clone(), message: e.to_string() }
+    }
+
+    /// Creates the database of a new run in `run_dir`.
+    pub fn create(run_dir: &Path) -> Result<Store, StoreError> {
+        let path = run_dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
+        let store = Store { conn, path };
+        store.sql(store.conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS iterations (
+                iteration INTEGER PRIMARY KEY,
+                status TEXT NOT NULL,
+                accuracy REAL,
+                failure_kind TEXT,
+                duplicate_of INTEGER,
+                tokens INTEGER NOT NULL,
+                wall_seconds REAL NOT NULL,
+                record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS memory (iteration INTEGER PRIMARY KEY, entry TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS evaluations (
+                iteration INTEGER PRIMARY KEY, code_sha256 TEXT NOT NULL, outcome TEXT NOT NULL, seconds REAL NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS llm_calls (
+                iteration INTEGER NOT NULL, role TEXT NOT NULL, seq INTEGER NOT NULL,
+                request TEXT NOT NULL, response TEXT NOT NULL,
+                PRIMARY KEY (iteration, role, seq)
+             );",
+        ))?;
+        store.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
+        Ok(store)
+    }
+
+    /// Opens the database of an existing run.
+    pub fn open(run_dir: &Path) -> Result<Store, StoreError> {
+        let path = run_dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(StoreError::NotARun(run_dir.to_path_buf()));
+        }
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
+        let store = Store { conn, path };
+        store.sql(store.conn.execute_batch("PRAGMA synchronous=FULL;"))?;
+        Ok(store)
+    }
+
+    /// Writes the write-ahead log into the database file (before the
+    /// directory holding it is moved).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.sql(self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))
+    }
+
+    /// Sets a meta value.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.sql(self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        ))
+        .map(|_| ())
+    }
+
+    /// Reads a meta value.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.sql(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional())
+    }
+
+    /// Every committed iteration, in order.
+    pub fn iterations(&self) -> Result<Vec<IterationRecord>, StoreError> {
+        let mut stmt = self.sql(self.conn.prepare("SELECT record FROM iterations ORDER BY iteration"))?;
+        let rows: Vec<String> = self.sql(stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()))?;
+        rows.iter().map(|r| serde_json::from_str(r).map_err(|e| self.record_err(e))).collect()
+    }
+
+    /// The number of the last committed iteration (0 when none).
+    pub fn last_iteration(&self) -> Result<u64, StoreError> {
+        let n: Option<i64> =
+            self.sql(self.conn.query_row("SELECT MAX(iteration) FROM iterations", [], |r| r.get(0)))?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    /// Every memory entry, oldest first.
+    pub fn memory(&self) -> Result<Vec<MemoryEntry>, StoreError> {
+        let mut stmt = self.sql(self.conn.prepare("SELECT entry FROM memory ORDER BY iteration"))?;
+        let rows: Vec<String> = self.sql(stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()))?;
+        rows.iter().map(|r| serde_json::from_str(r).map_err(|e| self.record_err(e))).collect()
+    }
+
+    /// Commits one iteration in one transaction: its record, the memory
+    /// entry it closes and the one it opens.
+    pub fn commit_iteration(
+        &mut self,
+        record: &IterationRecord,
+        closed: Option<&MemoryEntry>,
+        opened: Option<&MemoryEntry>,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).map_err(|e| self.record_err(e))?;
+        let tokens = record.generator_usage.tokens_in
+            + record.generator_usage.tokens_out
+            + record.improver_usage.tokens_in
+            + record.improver_usage.tokens_out;
+        let (status, dup) = match &record.outcome {
+            Outcome::Ok { .. } => ("ok", None),
+            Outcome::Failed { .. } => ("failed", None),
+            Outcome::Duplicate { of, .. } => ("duplicate", Some(*of as i64)),
+        };
+        let closed_json = closed.map(serde_json::to_string).transpose().map_err(|e| self.record_err(e))?;
+        let opened_json = opened.map(serde_json::to_string).transpose().map_err(|e| self.record_err(e))?;
+        let path = self.path.clone();
+        let sql = |e| StoreError::Sql { path: path.clone(), source: e };
+        let tx = self.conn.transaction().map_err(sql)?;
+        tx.execute(
+            "INSERT INTO iterations(iteration, status, accuracy, failure_kind, duplicate_of, tokens, wall_seconds, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                record.iteration as i64,
+                status,
+                record.outcome.accuracy(),
+                record.outcome.failure_kind(),
+                dup,
+                tokens as i64,
+                record.wall_seconds,
+                json
+            ],
+        )
+        .map_err(sql)?;
+        if let (Some(entry), Some(text)) = (closed, closed_json) {
+            tx.execute("UPDATE memory SET entry = ?2 WHERE iteration = ?1", params![entry.iteration as i64, text])
+                .map_err(sql)?;
+        }
+        if let (Some(entry), Some(text)) = (opened, opened_json) {
+            tx.execute("INSERT INTO memory(iteration, entry) VALUES (?1, ?2)", params![entry.iteration as i64, text])
+                .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Journals one LLM call as soon as it returns.
+    pub fn journal(&self, call: &LlmCall) -> Result<(), StoreError> {
+        let req = serde_json::to_string(&call.request).map_err(|e| self.record_err(e))?;
+        let resp = serde_json::to_string(&call.response).map_err(|e| self.record_err(e))?;
+        self.sql(self.conn.execute(
+            "INSERT OR REPLACE INTO llm_calls(iteration, role, seq, request, response) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![call.iteration as i64, call.role, call.seq, req, resp],
+        ))
+        .map(|_| ())
+    }
+
+    /// The journaled answer of a call, if any.
+    pub fn journaled(&self, iteration: u64, role: &str, seq: u32) -> Result<Option<LlmCall>, StoreError> {
+        let row: Option<(String, String)> = self.sql(
+            self.conn
+                .query_row(
+                    "SELECT request, response FROM llm_calls WHERE iteration = ?1 AND role = ?2 AND seq = ?3",
+                    params![iteration as i64, role, seq],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional(),
+        )?;
+        row.map(|(req, resp)| {
+            Ok(LlmCall {
+                iteration,
+                role: role.to_string(),
+                seq,
+                request: serde_json::from_str(&req).map_err(|e| self.record_err(e))?,
+                response: serde_json::from_str(&resp).map_err(|e| self.record_err(e))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Journals an evaluation as soon as it returns, keyed by the code's hash.
+    pub fn journal_evaluation(
+        &self,
+        iteration: u64,
+        code: &str,
+        outcome: &Outcome,
+        seconds: f64,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(outcome).map_err(|e| self.record_err(e))?;
+        self.sql(self.conn.execute(
+            "INSERT OR REPLACE INTO evaluations(iteration, code_sha256, outcome, seconds) VALUES (?1, ?2, ?3, ?4)",
+            params![iteration as i64, sha256(code), json, seconds],
+        ))
+        .map(|_| ())
+    }
+
+    /// The journaled evaluation of exactly this code at this iteration.
+    pub fn journaled_evaluation(&self, iteration: u64, code: &str) -> Result<Option<(Outcome, f64)>, StoreError> {
+        let row: Option<(String, String, f64)> = self.sql(
+            self.conn
+                .query_row(
+                    "SELECT code_sha256, outcome, seconds FROM evaluations WHERE iteration = ?1",
+                    params![iteration as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional(),
+        )?;
+        match row {
+            Some((sha, json, secs)) if sha == sha256(code) => {
+                Ok(Some((serde_json::from_str(&json).map_err(|e| self.record_err(e))?, secs)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every journaled call, in order.
+    pub fn llm_calls(&self) -> Result<Vec<LlmCall>, StoreError> {
+        let mut stmt = self
+            .sql(self.conn.prepare(
+                "SELECT iteration, role, seq, request, response FROM llm_calls ORDER BY iteration, role, seq",
+            ))?;
+        let rows: Vec<(i64, String, u32, String, String)> = self.sql(
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .and_then(|rows| rows.collect()),
+        )?;
+        rows.into_iter()
+            .map(|(i, role, seq, req, resp)| {
+                Ok(LlmCall {
+                    iteration: i as u64,
+                    role,
+                    seq,
+                    request: serde_json::from_str(&req).map_err(|e| self.record_err(e))?,
+                    response: serde_json::from_str(&resp).map_err(|e| self.record_err(e))?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nas_plugin_api::FailureKind;
+
+    fn record(i: u64, outcome: Outcome) -> IterationRecord {
+        IterationRecord {
+            iteration: i,
+            mode: "full".into(),
+            generator_prompt: vec![ChatMessage::user("write a net")],
+            generator_response: ChatResponse {
+                content: "```python\nclass Net: pass\n```".into(),
+                ..Default::default()
+            },
+            code: Some("class Net: pass".into()),
+            diff: None,
+            parent: None,
+            outcome,
+            improver_prompt: None,
+            improver_response: None,
+            advice: None,
+            memory_shown: vec![],
+            memory_summary: None,
+            memory_state: None,
+            best: None,
+            generator_usage: RoleUsage { tokens_in: 10, tokens_out: 5, seconds: 1.0, calls: 1 },
+            improver_usage: RoleUsage::default(),
+            eval_seconds: 2.0,
+            wall_seconds: 3.0,
+            finished_at: 0.0,
+        }
+    }
+
+    #[test]
+    fn iterations_and_memory_commit_together_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::create(dir.path()).expect("create");
+        let open = MemoryEntry { iteration: 1, problem: "p".into(), suggestion: "s".into(), ..Default::default() };
+        s.commit_iteration(
+            &record(1, Outcome::Ok { report: EvalReport { accuracy: 0.5, ..Default::default() } }),
+            None,
+            Some(&open),
+        )
+        .expect("commit 1");
+        let closed = MemoryEntry { outcome: Some("error: syntax: bad".into()), ..open.clone() };
+        let failure = CandidateFailure::new("check", FailureKind::Syntax, "bad");
+        s.commit_iteration(&record(2, Outcome::Failed { failure }), Some(&closed), None).expect("commit 2");
+        drop(s);
+        let s = Store::open(dir.path()).expect("open");
+        assert_eq!(s.last_iteration().expect("last"), 2);
+        let its = s.iterations().expect("records");
+        assert_eq!(its.len(), 2);
+        assert_eq!(its[1].outcome.failure_kind().as_deref(), Some("syntax"));
+        assert_eq!(s.memory().expect("memory"), vec![closed]);
+    }
+
+    #[test]
+    fn a_duplicate_iteration_number_is_refused_and_nothing_half_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::create(dir.path()).expect("create");
+        let dup = Outcome::Duplicate { of: 1, similarity: 0.95 };
+        s.commit_iteration(&record(1, dup.clone()), None, None).expect("first");
+        let entry = MemoryEntry { iteration: 1, ..Default::default() };
+        assert!(s.commit_iteration(&record(1, dup), None, Some(&entry)).is_err());
+        assert!(s.memory().expect("memory").is_empty(), "the failed transaction wrote nothing");
+    }
+
+    #[test]
+    fn outcome_texts_follow_the_method() {
+        let ok = Outcome::Ok { report: EvalReport { accuracy: 0.72234, ..Default::default() } };
+        assert_eq!(ok.memory_text(), "accuracy: 72.23%");
+        let long = "x".repeat(500);
+        let failed = Outcome::Failed { failure: CandidateFailure::new("train", FailureKind::Runtime, long) };
+        let text = failed.memory_text();
+        assert!(text.starts_with("error: runtime: xxx"));
+        assert_eq!(text.chars().count(), "error: ".len() + 200);
+    }
+
+    #[test]
+    fn the_journal_returns_what_was_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::create(dir.path()).expect("create");
+        let call = LlmCall {
+            iteration: 3,
+            role: "generator".into(),
+            seq: 0,
+            request: vec![ChatMessage::user("hi")],
+            response: ChatResponse { content: "answer".into(), ..Default::default() },
+        };
+        s.journal(&call).expect("journal");
+        assert_eq!(s.journaled(3, "generator", 0).expect("read"), Some(call));
+        assert_eq!(s.journaled(3, "improver", 0).expect("read"), None);
+    }
+}

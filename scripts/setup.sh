@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs everything nas needs on a fresh Debian machine (as root, or with
+# sudo), builds it, and fetches the models asked for. Safe to run again: each
+# step is skipped when already done.
+#
+#   scripts/setup.sh                 # system packages, virtualenv, build
+#   scripts/setup.sh --model NAME    # ... and fetch an LLM (repeatable)
+#
+# Environment: NAS_HOME (default ~/.cache/nas) is where models and data go.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+MODELS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model) MODELS+=("$2"); shift 2 ;;
+    *) echo "setup.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n== %s\n' "$*" >&2; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# 1. System packages: the real Fashion-MNIST, the C toolchain for llama.cpp,
+#    clang/lld/wasi-libc for WebAssembly guest plugins, Chromium for reports.
+APT_PACKAGES=(dataset-fashion-mnist cmake clang libclang-dev lld wasi-libc libclang-rt-14-dev-wasm32 python3-venv)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. The project's virtualenv with torch 2.11.0 (libtorch for tch 0.24.0, and
+#    the Python side of the evaluator's sandbox).
+TORCH_VERSION=2.11.0
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  step "virtualenv .venv with torch==$TORCH_VERSION"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q "torch==$TORCH_VERSION" numpy
+fi
+
+# 3. Build (release: the main job and the tests share one build).
+step "cargo build --release --workspace"
+export VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1
+cargo build --release --workspace --quiet
+
+# 4. Models.
+for m in "${MODELS[@]}"; do
+  step "model $m"
+  target/release/nas models fetch "$m"
+done

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what it needs, then
+# runs every test of the workspace (release build, shared with the main job).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --model qwen2.5-coder-0.5b
+export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1
+cargo test --release --workspace "$@"
