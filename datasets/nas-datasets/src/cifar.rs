@@ -4,7 +4,9 @@
 //! A binary batch is a run of fixed-size records: the label byte(s) — one
 //! for CIFAR-10; coarse then fine for CIFAR-100 — then 3072 pixel bytes,
 //! the 32x32 red plane, then green, then blue (already `[C, H, W]`).
-//! The python-pickle release is not read; use the binary one.
+//! The python-pickle release (`cifar-10-batches-py/`, `cifar-100-python/`
+//! or their `.tar.gz`) is read too, with the strict reader of
+//! [`crate::pickle`]; the binary release is preferred when both are present.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -190,6 +192,28 @@ pub fn parse_batch(
     Ok(split)
 }
 
+/// Parses a batch of the python-pickle release: a dict with `data` (numpy
+/// uint8 `[N, 3072]`) and the list `label_key` (`labels`, `fine_labels` or
+/// `coarse_labels`).
+pub fn parse_pickled_batch(bytes: &[u8], label_key: &str, num_classes: usize) -> Result<SplitData, FormatError> {
+    let value = crate::pickle::parse_pickle(bytes)?;
+    let data = value.get("data").ok_or_else(|| FormatError::Invalid("the pickled dict has no `data`".into()))?;
+    let (shape, pixels) = crate::pickle::numpy_u8(data)?;
+    if shape.len() != 2 || shape[1] != IMAGE_BYTES {
+        return Err(FormatError::Invalid(format!("`data` has shape {shape:?}, expected [N, {IMAGE_BYTES}]")));
+    }
+    let labels =
+        value.get(label_key).ok_or_else(|| FormatError::Invalid(format!("the pickled dict has no `{label_key}`")))?;
+    let labels = crate::pickle::int_list(labels)?;
+    if labels.len() != shape[0] {
+        return Err(FormatError::WrongSize(format!("{} labels for {} images", labels.len(), shape[0])));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l < 0 || l as usize >= num_classes) {
+        return Err(FormatError::Invalid(format!("label {bad} is outside 0..{num_classes}")));
+    }
+    Ok(SplitData { images: pixels, labels })
+}
+
 /// Batch files by name: where they were read from and their bytes.
 type BatchFiles = HashMap<String, (PathBuf, Vec<u8>)>;
 
@@ -260,30 +284,55 @@ impl CifarLoader {
     }
 
     fn dir_and_archive(&self) -> (&'static str, &'static str) {
-        match self.variant {
-            Variant::Ten => ("cifar-10-batches-bin", "cifar-10-binary.tar.gz"),
-            Variant::Hundred { .. } => ("cifar-100-binary", "cifar-100-binary.tar.gz"),
+        self.layout(false).0
+    }
+
+    /// `((folder, archive), [(split, batch files)])` of the binary release,
+    /// or of the python-pickle one.
+    #[allow(clippy::type_complexity)]
+    fn layout(&self, python: bool) -> ((&'static str, &'static str), Vec<(&'static str, Vec<&'static str>)>) {
+        match (self.variant, python) {
+            (Variant::Ten, false) => (
+                ("cifar-10-batches-bin", "cifar-10-binary.tar.gz"),
+                vec![
+                    (
+                        "train",
+                        vec![
+                            "data_batch_1.bin",
+                            "data_batch_2.bin",
+                            "data_batch_3.bin",
+                            "data_batch_4.bin",
+                            "data_batch_5.bin",
+                        ],
+                    ),
+                    ("test", vec!["test_batch.bin"]),
+                ],
+            ),
+            (Variant::Ten, true) => (
+                ("cifar-10-batches-py", "cifar-10-python.tar.gz"),
+                vec![
+                    ("train", vec!["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]),
+                    ("test", vec!["test_batch"]),
+                ],
+            ),
+            (Variant::Hundred { .. }, false) => (
+                ("cifar-100-binary", "cifar-100-binary.tar.gz"),
+                vec![("train", vec!["train.bin"]), ("test", vec!["test.bin"])],
+            ),
+            (Variant::Hundred { .. }, true) => (
+                ("cifar-100-python", "cifar-100-python.tar.gz"),
+                vec![("train", vec!["train"]), ("test", vec!["test"])],
+            ),
         }
     }
 
-    /// `(split, files)` of the batches, relative to the extracted folder.
-    fn batches(&self) -> Vec<(&'static str, Vec<&'static str>)> {
-        match self.variant {
-            Variant::Ten => vec![
-                (
-                    "train",
-                    vec![
-                        "data_batch_1.bin",
-                        "data_batch_2.bin",
-                        "data_batch_3.bin",
-                        "data_batch_4.bin",
-                        "data_batch_5.bin",
-                    ],
-                ),
-                ("test", vec!["test_batch.bin"]),
-            ],
-            Variant::Hundred { .. } => vec![("train", vec!["train.bin"]), ("test", vec!["test.bin"])],
-        }
+    /// Which release is present, binary first: `Some(python)`.
+    fn release(&self) -> Option<bool> {
+        let raw = &self.common.raw_dir;
+        [false, true]
+            .into_iter()
+            .find(|&py| raw.join(self.layout(py).0 .0).is_dir())
+            .or_else(|| [false, true].into_iter().find(|&py| raw.join(self.layout(py).0 .1).is_file()))
     }
 
     fn class_names(&self) -> Vec<String> {
@@ -299,8 +348,9 @@ impl CifarLoader {
     /// and the checksums of what was read.
     fn read_files(&self) -> Result<(BatchFiles, Vec<SourceChecksum>), PluginError> {
         let raw = &self.common.raw_dir;
-        let (dir, archive) = self.dir_and_archive();
-        let wanted: Vec<&str> = self.batches().into_iter().flat_map(|(_, f)| f).collect();
+        let python = self.release().unwrap_or(false);
+        let ((dir, archive), batches) = self.layout(python);
+        let wanted: Vec<&str> = batches.into_iter().flat_map(|(_, f)| f).collect();
         if raw.join(dir).is_dir() {
             let mut files = HashMap::new();
             let mut sums = Vec::new();
@@ -316,7 +366,12 @@ impl CifarLoader {
         if !archive_path.is_file() {
             return Err(not_found(
                 &raw.join(dir),
-                &format!("nor {} is present; {}", archive_path.display(), self.common.fetch_hint()),
+                &format!(
+                    "nor {} is present (nor the python release `{}`); {}",
+                    archive_path.display(),
+                    self.layout(true).0 .0,
+                    self.common.fetch_hint()
+                ),
             ));
         }
         let src = read_source(raw, archive)?;
@@ -391,12 +446,23 @@ impl DatasetLoader for CifarLoader {
                 Variant::Hundred { coarse: false } => (2, 1),
             };
             let classes = self.class_names();
+            let python = self.release().unwrap_or(false);
+            let label_key = match self.variant {
+                Variant::Ten => "labels",
+                Variant::Hundred { coarse: true } => "coarse_labels",
+                Variant::Hundred { coarse: false } => "fine_labels",
+            };
             let mut splits = BTreeMap::new();
-            for (split, names) in self.batches() {
+            for (split, names) in self.layout(python).1 {
                 let mut data = SplitData::default();
                 for name in names {
                     let (path, bytes) = files.get(name).expect("read_files returns every wanted batch");
-                    let part = parse_batch(bytes, label_bytes, label_index, classes.len()).map_err(|e| e.at(path))?;
+                    let part = if python {
+                        parse_pickled_batch(bytes, label_key, classes.len())
+                    } else {
+                        parse_batch(bytes, label_bytes, label_index, classes.len())
+                    }
+                    .map_err(|e| e.at(path))?;
                     data.images.extend(part.images);
                     data.labels.extend(part.labels);
                 }

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `data.fashion-mnist` | IDX files, gzipped or raw | `root` (Debian's `/usr/share/datasets/fashion-mnist` when present) |
 //! | `data.mnist` | IDX files, gzipped or raw | `root` |
-//! | `data.cifar10` | `cifar-10-batches-bin/*.bin` or `cifar-10-binary.tar.gz` | `root` |
+//! | `data.cifar10` | `cifar-10-batches-bin/*.bin` or `cifar-10-binary.tar.gz` (or the python-pickle release) | `root` |
 //! | `data.cifar100` | `cifar-100-binary/{train,test}.bin` or `cifar-100-binary.tar.gz` | `root`, `label_mode` (`fine`) |
 //! | `data.svhn` | `train_32x32.mat`, `test_32x32.mat` (MATLAB v5) | `root`, `include_extra` (false) |
 //! | `data.imagenette` | `imagenette2-160/{train,val}/<wnid>/*.JPEG` or the `.tgz` | `root`, `image_size` (160) |
@@ -35,6 +35,7 @@ pub mod folder;
 pub mod idx;
 pub mod mat;
 pub mod mnist;
+pub mod pickle;
 pub mod prepared;
 pub mod source;
 pub mod svhn;

@@ -86,3 +86,37 @@ proptest! {
         let _ = parse_partition(&text);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pickle_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = nas_datasets::pickle::parse_pickle(&bytes);
+    }
+
+    #[test]
+    fn pickle_mutations_never_panic(at in any::<usize>(), value in any::<u8>(), cut in 0usize..400) {
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cifar10-batch-protocol4.pickle");
+        let mut bytes = std::fs::read(fixture).expect("fixture");
+        let at = at % bytes.len();
+        bytes[at] = value;
+        bytes.truncate(bytes.len() - cut);
+        let _ = nas_datasets::cifar::parse_pickled_batch(&bytes, "labels", 10);
+    }
+}
+
+#[test]
+fn pickle_memo_copies_are_bounded() {
+    // 64 KiB of bytes memoised, then fetched back 100,000 times: refused, not 6 GB of copies.
+    let mut p = vec![0x80, 4, b'B'];
+    p.extend((64u32 << 10).to_le_bytes());
+    p.extend(vec![0u8; 64 << 10]);
+    p.extend([b'q', 0]);
+    for _ in 0..100_000 {
+        p.extend([b'h', 0]);
+    }
+    p.push(b'.');
+    let err = nas_datasets::pickle::parse_pickle(&p).expect_err("bounded");
+    assert!(err.to_string().contains("memo copies"), "{err}");
+}

@@ -509,3 +509,81 @@ fn the_library_offers_every_loader_and_each_describes_itself() {
     let err = create_loader("data.mnist", &json!({}), &HostContext::default()).err().expect("no data dir, no root");
     assert!(err.message.contains("root"), "{err}");
 }
+
+// --- CIFAR, the python-pickle release ---------------------------------------
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// A pickle as Python 2's cPickle wrote the original CIFAR batches: `str`
+/// keys and the array's bytes as BINSTRING.
+fn py2_cifar_pickle(labels: &[u8], fill: u8) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}', b'('];
+    let s = |p: &mut Vec<u8>, t: &str| {
+        p.push(b'U');
+        p.push(t.len() as u8);
+        p.extend(t.as_bytes());
+    };
+    s(&mut p, "data");
+    p.extend(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85");
+    s(&mut p, "b");
+    p.extend(b"\x87R(K\x01");
+    p.extend([b'K', labels.len() as u8, b'M', 0x00, 0x0c, 0x86]);
+    p.extend(b"cnumpy\ndtype\n");
+    s(&mut p, "u1");
+    p.extend(b"K\x00K\x01\x87R(K\x03");
+    s(&mut p, "|");
+    p.extend(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89T");
+    p.extend(((labels.len() * 3072) as u32).to_le_bytes());
+    p.extend(std::iter::repeat_n(fill, labels.len() * 3072));
+    p.extend(b"tb");
+    s(&mut p, "labels");
+    p.extend(b"](");
+    for &l in labels {
+        p.extend([b'K', l]);
+    }
+    p.extend(b"eu.");
+    p
+}
+
+#[test]
+fn cifar_python_pickles_written_by_numpy_and_by_python2_parse() {
+    use nas_datasets::cifar::parse_pickled_batch;
+    for proto in [2, 4] {
+        let bytes = std::fs::read(format!("{FIXTURES}/cifar10-batch-protocol{proto}.pickle")).expect("fixture");
+        let split = parse_pickled_batch(&bytes, "labels", 10).expect("parses");
+        assert_eq!(split.labels, vec![3, 0, 9]);
+        assert_eq!((split.images[3072 + 2048], split.images[2 * 3072]), (12, 20), "protocol {proto}");
+    }
+    let c100 = std::fs::read(format!("{FIXTURES}/cifar100-batch-protocol2.pickle")).expect("fixture");
+    assert_eq!(parse_pickled_batch(&c100, "fine_labels", 100).expect("fine").labels, vec![99, 5, 0]);
+    assert_eq!(parse_pickled_batch(&c100, "coarse_labels", 20).expect("coarse").labels, vec![19, 2, 4]);
+    let py2 = parse_pickled_batch(&py2_cifar_pickle(&[1, 2], 77), "labels", 10).expect("python 2 layout");
+    assert_eq!(py2.labels, vec![1, 2]);
+    assert!(py2.images.iter().all(|&b| b == 77));
+    assert!(parse_pickled_batch(&c100, "fine_labels", 50).is_err(), "label 99 is out of range for 50 classes");
+    let bytes = std::fs::read(format!("{FIXTURES}/cifar10-batch-protocol4.pickle")).expect("fixture");
+    assert!(parse_pickled_batch(&bytes[..bytes.len() / 2], "labels", 10).is_err());
+}
+
+#[test]
+fn cifar10_python_release_prepares_and_bad_batches_name_the_file() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let py = data.path().join("raw/cifar10/cifar-10-batches-py");
+    std::fs::create_dir_all(&py).expect("mkdir");
+    for b in 1..=5 {
+        std::fs::write(py.join(format!("data_batch_{b}")), py2_cifar_pickle(&[b, b + 1], b * 20)).expect("w");
+    }
+    std::fs::copy(format!("{FIXTURES}/cifar10-batch-protocol2.pickle"), py.join("test_batch")).expect("copy");
+    let m = prepare("data.cifar10", json!({}), data.path(), &data.path().join("c")).expect("prepares");
+    assert_eq!((m.splits["train"].count, m.splits["test"].count), (10, 3));
+    let ds = PreparedDataset::open(&data.path().join("c")).expect("opens");
+    assert_eq!(ds.split("train").expect("train").labels(), vec![1, 2, 2, 3, 3, 4, 4, 5, 5, 6]);
+    assert_eq!(ds.split("test").expect("test").labels(), vec![3, 0, 9]);
+
+    std::fs::write(py.join("data_batch_4"), b"\x80\x02}q\x00(U\x04data\xf0garbage").expect("w");
+    assert_err(
+        prepare("data.cifar10", json!({}), data.path(), &data.path().join("d")),
+        ErrorCode::Corrupt,
+        "data_batch_4",
+    );
+}
