@@ -190,6 +190,19 @@ pub fn destination(dest_dir: &Path, source: &SourceFile) -> Option<PathBuf> {
     safe.then(|| dest_dir.join(rel))
 }
 
+/// The files of `sources` (required ones, or all with `include_optional`)
+/// that are not yet in `dest_dir`, with where each goes: what
+/// `nas data list` shows and what [`manual_instructions`] prints.
+pub fn missing_files(sources: &[SourceFile], dest_dir: &Path, include_optional: bool) -> Vec<ManualFile> {
+    sources
+        .iter()
+        .filter(|s| s.required || include_optional)
+        .filter_map(|s| destination(dest_dir, s).map(|p| (s, p)))
+        .filter(|(_, p)| !p.is_file())
+        .map(|(s, p)| ManualFile { name: s.name.clone(), path: p, urls: s.urls.clone() })
+        .collect()
+}
+
 /// Puts every (required, or all with `include_optional`) file of `sources`
 /// into `dest_dir`, downloading those that are missing. See the module docs.
 pub fn fetch_all(sources: &[SourceFile], dest_dir: &Path, opts: &FetchOptions) -> Result<Vec<FetchedFile>, FetchError> {
@@ -223,13 +236,8 @@ pub fn fetch_all(sources: &[SourceFile], dest_dir: &Path, opts: &FetchOptions) -
         match download(&client, source, &path, opts)? {
             Ok(file) => done.push(file),
             Err(reason) => {
-                let files = wanted[i..]
-                    .iter()
-                    .filter_map(|s| destination(dest_dir, s).map(|p| (s, p)))
-                    .filter(|(_, p)| !p.is_file())
-                    .map(|(s, p)| ManualFile { name: s.name.clone(), path: p, urls: s.urls.clone() })
-                    .collect();
-                return Err(FetchError::Manual { reason, files });
+                let rest: Vec<SourceFile> = wanted[i..].iter().map(|s| (*s).clone()).collect();
+                return Err(FetchError::Manual { reason, files: missing_files(&rest, dest_dir, true) });
             }
         }
     }

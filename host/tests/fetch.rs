@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nas_host::fetch::{fetch_all, part_path, FetchError, FetchOptions, FetchStatus};
+use nas_host::fetch::{fetch_all, missing_files, part_path, FetchError, FetchOptions, FetchStatus};
 use nas_plugin_api::SourceFile;
 use sha2::{Digest, Sha256};
 
@@ -243,4 +243,20 @@ fn optional_files_are_skipped_unless_asked_for() {
     assert!(got.is_empty());
     let got = fetch_all(&[src], dir.path(), &FetchOptions { include_optional: true, ..opts() }).expect("downloads");
     assert_eq!(got.len(), 1);
+}
+
+#[test]
+fn missing_files_lists_what_is_not_there_yet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut optional = source(vec!["http://example.invalid/o.bin".into()], None);
+    optional.name = "o.bin".into();
+    optional.required = false;
+    let mut present = source(vec![], None);
+    present.name = "here.bin".into();
+    std::fs::write(dir.path().join("here.bin"), b"x").expect("write");
+    let sources = [source(vec!["http://example.invalid/f.bin".into()], None), optional, present];
+    let missing = missing_files(&sources, dir.path(), false);
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].path, dir.path().join("sub/file.bin"));
+    assert_eq!(missing_files(&sources, dir.path(), true).len(), 2);
 }
