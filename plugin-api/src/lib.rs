@@ -50,6 +50,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod conformance;
 mod dataset;
 mod error;
 mod eval;
