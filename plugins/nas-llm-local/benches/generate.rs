@@ -46,7 +46,7 @@ fn cpu() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn measure(name: &str, dir: &PathBuf, runs: usize, max_tokens: u32) -> Result<Row, PluginError> {
+fn measure(name: &str, dir: &std::path::Path, runs: usize, max_tokens: u32) -> Result<Row, PluginError> {
     let path = fetch_model(name, dir, &FetchOptions { verbose: true, ..FetchOptions::default() })?;
     let settings: LocalSettings = PluginError::parse_config("llm.local", &serde_json::json!({"context_tokens": 2048}))?;
     let threads = std::env::var("NAS_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(free_cores);

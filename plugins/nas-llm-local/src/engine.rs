@@ -172,9 +172,9 @@ impl LlmBackend for LocalBackend {
         let mut bytes: Vec<u8> = Vec::new();
         let mut generated = 0u64;
         let mut finish = "length";
-        let mut pos = tokens.len() as i32;
         let mut idx = batch.n_tokens() - 1;
-        for _ in 0..budget {
+        for step in 0..budget {
+            let pos = (tokens.len() + step) as i32;
             let token = sampler.sample(&ctx, idx);
             sampler.accept(token);
             generated += 1;
@@ -194,7 +194,6 @@ impl LlmBackend for LocalBackend {
             }
             batch.clear();
             batch.add(token, pos, &[0], true).map_err(|e| internal("batch", e))?;
-            pos += 1;
             ctx.decode(&mut batch).map_err(|e| internal("generating", e))?;
             idx = batch.n_tokens() - 1;
         }
