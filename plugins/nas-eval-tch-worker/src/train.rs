@@ -31,6 +31,14 @@ pub struct LoadRequest {
     /// Whether the TorchScript profiling executor runs (slower first epoch).
     #[serde(default)]
     pub jit_profiling: bool,
+    /// Whether the TorchScript graph executor optimises (fusion, symbolic
+    /// autodiff) or runs the graph's ops one by one with eager autograd.
+    #[serde(default = "yes")]
+    pub jit_optimize: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn auto() -> String {
@@ -135,6 +143,7 @@ impl Worker {
             tch::set_num_interop_threads(1);
         }
         tch::jit::set_profiling_mode(req.jit_profiling);
+        tch::jit::set_graph_executor_optimize(req.jit_optimize);
         let device = parse_device(&req.device)?;
         if let Device::Cuda(n) = device {
             if !tch::Cuda::is_available() || n >= tch::Cuda::device_count().max(0) as usize {
@@ -248,6 +257,37 @@ fn nas_truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// Memory in use on the current CUDA device (`total - free` from
+/// `cudaMemGetInfo` of the CUDA runtime libtorch already loaded): the whole
+/// device, so it includes the resident dataset and the caching allocator's
+/// reserve. `None` off CUDA.
+fn cuda_used_bytes() -> Option<u64> {
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    static FUNC: std::sync::OnceLock<Option<MemGetInfo>> = std::sync::OnceLock::new();
+    let func = FUNC.get_or_init(|| {
+        for name in [c"libcudart.so.13", c"libcudart.so.12", c"libcudart.so"] {
+            // SAFETY: RTLD_NOLOAD only looks up a library that is already loaded.
+            let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+            if handle.is_null() {
+                continue;
+            }
+            // SAFETY: `handle` is a valid library handle; the name is NUL-terminated.
+            let sym = unsafe { libc::dlsym(handle, c"cudaMemGetInfo".as_ptr()) };
+            if !sym.is_null() {
+                // SAFETY: cudaMemGetInfo has the C signature
+                // `cudaError_t cudaMemGetInfo(size_t *free, size_t *total)`.
+                return Some(unsafe { std::mem::transmute::<*mut libc::c_void, MemGetInfo>(sym) });
+            }
+        }
+        None
+    });
+    let func = (*func)?;
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: both pointers are valid for writes of a usize.
+    let err = unsafe { func(&mut free, &mut total) };
+    (err == 0 && total >= free).then(|| (total - free) as u64)
+}
+
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -272,6 +312,7 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     };
     let bs = req.batch_size.max(1);
     let mut peak_rss = rss_bytes().unwrap_or(0);
+    let mut peak_cuda: Option<u64> = None;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     let mut steps = 0i64;
     let train_started = Instant::now();
@@ -324,6 +365,8 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
                 }
                 if device == Device::Cpu {
                     peak_rss = peak_rss.max(rss_bytes().unwrap_or(0));
+                } else if let Some(used) = cuda_used_bytes() {
+                    peak_cuda = Some(peak_cuda.unwrap_or(0).max(used));
                 }
             }
             start += len;
@@ -339,6 +382,11 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         return Err(Failure::NonFinite(steps));
     }
     peak_rss = peak_rss.max(rss_bytes().unwrap_or(0));
+    if device != Device::Cpu {
+        if let Some(used) = cuda_used_bytes() {
+            peak_cuda = Some(peak_cuda.unwrap_or(0).max(used));
+        }
+    }
 
     // Test.
     let test_started = Instant::now();
@@ -373,7 +421,8 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         "params": params,
         "epoch_seconds": epoch_seconds,
         "images_per_second": n as f64 / epoch_seconds.max(1e-9),
-        "peak_memory_bytes": if device == Device::Cpu { Some(peak_rss) } else { None },
+        "peak_memory_bytes": if device == Device::Cpu { Some(peak_rss) } else { peak_cuda },
+        "peak_memory_kind": if device == Device::Cpu { "process resident set (sampled)" } else { "CUDA device memory in use (sampled, whole device)" },
         "device": device_name(device),
         "test_seconds": test_started.elapsed().as_secs_f64(),
         "worker_seconds": total.elapsed().as_secs_f64(),

@@ -48,6 +48,7 @@
 //! | `worker_path` | discovered | the `nas-eval-worker` binary (else `NAS_EVAL_WORKER`, else next to the executable) |
 //! | `max_processes` | 512 | processes and threads per sandboxed tree |
 //! | `jit_profiling` | false | run the TorchScript profiling executor (slower first epoch) |
+//! | `jit_optimize` | true | let the TorchScript executor optimise the graph (fusion, symbolic autodiff) |
 //! | `omp_wait_policy` | `"auto"` | OpenMP waiting: `auto` (passive when the machine is busy), `active`, `passive` |
 //! | `extra_read_paths` | `[]` | more paths the sandbox may read (e.g. a libtorch elsewhere) |
 //! | `keep_scratch` | false | keep each candidate's scratch directory |
@@ -164,6 +165,8 @@ pub struct Settings {
     pub max_processes: u64,
     /// TorchScript profiling executor.
     pub jit_profiling: bool,
+    /// TorchScript graph optimisation (fusion, symbolic autodiff).
+    pub jit_optimize: bool,
     /// OpenMP waiting policy.
     pub omp_wait_policy: OmpWaitPolicy,
     /// More readable paths for the sandbox.
@@ -192,6 +195,7 @@ impl Default for Settings {
             worker_path: None,
             max_processes: 512,
             jit_profiling: false,
+            jit_optimize: true,
             omp_wait_policy: OmpWaitPolicy::Auto,
             extra_read_paths: Vec::new(),
             keep_scratch: false,
@@ -421,7 +425,9 @@ impl TchOneEpoch {
         for (k, v) in self.child_env(cand_dir, self.threads.min(4)) {
             cmd.env(k, v);
         }
-        let policy = self.policy(&[], &[cand_dir.to_path_buf()], Some(remaining.as_secs() + 2));
+        // CPU seconds: the time left on every thread the checker may use.
+        let cpu_s = (remaining.as_secs() + 2) * self.threads.min(4) as u64;
+        let policy = self.policy(&[], &[cand_dir.to_path_buf()], Some(cpu_s));
         let (mut child, jail) = sandbox::spawn(cmd, &policy, &self.caps).map_err(|e| {
             PluginError::internal(format!("starting the sandboxed checker {}: {e}", self.python.display()))
         })?;
@@ -501,6 +507,7 @@ impl TchOneEpoch {
             "op": "load", "dir": dataset_dir, "device": self.settings.device,
             "max_train_examples": self.settings.max_train_examples, "max_test_examples": self.settings.max_test_examples,
             "mean": manifest.mean, "std": manifest.std, "cpu_threads": self.threads, "jit_profiling": self.settings.jit_profiling,
+            "jit_optimize": self.settings.jit_optimize,
         });
         self.ensure_worker(&load, dataset_dir)?;
         let train = json!({
@@ -537,7 +544,9 @@ impl TchOneEpoch {
         if answer["ok"] == json!(true) {
             let r = &answer["report"];
             let mut extra = std::collections::BTreeMap::new();
-            for key in ["test_seconds", "steps", "train_examples", "test_examples", "worker_seconds"] {
+            for key in
+                ["test_seconds", "steps", "train_examples", "test_examples", "worker_seconds", "peak_memory_kind"]
+            {
                 if !r[key].is_null() {
                     extra.insert(key.to_string(), r[key].clone());
                 }
