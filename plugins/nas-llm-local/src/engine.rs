@@ -40,6 +40,7 @@ pub struct LocalBackend {
     name: String,
     settings: LocalSettings,
     threads: Option<usize>,
+    max_threads: Option<usize>,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -59,7 +60,13 @@ impl LocalBackend {
         let name = model
             .meta_val_str("general.name")
             .unwrap_or_else(|_| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(LocalBackend { model, name, settings, threads })
+        Ok(LocalBackend { model, name, settings, threads, max_threads: None })
+    }
+
+    /// Caps the automatic thread count (the host's `HostContext::threads`).
+    pub fn with_max_threads(mut self, max: Option<usize>) -> Self {
+        self.max_threads = max;
+        self
     }
 
     /// The model's `general.name`.
@@ -139,7 +146,11 @@ impl LlmBackend for LocalBackend {
                 ),
             ));
         }
-        let threads = self.threads.unwrap_or_else(free_cores).max(1) as i32;
+        let threads = match self.threads {
+            Some(t) => t,
+            None => free_cores().min(self.max_threads.unwrap_or(usize::MAX)),
+        }
+        .max(1) as i32;
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))
             .with_n_batch(PROMPT_BATCH as u32)

@@ -221,8 +221,9 @@ impl PluginFactory for LocalFactory {
 #[cfg(feature = "llama")]
 fn create_backend(settings: LocalSettings, ctx: &HostContext) -> Result<PluginInstance, PluginError> {
     let path = settings.resolve_model(ctx)?;
-    let threads = settings.threads.or(ctx.threads);
-    let backend = engine::LocalBackend::load(&path, settings, threads)?;
+    // `threads` fixes the count; otherwise the free cores at each call, never
+    // more than the host allows (`HostContext::threads`).
+    let backend = engine::LocalBackend::load(&path, settings.clone(), settings.threads)?.with_max_threads(ctx.threads);
     Ok(PluginInstance::Llm(Box::new(backend)))
 }
 
