@@ -185,12 +185,12 @@ fn main() {
     let mut md = String::new();
     md.push_str("# eval.tch-one-epoch benchmark\n\n");
     md.push_str(&format!(
-        "Machine: {}; device `{}`; {} threads for both sides (`OMP_WAIT_POLICY=ACTIVE`). Written by \
-         `cargo run --release -p nas-eval-tch --example eval_bench -- --device {}`.\n\n",
+        "Machine: {}; device `{}`; {} thread(s) for both sides (`OMP_WAIT_POLICY=ACTIVE`). Written by \
+         `cargo run --release -p nas-eval-tch --example eval_bench -- {}`.\n\n",
         machine(),
         a.device,
         a.threads,
-        a.device
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     ));
     md.push_str(&format!(
         "Data: the first {} Fashion-MNIST training images (1×28×28) for the two small nets, the first {} for \
@@ -220,10 +220,7 @@ fn main() {
             fmt_list(&r["eager_epochs_all"])
         ));
     }
-    md.push_str(&format!(
-        "\nEvaluator settings beyond the defaults: `{}`.\n\nSandbox during the run: {sandbox}.\n",
-        a.settings
-    ));
+    md.push_str(&format!("\nEvaluator settings beyond the defaults: `{}`.\n\n{sandbox}.\n", a.settings));
     if let Some(dir) = a.out.parent() {
         std::fs::create_dir_all(dir).expect("results dir");
     }

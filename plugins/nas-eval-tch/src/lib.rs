@@ -260,7 +260,6 @@ pub struct TchOneEpoch {
     worker_path: PathBuf,
     caps: sandbox::Capabilities,
     scratch: PathBuf,
-    owns_scratch: bool,
     read_paths: Vec<PathBuf>,
     threads: usize,
     worker: Option<worker::WorkerProc>,
@@ -288,9 +287,10 @@ impl TchOneEpoch {
         let worker_path = find_worker(settings.worker_path.as_deref())?;
         discover::check_torch(&python)?;
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
-        let (scratch, owns_scratch) = match &ctx.scratch_dir {
-            Some(d) => (d.join(format!("eval-tch-{}-{n}", std::process::id())), false),
-            None => (std::env::temp_dir().join(format!("nas-eval-tch-{}-{n}", std::process::id())), true),
+        // This instance's own directory (below the host's scratch when given), removed on drop.
+        let scratch = match &ctx.scratch_dir {
+            Some(d) => d.join(format!("eval-tch-{}-{n}", std::process::id())),
+            None => std::env::temp_dir().join(format!("nas-eval-tch-{}-{n}", std::process::id())),
         };
         std::fs::create_dir_all(&scratch).map_err(|e| PluginError::io(&scratch, e))?;
         let scratch = scratch.canonicalize().map_err(|e| PluginError::io(&scratch, e))?;
@@ -311,7 +311,6 @@ impl TchOneEpoch {
             worker_path,
             caps,
             scratch,
-            owns_scratch,
             read_paths,
             threads,
             worker: None,
@@ -683,7 +682,7 @@ impl Drop for TchOneEpoch {
         if let Some(w) = self.worker.take() {
             w.shutdown();
         }
-        if self.owns_scratch && !self.settings.keep_scratch {
+        if !self.settings.keep_scratch {
             let _ = std::fs::remove_dir_all(&self.scratch);
         }
         sandbox::cleanup_cgroups(&self.caps);
