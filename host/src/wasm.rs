@@ -853,7 +853,17 @@ impl DatasetLoader for WasmDataset {
             self.0.call("dataset.prepare", Some(&request.cache_dir), Some(&request.cache_dir), |store, bound| {
                 bound_as!(bound, Dataset, "dataset").nas_plugin_dataset().call_prepare(store, &arg)
             })?;
-        convert::manifest(out)
+        // The guest writes the split files; the host writes manifest.json
+        // from what it returned, after checking it.
+        let manifest = convert::manifest(out)?;
+        manifest.check().map_err(|e| {
+            PluginError::new(
+                ErrorCode::Corrupt,
+                format!("wasm plugin `{}` returned an invalid dataset manifest: {e}", self.0.shared.info.id),
+            )
+        })?;
+        manifest.save(&request.cache_dir)?;
+        Ok(manifest)
     }
 }
 

@@ -464,3 +464,94 @@ fn a_static_evaluator_guest_scores_candidates_and_fails_bad_ones_as_values() {
         ErrorCode::InvalidConfig
     );
 }
+
+/// A whole `nas run` whose every plugin is a wasm component built from C:
+/// `data.c-copy`, `eval.c-lint`, `llm.c-chat` (generator and improver,
+/// against a chat-completions server on loopback, key added by the host) and
+/// `memory.c-window`.
+#[test]
+fn nas_run_with_only_wasm_plugins_completes_and_records_every_iteration() {
+    let dir = guests_or_skip!();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let raw = home.join("data/raw/c-copy");
+    std::fs::create_dir_all(&raw).expect("mkdir");
+    std::fs::write(raw.join("train.safetensors"), b"train").expect("write");
+    std::fs::write(raw.join("test.safetensors"), b"test").expect("write");
+    let server = ChatServer::start().expect("loopback server");
+    server.reply_with(
+        "```python\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        \
+         super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n    def forward(self, x):\n        \
+         return self.fc(x.flatten(1))\n```",
+    );
+    let w = |name: &str| dir.join(format!("{name}.wasm")).display().to_string();
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[run]
+name = "wasm"
+output_dir = "runs"
+
+[search]
+max_iterations = 2
+
+[dataset]
+plugin = "wasm:{copy}"
+[dataset.settings]
+raw_dir = "{raw}"
+
+[evaluator]
+plugin = "wasm:{lint}"
+
+[generator]
+plugin = "wasm:{chat}"
+[generator.settings]
+base_url = "{url}"
+model = "m"
+api_key_env = "NAS_WASM_RUN_KEY"
+
+[memory]
+plugin = "wasm:{window}"
+[memory.settings]
+k = 5
+"#,
+            copy = w("copy"),
+            lint = w("lint"),
+            chat = w("chat"),
+            window = w("window"),
+            raw = raw.display(),
+            url = server.base_url(),
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_nas"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .current_dir(tmp.path())
+        .env("NAS_HOME", &home)
+        .env("NAS_WASM_RUN_KEY", "sk-run-42")
+        .output()
+        .expect("nas runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "nas run failed:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let runs: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("runs"))
+        .expect("runs dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let records = nas_host::store::Store::open(&runs[0]).expect("a run store").iterations().expect("records");
+    assert_eq!(records.len(), 2, "{stdout}\n{stderr}");
+    let seen = server.seen();
+    assert!(seen.len() >= 2, "generator and improver asked the loopback server");
+    assert!(seen.iter().all(|s| s.authorization.as_deref() == Some("Bearer sk-run-42")));
+    let first = serde_json::to_value(&records[0].outcome).expect("serializes");
+    assert_eq!(first["status"], "ok", "scored by eval.c-lint: {first}");
+    assert_eq!(first["report"]["device"], "static", "{first}");
+    assert_eq!(first["report"]["extra"]["linear_layers"], 1, "{first}");
+    // The server answers the same code again: the novelty filter catches it.
+    let second = serde_json::to_value(&records[1].outcome).expect("serializes");
+    assert_eq!(second["status"], "duplicate", "{second}");
+}

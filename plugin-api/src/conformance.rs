@@ -328,6 +328,7 @@ pub struct SeenRequest {
 pub struct ChatServer {
     base_url: String,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
+    reply: Arc<Mutex<Option<String>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     addr: std::net::SocketAddr,
 }
@@ -339,21 +340,22 @@ impl ChatServer {
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let reply: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let (seen2, stop2, reply2) = (seen.clone(), stop.clone(), reply.clone());
         std::thread::Builder::new().name("nas-conformance-chat".into()).spawn(move || {
             for stream in listener.incoming() {
                 if stop2.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
                 if let Ok(s) = stream {
-                    let seen = seen2.clone();
+                    let (seen, reply) = (seen2.clone(), reply2.clone());
                     std::thread::spawn(move || {
-                        let _ = serve(s, &seen);
+                        let _ = serve(s, &seen, &reply);
                     });
                 }
             }
         })?;
-        Ok(ChatServer { base_url: format!("http://{addr}/v1"), seen, stop, addr })
+        Ok(ChatServer { base_url: format!("http://{addr}/v1"), seen, reply, stop, addr })
     }
 
     /// `http://127.0.0.1:PORT/v1`: give this to the backend as its base URL.
@@ -364,6 +366,14 @@ impl ChatServer {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Answers every later request with `content` instead of the echo
+    /// (`status:NNN` messages still get their status).
+    pub fn reply_with(&self, content: impl Into<String>) {
+        if let Ok(mut r) = self.reply.lock() {
+            *r = Some(content.into());
+        }
     }
 
     /// Every request seen so far.
@@ -379,7 +389,7 @@ impl Drop for ChatServer {
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Vec<SeenRequest>>) -> std::io::Result<()> {
+fn serve(stream: TcpStream, seen: &Mutex<Vec<SeenRequest>>, reply: &Mutex<Option<String>>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -417,13 +427,14 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<SeenRequest>>) -> std::io::Result<(
     } else if let Some(code) = last_user.strip_prefix("status:").and_then(|c| c.trim().parse::<u16>().ok()) {
         (code, json!({"error": {"message": format!("conformance server answers {code}")}}))
     } else {
+        let content = reply.lock().ok().and_then(|r| r.clone()).unwrap_or_else(|| format!("echo: {last_user}"));
         (
             200,
             json!({
                 "id": "chatcmpl-conformance",
                 "object": "chat.completion",
                 "model": "conformance-model",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last_user}")}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
             }),
         )
