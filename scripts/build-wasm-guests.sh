@@ -30,7 +30,7 @@ guests=("${args[@]:1}")
 
 CLANG="${CLANG:-clang}"
 if [[ -z "${WASM_TOOLS:-}" ]]; then
-    for c in wasm-tools "$root/.venv/bin/wasm-tools" "$root/.nas/tools/venv/bin/wasm-tools"; do
+    for c in wasm-tools "$root/.venv/bin/wasm-tools"; do
         if command -v "$c" >/dev/null 2>&1; then WASM_TOOLS="$c"; break; fi
     done
 fi
