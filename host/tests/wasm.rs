@@ -555,3 +555,29 @@ k = 5
     let second = serde_json::to_value(&records[1].outcome).expect("serializes");
     assert_eq!(second["status"], "duplicate", "{second}");
 }
+
+/// The same LLM conformance checks pass for the native `llm.openai` and the
+/// wasm `llm.c-chat`, against the same loopback server.
+#[test]
+fn native_and_wasm_llm_backends_pass_the_same_llm_checks() {
+    let dir = guests_or_skip!();
+    std::env::set_var("NAS_WASM_TEST_KEY2", "sk-both-7");
+    let native_server = ChatServer::start().expect("loopback server");
+    let lib = NativeLibrary::from_ref(nas_llm_openai::library());
+    let info = lib.plugins().expect("lists").into_iter().find(|p| p.id == "llm.openai").expect("has llm.openai");
+    let settings = json!({"base_url": native_server.base_url(), "model": "m", "api_key_env": "NAS_WASM_TEST_KEY2", "max_retries": 0});
+    let Ok(PluginInstance::Llm(mut native)) = lib.create(&info, &settings, &HostContext::default()) else {
+        panic!("llm.openai creates")
+    };
+    let native_report = check_llm(native.as_mut(), &native_server, Some("Bearer sk-both-7"));
+
+    let wasm_server = ChatServer::start().expect("loopback server");
+    let settings = json!({"base_url": wasm_server.base_url(), "model": "m", "api_key_env": "NAS_WASM_TEST_KEY2"});
+    let Ok(PluginInstance::Llm(mut wasm)) = create(&load(dir, "chat"), settings, &HostContext::default()) else {
+        panic!("llm.c-chat creates")
+    };
+    let wasm_report = check_llm(wasm.as_mut(), &wasm_server, Some("Bearer sk-both-7"));
+    assert!(native_report.all_passed(), "native llm.openai:\n{native_report}");
+    assert!(wasm_report.all_passed(), "wasm llm.c-chat:\n{wasm_report}");
+    assert_eq!(native_report.passed(), wasm_report.passed());
+}
