@@ -629,7 +629,7 @@ impl TchOneEpoch {
             }
             let policy = self.policy(
                 &[dataset_dir.to_path_buf(), self.scratch.clone(), self.worker_path.clone()],
-                &[home.clone()],
+                std::slice::from_ref(&home),
                 None,
             );
             let w = worker::WorkerProc::start(cmd, &policy, &self.caps).map_err(|e| {
@@ -779,13 +779,14 @@ mod tests {
 
     #[test]
     fn settings_reject_unknown_keys_and_bad_values() {
-        let e = PluginError::parse_config::<Settings>(PLUGIN_ID, &json!({"learning_rate": 0.1})).unwrap_err();
+        let e = PluginError::parse_config::<Settings>(PLUGIN_ID, &json!({"learning_rate": 0.1}))
+            .expect_err("must be rejected");
         assert!(e.message.contains("learning_rate"), "{e}");
-        let s: Settings = PluginError::parse_config(PLUGIN_ID, &json!({"device": "tpu"})).unwrap();
-        assert!(s.validate().unwrap_err().message.contains("device"));
-        let s: Settings = PluginError::parse_config(PLUGIN_ID, &json!({})).unwrap();
+        let s: Settings = PluginError::parse_config(PLUGIN_ID, &json!({"device": "tpu"})).expect("valid");
+        assert!(s.validate().expect_err("tpu is no device").message.contains("device"));
+        let s: Settings = PluginError::parse_config(PLUGIN_ID, &json!({})).expect("valid");
         assert_eq!((s.lr, s.momentum, s.weight_decay, s.batch_size, s.seed), (0.01, 0.9, 5e-4, 128, 43));
-        s.validate().unwrap();
+        s.validate().expect("valid");
     }
 
     #[test]
