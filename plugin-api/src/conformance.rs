@@ -114,7 +114,7 @@ pub fn sample_history(n: usize) -> Vec<MemoryEntry> {
                 },
                 accuracy: if i + 1 == n { None } else { accuracy },
                 failure_kind: (failed && i + 1 != n).then(|| "shape".to_string()),
-                best_before: (i > 0).then(|| 0.40 + (i as f64 * 0.01)),
+                best_before: (i > 0).then_some(0.40 + (i as f64 * 0.01)),
             }
         })
         .collect()
