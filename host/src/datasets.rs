@@ -38,7 +38,7 @@ pub fn prepare(
     let dir = prepared_dir(&description, settings);
     std::fs::create_dir_all(&dir).map_err(|e| PluginError::io(&dir, e))?;
     let manifest = loader.prepare(&PrepareRequest { cache_dir: dir.clone(), force }).map_err(|mut e| {
-        if e.code == ErrorCode::NotFound {
+        if e.code == ErrorCode::NotFound && !e.message.contains("nas data fetch") {
             e.message = format!(
                 "{}. The release files of `{}` are expected in {}; `nas data fetch {}` downloads them, or point the dataset's `root` setting at your copy",
                 e.message,
