@@ -160,7 +160,7 @@ fn each_failure_type_is_reported_as_its_kind() {
             assert!(f.traceback.contains("candidate.py"), "the traceback names the candidate's lines: {}", f.traceback);
         }
     }
-    let f = failure(eval(&mut e, "timeout", &read("tests/hostile/endless_loop.py"), &data, Some(15.0)), "timeout");
+    let f = failure(eval(&mut e, "timeout", &read("tests/hostile/endless_loop.py"), &data, Some(10.0)), "timeout");
     assert_eq!(f.kind, FailureKind::Timeout, "{f:#?}");
     // An endless loop inside the TorchScript graph: the worker is killed at
     // the deadline and started again for the next candidate.
@@ -209,7 +209,7 @@ fn hostile_candidates_are_contained_and_the_next_candidate_is_fine() {
         let started = std::time::Instant::now();
         // Those expected to end by a timeout get a short limit; the others a
         // limit long enough for importing torch on a busy machine.
-        let limit = if kinds.contains(&FailureKind::Timeout) { 15.0 } else { 60.0 };
+        let limit = if kinds.contains(&FailureKind::Timeout) { 10.0 } else { 60.0 };
         let f = failure(eval(&mut e, id, source, &data, Some(limit)), id);
         assert!(kinds.contains(&f.kind), "{id}: expected one of {kinds:?}, got {f:#?}");
         assert!(started.elapsed().as_secs_f64() < limit + 25.0, "{id} was not stopped in time");
