@@ -144,22 +144,43 @@ fn probe_cgroups() -> Option<CgroupKind> {
     if root.join("cgroup.controllers").exists() {
         // v2: a child of the root with pids and memory delegated.
         let ok = std::fs::write(root.join("cgroup.subtree_control"), "+pids +memory").is_ok();
-        let base = root.join(&name);
-        if ok && std::fs::create_dir_all(&base).is_ok() {
-            if std::fs::write(base.join("cgroup.subtree_control"), "+pids +memory").is_ok() {
-                return Some(CgroupKind::V2 { base });
-            }
-            let _ = std::fs::remove_dir(&base);
+        let kind = CgroupKind::V2 { base: root.join(&name) };
+        // The probe leaves nothing behind; `spawn` makes the directories again.
+        let usable = ok && ensure_base(&kind).is_ok();
+        remove_base(&kind);
+        return usable.then_some(kind);
+    }
+    let kind = CgroupKind::V1 { pids: root.join("pids").join(&name), memory: root.join("memory").join(&name) };
+    let usable = ensure_base(&kind).is_ok();
+    remove_base(&kind);
+    usable.then_some(kind)
+}
+
+/// Creates this process's base control group directories.
+fn ensure_base(kind: &CgroupKind) -> std::io::Result<()> {
+    match kind {
+        CgroupKind::V1 { pids, memory } => {
+            std::fs::create_dir_all(pids)?;
+            std::fs::create_dir_all(memory)
         }
-        return None;
+        CgroupKind::V2 { base } => {
+            std::fs::create_dir_all(base)?;
+            std::fs::write(base.join("cgroup.subtree_control"), "+pids +memory")
+        }
     }
-    let pids = root.join("pids").join(&name);
-    let memory = root.join("memory").join(&name);
-    if std::fs::create_dir_all(&pids).is_ok() && std::fs::create_dir_all(&memory).is_ok() {
-        return Some(CgroupKind::V1 { pids, memory });
+}
+
+/// Removes the base directories (only succeeds once they are empty).
+fn remove_base(kind: &CgroupKind) {
+    match kind {
+        CgroupKind::V1 { pids, memory } => {
+            let _ = std::fs::remove_dir(pids);
+            let _ = std::fs::remove_dir(memory);
+        }
+        CgroupKind::V2 { base } => {
+            let _ = std::fs::remove_dir(base);
+        }
     }
-    let _ = std::fs::remove_dir(&pids);
-    None
 }
 
 /// What one sandboxed process tree may do.
@@ -199,6 +220,7 @@ pub fn spawn(mut cmd: Command, policy: &Policy, caps: &Capabilities) -> std::io:
     let mut join_fds: Vec<OwnedFd> = Vec::new();
     let mut v2 = false;
     if let Some(kind) = &caps.cgroups {
+        ensure_base(kind)?;
         let mem = policy.memory_limit_bytes.map(|b| b.to_string());
         let procs = policy.max_processes.to_string();
         let made = match kind {
@@ -427,14 +449,7 @@ impl Drop for Jail {
 
 /// Removes this process's cgroup base directories (at exit of the evaluator).
 pub fn cleanup_cgroups(caps: &Capabilities) {
-    match &caps.cgroups {
-        Some(CgroupKind::V1 { pids, memory }) => {
-            let _ = std::fs::remove_dir(pids);
-            let _ = std::fs::remove_dir(memory);
-        }
-        Some(CgroupKind::V2 { base }) => {
-            let _ = std::fs::remove_dir(base);
-        }
-        None => {}
+    if let Some(kind) = &caps.cgroups {
+        remove_base(kind);
     }
 }
