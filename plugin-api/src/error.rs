@@ -74,7 +74,7 @@ impl ErrorCode {
 /// [`EvalOutcome::Failed`](crate::EvalOutcome) value. A `PluginError` means
 /// the plugin itself (or what it depends on) is broken.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code:?}: {message}", code = self.code.as_str())]
+#[error("{code}: {message}", code = self.code.as_str())]
 pub struct PluginError {
     /// The kind of error.
     pub code: ErrorCode,
