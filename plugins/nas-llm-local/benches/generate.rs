@@ -46,10 +46,15 @@ fn cpu() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn measure(name: &str, dir: &std::path::Path, runs: usize, max_tokens: u32) -> Result<Row, PluginError> {
+fn measure(
+    name: &str,
+    dir: &std::path::Path,
+    runs: usize,
+    max_tokens: u32,
+    threads: usize,
+) -> Result<Row, PluginError> {
     let path = fetch_model(name, dir, &FetchOptions { verbose: true, ..FetchOptions::default() })?;
     let settings: LocalSettings = PluginError::parse_config("llm.local", &serde_json::json!({"context_tokens": 2048}))?;
-    let threads = std::env::var("NAS_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(free_cores);
     let t = Instant::now();
     let mut b = LocalBackend::load(&path, settings, Some(threads))?;
     let load_s = t.elapsed().as_secs_f64();
@@ -91,9 +96,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::var_os("NAS_TEST_MODELS_DIR").map(PathBuf::from).unwrap_or_else(default_models_dir);
     let before = loadavg();
     let mut rows = Vec::new();
-    for (name, runs, max) in [("qwen2.5-coder-1.5b", 3, 256), ("qwen2.5-coder-0.5b", 3, 256)] {
-        eprintln!("measuring {name} ...");
-        let row = measure(name, &dir, runs, max)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let fixed: Option<usize> = std::env::var("NAS_BENCH_THREADS").ok().and_then(|t| t.parse().ok());
+    let free = fixed.unwrap_or_else(free_cores);
+    // The default model with the automatic thread count, and with every core
+    // when that differs (it shows what a busy machine does to generation).
+    let mut plan = vec![("qwen2.5-coder-1.5b", free)];
+    if fixed.is_none() && free != cores {
+        plan.push(("qwen2.5-coder-1.5b", cores));
+    }
+    plan.push(("qwen2.5-coder-0.5b", free));
+    for (name, threads) in plan {
+        eprintln!("measuring {name} with {threads} threads ...");
+        let row = measure(name, &dir, 3, 256, threads)?;
         eprintln!("{name}: {:.1} generated tokens/s, {:.1} prompt tokens/s", row.gen_tps, row.prompt_tps);
         rows.push(row);
     }
