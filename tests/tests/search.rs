@@ -406,3 +406,42 @@ fn budgets_stop_the_run_and_say_why() {
     assert!(stdout.contains("stopped: reached target_accuracy"), "{stdout}");
     assert_eq!(records(&run_dirs(dir.path()).pop().expect("run")).len(), 2);
 }
+
+#[test]
+fn the_family_backends_load_as_so_files_and_drive_a_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let libs: Vec<(PathBuf, &str)> = [
+        ("nas-llm-qwen-so", "llm.qwen2.5"),
+        ("nas-llm-deepseek-so", "llm.deepseek-coder"),
+        ("nas-llm-glm-so", "llm.glm"),
+    ]
+    .into_iter()
+    .map(|(pkg, id)| (build_cdylib(pkg), id))
+    .collect();
+    for (so, id) in &libs {
+        let out = nas(dir.path(), &["--plugin", so.to_str().expect("utf-8"), "plugins", "list"]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with(&format!("{id} "))).collect();
+        assert_eq!(rows.len(), 2, "the built-in and the loaded one: {stdout}");
+        assert!(rows.iter().any(|r| r.contains(&format!("native:{}", so.display()))), "{stdout}");
+        assert!(rows.iter().any(|r| r.contains("builtin (overridden)")), "{stdout}");
+    }
+    // A whole run whose generator and improver are the qwen .so, on loopback.
+    let server = scripted(
+        vec![net("        self.fc = nn.Linear(64, num_classes)\n        # accuracy: 0.66")],
+        vec!["```json\n{\"reason\": \"r\", \"improvement_suggestions\": \"s\"}\n```".into()],
+    );
+    let cfg = write_config(dir.path(), &server, "max_iterations = 1", 5, "");
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .expect("read")
+        .replace("plugin = \"builtin:llm.openai\"", &format!("plugin = \"native:{}\"", libs[0].0.display()));
+    std::fs::write(&cfg, text_cfg).expect("write");
+    let out = nas(dir.path(), &["run", "--config", cfg.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = run_dirs(dir.path()).pop().expect("run");
+    assert_eq!(records(&run)[0].outcome.accuracy(), Some(0.66));
+    let plugins = std::fs::read_to_string(run.join("plugins.json")).expect("plugins.json");
+    assert!(plugins.contains("llm.qwen2.5") && plugins.contains("libnas_llm_qwen.so"), "{plugins}");
+    assert!(server.requests().iter().any(|r| r.path.ends_with("/chat/completions")));
+}

@@ -33,6 +33,10 @@ fn list(plugins: &[PathBuf], json: bool) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&rows).usage()?);
         return Ok(());
     }
+    let overridden = |p: &crate::registry::Registered| {
+        p.origin == crate::registry::Origin::Builtin
+            && registry.plugins().iter().any(|o| o.info.id == p.info.id && o.origin != crate::registry::Origin::Builtin)
+    };
     let rows: Vec<[String; 6]> = registry
         .plugins()
         .iter()
@@ -42,7 +46,7 @@ fn list(plugins: &[PathBuf], json: bool) -> Result<(), Failure> {
                 p.info.kind.to_string(),
                 p.info.version.clone(),
                 p.info.api_version.to_string(),
-                p.origin.to_string(),
+                if overridden(p) { format!("{} (overridden)", p.origin) } else { p.origin.to_string() },
                 p.info.description.clone(),
             ]
         })

@@ -8,7 +8,7 @@
 //! One evaluation:
 //!
 //! 1. **extract** the code from the answer (first python fence, else any
-//!    fence, else the whole text) — [`extract_code`];
+//!    fence, else the whole text when it looks like Python) — [`extract_code`];
 //! 2. **check and export** in a sandboxed Python child (`python/check.py`,
 //!    embedded here and written to the scratch directory): compile, import,
 //!    check the contract (`Net()`, `Net(in_shape, num_classes)`, or LEMUR's
@@ -720,44 +720,9 @@ fn sanitize(id: &str) -> String {
 }
 
 /// The code in an LLM answer: the first ```python fence, else the first fence
-/// of any language, else the whole text. `None` when nothing but whitespace
-/// is left.
-pub fn extract_code(text: &str) -> Option<String> {
-    let fences = fenced_blocks(text);
-    let pick = fences
-        .iter()
-        .find(|(lang, _)| matches!(lang.to_ascii_lowercase().as_str(), "python" | "py" | "python3"))
-        .or_else(|| fences.first())
-        .map(|(_, body)| body.clone())
-        .unwrap_or_else(|| text.to_string());
-    (!pick.trim().is_empty()).then_some(pick)
-}
-
-fn fenced_blocks(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let t = line.trim_start();
-        if let Some(info) = t.strip_prefix("```") {
-            let lang = info.split_whitespace().next().unwrap_or("").to_string();
-            let mut body = String::new();
-            let mut closed = false;
-            for l in lines.by_ref() {
-                if l.trim_start().starts_with("```") {
-                    closed = true;
-                    break;
-                }
-                body.push_str(l);
-                body.push('\n');
-            }
-            out.push((lang, body));
-            if !closed {
-                break;
-            }
-        }
-    }
-    out
-}
+/// of another language (not a diff or JSON), else the whole text when it looks
+/// like Python; `None` when there is no code (an `extract` failure).
+pub use nas_plugin_api::text::extract_code;
 
 #[cfg(test)]
 mod tests {
@@ -766,14 +731,15 @@ mod tests {
     #[test]
     fn extraction_prefers_the_first_python_fence() {
         let t = "Here:\n```text\nnot code\n```\n```python\nclass Net: pass\n```\n```python\nsecond\n```";
-        assert_eq!(extract_code(t).as_deref(), Some("class Net: pass\n"));
+        assert_eq!(extract_code(t).as_deref(), Some("class Net: pass"));
     }
 
     #[test]
     fn extraction_falls_back_to_any_fence_then_whole_text() {
-        assert_eq!(extract_code("x\n```\nimport torch\n```").as_deref(), Some("import torch\n"));
+        assert_eq!(extract_code("x\n```\nimport torch\n```").as_deref(), Some("import torch"));
         assert_eq!(extract_code("import torch\nclass Net: pass").as_deref(), Some("import torch\nclass Net: pass"));
         assert_eq!(extract_code("   \n\t"), None);
+        assert_eq!(extract_code("Sorry, I cannot write that network."), None);
         assert_eq!(extract_code("```python\n\n```"), None);
     }
 
