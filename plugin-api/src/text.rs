@@ -76,8 +76,8 @@ fn find_closing(s: &str, marker: &str) -> Option<usize> {
 }
 
 /// The code of an answer: the first `python` fence, else the first fence of
-/// any language that is not a diff, else the whole text when it looks like
-/// Python. `None` when there is nothing code-like.
+/// any language that is not a diff or JSON, else the whole text. `None` when
+/// nothing but whitespace is left.
 pub fn extract_code(answer: &str) -> Option<String> {
     let fences = fences(answer);
     let pick = fences
@@ -86,7 +86,7 @@ pub fn extract_code(answer: &str) -> Option<String> {
         .or_else(|| fences.iter().find(|f| !matches!(f.lang.as_str(), "diff" | "patch" | "json")));
     let code = match pick {
         Some(f) => f.body.to_string(),
-        None if fences.is_empty() && looks_like_python(answer) => answer.to_string(),
+        None if fences.is_empty() => answer.to_string(),
         None => return None,
     };
     let code = code.trim_matches('\n').to_string();
@@ -106,13 +106,6 @@ pub fn extract_diff(answer: &str) -> Option<String> {
         None if answer.lines().any(|l| l.starts_with("@@")) => Some(answer.to_string()),
         None => None,
     }
-}
-
-fn looks_like_python(text: &str) -> bool {
-    text.lines().any(|l| {
-        let l = l.trim_start();
-        l.starts_with("class ") || l.starts_with("import ") || l.starts_with("from ") || l.starts_with("def ")
-    })
 }
 
 #[cfg(test)]
@@ -142,7 +135,6 @@ mod tests {
     fn any_fence_then_whole_text() {
         assert_eq!(extract_code("```\nimport torch\n```").as_deref(), Some("import torch"));
         assert_eq!(extract_code("import torch\nclass Net: pass").as_deref(), Some("import torch\nclass Net: pass"));
-        assert_eq!(extract_code("I cannot help with that."), None);
         assert_eq!(extract_code("```python\n\n```"), None);
     }
 

@@ -8,7 +8,7 @@
 //! One evaluation:
 //!
 //! 1. **extract** the code from the answer (first python fence, else any
-//!    fence, else the whole text when it looks like Python) — [`extract_code`];
+//!    fence, else the whole text) — [`extract_code`];
 //! 2. **check and export** in a sandboxed Python child (`python/check.py`,
 //!    embedded here and written to the scratch directory): compile, import,
 //!    check the contract (`Net()`, `Net(in_shape, num_classes)`, or LEMUR's
@@ -720,8 +720,8 @@ fn sanitize(id: &str) -> String {
 }
 
 /// The code in an LLM answer: the first ```python fence, else the first fence
-/// of another language (not a diff or JSON), else the whole text when it looks
-/// like Python; `None` when there is no code (an `extract` failure).
+/// of another language (not a diff or JSON), else the whole text; `None` when
+/// nothing but whitespace is left (an `extract` failure).
 pub use nas_plugin_api::text::extract_code;
 
 #[cfg(test)]
@@ -739,7 +739,6 @@ mod tests {
         assert_eq!(extract_code("x\n```\nimport torch\n```").as_deref(), Some("import torch"));
         assert_eq!(extract_code("import torch\nclass Net: pass").as_deref(), Some("import torch\nclass Net: pass"));
         assert_eq!(extract_code("   \n\t"), None);
-        assert_eq!(extract_code("Sorry, I cannot write that network."), None);
         assert_eq!(extract_code("```python\n\n```"), None);
     }
 
