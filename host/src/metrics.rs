@@ -42,13 +42,6 @@ pub struct Summary {
     pub best_so_far: Vec<Option<f64>>,
 }
 
-fn add(a: &mut RoleUsage, b: &RoleUsage) {
-    a.tokens_in += b.tokens_in;
-    a.tokens_out += b.tokens_out;
-    a.seconds += b.seconds;
-    a.calls += b.calls;
-}
-
 /// Summarises records.
 pub fn summarize(records: &[IterationRecord]) -> Summary {
     let mut s = Summary { iterations: records.len() as u64, ..Default::default() };
@@ -72,8 +65,8 @@ pub fn summarize(records: &[IterationRecord]) -> Summary {
             Outcome::Duplicate { .. } => s.duplicates += 1,
         }
         s.best_so_far.push(best.map(|(_, a)| a));
-        add(&mut s.generator, &r.generator_usage);
-        add(&mut s.improver, &r.improver_usage);
+        s.generator.merge(&r.generator_usage);
+        s.improver.merge(&r.improver_usage);
         s.eval_seconds += r.eval_seconds;
         s.wall_seconds += r.wall_seconds;
     }

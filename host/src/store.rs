@@ -127,6 +127,14 @@ pub struct RoleUsage {
 }
 
 impl RoleUsage {
+    /// Adds another role's (or iteration's) usage.
+    pub fn merge(&mut self, other: &RoleUsage) {
+        self.tokens_in += other.tokens_in;
+        self.tokens_out += other.tokens_out;
+        self.seconds += other.seconds;
+        self.calls += other.calls;
+    }
+
     /// Adds one response.
     pub fn add(&mut self, r: &ChatResponse) {
         self.tokens_in += r.usage.prompt_tokens;
@@ -189,6 +197,16 @@ pub struct IterationRecord {
     pub wall_seconds: f64,
     /// When it finished (seconds since the Unix epoch).
     pub finished_at: f64,
+}
+
+impl IterationRecord {
+    /// LLM tokens (in and out, both roles) spent by this iteration.
+    pub fn tokens(&self) -> u64 {
+        self.generator_usage.tokens_in
+            + self.generator_usage.tokens_out
+            + self.improver_usage.tokens_in
+            + self.improver_usage.tokens_out
+    }
 }
 
 /// One journaled LLM call.
@@ -322,10 +340,7 @@ impl Store {
         opened: Option<&MemoryEntry>,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(|e| self.record_err(e))?;
-        let tokens = record.generator_usage.tokens_in
-            + record.generator_usage.tokens_out
-            + record.improver_usage.tokens_in
-            + record.improver_usage.tokens_out;
+        let tokens = record.tokens();
         let (status, dup) = match &record.outcome {
             Outcome::Ok { .. } => ("ok", None),
             Outcome::Failed { .. } => ("failed", None),

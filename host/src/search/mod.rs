@@ -175,6 +175,16 @@ pub struct Search<'a> {
     seed: u64,
 }
 
+impl Best {
+    /// Makes `(iteration, code, accuracy)` the best when its accuracy is
+    /// strictly greater than the best's (or nothing has been measured yet).
+    fn offer(best: &mut Option<Best>, iteration: u64, code: &str, accuracy: f64) {
+        if best.as_ref().and_then(|b| b.accuracy).is_none_or(|b| accuracy > b) {
+            *best = Some(Best { iteration, code: code.to_string(), accuracy: Some(accuracy) });
+        }
+    }
+}
+
 fn pct(acc: f64) -> String {
     format!("{:.2}%", acc * 100.0)
 }
@@ -271,9 +281,7 @@ impl<'a> Search<'a> {
                 archive.add(r.iteration, novelty::signature(code));
             }
             if let (Some(acc), Some(code)) = (r.outcome.accuracy(), &r.code) {
-                if best.as_ref().and_then(|b| b.accuracy).is_none_or(|b| acc > b) {
-                    best = Some(Best { iteration: r.iteration, code: code.clone(), accuracy: Some(acc) });
-                }
+                Best::offer(&mut best, r.iteration, code, acc);
             }
         }
         if let Some(reason) = self.stop_reason(&records, &best) {
@@ -416,9 +424,7 @@ impl<'a> Search<'a> {
 
             // 5. Update best (strictly greater).
             if let (Some(acc), Some(c)) = (outcome.accuracy(), &code) {
-                if best.as_ref().and_then(|b| b.accuracy).is_none_or(|b| acc > b) {
-                    best = Some(Best { iteration: t, code: c.clone(), accuracy: Some(acc) });
-                }
+                Best::offer(&mut best, t, c, acc);
             }
 
             // 6. Prompt Improver.
@@ -533,15 +539,7 @@ impl<'a> Search<'a> {
             }
         }
         if let Some(max) = self.cfg.max_tokens {
-            let used: u64 = records
-                .iter()
-                .map(|r| {
-                    r.generator_usage.tokens_in
-                        + r.generator_usage.tokens_out
-                        + r.improver_usage.tokens_in
-                        + r.improver_usage.tokens_out
-                })
-                .sum();
+            let used: u64 = records.iter().map(IterationRecord::tokens).sum();
             if used >= max {
                 return Some(StopReason::TokenBudget);
             }
