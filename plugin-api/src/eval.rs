@@ -36,6 +36,12 @@ pub struct EvalRequest {
     /// Seed overriding the evaluator's setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// When set, an evaluator that can writes the trained model there as
+    /// TorchScript (after the proxy training, with its weights); others
+    /// ignore it. The search never sets it; `nas export` does. Added in
+    /// plugin API 1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_model: Option<PathBuf>,
 }
 
 /// A successful evaluation.
@@ -177,4 +183,22 @@ pub enum EvalOutcome {
 pub trait Evaluator: Send {
     /// Evaluates one candidate.
     fn evaluate(&mut self, request: &EvalRequest) -> Result<EvalOutcome, PluginError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_model_is_optional_on_the_wire_both_ways() {
+        // A request from a 1.0 host parses, and a request without the
+        // field serializes exactly as a 1.0 host's did.
+        let old = r#"{"candidate_id":"c","source":"x","dataset":{"dir":"/d","name":"n"}}"#;
+        let r: EvalRequest = serde_json::from_str(old).expect("a 1.0 request parses");
+        assert_eq!(r.save_model, None);
+        assert_eq!(serde_json::to_string(&r).expect("serializes"), old);
+        let with = EvalRequest { save_model: Some(PathBuf::from("/out/model.pt")), ..r };
+        let v = serde_json::to_value(&with).expect("serializes");
+        assert_eq!(v["save_model"], "/out/model.pt");
+    }
 }

@@ -72,7 +72,10 @@ pub use plugin::*;
 ///
 /// Changes are additive: a new optional field or a new method raises `minor`;
 /// anything that breaks an existing plugin raises `major`.
-pub const API_VERSION: ApiVersion = ApiVersion { major: 1, minor: 0 };
+///
+/// - 1.1: [`EvalRequest::save_model`] (an evaluator may write the trained
+///   model as TorchScript).
+pub const API_VERSION: ApiVersion = ApiVersion { major: 1, minor: 1 };
 
 /// A plugin API version: `major.minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]

@@ -53,7 +53,7 @@ fn builtins_are_listed_with_kind_version_api_and_origin() {
     let window = rows.iter().find(|r| r["id"] == "memory.window").expect("memory.window is built in");
     assert_eq!(window["kind"], "memory");
     assert_eq!(window["origin"], "builtin");
-    assert_eq!(window["api_version"], "1.0");
+    assert_eq!(window["api_version"], nas_plugin_api::API_VERSION.to_string());
     assert!(window["version"].as_str().is_some_and(|v| !v.is_empty()));
 }
 

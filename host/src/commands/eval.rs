@@ -35,7 +35,14 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
     let candidate_id =
         args.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "candidate".into());
     let outcome = evaluator
-        .evaluate(&EvalRequest { candidate_id, source, dataset: prepared.reference, time_limit_s: None, seed: None })
+        .evaluate(&EvalRequest {
+            candidate_id,
+            source,
+            dataset: prepared.reference,
+            time_limit_s: None,
+            seed: None,
+            save_model: None,
+        })
         .run_failed()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome).usage()?);

@@ -393,6 +393,7 @@ impl<'a> Search<'a> {
                                             dataset: self.dataset.reference.clone(),
                                             time_limit_s: None,
                                             seed: None,
+                                            save_model: None,
                                         })
                                         .map_err(SearchError::Evaluator)?;
                                     eval_seconds = e0.elapsed().as_secs_f64();

@@ -10,7 +10,8 @@
 //!   GPU when it fits;
 //! - `{"op":"train", ...}` loads a TorchScript module, trains it for the
 //!   configured epochs with SGD and cross-entropy, evaluates it on the test
-//!   split and answers a report or a typed failure;
+//!   split and answers a report or a typed failure; with `save_to` it then
+//!   saves the trained module there (TorchScript, eval mode, CPU tensors);
 //! - `{"op":"ping"}` answers `{"ok":true}`.
 //!
 //! A candidate's error (a C++ exception, a panic inside tch, a non-finite

@@ -60,6 +60,10 @@ pub struct TrainRequest {
     pub augment: bool,
     /// Number of classes the output must have.
     pub num_classes: i64,
+    /// Where to save the trained module (TorchScript, CPU tensors, eval
+    /// mode) after the test; absent: not saved.
+    #[serde(default)]
+    pub save_to: Option<PathBuf>,
 }
 
 struct Data {
@@ -415,7 +419,10 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     .map_err(t("test"))?;
     let nt = data.test_x.size()[0].max(1);
     let accuracy = correct as f64 / nt as f64;
+    let save_error = req.save_to.as_ref().and_then(|path| save_trained(&model, device, path).err());
     Ok(json!({
+        "saved_model": req.save_to.as_ref().filter(|_| save_error.is_none()),
+        "save_error": save_error,
         "accuracy": accuracy,
         "train_loss": train_loss,
         "params": params,
@@ -430,6 +437,19 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         "train_examples": n,
         "test_examples": nt,
     }))
+}
+
+/// Saves the trained module (in eval mode) as TorchScript with CPU tensors,
+/// so that `torch.jit.load` opens it on any machine.
+fn save_trained(model: &tch::TrainableCModule, device: Device, path: &std::path::Path) -> Result<(), String> {
+    let shown = path.display();
+    model.save(path).map_err(|e| format!("saving the trained module to {shown}: {e}"))?;
+    if device != Device::Cpu {
+        let cpu = tch::CModule::load_on_device(path, Device::Cpu)
+            .map_err(|e| format!("reloading {shown} on the CPU: {e}"))?;
+        cpu.save(path).map_err(|e| format!("saving the CPU copy to {shown}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Random crop with 4 pixels of zero padding and a random horizontal flip,

@@ -128,6 +128,7 @@ fn main() {
                 dataset: DatasetRef { dir: dataset.clone(), name: "fashion-mnist".into() },
                 time_limit_s: None,
                 seed: None,
+                save_model: None,
             };
             let report = match e.evaluate(&req).expect("evaluate") {
                 EvalOutcome::Ok(r) => r,

@@ -22,6 +22,13 @@
 //!    it fits), runs in the same sandbox, and is restarted by this plugin's
 //!    watchdog after a crash or a timeout.
 //!
+//! When the request sets [`EvalRequest::save_model`], the worker saves the
+//! trained module (TorchScript, eval mode, CPU tensors; its input is the
+//! normalised image batch `[N,C,H,W]`, normalised with the manifest's
+//! mean/std) into its own scratch directory, and this plugin copies it to the
+//! requested path once the candidate scored; a candidate that failed writes
+//! nothing.
+//!
 //! Every process that runs candidate code starts in the [`sandbox`]: own
 //! session, control group (process and memory limits), rlimits, a new
 //! network namespace and Landlock filesystem confinement. See
@@ -68,6 +75,7 @@
 //!     dataset: DatasetRef { dir: "data/fashion-mnist".into(), name: "fashion-mnist".into() },
 //!     time_limit_s: None,
 //!     seed: None,
+//!     save_model: None,
 //! }).unwrap();
 //! println!("{}", serde_json::to_string(&outcome).unwrap());
 //! ```
@@ -509,10 +517,20 @@ impl TchOneEpoch {
             "jit_optimize": self.settings.jit_optimize,
         });
         self.ensure_worker(&load, dataset_dir)?;
+        // The sandboxed worker writes only below its own directory; the
+        // trained module is copied out from there.
+        let trained_path = request
+            .save_model
+            .as_ref()
+            .map(|_| self.scratch.join("worker").join(format!("trained-{}.pt", sanitize(&request.candidate_id))));
+        if let Some(p) = &trained_path {
+            let _ = std::fs::remove_file(p);
+        }
         let train = json!({
             "op": "train", "model": model_path, "lr": self.settings.lr, "momentum": self.settings.momentum,
             "weight_decay": self.settings.weight_decay, "batch_size": self.settings.batch_size, "seed": seed,
             "epochs": self.settings.epochs, "augment": augment, "num_classes": manifest.num_classes,
+            "save_to": trained_path,
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let worker = self.worker.as_mut().expect("ensure_worker started it");
@@ -552,6 +570,9 @@ impl TchOneEpoch {
             }
             extra.insert("contract".into(), check["contract"].clone());
             extra.insert("export".into(), check["export"].clone());
+            if let (Some(dest), Some(trained)) = (&request.save_model, &trained_path) {
+                self.deliver_trained(r, trained, dest)?;
+            }
             let report = EvalReport {
                 accuracy: r["accuracy"].as_f64().unwrap_or(0.0),
                 train_loss: r["train_loss"].as_f64(),
@@ -660,6 +681,20 @@ impl TchOneEpoch {
             ));
         }
         w.loaded = Some(load.clone());
+        Ok(())
+    }
+
+    /// Copies the module the worker saved at `trained` to `dest`.
+    fn deliver_trained(&self, report: &Value, trained: &Path, dest: &Path) -> Result<(), PluginError> {
+        if let Some(e) = report["save_error"].as_str() {
+            return Err(PluginError::internal(format!("the training worker could not save the trained model: {e}")));
+        }
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| PluginError::io(dir, e))?;
+        }
+        std::fs::copy(trained, dest)
+            .map_err(|e| PluginError::io(dest, format!("copying the trained model from {}: {e}", trained.display())))?;
+        let _ = std::fs::remove_file(trained);
         Ok(())
     }
 

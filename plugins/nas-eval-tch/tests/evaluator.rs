@@ -81,6 +81,7 @@ fn eval(e: &mut Box<dyn Evaluator>, id: &str, source: &str, dataset: &Path, limi
         dataset: DatasetRef { dir: dataset.to_path_buf(), name: "test".into() },
         time_limit_s: limit_s,
         seed: None,
+        save_model: None,
     };
     e.evaluate(&req).unwrap_or_else(|err| panic!("{id}: evaluator error (not a candidate failure): {err}"))
 }
@@ -251,7 +252,91 @@ fn bad_settings_and_missing_datasets_are_errors_not_failures() {
         dataset: DatasetRef { dir: "/nonexistent/dataset".into(), name: "none".into() },
         time_limit_s: None,
         seed: None,
+        save_model: None,
     };
     let err = e.evaluate(&req).expect_err("no dataset is an evaluator error");
     assert!(err.message.contains("/nonexistent/dataset"), "{err}");
+}
+
+/// Python that loads a saved TorchScript module, checks it is in eval mode
+/// with CPU tensors, and scores it on a prepared test split (normalised as
+/// the worker normalises): prints `accuracy <a> <n>`.
+const SCORE_SAVED_MODEL: &str = r#"
+import json, struct, sys
+import torch
+model_path, data_dir = sys.argv[1], sys.argv[2]
+m = torch.jit.load(model_path)
+assert not m.training, "saved in eval mode"
+assert all(p.device.type == "cpu" for p in m.parameters()), "CPU tensors"
+manifest = json.load(open(data_dir + "/manifest.json"))
+raw = open(data_dir + "/" + manifest["splits"]["test"]["file"], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+body = raw[8 + n:]
+def tensor(name, dtype):
+    t = header[name]
+    a, b = t["data_offsets"]
+    return torch.frombuffer(bytearray(body[a:b]), dtype=dtype).reshape(t["shape"])
+x = tensor("images", torch.uint8).float() / 255.0
+y = tensor("labels", torch.int64)
+mean = torch.tensor(manifest["mean"]).view(1, -1, 1, 1)
+std = torch.tensor(manifest["std"]).view(1, -1, 1, 1)
+with torch.no_grad():
+    out = m((x - mean) / std)
+assert tuple(out.shape) == (x.shape[0], manifest["num_classes"]), out.shape
+print("accuracy", (out.argmax(-1) == y).float().mean().item(), x.shape[0])
+"#;
+
+#[test]
+fn save_model_writes_the_trained_module_as_torchscript_that_torch_loads() {
+    let _g = lock();
+    let mut e = evaluator(json!({}));
+    let data = fmnist();
+    let out = data_root().join("saved-models");
+    let _ = std::fs::remove_dir_all(&out);
+    let dest = out.join("nested/best/model.pt");
+    let request = |id: &str, source: String, save: &Path| EvalRequest {
+        candidate_id: id.into(),
+        source,
+        dataset: DatasetRef { dir: data.clone(), name: "test".into() },
+        time_limit_s: None,
+        seed: None,
+        save_model: Some(save.to_path_buf()),
+    };
+    let r = ok(e.evaluate(&request("saved", read("tests/candidates/good_cnn.md"), &dest)).expect("evaluate"), "saved");
+    assert!(dest.is_file(), "the trained model was written to {}", dest.display());
+
+    // torch loads it and it holds the trained weights: its test accuracy is
+    // the reported one.
+    let python = nas_eval_tch::find_python(None).expect("the project's python");
+    let run = std::process::Command::new(&python)
+        .args(["-c", SCORE_SAVED_MODEL])
+        .arg(&dest)
+        .arg(&data)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let accuracy: f64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {stdout:?}"));
+    assert!(
+        (accuracy - r.accuracy).abs() < 0.005,
+        "saved model scores {accuracy}, the evaluator reported {}",
+        r.accuracy
+    );
+    assert!(accuracy > 0.6, "trained weights, not the initial ones: {accuracy}");
+
+    // A candidate that fails writes nothing; one without the field neither.
+    let failed_dest = out.join("failed.pt");
+    let f = failure(
+        e.evaluate(&request("bad", read("tests/candidates/wrong_shape.py"), &failed_dest)).expect("evaluate"),
+        "bad",
+    );
+    assert_eq!(f.kind, FailureKind::Shape);
+    assert!(!failed_dest.exists());
+    let entries: Vec<_> = std::fs::read_dir(&out).expect("read").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(entries, ["nested"], "nothing else was written");
 }
