@@ -89,6 +89,52 @@ pub enum Command {
     /// Local LLM weights: list and fetch (sha256-verified).
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Export from recorded runs: the best model (source, TorchScript with
+    /// trained weights), every valid architecture in LEMUR's contract, and a
+    /// prompt→code fine-tuning corpus (JSONL chat messages).
+    Export(crate::commands::export::ExportArgs),
+    /// Write a report of recorded runs: an HTML page, figures (PNG and
+    /// SVG), a Markdown summary, CSV/JSON exports of the records.
+    Report(ReportArgs),
+    /// Compare configurations (memory strategies, LLMs, ablations) over
+    /// several seeds against the K=5 window, with confidence intervals.
+    Compare(CompareArgs),
+}
+
+/// `nas report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run directories, or directories holding runs (a `nas compare`
+    /// output directory, a `runs/` directory).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub run_dirs: Vec<PathBuf>,
+    /// Where the report goes (default: `<RUN_DIR>/report` for one run,
+    /// `./report` for several).
+    #[arg(long, short, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The page's title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Iterations in the rolling valid-rate window.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub window: usize,
+}
+
+/// `nas compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The compare file (TOML): a base config, seeds and the arms; see
+    /// docs/reports.md.
+    pub file: PathBuf,
+    /// Runs side by side (overrides `[compare] jobs`).
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Do not start or resume runs; tabulate and report what is recorded.
+    #[arg(long)]
+    pub report_only: bool,
+    /// Print the plan and exit.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `nas eval`.
@@ -170,6 +216,10 @@ pub struct RunArgs {
     /// Override `[run] output_dir`.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    /// Create the run directory exactly here (it must not exist) instead of
+    /// `<output_dir>/<name>-<time>`.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
 }
 
 /// `nas plugins ...`.
@@ -233,5 +283,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Eval(args) => crate::commands::eval::run(&cli.plugins, &args),
         Command::Data(cmd) => crate::commands::data::run(&cli.plugins, cmd),
         Command::Models(cmd) => crate::commands::models::run(cmd),
+        Command::Export(args) => crate::commands::export::run(&cli.plugins, &args),
+        Command::Report(args) => crate::commands::report::run(&args),
+        Command::Compare(args) => crate::commands::compare::run(&cli.plugins, &args),
     }
 }

@@ -298,8 +298,16 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 
 /// Parses config text; `path` is only used in messages.
 pub fn parse(text: &str, path: &Path) -> Result<RunConfig, ConfigError> {
+    let config: RunConfig = parse_as(text, path)?;
+    check(&config).map_err(|message| ConfigError::Semantic { path: path.to_path_buf(), message })?;
+    Ok(config)
+}
+
+/// Parses TOML text into any strict type, with errors naming the file, line,
+/// column and key path; `path` is only used in messages.
+pub fn parse_as<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
     let de = toml::Deserializer::new(text);
-    let config: RunConfig = serde_path_to_error::deserialize(de).map_err(|err| {
+    serde_path_to_error::deserialize(de).map_err(|err| {
         let key_path = err.path().to_string();
         let inner = err.into_inner();
         let (line, column) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
@@ -311,9 +319,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RunConfig, ConfigError> {
             key,
             message: inner.message().trim().to_string(),
         }
-    })?;
-    check(&config).map_err(|message| ConfigError::Semantic { path: path.to_path_buf(), message })?;
-    Ok(config)
+    })
 }
 
 fn check(c: &RunConfig) -> Result<(), String> {

@@ -14,16 +14,22 @@
 //! | [`store`] | the run store (SQLite): records, memory, LLM journal |
 //! | [`metrics`] | valid rate, best/mean accuracy, ... from records |
 //! | [`datasets`] | the prepared-dataset cache of a run |
+//! | [`export`] | `nas export`: the best model, LEMUR-contract files, a fine-tuning corpus |
+//! | [`report`] | reports: HTML, Markdown, figures, CSV/JSON exports |
+//! | [`compare`] | comparing configurations over seeds, with confidence intervals |
 
 pub mod builtins;
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod datasets;
+pub mod export;
 pub mod fetch;
 pub mod metrics;
 pub mod paths;
 pub mod registry;
+pub mod report;
 pub mod search;
 pub mod store;
 pub mod wasm;

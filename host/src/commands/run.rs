@@ -152,7 +152,7 @@ fn create_plugins(
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC.
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -169,7 +169,7 @@ fn timestamp() -> String {
 }
 
 /// The config with every path made absolute, as frozen into a run.
-fn frozen(loaded: &LoadedConfig) -> RunConfig {
+pub(crate) fn frozen(loaded: &LoadedConfig) -> RunConfig {
     let mut c = loaded.config.clone();
     let abs = |p: &Path| std::path::absolute(loaded.resolve(p)).unwrap_or_else(|_| loaded.resolve(p));
     for section in [&mut c.memory, &mut c.dataset, &mut c.evaluator, &mut c.generator] {
@@ -208,7 +208,20 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
     extra.extend(config.plugins.load.iter().cloned());
     let mut registry = crate::cli::registry(&extra)?;
 
-    let run_dir = config.run.output_dir.join(format!("{}-{}", config.run.name, timestamp()));
+    let run_dir = match &args.run_dir {
+        Some(dir) => {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            if dir.exists() {
+                return Err(Failure::Usage(anyhow!(
+                    "--run-dir {}: it already exists; continue a run with `nas resume {}`",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            dir
+        }
+        None => config.run.output_dir.join(format!("{}-{}", config.run.name, timestamp())),
+    };
     let baseline = read_baseline(&config)?;
 
     // The run directory appears whole or not at all: it is built under a

@@ -1,0 +1,597 @@
+//! The report's figures, drawn with plotters into SVG (inlined in the page)
+//! and PNG (for slides and the Markdown summary).
+//!
+//! Text in PNGs is rendered with DejaVu Sans, embedded in the binary, so a
+//! machine without fonts draws the same figures.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::stats::pareto_front;
+use super::{Group, ReportError, ReportOptions, RunData};
+use crate::store::Outcome;
+
+/// One figure, written as SVG and PNG.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// File stem (`accuracy`, `valid_rate`, ...).
+    pub name: String,
+    /// Its title.
+    pub title: String,
+    /// A sentence saying how to read it.
+    pub caption: String,
+    /// The SVG document.
+    pub svg: String,
+    /// Where the SVG was written.
+    pub svg_path: PathBuf,
+    /// Where the PNG was written.
+    pub png_path: PathBuf,
+}
+
+/// Series colours (Tableau 10).
+pub const PALETTE: [RGBColor; 10] = [
+    RGBColor(78, 121, 167),
+    RGBColor(242, 142, 43),
+    RGBColor(225, 87, 89),
+    RGBColor(118, 183, 178),
+    RGBColor(89, 161, 79),
+    RGBColor(237, 201, 72),
+    RGBColor(176, 122, 161),
+    RGBColor(255, 157, 167),
+    RGBColor(156, 117, 95),
+    RGBColor(186, 176, 172),
+];
+
+/// The colour of the `i`-th series.
+pub fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// The colour as CSS.
+pub fn css(c: RGBColor) -> String {
+    format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
+}
+
+const FONT: &str = "sans-serif";
+
+fn register_fonts() {
+    static FONTS: Once = Once::new();
+    FONTS.call_once(|| {
+        // The embedded fonts are valid TrueType; a failure would only mean
+        // text-less PNGs, so it is not fatal.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+type DrawResult = Result<(), String>;
+
+fn de(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Something drawable on any plotters backend.
+trait Draw {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult;
+}
+
+fn render(
+    fig: &impl Draw,
+    name: &str,
+    title: &str,
+    caption: &str,
+    dir: &Path,
+    size: (u32, u32),
+) -> Result<Figure, ReportError> {
+    register_fonts();
+    let err = |message: String| ReportError::Figure { name: name.to_string(), message };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        fig.draw(&root).map_err(err)?;
+        root.present().map_err(|e| err(de(e)))?;
+    }
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        fig.draw(&root).map_err(err)?;
+        root.present().map_err(|e| err(de(e)))?;
+    }
+    let svg_path = dir.join(format!("{name}.svg"));
+    std::fs::write(&svg_path, &svg).map_err(|e| super::write_err(&svg_path, e))?;
+    let png_path = dir.join(format!("{name}.png"));
+    let image = image::RgbImage::from_raw(size.0, size.1, pixels)
+        .ok_or_else(|| err("the pixel buffer does not match the image size".into()))?;
+    image.save_with_format(&png_path, image::ImageFormat::Png).map_err(|e| super::write_err(&png_path, e))?;
+    Ok(Figure { name: name.into(), title: title.into(), caption: caption.into(), svg, svg_path, png_path })
+}
+
+fn max_iterations(groups: &[Group]) -> u64 {
+    groups.iter().flat_map(|g| &g.runs).map(|r| r.records.len() as u64).max().unwrap_or(0).max(1)
+}
+
+fn chart_frame<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<
+    ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    String,
+> {
+    root.fill(&WHITE).map_err(de)?;
+    ChartBuilder::on(root)
+        .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x, y)
+        .map_err(de)
+}
+
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(de)
+}
+
+fn no_data<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, text: &str) -> DrawResult {
+    let (w, h) = root.dim_in_pixel();
+    root.draw(&Text::new(
+        text.to_string(),
+        (w as i32 / 2 - 180, h as i32 / 2),
+        (FONT, 22).into_font().color(&BLACK.mix(0.6)),
+    ))
+    .map_err(de)
+}
+
+/// Per-iteration accuracy (dots), failures (crosses on the axis) and the
+/// best so far (steps), one colour per group.
+struct Accuracy<'a> {
+    groups: &'a [Group],
+}
+
+impl Draw for Accuracy<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        let n = max_iterations(self.groups) as f64;
+        let mut chart = chart_frame(root, "Accuracy per iteration and best so far", 0.5..n + 0.5, 0.0..100.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("iteration")
+            .y_desc("test accuracy after one epoch (%)")
+            .label_style((FONT, 16))
+            .axis_desc_style((FONT, 18))
+            .light_line_style(BLACK.mix(0.05))
+            .draw()
+            .map_err(de)?;
+        for (gi, g) in self.groups.iter().enumerate() {
+            let c = color(gi);
+            for (ri, run) in g.runs.iter().enumerate() {
+                let steps: Vec<(f64, f64)> = run
+                    .records
+                    .iter()
+                    .zip(&run.summary.best_so_far)
+                    .filter_map(|(r, b)| b.map(|b| (r.iteration as f64, b * 100.0)))
+                    .collect();
+                let line = chart.draw_series(LineSeries::new(step_points(&steps), c.stroke_width(3))).map_err(de)?;
+                if ri == 0 {
+                    line.label(format!("{} (best so far)", g.name))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
+                }
+                let dots: Vec<(f64, f64)> = run
+                    .records
+                    .iter()
+                    .filter_map(|r| r.outcome.accuracy().map(|a| (r.iteration as f64, a * 100.0)))
+                    .collect();
+                chart.draw_series(dots.iter().map(|&p| Circle::new(p, 5, c.mix(0.75).filled()))).map_err(de)?;
+                let failed: Vec<f64> =
+                    run.records.iter().filter(|r| r.outcome.accuracy().is_none()).map(|r| r.iteration as f64).collect();
+                chart.draw_series(failed.iter().map(|&x| Cross::new((x, 1.5), 5, c.stroke_width(2)))).map_err(de)?;
+            }
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    }
+}
+
+/// `(x, y)` points as a step line: each value holds until the next.
+fn step_points(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (i, &(x, y)) in points.iter().enumerate() {
+        if i > 0 {
+            out.push((x, points[i - 1].1));
+        }
+        out.push((x, y));
+    }
+    if let Some(&(x, y)) = points.last() {
+        out.push((x + 0.5, y));
+    }
+    out
+}
+
+/// The valid rate over a rolling window of iterations.
+struct ValidRate<'a> {
+    groups: &'a [Group],
+    window: usize,
+}
+
+/// The rolling valid rate of a run: for each iteration, the fraction of
+/// the last `window` iterations (fewer at the start) whose candidate trained.
+pub fn rolling_valid_rate(run: &RunData, window: usize) -> Vec<f64> {
+    let ok: Vec<bool> = run.records.iter().map(|r| r.outcome.accuracy().is_some()).collect();
+    (0..ok.len())
+        .map(|i| {
+            let from = (i + 1).saturating_sub(window.max(1));
+            let slice = &ok[from..=i];
+            slice.iter().filter(|b| **b).count() as f64 / slice.len() as f64
+        })
+        .collect()
+}
+
+impl Draw for ValidRate<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        let n = max_iterations(self.groups) as f64;
+        let title = format!("Valid rate over the last {} iterations", self.window);
+        let mut chart = chart_frame(root, &title, 0.5..n + 0.5, 0.0..105.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("iteration")
+            .y_desc("candidates that trained (%)")
+            .label_style((FONT, 16))
+            .axis_desc_style((FONT, 18))
+            .light_line_style(BLACK.mix(0.05))
+            .draw()
+            .map_err(de)?;
+        for (gi, g) in self.groups.iter().enumerate() {
+            let c = color(gi);
+            for (ri, run) in g.runs.iter().enumerate() {
+                let pts: Vec<(f64, f64)> = rolling_valid_rate(run, self.window)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| ((i + 1) as f64, v * 100.0))
+                    .collect();
+                let s = chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(3))).map_err(de)?;
+                if ri == 0 {
+                    s.label(g.name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
+                }
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(de)?;
+            }
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    }
+}
+
+/// Failure counts by kind per bin of iterations, stacked, all runs pooled.
+struct Failures {
+    kinds: Vec<String>,
+    /// `(first iteration, last iteration, count per kind)`.
+    bins: Vec<(u64, u64, Vec<u64>)>,
+}
+
+/// Failures by kind in bins of iterations over all runs of `groups`.
+fn failure_bins(groups: &[Group]) -> Failures {
+    let n = max_iterations(groups);
+    let width = n.div_ceil(20).max(1);
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for r in groups.iter().flat_map(|g| &g.runs).flat_map(|r| &r.records) {
+        if let Some(k) = r.outcome.failure_kind() {
+            let next = kinds.len();
+            kinds.entry(k).or_insert(next);
+        }
+    }
+    let names: Vec<String> = kinds.keys().cloned().collect();
+    let index = |k: &str| names.iter().position(|n| n == k).unwrap_or(0);
+    let mut bins: Vec<(u64, u64, Vec<u64>)> =
+        (0..n.div_ceil(width)).map(|b| (b * width + 1, ((b + 1) * width).min(n), vec![0; names.len()])).collect();
+    for r in groups.iter().flat_map(|g| &g.runs).flat_map(|r| &r.records) {
+        if let Some(k) = r.outcome.failure_kind() {
+            let b = ((r.iteration.max(1) - 1) / width) as usize;
+            if let Some(bin) = bins.get_mut(b) {
+                bin.2[index(&k)] += 1;
+            }
+        }
+    }
+    Failures { kinds: names, bins }
+}
+
+impl Draw for Failures {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        let n = self.bins.last().map_or(1, |b| b.1) as f64;
+        let top = self.bins.iter().map(|b| b.2.iter().sum::<u64>()).max().unwrap_or(0).max(1) as f64;
+        let mut chart = chart_frame(root, "Failures by kind over iterations", 0.5..n + 0.5, 0.0..top * 1.15)?;
+        chart
+            .configure_mesh()
+            .x_desc("iteration")
+            .y_desc("failed candidates (all runs)")
+            .label_style((FONT, 16))
+            .axis_desc_style((FONT, 18))
+            .light_line_style(BLACK.mix(0.05))
+            .draw()
+            .map_err(de)?;
+        if self.kinds.is_empty() {
+            return no_data(root, "no candidate failed");
+        }
+        for (ki, kind) in self.kinds.iter().enumerate() {
+            let c = failure_color(kind, ki);
+            let rects: Vec<Rectangle<(f64, f64)>> = self
+                .bins
+                .iter()
+                .filter(|(_, _, counts)| counts[ki] > 0)
+                .map(|(from, to, counts)| {
+                    let below: u64 = counts[..ki].iter().sum();
+                    let x0 = *from as f64 - 0.4;
+                    let x1 = *to as f64 + 0.4;
+                    Rectangle::new([(x0, below as f64), (x1, (below + counts[ki]) as f64)], c.filled())
+                })
+                .collect();
+            chart
+                .draw_series(rects)
+                .map_err(de)?
+                .label(kind.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled()));
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
+    }
+}
+
+/// A failure kind's colour: fixed for the common kinds.
+pub fn failure_color(kind: &str, fallback: usize) -> RGBColor {
+    let fixed =
+        ["extract", "syntax", "contract", "shape", "runtime", "timeout", "out_of_memory", "nan", "patch", "duplicate"];
+    match fixed.iter().position(|k| *k == kind) {
+        Some(i) => color(i),
+        None => color(fallback + fixed.len()),
+    }
+}
+
+/// Accuracy against a cost (parameters or FLOPs), log scale, with the
+/// Pareto front over every run.
+struct Pareto<'a> {
+    groups: &'a [Group],
+    what: &'a str,
+    cost: fn(&nas_plugin_api::EvalReport) -> Option<u64>,
+}
+
+impl Pareto<'_> {
+    fn points(&self) -> Vec<(usize, f64, f64)> {
+        let mut pts = Vec::new();
+        for (gi, g) in self.groups.iter().enumerate() {
+            for r in g.runs.iter().flat_map(|r| &r.records) {
+                if let Outcome::Ok { report } = &r.outcome {
+                    if let Some(c) = (self.cost)(report).filter(|c| *c > 0) {
+                        pts.push((gi, c as f64, report.accuracy * 100.0));
+                    }
+                }
+            }
+        }
+        pts
+    }
+}
+
+impl Draw for Pareto<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(de)?;
+        let pts = self.points();
+        let title = format!("Accuracy against {} (Pareto front marked)", self.what);
+        if pts.is_empty() {
+            ChartBuilder::on(root)
+                .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
+                .margin(16)
+                .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+                .map_err(de)?;
+            return no_data(root, &format!("no trained candidate reported its {}", self.what));
+        }
+        let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = pts.iter().map(|p| p.1).fold(0.0, f64::max);
+        let (lo, hi) = (lo / 2.0, hi * 2.0);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d((lo..hi).log_scale(), 0.0..100.0)
+            .map_err(de)?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("{} (log scale)", self.what))
+            .y_desc("test accuracy after one epoch (%)")
+            .x_label_formatter(&|v| si(*v))
+            .label_style((FONT, 16))
+            .axis_desc_style((FONT, 18))
+            .light_line_style(BLACK.mix(0.05))
+            .draw()
+            .map_err(de)?;
+        for (gi, g) in self.groups.iter().enumerate() {
+            let c = color(gi);
+            let mine: Vec<(f64, f64)> = pts.iter().filter(|p| p.0 == gi).map(|p| (p.1, p.2)).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(mine.iter().map(|&p| Circle::new(p, 6, c.mix(0.8).filled())))
+                .map_err(de)?
+                .label(g.name.clone())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 6, c.filled()));
+        }
+        let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.1, p.2)).collect();
+        let front: Vec<(f64, f64)> = pareto_front(&xy).into_iter().map(|i| xy[i]).collect();
+        let mut steps = Vec::new();
+        for (i, &(x, y)) in front.iter().enumerate() {
+            if i > 0 {
+                steps.push((x, front[i - 1].1));
+            }
+            steps.push((x, y));
+        }
+        chart
+            .draw_series(LineSeries::new(steps, BLACK.stroke_width(2)))
+            .map_err(de)?
+            .label("Pareto front")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], BLACK.stroke_width(2)));
+        chart.draw_series(front.iter().map(|&p| Circle::new(p, 9, BLACK.stroke_width(2)))).map_err(de)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    }
+}
+
+/// `1.2k`, `3.4M`, `5.6G`.
+pub fn si(v: f64) -> String {
+    let (d, s) = if v >= 1e9 {
+        (1e9, "G")
+    } else if v >= 1e6 {
+        (1e6, "M")
+    } else if v >= 1e3 {
+        (1e3, "k")
+    } else {
+        (1.0, "")
+    };
+    let x = v / d;
+    if x >= 100.0 || s.is_empty() {
+        format!("{x:.0}{s}")
+    } else {
+        format!("{x:.1}{s}")
+    }
+}
+
+/// Best so far per configuration: the mean over seeds with its 95 %
+/// bootstrap band.
+struct Bands<'a> {
+    comparison: &'a crate::compare::Comparison,
+}
+
+impl Draw for Bands<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        let n = self.comparison.arms.iter().map(|a| a.curve.len()).max().unwrap_or(1).max(1) as f64;
+        let mut chart = chart_frame(root, "Best so far: mean over seeds with 95% band", 0.5..n + 0.5, 0.0..100.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("iteration")
+            .y_desc("best accuracy so far (%)")
+            .label_style((FONT, 16))
+            .axis_desc_style((FONT, 18))
+            .light_line_style(BLACK.mix(0.05))
+            .draw()
+            .map_err(de)?;
+        for (ai, arm) in self.comparison.arms.iter().enumerate() {
+            let c = color(ai);
+            if arm.curve.is_empty() {
+                continue;
+            }
+            let mut band: Vec<(f64, f64)> =
+                arm.curve.iter().enumerate().map(|(i, e)| ((i + 1) as f64, e.high * 100.0)).collect();
+            band.extend(arm.curve.iter().enumerate().rev().map(|(i, e)| ((i + 1) as f64, e.low * 100.0)));
+            chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.18).filled()))).map_err(de)?;
+            let mean: Vec<(f64, f64)> =
+                arm.curve.iter().enumerate().map(|(i, e)| ((i + 1) as f64, e.value * 100.0)).collect();
+            let width = if arm.name == self.comparison.baseline { 4 } else { 3 };
+            let label = if arm.name == self.comparison.baseline {
+                format!("{} (baseline)", arm.name)
+            } else {
+                arm.name.clone()
+            };
+            chart
+                .draw_series(LineSeries::new(mean, c.stroke_width(width)))
+                .map_err(de)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(width)));
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    }
+}
+
+/// Draws every figure of a report into `dir`.
+pub fn draw_all(
+    groups: &[Group],
+    dir: &Path,
+    options: &ReportOptions,
+    comparison: Option<&crate::compare::Comparison>,
+) -> Result<Vec<Figure>, ReportError> {
+    let size = options.png_size;
+    let mut out = Vec::new();
+    if let Some(c) = comparison {
+        out.push(render(
+            &Bands { comparison: c },
+            "best_so_far_bands",
+            "Best so far, by configuration",
+            "The line is the mean over seeds of the best accuracy reached by each iteration (0 before a \
+             run's first trained candidate); the band is its 95% bootstrap interval.",
+            dir,
+            size,
+        )?);
+    }
+    out.push(render(
+        &Accuracy { groups },
+        "accuracy",
+        "Accuracy per iteration and best so far",
+        "Dots: candidates that trained, at their test accuracy. Crosses on the axis: candidates that failed or \
+         were duplicates. Steps: the best accuracy so far of each run.",
+        dir,
+        size,
+    )?);
+    out.push(render(
+        &ValidRate { groups, window: options.window },
+        "valid_rate",
+        "Rolling valid rate",
+        &format!(
+            "For each iteration, the share of the last {} candidates (fewer at the start) that trained and were scored.",
+            options.window
+        ),
+        dir,
+        size,
+    )?);
+    out.push(render(
+        &failure_bins(groups),
+        "failures",
+        "Failures by kind over iterations",
+        "Failed and duplicate candidates of all runs, by kind, in bins of iterations.",
+        dir,
+        size,
+    )?);
+    out.push(render(
+        &Pareto { groups, what: "parameters", cost: |r| r.params },
+        "pareto_params",
+        "Accuracy against parameters",
+        "Each trained candidate; the black steps join the Pareto front (no other candidate is both smaller and \
+         more accurate).",
+        dir,
+        size,
+    )?);
+    out.push(render(
+        &Pareto { groups, what: "FLOPs", cost: |r| r.flops },
+        "pareto_flops",
+        "Accuracy against FLOPs",
+        "Each trained candidate by its forward FLOPs per example; the black steps join the Pareto front.",
+        dir,
+        size,
+    )?);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_prefixes_read_well() {
+        assert_eq!(si(950.0), "950");
+        assert_eq!(si(1_500.0), "1.5k");
+        assert_eq!(si(2_500_000.0), "2.5M");
+        assert_eq!(si(320_000_000.0), "320M");
+    }
+
+    #[test]
+    fn step_points_hold_each_value_until_the_next() {
+        let s = step_points(&[(1.0, 10.0), (3.0, 20.0)]);
+        assert_eq!(s, vec![(1.0, 10.0), (3.0, 10.0), (3.0, 20.0), (3.5, 20.0)]);
+    }
+}

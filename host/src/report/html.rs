@@ -1,0 +1,378 @@
+//! The report page (self-contained HTML: styles inline, figures as inline
+//! SVG, no scripts, nothing fetched) and its Markdown twin.
+
+use std::fmt::Write as _;
+
+use super::figures::Figure;
+use super::{Group, ReportOptions, RunData};
+use crate::compare::Comparison;
+use crate::store::{IterationRecord, Outcome};
+
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+fn opt_pct(x: Option<f64>) -> String {
+    x.map(pct).unwrap_or_else(|| "-".into())
+}
+
+/// A table: header and rows of cells.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn html(&self, class: &str) -> String {
+        let mut s = format!("<table class=\"{class}\">\n<thead><tr>");
+        for h in &self.header {
+            let _ = write!(s, "<th>{}</th>", escape(h));
+        }
+        s.push_str("</tr></thead>\n<tbody>\n");
+        for row in &self.rows {
+            s.push_str("<tr>");
+            for (i, cell) in row.iter().enumerate() {
+                let tag = if i == 0 { "th scope=\"row\"" } else { "td" };
+                let close = if i == 0 { "th" } else { "td" };
+                let _ = write!(s, "<{tag}>{}</{close}>", escape(cell));
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</tbody></table>\n");
+        s
+    }
+
+    fn markdown(&self) -> String {
+        let cell = |c: &String| c.replace('|', "\\|");
+        let mut s = format!("| {} |\n", self.header.iter().map(cell).collect::<Vec<_>>().join(" | "));
+        s.push_str(&format!("|{}\n", "---|".repeat(self.header.len())));
+        for row in &self.rows {
+            s.push_str(&format!("| {} |\n", row.iter().map(cell).collect::<Vec<_>>().join(" | ")));
+        }
+        s
+    }
+}
+
+fn runs_table(groups: &[Group]) -> Table {
+    let header = [
+        "run",
+        "configuration",
+        "status",
+        "generator",
+        "memory",
+        "dataset",
+        "seed",
+        "iterations",
+        "valid rate",
+        "best (iteration)",
+        "mean acc",
+        ">=40%",
+        "unique archs",
+        "duplicates",
+        "tokens",
+        "eval s",
+        "LLM s",
+        "wall s",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut rows = Vec::new();
+    for g in groups {
+        for run in &g.runs {
+            let s = &run.summary;
+            rows.push(vec![
+                run.label.clone(),
+                g.name.clone(),
+                match &run.stop_reason {
+                    Some(r) => format!("{} ({r})", run.status),
+                    None => run.status.clone(),
+                },
+                run.plugin("generator"),
+                run.plugin("memory"),
+                run.plugin("dataset"),
+                run.seed().map_or_else(|| "-".into(), |s| s.to_string()),
+                s.iterations.to_string(),
+                format!("{} ({}/{})", pct(s.valid_rate), s.valid, s.iterations),
+                s.best.map_or_else(|| "-".into(), |(i, a)| format!("{} ({i})", pct(a))),
+                opt_pct(s.mean_accuracy),
+                pct(s.fraction_at_least_40),
+                s.unique_architectures.to_string(),
+                s.duplicates.to_string(),
+                run.tokens().to_string(),
+                format!("{:.1}", s.eval_seconds),
+                format!("{:.1}", run.llm_seconds()),
+                format!("{:.1}", s.wall_seconds),
+            ]);
+        }
+    }
+    Table { header, rows }
+}
+
+fn failures_table(groups: &[Group]) -> Option<Table> {
+    let mut kinds: Vec<String> =
+        groups.iter().flat_map(|g| &g.runs).flat_map(|r| r.summary.failures.keys().cloned()).collect();
+    kinds.sort();
+    kinds.dedup();
+    let any_dup = groups.iter().flat_map(|g| &g.runs).any(|r| r.summary.duplicates > 0);
+    if any_dup {
+        kinds.push("duplicate".into());
+    }
+    if kinds.is_empty() {
+        return None;
+    }
+    let mut header = vec!["run".to_string()];
+    header.extend(kinds.iter().cloned());
+    let rows = groups
+        .iter()
+        .flat_map(|g| &g.runs)
+        .map(|r| {
+            let mut row = vec![r.label.clone()];
+            for k in &kinds {
+                let n = if k == "duplicate" {
+                    r.summary.duplicates
+                } else {
+                    r.summary.failures.get(k).copied().unwrap_or(0)
+                };
+                row.push(n.to_string());
+            }
+            row
+        })
+        .collect();
+    Some(Table { header, rows })
+}
+
+/// Every trained candidate, best first.
+fn ranked(groups: &[Group]) -> Vec<(&RunData, &IterationRecord, f64)> {
+    let mut all: Vec<(&RunData, &IterationRecord, f64)> = groups
+        .iter()
+        .flat_map(|g| &g.runs)
+        .flat_map(|run| run.records.iter().filter_map(move |r| r.outcome.accuracy().map(|a| (run, r, a))))
+        .collect();
+    all.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.1.iteration.cmp(&b.1.iteration)));
+    all
+}
+
+fn top_table(groups: &[Group], n: usize) -> Option<Table> {
+    let ranked = ranked(groups);
+    if ranked.is_empty() {
+        return None;
+    }
+    let header = ["run", "iteration", "accuracy", "parameters", "FLOPs", "epoch s", "mode"].map(String::from).to_vec();
+    let rows = ranked
+        .iter()
+        .take(n)
+        .map(|(run, r, a)| {
+            let report = match &r.outcome {
+                Outcome::Ok { report } => Some(report),
+                _ => None,
+            };
+            vec![
+                run.label.clone(),
+                r.iteration.to_string(),
+                pct(*a),
+                report.and_then(|x| x.params).map_or_else(|| "-".into(), |p| super::figures::si(p as f64)),
+                report.and_then(|x| x.flops).map_or_else(|| "-".into(), |p| super::figures::si(p as f64)),
+                report.and_then(|x| x.epoch_seconds).map_or_else(|| "-".into(), |s| format!("{s:.1}")),
+                r.mode.clone(),
+            ]
+        })
+        .collect();
+    Some(Table { header, rows })
+}
+
+/// The best candidate over all runs.
+pub fn best(groups: &[Group]) -> Option<(&RunData, &IterationRecord, f64)> {
+    ranked(groups).into_iter().next()
+}
+
+fn comparison_table(c: &Comparison) -> Table {
+    let (header, rows) = c.table();
+    Table { header, rows }
+}
+
+const CIS: &str = "Intervals are 95%: Wilson score intervals for rates pooled over seeds (valid rate, >=40%), \
+percentile bootstrap over seeds (10,000 resamples, fixed seed) for the rest. Differences against the baseline are \
+in percentage points: Newcombe's hybrid score interval for the valid rate, a two-sample bootstrap for the best \
+accuracy; `*` marks a difference whose interval excludes zero. A run where nothing trained counts 0 as its best. \
+Device time is evaluator plus LLM seconds.";
+
+const STYLE: &str = r#"
+body { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; margin: 2rem auto; max-width: 1280px;
+       padding: 0 1.5rem; color: #1d2330; background: #ffffff; line-height: 1.45; }
+h1 { font-size: 1.8rem; margin-bottom: 0.2rem; border-bottom: 3px solid #4e79a7; padding-bottom: 0.4rem; }
+h2 { font-size: 1.35rem; margin-top: 2.2rem; color: #2f4b7c; }
+.meta { color: #5a6270; font-size: 0.92rem; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.86rem; display: block; overflow-x: auto; }
+th, td { border: 1px solid #d5d9e0; padding: 0.3rem 0.55rem; text-align: right; white-space: nowrap; }
+thead th { background: #eef2f8; text-align: center; }
+tbody th { text-align: left; background: #f8f9fb; font-weight: 600; }
+tbody tr:nth-child(even) td { background: #fafbfc; }
+figure { margin: 1.2rem 0 2rem; border: 1px solid #e2e6ec; border-radius: 6px; padding: 0.8rem; background: #fff; }
+figure svg { width: 100%; height: auto; display: block; }
+figcaption { font-size: 0.9rem; color: #3b4350; margin-top: 0.5rem; }
+pre { background: #f6f8fa; border: 1px solid #e2e6ec; border-radius: 6px; padding: 1rem; overflow-x: auto;
+      font-size: 0.85rem; line-height: 1.35; }
+code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+.note { font-size: 0.88rem; color: #4a5260; max-width: 70rem; }
+"#;
+
+/// The HTML page.
+pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, comparison: Option<&Comparison>) -> String {
+    let runs: usize = groups.iter().map(|g| g.runs.len()).sum();
+    let iterations: u64 = groups.iter().flat_map(|g| &g.runs).map(|r| r.summary.iterations).sum();
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{title}</h1>\n\
+         <p class=\"meta\">{runs} run(s), {iterations} iterations. Made by nas {version} on {when} UTC.</p>\n",
+        title = escape(&options.title),
+        version = env!("CARGO_PKG_VERSION"),
+        when = crate::commands::run::timestamp(),
+    );
+    if let Some(c) = comparison {
+        let _ = write!(
+            s,
+            "<h2 id=\"comparison\">Comparison against {}</h2>\n<p class=\"note\">Seeds: {}. {}</p>\n{}",
+            escape(&c.baseline),
+            c.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+            escape(CIS),
+            comparison_table(c).html("comparison")
+        );
+    }
+    let _ = write!(s, "<h2 id=\"runs\">Runs</h2>\n{}", runs_table(groups).html("runs"));
+    s.push_str("<h2 id=\"figures\">Figures</h2>\n");
+    for f in figures {
+        let _ = write!(
+            s,
+            "<figure id=\"fig-{name}\">\n{svg}\n<figcaption><b>{title}.</b> {caption} \
+             <a href=\"figures/{name}.png\">PNG</a> · <a href=\"figures/{name}.svg\">SVG</a></figcaption>\n</figure>\n",
+            name = f.name,
+            svg = strip_xml_declaration(&f.svg),
+            title = escape(&f.title),
+            caption = escape(&f.caption),
+        );
+    }
+    if let Some(t) = failures_table(groups) {
+        let _ = write!(s, "<h2 id=\"failures\">Failures by kind</h2>\n{}", t.html("failures"));
+    }
+    if let Some(t) = top_table(groups, 10) {
+        let _ = write!(s, "<h2 id=\"top\">Top candidates</h2>\n{}", t.html("top"));
+    }
+    s.push_str("<h2 id=\"best\">Best architecture</h2>\n");
+    match best(groups) {
+        Some((run, r, a)) => {
+            let report = match &r.outcome {
+                Outcome::Ok { report } => Some(report),
+                _ => None,
+            };
+            let _ = write!(
+                s,
+                "<p>{} from <b>{}</b>, iteration {}{}{}.</p>\n<pre><code class=\"language-python\">{}</code></pre>\n",
+                pct(a),
+                escape(&run.label),
+                r.iteration,
+                report
+                    .and_then(|x| x.params)
+                    .map_or(String::new(), |p| format!(", {} parameters", super::figures::si(p as f64))),
+                report
+                    .and_then(|x| x.flops)
+                    .map_or(String::new(), |p| format!(", {} FLOPs", super::figures::si(p as f64))),
+                escape(r.code.as_deref().unwrap_or("(code not recorded)")),
+            );
+        }
+        None => s.push_str("<p>No candidate trained.</p>\n"),
+    }
+    s.push_str(
+        "<h2 id=\"files\">Files</h2>\n<p class=\"note\">Next to this page: <code>summary.md</code>, \
+         <code>records.csv</code> and <code>records.json</code> (one row per iteration), \
+         <code>records-full.jsonl</code> (every record whole), <code>summary.json</code>, \
+         and each figure as PNG and SVG under <code>figures/</code>.</p>\n</body>\n</html>\n",
+    );
+    s
+}
+
+fn strip_xml_declaration(svg: &str) -> &str {
+    match svg.find("<svg") {
+        Some(i) => &svg[i..],
+        None => svg,
+    }
+}
+
+/// The Markdown summary.
+pub fn markdown(
+    groups: &[Group],
+    figures: &[Figure],
+    options: &ReportOptions,
+    comparison: Option<&Comparison>,
+) -> String {
+    let mut s = format!("# {}\n\n", options.title);
+    if let Some(c) = comparison {
+        let _ = write!(
+            s,
+            "## Comparison against {}\n\nSeeds: {}.\n\n{}\n{}\n",
+            c.baseline,
+            c.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+            comparison_table(c).markdown(),
+            CIS
+        );
+    }
+    let _ = write!(s, "\n## Runs\n\n{}\n## Figures\n\n", runs_table(groups).markdown());
+    for f in figures {
+        let _ = write!(s, "![{t}](figures/{n}.png)\n\n*{t}.* {c}\n\n", t = f.title, n = f.name, c = f.caption);
+    }
+    if let Some(t) = failures_table(groups) {
+        let _ = write!(s, "## Failures by kind\n\n{}\n", t.markdown());
+    }
+    if let Some(t) = top_table(groups, 10) {
+        let _ = write!(s, "## Top candidates\n\n{}\n", t.markdown());
+    }
+    s.push_str("## Best architecture\n\n");
+    match best(groups) {
+        Some((run, r, a)) => {
+            let _ = write!(
+                s,
+                "{} from `{}`, iteration {}.\n\n```python\n{}\n```\n",
+                pct(a),
+                run.label,
+                r.iteration,
+                r.code.as_deref().unwrap_or("(code not recorded)").trim_end()
+            );
+        }
+        None => s.push_str("No candidate trained.\n"),
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_markup() {
+        assert_eq!(escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
+    }
+
+    #[test]
+    fn markdown_cells_escape_pipes() {
+        let t = Table { header: vec!["a|b".into()], rows: vec![vec!["x|y".into()]] };
+        assert_eq!(t.markdown(), "| a\\|b |\n|---|\n| x\\|y |\n");
+    }
+}
