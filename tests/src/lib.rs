@@ -106,3 +106,22 @@ pub fn nas(cwd: &Path, args: &[&str]) -> Output {
 pub fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// The evaluator's training worker `nas-eval-worker`, built once per test
+/// process (the `nas` binary finds it through `NAS_EVAL_WORKER`).
+pub fn eval_worker_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let found = cargo_build(&["-p", "nas-eval-tch-worker", "--bin", "nas-eval-worker"], &workspace_root(), |f| {
+            f.ends_with("/nas-eval-worker")
+        });
+        found.into_iter().next().expect("nas-eval-worker builds")
+    })
+    .clone()
+}
+
+/// The project's Python with torch (`NAS_PYTHON`, else `.venv/bin/python`
+/// in the workspace root).
+pub fn venv_python() -> PathBuf {
+    std::env::var_os("NAS_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".venv/bin/python"))
+}

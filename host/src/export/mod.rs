@@ -26,8 +26,8 @@ use crate::store::{self, IterationRecord, Outcome, Store, StoreError};
 /// An export problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// A run directory could not be read.
-    #[error("{path}: {source}")]
+    /// A run directory could not be read (the store error names the path).
+    #[error("{source}")]
     Store {
         /// The run directory.
         path: PathBuf,
@@ -35,7 +35,7 @@ pub enum ExportError {
         source: StoreError,
     },
     /// A run's frozen config could not be read.
-    #[error("{path}: {source}")]
+    #[error("run `{path}`: {source}")]
     Config {
         /// The run directory.
         path: PathBuf,
