@@ -114,6 +114,26 @@ fn max_iterations(groups: &[Group]) -> u64 {
     groups.iter().flat_map(|g| &g.runs).map(|r| r.records.len() as u64).max().unwrap_or(0).max(1)
 }
 
+type Chart<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// Axes with whole-number iteration ticks and percent or count ticks.
+fn iteration_mesh<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>, y_desc: &str, n: f64) -> DrawResult {
+    let whole = |v: &f64| if (v - v.round()).abs() < 1e-6 { format!("{v:.0}") } else { String::new() };
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .y_desc(y_desc)
+        .x_labels((n as usize + 1).min(21))
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .light_line_style(BLACK.mix(0.05))
+        .draw()
+        .map_err(de)
+}
+
 fn chart_frame<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
     title: &str,
@@ -167,15 +187,7 @@ impl Draw for Accuracy<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         let n = max_iterations(self.groups) as f64;
         let mut chart = chart_frame(root, "Accuracy per iteration and best so far", 0.5..n + 0.5, 0.0..100.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .y_desc("test accuracy after one epoch (%)")
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 18))
-            .light_line_style(BLACK.mix(0.05))
-            .draw()
-            .map_err(de)?;
+        iteration_mesh(&mut chart, "test accuracy after one epoch (%)", n)?;
         for (gi, g) in self.groups.iter().enumerate() {
             let c = color(gi);
             for (ri, run) in g.runs.iter().enumerate() {
@@ -244,15 +256,7 @@ impl Draw for ValidRate<'_> {
         let n = max_iterations(self.groups) as f64;
         let title = format!("Valid rate over the last {} iterations", self.window);
         let mut chart = chart_frame(root, &title, 0.5..n + 0.5, 0.0..105.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .y_desc("candidates that trained (%)")
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 18))
-            .light_line_style(BLACK.mix(0.05))
-            .draw()
-            .map_err(de)?;
+        iteration_mesh(&mut chart, "candidates that trained (%)", n)?;
         for (gi, g) in self.groups.iter().enumerate() {
             let c = color(gi);
             for (ri, run) in g.runs.iter().enumerate() {
@@ -311,15 +315,7 @@ impl Draw for Failures {
         let n = self.bins.last().map_or(1, |b| b.1) as f64;
         let top = self.bins.iter().map(|b| b.2.iter().sum::<u64>()).max().unwrap_or(0).max(1) as f64;
         let mut chart = chart_frame(root, "Failures by kind over iterations", 0.5..n + 0.5, 0.0..top * 1.15)?;
-        chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .y_desc("failed candidates (all runs)")
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 18))
-            .light_line_style(BLACK.mix(0.05))
-            .draw()
-            .map_err(de)?;
+        iteration_mesh(&mut chart, "failed candidates (all runs)", n)?;
         if self.kinds.is_empty() {
             return no_data(root, "no candidate failed");
         }
@@ -393,21 +389,26 @@ impl Draw for Pareto<'_> {
                 .map_err(de)?;
             return no_data(root, &format!("no trained candidate reported its {}", self.what));
         }
+        // log10 of the cost on a linear axis, labelled with the cost itself:
+        // ticks stay readable however narrow the range.
+        let pts: Vec<(usize, f64, f64)> = pts.into_iter().map(|(g, c, a)| (g, c.log10(), a)).collect();
         let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let hi = pts.iter().map(|p| p.1).fold(0.0, f64::max);
-        let (lo, hi) = (lo / 2.0, hi * 2.0);
+        let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let pad = ((hi - lo) * 0.08).max(0.15);
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(64)
-            .build_cartesian_2d((lo..hi).log_scale(), 0.0..100.0)
+            .build_cartesian_2d((lo - pad)..(hi + pad), 0.0..100.0)
             .map_err(de)?;
         chart
             .configure_mesh()
             .x_desc(format!("{} (log scale)", self.what))
             .y_desc("test accuracy after one epoch (%)")
-            .x_label_formatter(&|v| si(*v))
+            .x_labels(8)
+            .x_label_formatter(&|v| si(10f64.powf(*v)))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 16))
             .axis_desc_style((FONT, 18))
             .light_line_style(BLACK.mix(0.05))
@@ -473,15 +474,7 @@ impl Draw for Bands<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         let n = self.comparison.arms.iter().map(|a| a.curve.len()).max().unwrap_or(1).max(1) as f64;
         let mut chart = chart_frame(root, "Best so far: mean over seeds with 95% band", 0.5..n + 0.5, 0.0..100.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .y_desc("best accuracy so far (%)")
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 18))
-            .light_line_style(BLACK.mix(0.05))
-            .draw()
-            .map_err(de)?;
+        iteration_mesh(&mut chart, "best accuracy so far (%)", n)?;
         for (ai, arm) in self.comparison.arms.iter().enumerate() {
             let c = color(ai);
             if arm.curve.is_empty() {
