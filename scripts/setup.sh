@@ -25,7 +25,7 @@ SUDO=""
 
 # 1. System packages: the real Fashion-MNIST, the C toolchain for llama.cpp,
 #    clang/lld/wasi-libc for WebAssembly guest plugins, Chromium for reports.
-APT_PACKAGES=(dataset-fashion-mnist cmake clang libclang-dev lld wasi-libc libclang-rt-14-dev-wasm32 python3-venv)
+APT_PACKAGES=(dataset-fashion-mnist cmake clang libclang-dev lld wasi-libc libclang-rt-14-dev-wasm32 python3-venv chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -316,10 +316,10 @@ pub fn plan(path: &Path) -> Result<Plan, CompareError> {
         return Err(invalid(path, "a comparison needs at least one [[arm]] besides the baseline"));
     }
 
-    let output_dir = match &c.output_dir {
+    let output_dir = lexically_normal(&match &c.output_dir {
         Some(p) => dir.join(p),
         None => dir.join("runs").join(format!("compare-{name}")),
-    };
+    });
     let max_iterations = base_config.search.max_iterations;
     let checkpoints = match &c.checkpoints {
         Some(list) => {
@@ -359,6 +359,22 @@ pub fn plan(path: &Path) -> Result<Plan, CompareError> {
         max_iterations,
         runs,
     })
+}
+
+/// `a/b/../c` as `a/c`, without touching the file system.
+fn lexically_normal(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn plain_arm() -> ArmSpec {
