@@ -121,6 +121,16 @@ fn runs_table(groups: &[Group]) -> Table {
             ]);
         }
     }
+    // `nas report` makes a group per run: the configuration column would
+    // only repeat the run's name.
+    if groups.iter().all(|g| g.runs.iter().all(|r| r.label == g.name)) {
+        let (mut header, mut rows) = (header, rows);
+        header.remove(1);
+        for r in &mut rows {
+            r.remove(1);
+        }
+        return Table { header, rows };
+    }
     Table { header, rows }
 }
 
