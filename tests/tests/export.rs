@@ -56,13 +56,15 @@ fn fence(code: &str) -> String {
     format!("```python\n{code}```")
 }
 
-fn write_config(dir: &Path, server: &TestServer, search: &str, evaluator: &str) -> PathBuf {
+/// A config for a run named `name` (distinct names: two runs started in the
+/// same second get distinct directories).
+fn write_config(dir: &Path, name: &str, server: &TestServer, search: &str, evaluator: &str) -> PathBuf {
     let fixture = build_cdylib("nas-fixture-instant");
     let cfg = dir.join("run.toml");
     let text = format!(
         r#"
 [run]
-name = "t"
+name = "{name}"
 output_dir = "runs"
 
 [search]
@@ -216,7 +218,7 @@ fn exports_the_best_model_lemur_files_and_a_deduplicated_corpus_from_several_run
         fence(MLP),
         fence(LEMUR),
     ]);
-    let cfg = write_config(dir.path(), &server, "max_iterations = 7", evaluator);
+    let cfg = write_config(dir.path(), "a", &server, "max_iterations = 7", evaluator);
     let run_a = record_run(dir.path(), &cfg);
     let a = records(&run_a);
     let kinds: Vec<String> = a.iter().map(|r| r.outcome.failure_kind().unwrap_or_else(|| "ok".into())).collect();
@@ -230,6 +232,7 @@ fn exports_the_best_model_lemur_files_and_a_deduplicated_corpus_from_several_run
         scripted(vec![format!("```diff\n{DIFF}```"), fence(&CONV.replace("# accuracy: 0.81", "# accuracy: 0.79"))]);
     let cfg = write_config(
         dir.path(),
+        "b",
         &server,
         "max_iterations = 2\nmode = \"delta\"\nbaseline = \"baseline.py\"",
         evaluator,
@@ -396,7 +399,7 @@ fn export_errors_name_the_path_and_exit_2() {
 
     // A run whose candidates all failed has nothing to export.
     let server = scripted(vec![fence(&LINEAR.replace("# accuracy: 0.62", "# fail: shape: wrong"))]);
-    let cfg = write_config(dir.path(), &server, "max_iterations = 1", "plugin = \"eval.instant\"");
+    let cfg = write_config(dir.path(), "failed", &server, "max_iterations = 1", "plugin = \"eval.instant\"");
     let run = record_run(dir.path(), &cfg);
     let out = nas(dir.path(), &["export", s(&run)]);
     let (_, stderr) = text(&out);
@@ -412,7 +415,7 @@ const TCH: &str = "plugin = \"builtin:eval.tch-one-epoch\"\n[evaluator.settings]
 fn the_real_evaluator_writes_the_trained_best_model_as_torchscript_and_lemur_files_pass_nas_eval() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = scripted(vec![fence(LINEAR), fence(CONV)]);
-    let cfg = write_config(dir.path(), &server, "max_iterations = 2", TCH);
+    let cfg = write_config(dir.path(), "tch", &server, "max_iterations = 2", TCH);
     let run = record_run(dir.path(), &cfg);
     let recs = records(&run);
     assert!(recs.iter().all(|r| r.outcome.accuracy().is_some()), "both trained: {:?}", recs[0].outcome);
