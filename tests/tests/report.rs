@@ -472,3 +472,68 @@ fn report_writes_a_page_figures_and_exports_for_one_run_or_many() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("is not a run directory"), "{:?}", text(&out));
 }
+
+#[test]
+fn ctrl_c_stops_a_comparison_after_the_current_step_and_the_next_one_resumes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
+        let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+        let attempt = attempt_of(&user, "This is attempt");
+        let answer = match design(attempt) {
+            Some(code) => format!("```python\n{code}        # accuracy: 0.6\n```"),
+            None => "no code".into(),
+        };
+        Some(Step::delayed(250, Step::reply(answer)))
+    });
+    let compare = write_files(dir.path(), &server);
+    let text_cfg = std::fs::read_to_string(&compare)
+        .expect("read")
+        .replace("seeds = [1, 2]", "seeds = [1]")
+        .replace("\n[[arm]]\nname = \"no-improver\"\nsearch = { use_improver = false }\n", "");
+    std::fs::write(&compare, text_cfg).expect("write");
+    let file = compare.to_str().expect("utf-8");
+    let child = Command::new(nas_tests::nas_bin())
+        .args(["compare", file, "--jobs", "1"])
+        .current_dir(dir.path())
+        .env("NAS_HOME", dir.path().join(".nas-home"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nas compare starts");
+    // Once the first run has committed an iteration, Ctrl-C.
+    let first = dir.path().join("cmp").join("window-k5").join("seed-1");
+    let waited = std::time::Instant::now();
+    while !(first.join("run.sqlite").is_file() && records(&first).len() >= 1) {
+        assert!(waited.elapsed().as_secs() < 60, "the first run never committed an iteration");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("nas compare ends");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("stopping"), "{stderr}");
+    assert!(stdout.contains("continue with: nas compare"), "{stdout}");
+    let meta = |run: &Path| {
+        let db = rusqlite::Connection::open(run.join("run.sqlite")).expect("sqlite");
+        db.query_row("SELECT value FROM meta WHERE key = 'status'", [], |r| r.get::<_, String>(0)).expect("status")
+    };
+    assert_eq!(meta(&first), "interrupted");
+    let done = records(&first).len() as u64;
+    assert!(done < ITERATIONS, "stopped early: {done} iterations");
+    let second = dir.path().join("cmp").join("none").join("seed-1");
+    assert!(!second.exists(), "no run starts after Ctrl-C");
+
+    let out = nas(dir.path(), &["compare", file]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("resume window-k5 seed 1") && stderr.contains("start none seed 1"), "{stderr}");
+    for run in [&first, &second] {
+        assert_eq!(records(run).len() as u64, ITERATIONS, "{}", run.display());
+        assert_eq!(meta(run), "finished");
+    }
+    let iterations: Vec<u64> = records(&first).iter().map(|r| r.iteration).collect();
+    assert_eq!(iterations, (1..=ITERATIONS).collect::<Vec<_>>());
+}
