@@ -8,4 +8,5 @@ export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH
 # The wasm tests build C guests from source; with this set they fail (not
 # skip) when the toolchain is missing, so a broken setup cannot pass quietly.
 export NAS_REQUIRE_WASM_TOOLCHAIN=1
-cargo test --release --workspace "$@"
+# Every test binary runs even after one fails, so one run shows every failure.
+cargo test --release --workspace --no-fail-fast "$@"
