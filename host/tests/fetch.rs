@@ -21,10 +21,13 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// `(path, range header)` of every request, in order.
+type RequestLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 struct Server {
     base: String,
     /// `(path, range header)` of every request, in order.
-    requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    requests: RequestLog,
 }
 
 /// Serves `payload()` at `/file.bin` (honours `Range: bytes=N-`),

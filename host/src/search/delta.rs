@@ -141,7 +141,7 @@ fn apply_fuzzy(parent: &str, hunks: &[Hunk]) -> Result<String, PatchError> {
         }
         placed.push((at, len, new));
     }
-    placed.sort_by(|a, b| b.0.cmp(&a.0));
+    placed.sort_by_key(|p| std::cmp::Reverse(p.0));
     for (at, len, new) in placed {
         lines.splice(at..at + len, new);
     }

@@ -580,7 +580,7 @@ fn describe_outcome(outcome: &Outcome) -> (String, Option<String>) {
                 text.push_str(&format!(" ({e})"));
             }
             if !failure.traceback.is_empty() {
-                text.push_str("\n");
+                text.push('\n');
                 text.push_str(&failure.traceback);
             }
             let chars = text.chars().count();
