@@ -125,3 +125,26 @@ pub fn eval_worker_bin() -> PathBuf {
 pub fn venv_python() -> PathBuf {
     std::env::var_os("NAS_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".venv/bin/python"))
 }
+
+/// Which role a chat request made by the search loop is for (`generator`,
+/// `improver` or `memory`) and its attempt number (0 when the prompt names
+/// none), read from the request's JSON body as the loopback server got it.
+pub fn role_and_attempt(body: &serde_json::Value) -> (String, u64) {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+    let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+    let number_after = |marker: &str| -> u64 {
+        user.split(marker)
+            .nth(1)
+            .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    if system.contains("expert deep-learning engineer") {
+        ("generator".into(), number_after("This is attempt"))
+    } else if system.contains("reviewer") {
+        ("improver".into(), number_after("Current design (attempt"))
+    } else {
+        ("memory".into(), 0)
+    }
+}

@@ -16,32 +16,11 @@ use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 use nas_tests::{build_cdylib, eval_worker_bin, nas_bin, text, venv_python};
 use serde_json::Value;
 
-/// Which role a request is for, and its attempt number.
-fn role_and_attempt(req: &RecordedRequest) -> (String, u64) {
-    let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
-    let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-    let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-    let number_after = |marker: &str| -> u64 {
-        user.split(marker)
-            .nth(1)
-            .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    if system.contains("expert deep-learning engineer") {
-        ("generator".into(), number_after("This is attempt"))
-    } else if system.contains("reviewer") {
-        ("improver".into(), number_after("Current design (attempt"))
-    } else {
-        ("memory".into(), 0)
-    }
-}
-
 /// A server answering the generator by attempt number, the improver always alike.
 fn scripted(generator: Vec<String>) -> TestServer {
     let server = TestServer::start();
     server.set_responder(move |req: &RecordedRequest| {
-        let (role, attempt) = role_and_attempt(req);
+        let (role, attempt) = nas_tests::role_and_attempt(&req.body);
         let answer = if role == "generator" {
             generator[(attempt.max(1) as usize - 1) % generator.len()].clone()
         } else {

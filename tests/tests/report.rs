@@ -33,25 +33,17 @@ fn design(attempt: u64) -> Option<String> {
     bodies[((attempt.max(1) - 1) % bodies.len() as u64) as usize].map(net)
 }
 
-fn attempt_of(user: &str, marker: &str) -> u64 {
-    user.split(marker)
-        .nth(1)
-        .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1)
-}
-
 /// Generator answers vary with the run's seed (the request's seed is the
 /// run seed + 16 × iteration) and score higher when the Improver's advice
 /// reached the prompt; the Improver always gives the same advice.
 fn start_server() -> TestServer {
     let server = TestServer::start();
     server.set_responder(|req: &RecordedRequest| {
-        let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
-        let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-        let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-        if system.contains("expert deep-learning engineer") {
-            let attempt = attempt_of(&user, "This is attempt");
+        let (role, attempt) = nas_tests::role_and_attempt(&req.body);
+        let attempt = attempt.max(1);
+        if role == "generator" {
+            let user = req.body["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str());
+            let user = user.unwrap_or("");
             let seed = req.body["seed"].as_u64().unwrap_or(0).saturating_sub(16 * attempt);
             let advised = user.contains("S-widen");
             Some(Step::reply(match design(attempt) {
@@ -478,9 +470,7 @@ fn ctrl_c_stops_a_comparison_after_the_current_step_and_the_next_one_resumes_it(
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start();
     server.set_responder(|req: &RecordedRequest| {
-        let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
-        let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-        let attempt = attempt_of(&user, "This is attempt");
+        let attempt = nas_tests::role_and_attempt(&req.body).1.max(1);
         let answer = match design(attempt) {
             Some(code) => format!("```python\n{code}        # accuracy: 0.6\n```"),
             None => "no code".into(),

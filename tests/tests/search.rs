@@ -11,27 +11,6 @@ use nas_host::store::{IterationRecord, Outcome, Store};
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 use nas_tests::{build_cdylib, nas, nas_bin, text};
 
-/// Which role a request is for, and its attempt number.
-fn role_and_attempt(req: &RecordedRequest) -> (String, u64) {
-    let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
-    let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-    let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-    let number_after = |marker: &str| -> u64 {
-        user.split(marker)
-            .nth(1)
-            .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    if system.contains("expert deep-learning engineer") {
-        ("generator".into(), number_after("This is attempt"))
-    } else if system.contains("reviewer") {
-        ("improver".into(), number_after("Current design (attempt"))
-    } else {
-        ("memory".into(), 0)
-    }
-}
-
 fn net(body: &str) -> String {
     format!("```python\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n{body}\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n```")
 }
@@ -40,7 +19,7 @@ fn net(body: &str) -> String {
 fn scripted(generator: Vec<String>, improver: Vec<String>) -> TestServer {
     let server = TestServer::start();
     server.set_responder(move |req: &RecordedRequest| {
-        let (role, attempt) = role_and_attempt(req);
+        let (role, attempt) = nas_tests::role_and_attempt(&req.body);
         let list = if role == "generator" { &generator } else { &improver };
         let i = (attempt.max(1) as usize - 1) % list.len();
         Some(Step::reply(list[i].clone()))
