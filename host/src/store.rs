@@ -87,6 +87,23 @@ impl Outcome {
         }
     }
 
+    /// `ok`, `failed` or `duplicate`: the store's `status` column.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Ok { .. } => "ok",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Duplicate { .. } => "duplicate",
+        }
+    }
+
+    /// The iteration of a duplicate's twin.
+    pub fn duplicate_of(&self) -> Option<u64> {
+        match self {
+            Outcome::Duplicate { of, .. } => Some(*of),
+            _ => None,
+        }
+    }
+
     /// The failure kind name, when it did not train (`duplicate` for
     /// duplicates).
     pub fn failure_kind(&self) -> Option<String> {
@@ -341,11 +358,6 @@ impl Store {
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(|e| self.record_err(e))?;
         let tokens = record.tokens();
-        let (status, dup) = match &record.outcome {
-            Outcome::Ok { .. } => ("ok", None),
-            Outcome::Failed { .. } => ("failed", None),
-            Outcome::Duplicate { of, .. } => ("duplicate", Some(*of as i64)),
-        };
         let closed_json = closed.map(serde_json::to_string).transpose().map_err(|e| self.record_err(e))?;
         let opened_json = opened.map(serde_json::to_string).transpose().map_err(|e| self.record_err(e))?;
         let path = self.path.clone();
@@ -356,10 +368,10 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 record.iteration as i64,
-                status,
+                record.outcome.status(),
                 record.outcome.accuracy(),
                 record.outcome.failure_kind(),
-                dup,
+                record.outcome.duplicate_of().map(|of| of as i64),
                 tokens as i64,
                 record.wall_seconds,
                 json

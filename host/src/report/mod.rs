@@ -212,20 +212,12 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     seed: run.seed(),
                     iteration: r.iteration,
                     mode: r.mode.clone(),
-                    status: match &r.outcome {
-                        Outcome::Ok { .. } => "ok",
-                        Outcome::Failed { .. } => "failed",
-                        Outcome::Duplicate { .. } => "duplicate",
-                    }
-                    .into(),
+                    status: r.outcome.status().into(),
                     accuracy: report.map(|x| x.accuracy),
                     failure_kind: r.outcome.failure_kind(),
                     failure_stage: failure.map(|f| f.stage.clone()),
                     failure_message: failure.map(|f| f.message.clone()),
-                    duplicate_of: match &r.outcome {
-                        Outcome::Duplicate { of, .. } => Some(*of),
-                        _ => None,
-                    },
+                    duplicate_of: r.outcome.duplicate_of(),
                     parent: r.parent,
                     params: report.and_then(|x| x.params),
                     flops: report.and_then(|x| x.flops),
