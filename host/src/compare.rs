@@ -486,6 +486,12 @@ pub struct ArmStats {
     pub versus_baseline: Option<VersusBaseline>,
     /// Mean best so far after each iteration, with its bootstrap band.
     pub curve: Vec<Estimate>,
+    /// Each run's best accuracy (the samples behind `best_accuracy`).
+    #[serde(skip)]
+    pub best_samples: Vec<f64>,
+    /// Each run's mean accuracy (the samples behind `mean_accuracy`).
+    #[serde(skip)]
+    pub mean_samples: Vec<f64>,
 }
 
 /// A whole comparison.
@@ -525,32 +531,34 @@ fn arm_stats(g: &Group, checkpoints: &[u64], horizon: u64) -> ArmStats {
         .filter(|r| r.outcome.accuracy().is_some_and(|a| a >= crate::metrics::GOOD_ACCURACY))
         .count() as u64;
     let per_run = |f: &dyn Fn(&RunData) -> Option<f64>| -> Vec<f64> { runs.iter().filter_map(|r| f(r)).collect() };
-    let best = per_run(&|r| Some(r.summary.best.map_or(0.0, |b| b.1)));
+    let best_samples = per_run(&|r| Some(r.summary.best.map_or(0.0, |b| b.1)));
+    let mean_samples = per_run(&|r| r.summary.mean_accuracy);
+    // The mean best so far after each iteration; the checkpoints are points
+    // of this curve (a plan's checkpoints never pass its budget).
+    let curve: Vec<Estimate> =
+        (1..=horizon).filter_map(|t| stats::bootstrap_mean(&per_run(&|r| Some(best_at(r, t))))).collect();
     ArmStats {
         name: g.name.clone(),
         runs: runs.len() as u64,
         finished: runs.iter().filter(|r| r.status == "finished").count() as u64,
         iterations,
-        best_accuracy: stats::bootstrap_mean(&best),
+        best_accuracy: stats::bootstrap_mean(&best_samples),
         best_at: checkpoints
             .iter()
             .filter_map(|&t| {
-                stats::bootstrap_mean(&per_run(&|r| Some(best_at(r, t))))
-                    .map(|best| AtCheckpoint { iteration: t, best })
+                curve.get((t as usize).checked_sub(1)?).map(|best| AtCheckpoint { iteration: t, best: *best })
             })
             .collect(),
         valid_rate: stats::wilson(valid, iterations),
-        mean_accuracy: stats::bootstrap_mean(&per_run(&|r| r.summary.mean_accuracy)),
+        mean_accuracy: stats::bootstrap_mean(&mean_samples),
         at_least_40: stats::wilson(good, iterations),
         unique_architectures: stats::bootstrap_mean(&per_run(&|r| Some(r.summary.unique_architectures as f64))),
         tokens: stats::bootstrap_mean(&per_run(&|r| Some(r.tokens() as f64))),
         device_seconds: stats::bootstrap_mean(&per_run(&|r| Some(r.device_seconds()))),
         versus_baseline: None,
-        curve: if runs.is_empty() {
-            Vec::new()
-        } else {
-            (1..=horizon).filter_map(|t| stats::bootstrap_mean(&per_run(&|r| Some(best_at(r, t))))).collect()
-        },
+        curve,
+        best_samples,
+        mean_samples,
     }
 }
 
@@ -565,21 +573,12 @@ pub fn compare(
 ) -> Comparison {
     let mut arms: Vec<ArmStats> = groups.iter().map(|g| arm_stats(g, checkpoints, horizon)).collect();
     arms.sort_by_key(|a| a.name != baseline);
-    let base_group = groups.iter().find(|g| g.name == baseline);
-    let samples = |g: &Group, f: &dyn Fn(&RunData) -> Option<f64>| -> Vec<f64> {
-        g.runs.iter().filter(|r| !r.records.is_empty()).filter_map(f).collect()
-    };
-    if let (Some(bg), Some(bstats)) = (base_group, arms.first().cloned()) {
-        for (arm, g) in arms.iter_mut().filter(|a| a.name != baseline).filter_map(|a| {
-            let g = groups.iter().find(|g| g.name == a.name)?;
-            Some((a, g))
-        }) {
-            let best = |r: &RunData| Some(r.summary.best.map_or(0.0, |b| b.1));
-            let mean = |r: &RunData| r.summary.mean_accuracy;
+    if let Some(base) = arms.iter().find(|a| a.name == baseline).cloned() {
+        for arm in arms.iter_mut().filter(|a| a.name != baseline) {
             arm.versus_baseline = Some(VersusBaseline {
-                best_accuracy: stats::bootstrap_difference(&samples(g, &best), &samples(bg, &best)),
-                valid_rate: stats::rate_difference(&arm.valid_rate, &bstats.valid_rate),
-                mean_accuracy: stats::bootstrap_difference(&samples(g, &mean), &samples(bg, &mean)),
+                best_accuracy: stats::bootstrap_difference(&arm.best_samples, &base.best_samples),
+                valid_rate: stats::rate_difference(&arm.valid_rate, &base.valid_rate),
+                mean_accuracy: stats::bootstrap_difference(&arm.mean_samples, &base.mean_samples),
             });
         }
     }
@@ -674,32 +673,6 @@ impl Comparison {
     }
 }
 
-/// A plain-text table with aligned columns.
-pub fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c}{}", " ".repeat(widths[i].saturating_sub(c.chars().count()))))
-            .collect();
-        parts.join("  ").trim_end().to_string()
-    };
-    let mut out = line(header);
-    out.push('\n');
-    out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
-    for row in rows {
-        out.push('\n');
-        out.push_str(&line(row));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,11 +743,5 @@ mod tests {
         assert!(run.config.search.use_improver);
         let base = plan.runs.iter().find(|r| r.arm == BASELINE_ARM).expect("baseline");
         assert!(base.config.search.use_history);
-    }
-
-    #[test]
-    fn text_tables_align() {
-        let t = text_table(&["a".into(), "bb".into()], &[vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "a    bb\n---  --\nxxx  y");
     }
 }

@@ -294,7 +294,7 @@ pub fn run(plugins: &[PathBuf], args: &CompareArgs) -> Result<(), Failure> {
     let comparison =
         compare::compare(&plan.name, &groups, &plan.baseline, &plan.seeds, &plan.checkpoints, plan.max_iterations);
     let (header, rows) = comparison.table();
-    println!("{}", compare::text_table(&header, &rows));
+    println!("{}", super::text_table(&header, &rows, true));
     let report_dir = plan.output_dir.join("report");
     let options = ReportOptions { title: format!("nas compare: {}", plan.name), ..Default::default() };
     let written = report::write_report(&groups, &report_dir, &options, Some(&comparison)).usage()?;
