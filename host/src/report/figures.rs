@@ -288,26 +288,24 @@ struct Failures {
 fn failure_bins(groups: &[Group]) -> Failures {
     let n = max_iterations(groups);
     let width = n.div_ceil(20).max(1);
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for r in groups.iter().flat_map(|g| &g.runs).flat_map(|r| &r.records) {
-        if let Some(k) = r.outcome.failure_kind() {
-            let next = kinds.len();
-            kinds.entry(k).or_insert(next);
-        }
-    }
-    let names: Vec<String> = kinds.keys().cloned().collect();
-    let index = |k: &str| names.iter().position(|n| n == k).unwrap_or(0);
-    let mut bins: Vec<(u64, u64, Vec<u64>)> =
-        (0..n.div_ceil(width)).map(|b| (b * width + 1, ((b + 1) * width).min(n), vec![0; names.len()])).collect();
+    let bin_count = n.div_ceil(width) as usize;
+    // Counts per bin, by kind (kinds in name order).
+    let mut by_kind: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for r in groups.iter().flat_map(|g| &g.runs).flat_map(|r| &r.records) {
         if let Some(k) = r.outcome.failure_kind() {
             let b = ((r.iteration.max(1) - 1) / width) as usize;
-            if let Some(bin) = bins.get_mut(b) {
-                bin.2[index(&k)] += 1;
+            if let Some(c) = by_kind.entry(k).or_insert_with(|| vec![0; bin_count]).get_mut(b) {
+                *c += 1;
             }
         }
     }
-    Failures { kinds: names, bins }
+    let bins = (0..bin_count)
+        .map(|b| {
+            let from = b as u64 * width + 1;
+            (from, (from + width - 1).min(n), by_kind.values().map(|counts| counts[b]).collect())
+        })
+        .collect();
+    Failures { kinds: by_kind.into_keys().collect(), bins }
 }
 
 impl Draw for Failures {
