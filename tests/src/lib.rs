@@ -148,3 +148,23 @@ pub fn role_and_attempt(body: &serde_json::Value) -> (String, u64) {
         ("memory".into(), 0)
     }
 }
+
+/// The run directories in `<dir>/runs` (hidden `.partial` ones left out),
+/// sorted.
+pub fn run_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every committed iteration of a run, read from its store.
+pub fn records(run_dir: &Path) -> Vec<nas_host::store::IterationRecord> {
+    nas_host::store::Store::open(run_dir).expect("open store").iterations().expect("records")
+}

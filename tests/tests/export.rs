@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use nas_host::search::novelty;
-use nas_host::store::{IterationRecord, Outcome, Store};
+use nas_host::store::{IterationRecord, Outcome};
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
-use nas_tests::{build_cdylib, eval_worker_bin, nas_bin, text, venv_python};
+use nas_tests::{build_cdylib, eval_worker_bin, nas_bin, records, run_dirs, text, venv_python};
 use serde_json::Value;
 
 /// A server answering the generator by attempt number, the improver always alike.
@@ -94,23 +94,6 @@ fn record_run(dir: &Path, cfg: &Path) -> PathBuf {
     let out = nas(dir, &["run", "--config", s(cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
     run_dirs(dir).into_iter().find(|d| !before.contains(d)).expect("a new run directory")
-}
-
-fn run_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn records(run_dir: &Path) -> Vec<IterationRecord> {
-    Store::open(run_dir).expect("open store").iterations().expect("records")
 }
 
 fn s(p: &Path) -> &str {

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nas_host::store::{IterationRecord, Store};
+use nas_host::store::IterationRecord;
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
-use nas_tests::{build_cdylib, nas, text};
+use nas_tests::{build_cdylib, nas, records, text};
 use serde_json::Value;
 
 const ARMS: [&str; 3] = ["window-k5", "none", "no-improver"];
@@ -108,10 +108,6 @@ search = {{ use_improver = false }}
     let path = dir.join("compare.toml");
     std::fs::write(&path, compare).expect("write compare");
     path
-}
-
-fn records(dir: &Path) -> Vec<IterationRecord> {
-    Store::open(dir).expect("open store").iterations().expect("records")
 }
 
 fn best_so_far(recs: &[IterationRecord], t: usize) -> f64 {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nas_host::store::{IterationRecord, Outcome, Store};
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
-use nas_tests::{build_cdylib, nas, nas_bin, text};
+use nas_tests::{build_cdylib, nas, nas_bin, records, run_dirs, text};
 
 fn net(body: &str) -> String {
     format!("```python\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n{body}\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n```")
@@ -69,23 +69,6 @@ k = {memory_k}
     );
     std::fs::write(&cfg, text).expect("write config");
     cfg
-}
-
-fn run_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn records(run_dir: &Path) -> Vec<IterationRecord> {
-    Store::open(run_dir).expect("open store").iterations().expect("records")
 }
 
 fn kind(r: &IterationRecord) -> String {
