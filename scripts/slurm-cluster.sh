@@ -106,9 +106,24 @@ install_packages() {
   [ "$rc" -eq 0 ] || die "apt-get install failed ($rc), see $DIR/apt.log"
 }
 
+# Whether slurmd can make cgroup v1 memory groups here.
+cgroup_v1_memory() {
+  local probe=/sys/fs/cgroup/memory/nas-slurm-probe.$$
+  [ -d /sys/fs/cgroup/memory ] && mkdir "$probe" 2>/dev/null && rmdir "$probe"
+}
+
 write_configs() {
   local NODE_GRES=""
   [ "$GPUS" -eq 0 ] || NODE_GRES="Gres=gpu:$GPUS"
+  # A job past its --mem: with cgroup v1 memory control the kernel stops it
+  # and the job ends OUT_OF_MEMORY, as on most clusters; without, the
+  # accounting poll kills it and it ends FAILED (signal 9).
+  local TASK_PLUGIN=task/none MEMORY_LIMITS="JobAcctGatherParams=OverMemoryKill"
+  rm -f "$ETC/cgroup.conf"
+  if cgroup_v1_memory; then
+    TASK_PLUGIN=task/cgroup MEMORY_LIMITS=""
+    printf 'CgroupPlugin=cgroup/v1\nConstrainRAMSpace=yes\nConstrainSwapSpace=yes\nAllowedSwapSpace=0\n' >"$ETC/cgroup.conf"
+  fi
   mkdir -p "$ETC" "$RUN" "$LOG" "$DIR/state" "$DIR/spool" "$DIR/db"
   cat >"$CONF" <<EOF
 # Written by scripts/slurm-cluster.sh: a single-node test cluster.
@@ -125,9 +140,10 @@ SlurmdPidFile=$RUN/slurmd.pid
 SlurmctldLogFile=$LOG/slurmctld.log
 SlurmdLogFile=$LOG/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=$TASK_PLUGIN
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=5
+JobAcctGatherFrequency=2
+$MEMORY_LIMITS
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStorageTRES=gres/gpu
@@ -136,8 +152,13 @@ AccountingStorageTRES=gres/gpu
 AccountingStorageEnforce=associations,limits,qos
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# Start a submitted job at once rather than batching submissions for 3 s.
+SchedulerParameters=batch_sched_delay=0
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+# Memory is counted (so --mem is enforced); a job without --mem gets
+# DefMemPerCPU per CPU.
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=200
 MpiDefault=none
 ReturnToService=2
 # The node advertises the CPUs configured here, not the machine's.
