@@ -31,5 +31,6 @@ pub mod paths;
 pub mod registry;
 pub mod report;
 pub mod search;
+pub mod slurm;
 pub mod store;
 pub mod wasm;

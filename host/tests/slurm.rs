@@ -1,0 +1,380 @@
+//! The Slurm client against a real cluster: jobs that complete, fail, are
+//! cancelled, run past their time limit, lose their node's `slurmd`, or are
+//! refused, each seen through `sbatch`, `squeue`, `sacct` and `scancel`.
+//!
+//! The tests need a running cluster: `scripts/slurm-cluster.sh start DIR`
+//! starts one on this machine (and links its config to
+//! `/etc/slurm/slurm.conf`; otherwise set `SLURM_CONF`). Without a cluster
+//! they skip with a message, unless `NAS_REQUIRE_SLURM=1` is set: then they
+//! fail. The tests that kill `slurmd` run only on a cluster that script
+//! started, and alone (the others wait for them).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nas_host::slurm::{ExitCode, JobId, JobSpec, JobState, JobStatus, Slurm, SlurmError, StatusSource};
+
+/// Held shared by each test, exclusively by those that take the node down.
+static NODE: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    NODE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    NODE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The line `scripts/slurm-cluster.sh` starts its `slurm.conf` with.
+const SCRIPT_MARK: &str = "# Written by scripts/slurm-cluster.sh";
+
+struct Cluster {
+    slurm: Slurm,
+    /// The folder `scripts/slurm-cluster.sh` runs the cluster from, when it
+    /// does.
+    script_dir: Option<PathBuf>,
+    /// Whether the node has GPUs (real or counted) to ask for.
+    has_gpus: bool,
+}
+
+impl Cluster {
+    /// A job with the settings every test uses.
+    fn spec(&self, name: &str, dir: &Path, script: &str) -> JobSpec {
+        let mut spec = JobSpec::new(script);
+        spec.name = Some(format!("nas-test-{name}"));
+        spec.working_dir = Some(dir.to_path_buf());
+        spec.output = Some(dir.join("job.out"));
+        spec.time_limit = Some(Duration::from_secs(5 * 60));
+        spec.cpus_per_task = Some(1);
+        if self.script_dir.is_some() {
+            spec.account = Some("nas".into());
+            spec.qos = Some("normal".into());
+        }
+        spec
+    }
+
+    fn script_dir(&self, test: &str) -> Option<&Path> {
+        if self.script_dir.is_none() {
+            eprintln!(
+                "skipping {test}: it restarts slurmd, which it does only on a cluster scripts/slurm-cluster.sh started"
+            );
+        }
+        self.script_dir.as_deref()
+    }
+}
+
+/// The cluster to test against, or `None` (the test skips) when none
+/// answers and `NAS_REQUIRE_SLURM` is not `1`. Asked once per test binary.
+fn cluster() -> Option<&'static Cluster> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    match CLUSTER.get_or_init(find_cluster) {
+        Ok(cluster) => Some(cluster),
+        Err(why) => {
+            if std::env::var("NAS_REQUIRE_SLURM").as_deref() == Ok("1") {
+                panic!("NAS_REQUIRE_SLURM=1 but there is no Slurm cluster: {why}");
+            }
+            eprintln!("skipping: no Slurm cluster ({why}); start one with scripts/slurm-cluster.sh start DIR");
+            None
+        }
+    }
+}
+
+fn find_cluster() -> Result<Cluster, String> {
+    // Without a config Slurm's commands retry for a minute before failing.
+    let conf = config_path();
+    if !conf.exists() {
+        return Err(format!("no {} (set SLURM_CONF)", conf.display()));
+    }
+    let slurm = Slurm::default();
+    let nodes = slurm.clone().with_timeout(Duration::from_secs(15)).nodes().map_err(|e| e.to_string())?;
+    if !nodes.iter().any(|n| n.is_usable()) {
+        return Err(format!("no node takes jobs: {nodes:?}"));
+    }
+    let has_gpus = nodes.iter().any(|n| n.gres.as_deref().is_some_and(|g| g.starts_with("gpu")));
+    Ok(Cluster { slurm, script_dir: script_dir(&conf), has_gpus })
+}
+
+/// The `slurm.conf` Slurm's commands read.
+fn config_path() -> PathBuf {
+    std::env::var_os("SLURM_CONF").map(PathBuf::from).unwrap_or_else(|| "/etc/slurm/slurm.conf".into())
+}
+
+/// `DIR` when the cluster's config is one `scripts/slurm-cluster.sh start DIR` wrote.
+fn script_dir(conf: &Path) -> Option<PathBuf> {
+    let conf = fs::canonicalize(conf).ok()?;
+    let text = fs::read_to_string(&conf).ok()?;
+    if !text.starts_with(SCRIPT_MARK) {
+        return None;
+    }
+    Some(conf.parent()?.parent()?.to_path_buf())
+}
+
+/// Polls the job until `done` accepts its status; panics with the last
+/// status after `limit`.
+fn wait_for(slurm: &Slurm, id: JobId, limit: Duration, done: impl Fn(&JobStatus) -> bool) -> JobStatus {
+    let started = Instant::now();
+    loop {
+        let last = match slurm.status(id) {
+            Ok(Some(status)) if done(&status) => return status,
+            Ok(status) => format!("{status:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(started.elapsed() < limit, "job {id}: still not there after {limit:?}, last: {last:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn state_is(state: JobState) -> impl Fn(&JobStatus) -> bool {
+    move |s| s.state == state
+}
+
+/// Waits for a file the job writes.
+fn wait_for_file(path: &Path, limit: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return text;
+            }
+        }
+        assert!(started.elapsed() < limit, "{} not written within {limit:?}", path.display());
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A batch script that says it started, then waits for the file `go`.
+const WAIT_FOR_GO: &str = "#!/bin/sh\necho started > started\nwhile [ ! -e go ]; do sleep 0.1; done\necho done\n";
+
+const SHORT: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_job_writes_its_file_is_running_then_completed() {
+    let Some(cluster) = cluster() else { return };
+    let _node = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = cluster.spec(
+        "complete",
+        dir.path(),
+        "#!/bin/sh\necho \"$NAS_TEST_VALUE job=$SLURM_JOB_ID gpus=${CUDA_VISIBLE_DEVICES:-none}\" > result.txt\n\
+         while [ ! -e go ]; do sleep 0.1; done\necho done\n",
+    );
+    spec.env.insert("NAS_TEST_VALUE".into(), "hello from the host".into());
+    spec.memory_mb = Some(100);
+    if cluster.has_gpus {
+        spec.gres = Some("gpu:1".into());
+    }
+    let id = cluster.slurm.submit(&spec).expect("submits");
+
+    let running = wait_for(&cluster.slurm, id, SHORT, |s| s.state == JobState::Running);
+    assert_eq!(running.source, StatusSource::Queue);
+    assert!(running.nodes.is_some(), "{running:?}");
+    assert_eq!(running.exit_code, None);
+    let result = wait_for_file(&dir.path().join("result.txt"), SHORT);
+    let gpus = if cluster.has_gpus { "gpus=0" } else { "gpus=none" };
+    assert_eq!(result, format!("hello from the host job={id} {gpus}\n"));
+    // Still running: it waits for `go`.
+    assert_eq!(cluster.slurm.status(id).expect("asks").map(|s| s.state), Some(JobState::Running));
+
+    fs::write(dir.path().join("go"), "").expect("writes go");
+    let done = wait_for(&cluster.slurm, id, SHORT, |s| s.state.is_finished() && s.exit_code.is_some());
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.exit_code, Some(ExitCode { code: 0, signal: 0 }));
+    assert_eq!(fs::read_to_string(dir.path().join("job.out")).expect("job output"), "done\n");
+}
+
+#[test]
+fn a_failing_job_is_failed_with_its_exit_code() {
+    let Some(cluster) = cluster() else { return };
+    let _node = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = cluster.spec("fail", dir.path(), "#!/bin/sh\necho about to fail\nexit 3\n");
+    let id = cluster.slurm.submit(&spec).expect("submits");
+    let done = wait_for(&cluster.slurm, id, SHORT, |s| s.state.is_finished() && s.exit_code.is_some());
+    assert_eq!(done.state, JobState::Failed, "{done:?}");
+    assert_eq!(done.exit_code, Some(ExitCode { code: 3, signal: 0 }));
+    assert_eq!(fs::read_to_string(dir.path().join("job.out")).expect("job output"), "about to fail\n");
+}
+
+#[test]
+fn scancel_mid_run_is_cancelled() {
+    let Some(cluster) = cluster() else { return };
+    let _node = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let id = cluster.slurm.submit(&cluster.spec("cancel", dir.path(), WAIT_FOR_GO)).expect("submits");
+    wait_for(&cluster.slurm, id, SHORT, state_is(JobState::Running));
+    wait_for_file(&dir.path().join("started"), SHORT);
+
+    cluster.slurm.cancel(&[id]).expect("cancels");
+    let done = wait_for(&cluster.slurm, id, SHORT, |s| s.state.is_finished() && s.exit_code.is_some());
+    assert_eq!(done.state, JobState::Cancelled, "{done:?}");
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    assert_eq!(done.cancelled_by, Some(uid), "{done:?}");
+    // The job never saw `go`.
+    assert!(!fs::read_to_string(dir.path().join("job.out")).unwrap_or_default().contains("done"));
+    // Cancelling what has ended is not an error.
+    cluster.slurm.cancel(&[id]).expect("cancels again");
+}
+
+#[test]
+fn a_job_past_its_time_limit_is_timeout() {
+    let Some(cluster) = cluster() else { return };
+    let _node = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = cluster.spec("timeout", dir.path(), WAIT_FOR_GO);
+    spec.time_limit = Some(Duration::from_secs(60));
+    let id = cluster.slurm.submit(&spec).expect("submits");
+    wait_for(&cluster.slurm, id, SHORT, state_is(JobState::Running));
+    // Slurm's shortest limit is a minute, and slurmctld looks for jobs past
+    // theirs every 30 s, so a 1-minute job ends 60-90 s after it starts.
+    // Moving its end to now (as an administrator can) makes that 0-30 s;
+    // the limit is enforced the same way.
+    let moved = Command::new("scontrol")
+        .args(["update", &format!("JobId={id}"), "EndTime=now"])
+        .status()
+        .expect("runs scontrol");
+    assert!(moved.success(), "scontrol update EndTime: {moved}");
+    let done =
+        wait_for(&cluster.slurm, id, Duration::from_secs(60), |s| s.state.is_finished() && s.exit_code.is_some());
+    assert_eq!(done.state, JobState::Timeout, "{done:?}");
+    assert!(!fs::read_to_string(dir.path().join("job.out")).unwrap_or_default().contains("done"));
+}
+
+#[test]
+fn a_job_past_its_memory_is_out_of_memory() {
+    let Some(cluster) = cluster() else { return };
+    let _node = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // `tail` keeps the whole line (400 MB without a newline) in memory.
+    let mut spec = cluster.spec("oom", dir.path(), "#!/bin/sh\nhead -c 400000000 /dev/zero | tail -n 1 >/dev/null\n");
+    spec.memory_mb = Some(50);
+    let id = cluster.slurm.submit(&spec).expect("submits");
+    let done = wait_for(&cluster.slurm, id, SHORT, |s| s.state.is_finished() && s.exit_code.is_some());
+    // With cgroup memory control (most clusters, and the script's cluster
+    // where the machine allows it) the kernel stops the job; without, the
+    // accounting poll kills it.
+    let killed_by_poll = done.state == JobState::Failed && done.exit_code.map(|e| e.signal) == Some(9);
+    assert!(done.state == JobState::OutOfMemory || killed_by_poll, "{done:?}");
+}
+
+#[test]
+fn a_bad_partition_is_refused_with_slurms_message() {
+    let Some(cluster) = cluster() else { return };
+    let _node = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = cluster.spec("refused", dir.path(), "#!/bin/sh\ntrue\n");
+    spec.partition = Some("no-such-partition".into());
+    match cluster.slurm.submit(&spec) {
+        Err(SlurmError::Refused { message }) => {
+            assert!(message.contains("Invalid partition name specified"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_job_gone_from_the_queue_is_read_from_accounting() {
+    let Some(cluster) = cluster() else { return };
+    if cluster.script_dir("a_job_gone_from_the_queue_is_read_from_accounting").is_none() {
+        return;
+    }
+    let _node = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let id = cluster.slurm.submit(&cluster.spec("vanish", dir.path(), "#!/bin/sh\nexit 7\n")).expect("submits");
+    // The script's cluster forgets finished jobs after MinJobAge=2 s.
+    let gone = wait_for(&cluster.slurm, id, SHORT, |s| s.source == StatusSource::Accounting);
+    assert_eq!(gone.state, JobState::Failed, "{gone:?}");
+    assert_eq!(gone.exit_code, Some(ExitCode { code: 7, signal: 0 }));
+    assert_eq!(cluster.slurm.status(JobId(60_000_000)).expect("asks"), None);
+}
+
+/// Kills the cluster's slurmd (SIGKILL, as a crash would).
+fn kill_slurmd(dir: &Path) {
+    let pid = fs::read_to_string(dir.join("run/slurmd.pid")).expect("slurmd pid file");
+    let killed = Command::new("kill").args(["-KILL", pid.trim()]).status().expect("runs kill");
+    assert!(killed.success(), "kill slurmd {}", pid.trim());
+}
+
+/// Brings slurmd back the way an operator would: the script starts what is
+/// not running and waits for the node.
+fn restart_cluster(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/slurm-cluster.sh");
+    let started = Command::new(script).arg("start").arg(dir).status().expect("runs slurm-cluster.sh");
+    assert!(started.success(), "slurm-cluster.sh start: {started}");
+}
+
+#[test]
+fn slurmd_killed_and_restarted_mid_job_leaves_the_job_running() {
+    let Some(cluster) = cluster() else { return };
+    let Some(dir) = cluster.script_dir("slurmd_killed_and_restarted_mid_job_leaves_the_job_running") else {
+        return;
+    };
+    let _node = exclusive();
+    let work = tempfile::tempdir().expect("temp dir");
+    let id = cluster.slurm.submit(&cluster.spec("slurmd-restart", work.path(), WAIT_FOR_GO)).expect("submits");
+    wait_for(&cluster.slurm, id, SHORT, state_is(JobState::Running));
+    wait_for_file(&work.path().join("started"), SHORT);
+
+    kill_slurmd(dir);
+    restart_cluster(dir);
+    // The job's slurmstepd outlived slurmd, and the new slurmd took it back.
+    assert_eq!(cluster.slurm.status(id).expect("asks").map(|s| s.state), Some(JobState::Running));
+    fs::write(work.path().join("go"), "").expect("writes go");
+    let done = wait_for(&cluster.slurm, id, SHORT, |s| s.state.is_finished() && s.exit_code.is_some());
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(fs::read_to_string(work.path().join("job.out")).expect("job output"), "done\n");
+}
+
+#[test]
+fn slurmd_down_past_its_timeout_fails_the_node_and_requeues() {
+    let Some(cluster) = cluster() else { return };
+    let Some(dir) = cluster.script_dir("slurmd_down_past_its_timeout_fails_the_node_and_requeues") else {
+        return;
+    };
+    let _node = exclusive();
+    let once = tempfile::tempdir().expect("temp dir");
+    let again = tempfile::tempdir().expect("temp dir");
+    let mut spec = cluster.spec("node-fail", once.path(), WAIT_FOR_GO);
+    spec.requeue = Some(false);
+    let no_requeue = cluster.slurm.submit(&spec).expect("submits");
+    let mut spec = cluster.spec("node-fail-requeue", again.path(), WAIT_FOR_GO);
+    spec.requeue = Some(true);
+    let requeue = cluster.slurm.submit(&spec).expect("submits");
+    for id in [no_requeue, requeue] {
+        wait_for(&cluster.slurm, id, SHORT, state_is(JobState::Running));
+    }
+
+    kill_slurmd(dir);
+    // The node is declared down SlurmdTimeout (10 s here) after it stopped
+    // answering; its jobs fail with it.
+    let failed = wait_for(&cluster.slurm, no_requeue, Duration::from_secs(60), |s| s.state.is_finished());
+    assert_eq!(failed.state, JobState::NodeFail, "{failed:?}");
+    // The other goes back to the queue, under the same id.
+    let queued = wait_for(&cluster.slurm, requeue, SHORT, |s| s.state == JobState::Pending);
+    assert!(!queued.state.is_finished());
+    let history = wait_for_history(&cluster.slurm, requeue);
+    assert_eq!(history[0].state, JobState::NodeFail, "{history:?}");
+
+    restart_cluster(dir);
+    cluster.slurm.cancel(&[requeue]).expect("cancels");
+    let cancelled = wait_for(&cluster.slurm, requeue, SHORT, |s| s.state.is_finished());
+    assert_eq!(cancelled.state, JobState::Cancelled, "{cancelled:?}");
+    assert!(cluster.slurm.nodes().expect("lists nodes").iter().all(|n| n.is_usable()));
+}
+
+/// The requeued job's runs, once the database has both.
+fn wait_for_history(slurm: &Slurm, id: JobId) -> Vec<JobStatus> {
+    let started = Instant::now();
+    loop {
+        let history = slurm.history(id).expect("asks sacct");
+        if history.len() >= 2 {
+            return history;
+        }
+        assert!(started.elapsed() < SHORT, "job {id}: history {history:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
