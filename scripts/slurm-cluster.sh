@@ -55,15 +55,22 @@ wait_for() {
   done
 }
 
-# The pid in pid file $1 when that process is alive (and is not a zombie).
+# Whether process $1 is alive (a zombie is not).
+alive() {
+  local state
+  state=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) && [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# The pid in pid file $1 when that process is alive.
 live_pid() {
   local file=$1 pid
   [ -s "$file" ] || return 1
   pid=$(tr -dc '0-9' <"$file")
-  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
-  [ "$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" != Z ] || return 1
+  [ -n "$pid" ] && alive "$pid" || return 1
   echo "$pid"
 }
+
+dead() { ! alive "$1"; }
 
 # Sends TERM to the process in pid file $1, waits up to $2 s, then KILL.
 stop_pid() {
@@ -71,10 +78,10 @@ stop_pid() {
   name=$(basename "$file" .pid)
   if pid=$(live_pid "$file"); then
     kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_for "$limit" bash -c "! kill -0 $pid 2>/dev/null"; then
+    if ! wait_for "$limit" dead "$pid"; then
       say "$name ($pid) did not stop in ${limit} s: KILL"
       kill -KILL "$pid" 2>/dev/null || true
-      wait_for 5 bash -c "! kill -0 $pid 2>/dev/null" || true
+      wait_for 5 dead "$pid" || true
     fi
     say "stopped $name ($pid)"
   fi
@@ -113,6 +120,7 @@ cgroup_v1_memory() {
 }
 
 write_configs() {
+  mkdir -p "$ETC" "$RUN" "$LOG" "$DIR/state" "$DIR/spool" "$DIR/db"
   local NODE_GRES=""
   [ "$GPUS" -eq 0 ] || NODE_GRES="Gres=gpu:$GPUS"
   # A job past its --mem: with cgroup v1 memory control the kernel stops it
@@ -124,7 +132,6 @@ write_configs() {
     TASK_PLUGIN=task/cgroup MEMORY_LIMITS=""
     printf 'CgroupPlugin=cgroup/v1\nConstrainRAMSpace=yes\nConstrainSwapSpace=yes\nAllowedSwapSpace=0\n' >"$ETC/cgroup.conf"
   fi
-  mkdir -p "$ETC" "$RUN" "$LOG" "$DIR/state" "$DIR/spool" "$DIR/db"
   cat >"$CONF" <<EOF
 # Written by scripts/slurm-cluster.sh: a single-node test cluster.
 ClusterName=nas
