@@ -13,7 +13,9 @@
 //! (300 by default); [`Slurm::statuses`] then asks the accounting database
 //! (`sacct`) instead, and it also takes a finished job's exit code and final
 //! state from there. While a job is queued or running the controller's
-//! answer wins: the database lags behind it.
+//! answer wins: the database lags behind it (by a second or two, and it does
+//! not know a job submitted a moment ago). On a cluster without accounting
+//! the controller's answer is all there is.
 //!
 //! The commands' paths can be replaced ([`SlurmCommands`]), for sites that
 //! wrap them, and every command can be given extra environment variables
@@ -455,6 +457,14 @@ pub enum SlurmError {
         /// Slurm's message.
         message: String,
     },
+    /// The cluster keeps no accounting database (`sacct` has nothing to
+    /// say). [`Slurm::statuses`] then answers from the controller alone: a
+    /// job it has forgotten is missing, and no exit code is known.
+    #[error("this Slurm cluster keeps no job accounting: {message}")]
+    NoAccounting {
+        /// Slurm's message.
+        message: String,
+    },
     /// The command failed in another way.
     #[error("`{}` failed ({status}): {message}", .command.display())]
     Failed {
@@ -604,7 +614,13 @@ impl Slurm {
         let ask_accounting: Vec<JobId> =
             wanted.iter().filter(|id| found.get(id).is_none_or(|s| s.state.is_finished())).copied().collect();
         for chunk in ask_accounting.chunks(IDS_PER_CALL) {
-            for status in self.sacct(chunk, false)? {
+            let statuses = match self.sacct(chunk, false) {
+                Ok(statuses) => statuses,
+                // Without a database, what the controller says is all there is.
+                Err(SlurmError::NoAccounting { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            for status in statuses {
                 if !wanted.contains(&status.id) {
                     continue;
                 }
@@ -716,7 +732,11 @@ impl Slurm {
         }
         let out = self.run(command, &args, None, &BTreeMap::new())?;
         if !out.status.success() {
-            return Err(self.failure(command, out.status, slurm_message(&out.stderr)));
+            let message = slurm_message(&out.stderr);
+            if message.contains("accounting storage is disabled") {
+                return Err(SlurmError::NoAccounting { message });
+            }
+            return Err(self.failure(command, out.status, message));
         }
         parse_lines(command, &out.stdout, parse_sacct_line)
     }

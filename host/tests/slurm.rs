@@ -292,6 +292,54 @@ fn a_job_gone_from_the_queue_is_read_from_accounting() {
     assert_eq!(cluster.slurm.status(JobId(60_000_000)).expect("asks"), None);
 }
 
+#[test]
+fn a_cluster_without_accounting_answers_from_the_controller() {
+    let Some(cluster) = cluster() else { return };
+    let Some(dir) = cluster.script_dir("a_cluster_without_accounting_answers_from_the_controller") else {
+        return;
+    };
+    let _node = shared();
+    // The same controller, seen through a config that has no accounting
+    // database: `sacct` then refuses to answer, as on such a cluster.
+    let etc = tempfile::tempdir().expect("temp dir");
+    for entry in fs::read_dir(dir.join("etc")).expect("lists etc") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("file name").to_owned();
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let text = if name == "slurm.conf" {
+            text.lines()
+                .filter(|l| !l.starts_with("AccountingStorage"))
+                .chain(["AccountingStorageType=accounting_storage/none"])
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            text
+        };
+        fs::write(etc.path().join(name), text).expect("writes config");
+    }
+    let slurm = Slurm::default().with_env("SLURM_CONF", etc.path().join("slurm.conf"));
+    let work = tempfile::tempdir().expect("temp dir");
+    let id = slurm.submit(&cluster.spec("no-accounting", work.path(), "#!/bin/sh\nexit 5\n")).expect("submits");
+
+    let ended = wait_for(&slurm, id, SHORT, |s| s.state.is_finished());
+    assert_eq!(ended.state, JobState::Failed, "{ended:?}");
+    assert_eq!((ended.source, ended.exit_code), (StatusSource::Queue, None), "{ended:?}");
+    assert!(matches!(slurm.history(id), Err(SlurmError::NoAccounting { .. })));
+    // Once the controller forgets the job, nothing knows it.
+    wait_for_absence(&slurm, id);
+    // The database did record it, for a client that can ask.
+    let recorded = wait_for(&cluster.slurm, id, SHORT, |s| s.exit_code.is_some());
+    assert_eq!(recorded.exit_code, Some(ExitCode { code: 5, signal: 0 }));
+}
+
+fn wait_for_absence(slurm: &Slurm, id: JobId) {
+    let started = Instant::now();
+    while slurm.status(id).expect("asks").is_some() {
+        assert!(started.elapsed() < SHORT, "job {id} still listed after {SHORT:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Kills the cluster's slurmd (SIGKILL, as a crash would).
 fn kill_slurmd(dir: &Path) {
     let pid = fs::read_to_string(dir.join("run/slurmd.pid")).expect("slurmd pid file");
