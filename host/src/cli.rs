@@ -1,52 +1,12 @@
-//! The `nas` command line.
+//! The `nas` command line: the arguments of every command, and the one
+//! dispatch from a parsed command line to the command's function.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::registry::Registry;
-
-/// What a command's failure means for the exit code.
-#[derive(Debug)]
-pub enum Failure {
-    /// Usage, config or plugin error: exit code 2.
-    Usage(anyhow::Error),
-    /// A run started and failed (broken infrastructure mid-run): exit code 1.
-    Run(anyhow::Error),
-}
-
-impl Failure {
-    /// The process exit code.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Usage(_) => 2,
-            Failure::Run(_) => 1,
-        }
-    }
-    fn error(&self) -> &anyhow::Error {
-        match self {
-            Failure::Usage(e) | Failure::Run(e) => e,
-        }
-    }
-}
-
-/// Turns any error into a usage failure (exit 2).
-pub trait UsageContext<T> {
-    /// Marks the error as a usage/config/plugin error.
-    fn usage(self) -> Result<T, Failure>;
-    /// Marks the error as a failed run.
-    fn run_failed(self) -> Result<T, Failure>;
-}
-
-impl<T, E: Into<anyhow::Error>> UsageContext<T> for Result<T, E> {
-    fn usage(self) -> Result<T, Failure> {
-        self.map_err(|e| Failure::Usage(e.into()))
-    }
-    fn run_failed(self) -> Result<T, Failure> {
-        self.map_err(|e| Failure::Run(e.into()))
-    }
-}
+use crate::commands::{self, Failure};
 
 /// `nas`: LLM-driven neural architecture search with feedback memory.
 ///
@@ -92,13 +52,36 @@ pub enum Command {
     /// Export from recorded runs: the best model (source, TorchScript with
     /// trained weights), every valid architecture in LEMUR's contract, and a
     /// prompt→code fine-tuning corpus (JSONL chat messages).
-    Export(crate::commands::export::ExportArgs),
+    Export(ExportArgs),
     /// Write a report of recorded runs: an HTML page, figures (PNG and
     /// SVG), a Markdown summary, CSV/JSON exports of the records.
     Report(ReportArgs),
     /// Compare configurations (memory strategies, LLMs, ablations) over
     /// several seeds against the K=5 window, with confidence intervals.
     Compare(CompareArgs),
+}
+
+/// `nas export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run directories (printed by `nas run`); the best model and the
+    /// corpus are chosen across all of them.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub run_dirs: Vec<PathBuf>,
+    /// Where to write `best/`, `lemur/` and `corpus/` (default:
+    /// `<first RUN_DIR>/export`). Those three folders are replaced; nothing
+    /// else in DIR is touched.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Corpus: at most N examples, the most accurate first.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub top: usize,
+    /// Corpus: only candidates with at least this accuracy (a fraction, 0–1).
+    #[arg(long, value_name = "X", default_value_t = 0.40)]
+    pub min_accuracy: f64,
+    /// Do not re-train the best candidate: no `best/model.pt`.
+    #[arg(long)]
+    pub no_model: bool,
 }
 
 /// `nas report`.
@@ -248,43 +231,22 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", render_error(failure.error()));
+            eprintln!("error: {}", commands::render_error(failure.error()));
             ExitCode::from(failure.exit_code())
         }
     }
 }
 
-/// An error and its causes as one paragraph.
-pub fn render_error(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ")
-}
-
-/// Builds the registry: built-ins plus every `--plugin`.
-pub fn registry(plugins: &[PathBuf]) -> Result<Registry, Failure> {
-    let mut registry = Registry::with_builtins().usage()?;
-    for path in plugins {
-        registry.load_path(path).usage()?;
-    }
-    Ok(registry)
-}
-
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Run(args) => crate::commands::run::run(&cli.plugins, &args),
-        Command::Resume { run_dir } => crate::commands::run::resume(&cli.plugins, &run_dir),
-        Command::Plugins(cmd) => crate::commands::plugins::run(&cli.plugins, cmd),
-        Command::Eval(args) => crate::commands::eval::run(&cli.plugins, &args),
-        Command::Data(cmd) => crate::commands::data::run(&cli.plugins, cmd),
-        Command::Models(cmd) => crate::commands::models::run(cmd),
-        Command::Export(args) => crate::commands::export::run(&cli.plugins, &args),
-        Command::Report(args) => crate::commands::report::run(&args),
-        Command::Compare(args) => crate::commands::compare::run(&cli.plugins, &args),
+        Command::Run(args) => commands::run::run(&cli.plugins, &args),
+        Command::Resume { run_dir } => commands::run::resume(&cli.plugins, &run_dir),
+        Command::Plugins(cmd) => commands::plugins::run(&cli.plugins, cmd),
+        Command::Eval(args) => commands::eval::run(&cli.plugins, &args),
+        Command::Data(cmd) => commands::data::run(&cli.plugins, cmd),
+        Command::Models(cmd) => commands::models::run(cmd),
+        Command::Export(args) => commands::export::run(&cli.plugins, &args),
+        Command::Report(args) => commands::report::run(&args),
+        Command::Compare(args) => commands::compare::run(&cli.plugins, &args),
     }
 }

@@ -223,6 +223,9 @@ pub struct RunConfig {
     /// `[memory]`.
     #[serde(default = "default_memory")]
     pub memory: PluginSection,
+    /// `[tuner]`: the fine-tuner of `nas cycles` (none for `nas run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuner: Option<PluginSection>,
     /// `[prompts]`.
     #[serde(default)]
     pub prompts: PromptsSection,
@@ -254,9 +257,33 @@ impl Default for RunConfig {
             generator: default_generator(),
             improver: None,
             memory: default_memory(),
+            tuner: None,
             prompts: PromptsSection::default(),
             plugins: PluginsSection::default(),
         }
+    }
+}
+
+impl RunConfig {
+    /// Every plugin section that is present, with its name.
+    pub fn plugin_sections(&self) -> Vec<(&'static str, &PluginSection)> {
+        let mut v = vec![
+            ("memory", &self.memory),
+            ("dataset", &self.dataset),
+            ("evaluator", &self.evaluator),
+            ("generator", &self.generator),
+        ];
+        v.extend(self.improver.as_ref().map(|s| ("improver", s)));
+        v.extend(self.tuner.as_ref().map(|s| ("tuner", s)));
+        v
+    }
+
+    /// Every plugin section that is present, mutably.
+    pub fn plugin_sections_mut(&mut self) -> Vec<&mut PluginSection> {
+        let mut v = vec![&mut self.memory, &mut self.dataset, &mut self.evaluator, &mut self.generator];
+        v.extend(self.improver.as_mut());
+        v.extend(self.tuner.as_mut());
+        v
     }
 }
 

@@ -11,7 +11,11 @@
 //! | [`fetch`] | resumable, checksum-verified downloads |
 //! | [`wasm`] | WebAssembly component plugins |
 //! | [`search`] | the method's loop: generator, evaluation, memory, improver |
+//! | [`session`] | setting up a run: registry, frozen config, run directory, plugins, dataset |
+//! | [`run_dir`] | a run directory's layout, and reading a recorded run back |
+//! | [`records`] | what a run records: outcomes, iteration records, LLM usage and calls |
 //! | [`store`] | the run store (SQLite): records, memory, LLM journal |
+//! | [`time`] | timestamps |
 //! | [`metrics`] | valid rate, best/mean accuracy, ... from records |
 //! | [`datasets`] | the prepared-dataset cache of a run |
 //! | [`export`] | `nas export`: the best model, LEMUR-contract files, a fine-tuning corpus |
@@ -29,8 +33,12 @@ pub mod fetch;
 pub mod metrics;
 pub mod paths;
 pub mod registry;
+pub mod records;
 pub mod report;
+pub mod run_dir;
 pub mod search;
+pub mod session;
 pub mod slurm;
 pub mod store;
+pub mod time;
 pub mod wasm;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::store::{IterationRecord, Outcome, RoleUsage};
+use crate::records::{IterationRecord, LlmRole, Outcome, RoleUsage};
 
 /// Threshold of the "fraction of candidates ≥ 40 %" metric.
 pub const GOOD_ACCURACY: f64 = 0.40;
@@ -98,7 +98,8 @@ impl std::fmt::Display for Summary {
             let list: Vec<String> = self.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
             writeln!(f, "failures              {}", list.join(", "))?;
         }
-        for (name, u) in [("generator", &self.generator), ("improver", &self.improver)] {
+        for (role, u) in [(LlmRole::Generator, &self.generator), (LlmRole::Improver, &self.improver)] {
+            let name = role.as_str();
             writeln!(
                 f,
                 "{name:<10}            {} calls, {} tokens in, {} out, {:.1} s",

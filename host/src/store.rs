@@ -1,8 +1,5 @@
-//! The run store: one SQLite database per run directory.
-//!
-//! A run directory holds `config.toml` (the frozen, resolved config),
-//! `plugins.json` (each plugin's id, version, API version and origin) and
-//! `run.sqlite`:
+//! The run store: one SQLite database per run directory
+//! ([`crate::run_dir`] has the directory's other files), `run.sqlite`:
 //!
 //! | table | what |
 //! |---|---|
@@ -18,16 +15,13 @@
 
 use std::path::{Path, PathBuf};
 
-use nas_plugin_api::{CandidateFailure, ChatMessage, ChatResponse, EvalReport, MemoryEntry};
+use nas_plugin_api::MemoryEntry;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+
+use crate::records::{IterationRecord, LlmCall, LlmRole, Outcome};
 
 /// The database file inside a run directory.
 pub const DB_FILE: &str = "run.sqlite";
-/// The frozen config inside a run directory.
-pub const CONFIG_FILE: &str = "config.toml";
-/// The plugin list inside a run directory.
-pub const PLUGINS_FILE: &str = "plugins.json";
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -53,192 +47,6 @@ pub enum StoreError {
     /// The directory is not a run.
     #[error("`{0}` is not a run directory (no {DB_FILE})")]
     NotARun(PathBuf),
-}
-
-/// What happened to a candidate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Outcome {
-    /// It trained and was scored.
-    Ok {
-        /// The evaluator's report.
-        report: EvalReport,
-    },
-    /// It failed (extract, patch, syntax, ... or in training).
-    Failed {
-        /// The failure.
-        failure: CandidateFailure,
-    },
-    /// The novelty filter found it too close to an evaluated one; not trained.
-    Duplicate {
-        /// The iteration of its twin.
-        of: u64,
-        /// Estimated Jaccard similarity.
-        similarity: f64,
-    },
-}
-
-impl Outcome {
-    /// The accuracy, when it trained.
-    pub fn accuracy(&self) -> Option<f64> {
-        match self {
-            Outcome::Ok { report } => Some(report.accuracy),
-            _ => None,
-        }
-    }
-
-    /// `ok`, `failed` or `duplicate`: the store's `status` column.
-    pub fn status(&self) -> &'static str {
-        match self {
-            Outcome::Ok { .. } => "ok",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Duplicate { .. } => "duplicate",
-        }
-    }
-
-    /// The iteration of a duplicate's twin.
-    pub fn duplicate_of(&self) -> Option<u64> {
-        match self {
-            Outcome::Duplicate { of, .. } => Some(*of),
-            _ => None,
-        }
-    }
-
-    /// The failure kind name, when it did not train (`duplicate` for
-    /// duplicates).
-    pub fn failure_kind(&self) -> Option<String> {
-        match self {
-            Outcome::Ok { .. } => None,
-            Outcome::Failed { failure } => Some(failure.kind.as_str().to_string()),
-            Outcome::Duplicate { .. } => Some("duplicate".into()),
-        }
-    }
-
-    /// The text that closes a memory entry: `accuracy: 72.23%` or
-    /// `error: <first 200 chars>`.
-    pub fn memory_text(&self) -> String {
-        match self {
-            Outcome::Ok { report } => format!("accuracy: {:.2}%", report.accuracy * 100.0),
-            Outcome::Failed { failure } => {
-                let msg = format!("{}: {}", failure.kind, failure.message);
-                format!("error: {}", nas_plugin_api::text::truncate_chars(&msg, 200))
-            }
-            Outcome::Duplicate { of, similarity } => {
-                format!("error: duplicate of iteration {of} (similarity {similarity:.2}); not trained")
-            }
-        }
-    }
-}
-
-/// Tokens and seconds spent by one LLM role in one iteration.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct RoleUsage {
-    /// Prompt tokens.
-    pub tokens_in: u64,
-    /// Generated tokens.
-    pub tokens_out: u64,
-    /// Wall seconds in LLM calls.
-    pub seconds: f64,
-    /// Calls made (journaled answers reused on resume count too).
-    pub calls: u32,
-}
-
-impl RoleUsage {
-    /// Adds another role's (or iteration's) usage.
-    pub fn merge(&mut self, other: &RoleUsage) {
-        self.tokens_in += other.tokens_in;
-        self.tokens_out += other.tokens_out;
-        self.seconds += other.seconds;
-        self.calls += other.calls;
-    }
-
-    /// Adds one response.
-    pub fn add(&mut self, r: &ChatResponse) {
-        self.tokens_in += r.usage.prompt_tokens;
-        self.tokens_out += r.usage.completion_tokens;
-        self.seconds += r.latency_ms as f64 / 1000.0;
-        self.calls += 1;
-    }
-}
-
-/// Everything recorded about one iteration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IterationRecord {
-    /// 1-based iteration number.
-    pub iteration: u64,
-    /// `full` or `delta`.
-    pub mode: String,
-    /// The Code Generator's prompt.
-    pub generator_prompt: Vec<ChatMessage>,
-    /// Its raw answer.
-    pub generator_response: ChatResponse,
-    /// The candidate's code (after applying the diff in delta mode).
-    #[serde(default)]
-    pub code: Option<String>,
-    /// The diff, in delta mode.
-    #[serde(default)]
-    pub diff: Option<String>,
-    /// The parent's iteration in delta mode (0 = the configured baseline).
-    #[serde(default)]
-    pub parent: Option<u64>,
-    /// What happened.
-    pub outcome: Outcome,
-    /// The Prompt Improver's prompt, when it ran.
-    #[serde(default)]
-    pub improver_prompt: Option<Vec<ChatMessage>>,
-    /// Its raw answer.
-    #[serde(default)]
-    pub improver_response: Option<ChatResponse>,
-    /// Its advice as parsed.
-    #[serde(default)]
-    pub advice: Option<crate::search::improver::Advice>,
-    /// The entries the memory strategy showed the Improver.
-    #[serde(default)]
-    pub memory_shown: Vec<MemoryEntry>,
-    /// The memory strategy's summary, when it keeps one.
-    #[serde(default)]
-    pub memory_summary: Option<String>,
-    /// The memory strategy's state after this iteration.
-    #[serde(default)]
-    pub memory_state: Option<serde_json::Value>,
-    /// Best accuracy after this iteration, and its iteration.
-    #[serde(default)]
-    pub best: Option<(u64, f64)>,
-    /// Code Generator usage.
-    pub generator_usage: RoleUsage,
-    /// Prompt Improver usage (memory-summary tasks included).
-    pub improver_usage: RoleUsage,
-    /// Seconds in the evaluator.
-    pub eval_seconds: f64,
-    /// Seconds of the whole iteration.
-    pub wall_seconds: f64,
-    /// When it finished (seconds since the Unix epoch).
-    pub finished_at: f64,
-}
-
-impl IterationRecord {
-    /// LLM tokens (in and out, both roles) spent by this iteration.
-    pub fn tokens(&self) -> u64 {
-        self.generator_usage.tokens_in
-            + self.generator_usage.tokens_out
-            + self.improver_usage.tokens_in
-            + self.improver_usage.tokens_out
-    }
-}
-
-/// One journaled LLM call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LlmCall {
-    /// The iteration.
-    pub iteration: u64,
-    /// `generator`, `improver` or `memory`.
-    pub role: String,
-    /// Order within the iteration and role.
-    pub seq: u32,
-    /// The request's messages.
-    pub request: Vec<ChatMessage>,
-    /// The answer.
-    pub response: ChatResponse,
 }
 
 /// An open run store.
@@ -395,18 +203,18 @@ impl Store {
         let resp = serde_json::to_string(&call.response).map_err(|e| self.record_err(e))?;
         self.sql(self.conn.execute(
             "INSERT OR REPLACE INTO llm_calls(iteration, role, seq, request, response) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![call.iteration as i64, call.role, call.seq, req, resp],
+            params![call.iteration as i64, call.role.as_str(), call.seq, req, resp],
         ))
         .map(|_| ())
     }
 
     /// The journaled answer of a call, if any.
-    pub fn journaled(&self, iteration: u64, role: &str, seq: u32) -> Result<Option<LlmCall>, StoreError> {
+    pub fn journaled(&self, iteration: u64, role: LlmRole, seq: u32) -> Result<Option<LlmCall>, StoreError> {
         let row: Option<(String, String)> = self.sql(
             self.conn
                 .query_row(
                     "SELECT request, response FROM llm_calls WHERE iteration = ?1 AND role = ?2 AND seq = ?3",
-                    params![iteration as i64, role, seq],
+                    params![iteration as i64, role.as_str(), seq],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional(),
@@ -414,7 +222,7 @@ impl Store {
         row.map(|(req, resp)| {
             Ok(LlmCall {
                 iteration,
-                role: role.to_string(),
+                role,
                 seq,
                 request: serde_json::from_str(&req).map_err(|e| self.record_err(e))?,
                 response: serde_json::from_str(&resp).map_err(|e| self.record_err(e))?,
@@ -457,29 +265,6 @@ impl Store {
             _ => Ok(None),
         }
     }
-
-    /// Every journaled call, in order.
-    pub fn llm_calls(&self) -> Result<Vec<LlmCall>, StoreError> {
-        let mut stmt = self
-            .sql(self.conn.prepare(
-                "SELECT iteration, role, seq, request, response FROM llm_calls ORDER BY iteration, role, seq",
-            ))?;
-        let rows: Vec<(i64, String, u32, String, String)> = self.sql(
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                .and_then(|rows| rows.collect()),
-        )?;
-        rows.into_iter()
-            .map(|(i, role, seq, req, resp)| {
-                Ok(LlmCall {
-                    iteration: i as u64,
-                    role,
-                    seq,
-                    request: serde_json::from_str(&req).map_err(|e| self.record_err(e))?,
-                    response: serde_json::from_str(&resp).map_err(|e| self.record_err(e))?,
-                })
-            })
-            .collect()
-    }
 }
 
 fn sha256(text: &str) -> String {
@@ -490,7 +275,8 @@ fn sha256(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nas_plugin_api::FailureKind;
+    use crate::records::RoleUsage;
+    use nas_plugin_api::{CandidateFailure, ChatMessage, ChatResponse, EvalReport, FailureKind};
 
     fn record(i: u64, outcome: Outcome) -> IterationRecord {
         IterationRecord {
@@ -571,13 +357,13 @@ mod tests {
         let s = Store::create(dir.path()).expect("create");
         let call = LlmCall {
             iteration: 3,
-            role: "generator".into(),
+            role: LlmRole::Generator,
             seq: 0,
             request: vec![ChatMessage::user("hi")],
             response: ChatResponse { content: "answer".into(), ..Default::default() },
         };
         s.journal(&call).expect("journal");
-        assert_eq!(s.journaled(3, "generator", 0).expect("read"), Some(call));
-        assert_eq!(s.journaled(3, "improver", 0).expect("read"), None);
+        assert_eq!(s.journaled(3, LlmRole::Generator, 0).expect("read"), Some(call));
+        assert_eq!(s.journaled(3, LlmRole::Improver, 0).expect("read"), None);
     }
 }

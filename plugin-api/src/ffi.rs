@@ -35,24 +35,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::{
-    ApiVersion, ChatRequest, ChatResponse, DatasetDescription, DatasetLoader, DatasetManifest, ErrorCode, EvalOutcome,
-    EvalRequest, Evaluator, HostContext, LlmBackend, MemoryInput, MemorySelection, MemoryStrategy, PluginError,
-    PluginFactory, PluginInfo, PluginInstance, PluginKind, PrepareRequest, API_VERSION,
+    Adapter, ApiVersion, ChatRequest, ChatResponse, DatasetDescription, DatasetLoader, DatasetManifest, ErrorCode,
+    EvalOutcome, EvalRequest, Evaluator, FineTuner, HostContext, LlmBackend, MemoryInput, MemorySelection,
+    MemoryStrategy, Method, PluginError, PluginFactory, PluginInfo, PluginInstance, PluginKind, PrepareRequest,
+    TuneRequest, API_VERSION,
 };
-
-/// Method names carried by [`FfiPlugin::call`].
-pub mod method {
-    /// [`LlmBackend::complete`](crate::LlmBackend::complete).
-    pub const LLM_COMPLETE: &str = "llm.complete";
-    /// [`DatasetLoader::describe`](crate::DatasetLoader::describe).
-    pub const DATASET_DESCRIBE: &str = "dataset.describe";
-    /// [`DatasetLoader::prepare`](crate::DatasetLoader::prepare).
-    pub const DATASET_PREPARE: &str = "dataset.prepare";
-    /// [`Evaluator::evaluate`](crate::Evaluator::evaluate).
-    pub const EVAL_EVALUATE: &str = "eval.evaluate";
-    /// [`MemoryStrategy::select`](crate::MemoryStrategy::select).
-    pub const MEMORY_SELECT: &str = "memory.select";
-}
 
 /// [`ApiVersion`] in its FFI form.
 #[repr(C)]
@@ -80,7 +67,7 @@ impl FfiApiVersion {
 /// `Err` carries a JSON [`PluginError`].
 #[sabi_trait]
 pub trait FfiPlugin: Send {
-    /// Calls `method` (see [`method`]) with a JSON request.
+    /// Calls `method` (a [`Method`]'s wire name) with a JSON request.
     fn call(&mut self, method: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString>;
 }
 
@@ -186,27 +173,36 @@ struct PluginServer {
 }
 
 impl PluginServer {
-    fn dispatch(&mut self, method: &str, input: &str) -> Result<RString, PluginError> {
+    fn dispatch(&mut self, name: &str, input: &str) -> Result<RString, PluginError> {
         fn reply<T: Serialize>(v: T) -> Result<RString, PluginError> {
             serde_json::to_string(&v).map(RString::from).map_err(|e| PluginError::internal(e.to_string()))
         }
+        let kind = self.instance.kind();
+        let unsupported = || {
+            PluginError::unsupported(format!("plugin `{}` ({kind}) has no method `{name}`", self.id))
+        };
+        let method = Method::parse(name).ok_or_else(unsupported)?;
+        if method.kind() != kind {
+            return Err(unsupported());
+        }
+        let n = method.as_str();
         match (&mut self.instance, method) {
-            (PluginInstance::Llm(p), method::LLM_COMPLETE) => reply(p.complete(&parse::<ChatRequest>(method, input)?)?),
-            (PluginInstance::Dataset(p), method::DATASET_DESCRIBE) => reply(p.describe()?),
-            (PluginInstance::Dataset(p), method::DATASET_PREPARE) => {
-                reply(p.prepare(&parse::<PrepareRequest>(method, input)?)?)
-            }
-            (PluginInstance::Evaluator(p), method::EVAL_EVALUATE) => {
-                reply(p.evaluate(&parse::<EvalRequest>(method, input)?)?)
-            }
-            (PluginInstance::Memory(p), method::MEMORY_SELECT) => {
-                reply(p.select(&parse::<MemoryInput>(method, input)?)?)
-            }
-            (instance, method) => Err(PluginError::unsupported(format!(
-                "plugin `{}` ({}) has no method `{method}`",
-                self.id,
-                instance.kind()
-            ))),
+            (PluginInstance::Llm(p), Method::LlmComplete) => reply(p.complete(&parse::<ChatRequest>(n, input)?)?),
+            (PluginInstance::Dataset(p), Method::DatasetDescribe) => reply(p.describe()?),
+            (PluginInstance::Dataset(p), Method::DatasetPrepare) => reply(p.prepare(&parse::<PrepareRequest>(n, input)?)?),
+            (PluginInstance::Evaluator(p), Method::EvalEvaluate) => reply(p.evaluate(&parse::<EvalRequest>(n, input)?)?),
+            (PluginInstance::Memory(p), Method::MemorySelect) => reply(p.select(&parse::<MemoryInput>(n, input)?)?),
+            (PluginInstance::Tune(p), Method::TuneTune) => reply(p.tune(&parse::<TuneRequest>(n, input)?)?),
+            // Checked above: a method reaches here only with an instance of
+            // its own role.
+            (
+                PluginInstance::Llm(_)
+                | PluginInstance::Dataset(_)
+                | PluginInstance::Evaluator(_)
+                | PluginInstance::Memory(_)
+                | PluginInstance::Tune(_),
+                _,
+            ) => Err(unsupported()),
         }
     }
 }
@@ -547,6 +543,7 @@ impl NativeLibrary {
             PluginKind::Dataset => PluginInstance::Dataset(Box::new(remote)),
             PluginKind::Evaluator => PluginInstance::Evaluator(Box::new(remote)),
             PluginKind::Memory => PluginInstance::Memory(Box::new(remote)),
+            PluginKind::Tune => PluginInstance::Tune(Box::new(remote)),
             PluginKind::Unknown => {
                 return Err(PluginError::new(
                     ErrorCode::Incompatible,
@@ -581,9 +578,9 @@ struct Remote {
 }
 
 impl Remote {
-    fn call<I: Serialize, O: DeserializeOwned>(&mut self, method: &str, input: &I) -> Result<O, PluginError> {
+    fn call<I: Serialize, O: DeserializeOwned>(&mut self, method: Method, input: &I) -> Result<O, PluginError> {
         let input = serde_json::to_string(input).map_err(|e| PluginError::internal(e.to_string()))?;
-        let json = into_result(self.plugin.call(method.into(), input.as_str().into()))?;
+        let json = into_result(self.plugin.call(method.as_str().into(), input.as_str().into()))?;
         serde_json::from_str(&json).map_err(|e| {
             PluginError::new(
                 ErrorCode::Incompatible,
@@ -595,28 +592,34 @@ impl Remote {
 
 impl LlmBackend for Remote {
     fn complete(&mut self, request: &ChatRequest) -> Result<ChatResponse, PluginError> {
-        self.call(method::LLM_COMPLETE, request)
+        self.call(Method::LlmComplete, request)
     }
 }
 
 impl DatasetLoader for Remote {
     fn describe(&mut self) -> Result<DatasetDescription, PluginError> {
-        self.call(method::DATASET_DESCRIBE, &())
+        self.call(Method::DatasetDescribe, &())
     }
     fn prepare(&mut self, request: &PrepareRequest) -> Result<DatasetManifest, PluginError> {
-        self.call(method::DATASET_PREPARE, request)
+        self.call(Method::DatasetPrepare, request)
     }
 }
 
 impl Evaluator for Remote {
     fn evaluate(&mut self, request: &EvalRequest) -> Result<EvalOutcome, PluginError> {
-        self.call(method::EVAL_EVALUATE, request)
+        self.call(Method::EvalEvaluate, request)
     }
 }
 
 impl MemoryStrategy for Remote {
     fn select(&mut self, input: &MemoryInput) -> Result<MemorySelection, PluginError> {
-        self.call(method::MEMORY_SELECT, input)
+        self.call(Method::MemorySelect, input)
+    }
+}
+
+impl FineTuner for Remote {
+    fn tune(&mut self, request: &TuneRequest) -> Result<Adapter, PluginError> {
+        self.call(Method::TuneTune, request)
     }
 }
 

@@ -4,8 +4,9 @@
 //! depends on this crate only; the host depends on it too; neither depends on
 //! the other.
 //!
-//! A plugin plays one of four **roles**, each a small trait over plain serde
-//! data:
+//! A plugin plays one of five **roles**, each a small trait over plain serde
+//! data (the role table, [`PluginKind::role`], holds what differs between
+//! them):
 //!
 //! | role | trait | what it does |
 //! |---|---|---|
@@ -13,6 +14,7 @@
 //! | dataset loader | [`DatasetLoader`] | prepares a dataset into tensors on disk, once |
 //! | evaluator | [`Evaluator`] | turns candidate source code into a score or a typed failure |
 //! | memory strategy | [`MemoryStrategy`] | chooses which past attempts the Improver sees |
+//! | fine-tuner | [`FineTuner`] | trains a LoRA adapter of the generator on chat examples |
 //!
 //! A plugin library offers one or more [`PluginFactory`] values. The native
 //! door (a `cdylib` loaded with `nas --plugin lib.so`) is the [`ffi`] module:
@@ -58,7 +60,9 @@ pub mod ffi;
 mod llm;
 mod memory;
 mod plugin;
+mod role;
 pub mod text;
+mod tune;
 
 pub use dataset::*;
 pub use error::*;
@@ -66,6 +70,8 @@ pub use eval::*;
 pub use llm::*;
 pub use memory::*;
 pub use plugin::*;
+pub use role::*;
+pub use tune::*;
 
 /// The API version of this crate, checked by the host before the first call
 /// into a plugin.
@@ -75,7 +81,9 @@ pub use plugin::*;
 ///
 /// - 1.1: [`EvalRequest::save_model`] (an evaluator may write the trained
 ///   model as TorchScript).
-pub const API_VERSION: ApiVersion = ApiVersion { major: 1, minor: 1 };
+/// - 1.2: the fine-tuner role ([`FineTuner`], [`PluginKind::Tune`]) and
+///   [`ChatRequest::adapter`] (a backend may apply a LoRA adapter).
+pub const API_VERSION: ApiVersion = ApiVersion { major: 1, minor: 2 };
 
 /// A plugin API version: `major.minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]

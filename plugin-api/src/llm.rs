@@ -1,5 +1,7 @@
 //! The LLM backend role.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::PluginError;
@@ -66,6 +68,29 @@ pub struct ChatRequest {
     /// accounting and logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// A LoRA adapter to answer with, made by a fine-tuner. A backend that
+    /// cannot apply adapters refuses the request with
+    /// [`ErrorCode::Unsupported`](crate::ErrorCode) rather than answer
+    /// without it. Added in plugin API 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterRef>,
+}
+
+/// A LoRA adapter named in a [`ChatRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdapterRef {
+    /// A stable name (`cycle-3`): the served name on an OpenAI-compatible
+    /// server (vLLM `--enable-lora`), a cache key for embedded backends.
+    pub name: String,
+    /// The GGUF adapter file, for llama.cpp backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<PathBuf>,
+    /// The PEFT adapter directory, for servers that load adapters by path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peft_dir: Option<PathBuf>,
+    /// The adapter's scale (1.0 when unset; 0.0 gives the base model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f32>,
 }
 
 /// Tokens spent by one call.

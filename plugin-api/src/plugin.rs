@@ -1,13 +1,14 @@
 //! What every plugin is: an id, a kind, a version; a factory that makes
-//! instances of one of the four roles.
+//! instances of one of the roles.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiVersion, DatasetLoader, Evaluator, LlmBackend, MemoryStrategy, PluginError, API_VERSION};
+use crate::{ApiVersion, DatasetLoader, Evaluator, FineTuner, LlmBackend, MemoryStrategy, PluginError, API_VERSION};
 
-/// The role a plugin plays.
+/// The role a plugin plays. What differs between roles is in the role table
+/// ([`PluginKind::role`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginKind {
@@ -19,33 +20,16 @@ pub enum PluginKind {
     Evaluator,
     /// A [`MemoryStrategy`]; ids `memory.<name>`.
     Memory,
+    /// A [`FineTuner`]; ids `tune.<name>`. Added in plugin API 1.2.
+    Tune,
     /// A role this host does not know (from a newer plugin).
     #[serde(other)]
     Unknown,
 }
 
-impl PluginKind {
-    /// The id prefix for this kind (`llm`, `data`, `eval`, `memory`).
-    pub fn prefix(self) -> &'static str {
-        match self {
-            PluginKind::Llm => "llm",
-            PluginKind::Dataset => "data",
-            PluginKind::Evaluator => "eval",
-            PluginKind::Memory => "memory",
-            PluginKind::Unknown => "unknown",
-        }
-    }
-}
-
 impl std::fmt::Display for PluginKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PluginKind::Llm => "llm backend",
-            PluginKind::Dataset => "dataset loader",
-            PluginKind::Evaluator => "evaluator",
-            PluginKind::Memory => "memory strategy",
-            PluginKind::Unknown => "unknown",
-        })
+        f.write_str(self.role().map_or("unknown", |r| r.noun))
     }
 }
 
@@ -147,6 +131,8 @@ pub enum PluginInstance {
     Evaluator(Box<dyn Evaluator>),
     /// A memory strategy.
     Memory(Box<dyn MemoryStrategy>),
+    /// A fine-tuner.
+    Tune(Box<dyn FineTuner>),
 }
 
 impl PluginInstance {
@@ -157,8 +143,44 @@ impl PluginInstance {
             PluginInstance::Dataset(_) => PluginKind::Dataset,
             PluginInstance::Evaluator(_) => PluginKind::Evaluator,
             PluginInstance::Memory(_) => PluginKind::Memory,
+            PluginInstance::Tune(_) => PluginKind::Tune,
         }
     }
+}
+
+macro_rules! into_role {
+    ($(#[$doc:meta])* $name:ident, $variant:ident, $trait:ident) => {
+        $(#[$doc])*
+        pub fn $name(self) -> Result<Box<dyn $trait>, PluginInstance> {
+            match self {
+                PluginInstance::$variant(p) => Ok(p),
+                other => Err(other),
+            }
+        }
+    };
+}
+
+impl PluginInstance {
+    into_role!(
+        /// The LLM backend, or the instance back when it is of another role.
+        into_llm, Llm, LlmBackend
+    );
+    into_role!(
+        /// The dataset loader, or the instance back.
+        into_dataset, Dataset, DatasetLoader
+    );
+    into_role!(
+        /// The evaluator, or the instance back.
+        into_evaluator, Evaluator, Evaluator
+    );
+    into_role!(
+        /// The memory strategy, or the instance back.
+        into_memory, Memory, MemoryStrategy
+    );
+    into_role!(
+        /// The fine-tuner, or the instance back.
+        into_tune, Tune, FineTuner
+    );
 }
 
 impl std::fmt::Debug for PluginInstance {

@@ -165,6 +165,6 @@ pub fn run_dirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every committed iteration of a run, read from its store.
-pub fn records(run_dir: &Path) -> Vec<nas_host::store::IterationRecord> {
+pub fn records(run_dir: &Path) -> Vec<nas_host::records::IterationRecord> {
     nas_host::store::Store::open(run_dir).expect("open store").iterations().expect("records")
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use nas_host::search::novelty;
-use nas_host::store::{IterationRecord, Outcome};
+use nas_host::records::{IterationRecord, Outcome};
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 use nas_tests::{build_cdylib, eval_worker_bin, nas_bin, records, run_dirs, text, venv_python};
 use serde_json::Value;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nas_host::store::IterationRecord;
+use nas_host::records::IterationRecord;
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 use nas_tests::{build_cdylib, nas, records, text};
 use serde_json::Value;

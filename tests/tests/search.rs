@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nas_host::store::{IterationRecord, Outcome, Store};
+use nas_host::records::{IterationRecord, Outcome};
+use nas_host::store::Store;
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 use nas_tests::{build_cdylib, nas, nas_bin, records, run_dirs, text};
 

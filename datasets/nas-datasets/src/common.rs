@@ -44,8 +44,8 @@ impl Common {
                 (None, Some(data)) => data.join("raw").join(name),
                 (None, None) => {
                     return Err(PluginError::config(format!(
-                        "[{id}] settings: no `root` given and the host has no data directory; set `root` to the \
-                         directory holding the {name} release files"
+                        "[{id}] settings: no `root` given and the host has no data directory; set `root` under \
+                         [dataset.settings] to the directory holding the {name} release files"
                     )))
                 }
             },
@@ -81,7 +81,10 @@ impl Common {
 
     /// The hint appended to a missing-file error.
     pub fn fetch_hint(&self) -> String {
-        format!("run `nas data fetch {}` or set `root` in the [{}] settings", self.name, self.id)
+        format!(
+            "run `nas data fetch {}`, or set `root` under [dataset.settings] of the run config (plugin `{}`)",
+            self.name, self.id
+        )
     }
 }
 

@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 
-use crate::cli::{CompareArgs, Failure, UsageContext};
+use crate::cli::CompareArgs;
+use crate::commands::{Failure, UsageContext};
 use crate::compare::{self, PlannedRun};
 use crate::config::{self, RunConfig};
 use crate::report::{self, Group, ReportOptions, RunData};
-use crate::store::{self, Store};
+use crate::run_dir;
+use crate::store::Store;
 
 /// Where a planned run stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +59,7 @@ fn state_of(run: &PlannedRun) -> Result<State, Failure> {
         return Ok(State::New);
     }
     let st = Store::open(&run.dir).with_context(|| format!("{} exists but is not a run", run.dir.display())).usage()?;
-    let recorded = config::load(&run.dir.join(store::CONFIG_FILE)).usage()?.config;
+    let recorded = config::load(&run.dir.join(run_dir::CONFIG_FILE)).usage()?.config;
     let planned = normalized(&run.config)?;
     if recorded != planned {
         return Err(Failure::Usage(anyhow!(
@@ -241,7 +243,7 @@ fn groups(plan: &compare::Plan) -> Result<Vec<Group>, Failure> {
     for arm in &plan.arms {
         let mut runs = Vec::new();
         for r in plan.runs.iter().filter(|r| &r.arm == arm) {
-            if r.dir.join(store::DB_FILE).is_file() {
+            if r.dir.join(run_dir::DB_FILE).is_file() {
                 let mut data = RunData::load(&r.dir).with_context(|| format!("reading {}", r.dir.display())).usage()?;
                 data.label = format!("{arm}/seed-{}", r.seed);
                 runs.push(data);
@@ -292,7 +294,7 @@ pub fn run(plugins: &[PathBuf], args: &CompareArgs) -> Result<(), Failure> {
 
     let groups = groups(&plan)?;
     let comparison =
-        compare::compare(&plan.name, &groups, &plan.baseline, &plan.seeds, &plan.checkpoints, plan.max_iterations);
+        report::comparison::compare(&plan.name, &groups, &plan.baseline, &plan.seeds, &plan.checkpoints, plan.max_iterations);
     let (header, rows) = comparison.table();
     println!("{}", super::text_table(&header, &rows, true));
     let report_dir = plan.output_dir.join("report");
@@ -303,7 +305,7 @@ pub fn run(plugins: &[PathBuf], args: &CompareArgs) -> Result<(), Failure> {
     println!("report: {}", written.html.display());
     println!("table: {} and {}", csv_path.display(), written.markdown.display());
 
-    let missing = plan.runs.iter().filter(|r| !r.dir.join(store::DB_FILE).is_file()).count();
+    let missing = plan.runs.iter().filter(|r| !r.dir.join(run_dir::DB_FILE).is_file()).count();
     if outcomes.interrupted || missing > 0 {
         println!("continue with: nas compare {}", args.file.display());
     }

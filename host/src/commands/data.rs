@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use nas_plugin_api::{DatasetDescription, DatasetLoader, PluginInstance, PluginKind, MANIFEST_FILE};
 
-use crate::cli::{DataCommand, Failure, UsageContext};
+use crate::cli::DataCommand;
+use crate::commands::{Failure, UsageContext};
 use crate::commands::plugins::print_table;
 use crate::registry::{PluginRef, Registry};
 
@@ -23,7 +24,7 @@ pub fn loader(
     settings: &serde_json::Value,
 ) -> Result<Box<dyn DatasetLoader>, Failure> {
     let id = if name.starts_with("data.") { name.to_string() } else { format!("data.{name}") };
-    let ctx = crate::commands::run::host_context(Path::new("."), None);
+    let ctx = crate::session::host_context(Path::new("."), None);
     let (_, instance) = registry.create(&PluginRef::Id(id), PluginKind::Dataset, settings, &ctx).usage()?;
     match instance {
         PluginInstance::Dataset(d) => Ok(d),
@@ -39,7 +40,7 @@ fn present(d: &DatasetDescription) -> (usize, usize) {
 
 /// Runs a `nas data` command.
 pub fn run(plugins: &[PathBuf], cmd: DataCommand) -> Result<(), Failure> {
-    let mut registry = crate::cli::registry(plugins)?;
+    let mut registry = crate::commands::registry(plugins)?;
     match cmd {
         DataCommand::List => {
             let ids: Vec<String> = registry

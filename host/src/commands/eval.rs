@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use nas_plugin_api::{EvalOutcome, EvalRequest, PluginInstance, PluginKind};
 
-use crate::cli::{EvalArgs, Failure, UsageContext};
+use crate::cli::EvalArgs;
+use crate::commands::{Failure, UsageContext};
 use crate::registry::PluginRef;
 
 /// Runs `nas eval`. Exit code 0 when the candidate trained, 1 when it
@@ -13,7 +14,7 @@ use crate::registry::PluginRef;
 pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
     let source =
         std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display())).usage()?;
-    let mut registry = crate::cli::registry(plugins)?;
+    let mut registry = crate::commands::registry(plugins)?;
     let mut dataset = crate::commands::data::loader(&mut registry, &args.dataset, &serde_json::json!({}))?;
     let prepared = crate::datasets::prepare(dataset.as_mut(), &serde_json::json!({}), false)
         .map_err(|e| anyhow!("dataset `{}`: {e}", args.dataset))
@@ -25,7 +26,7 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
     if let Some(n) = args.max_train_examples {
         settings.insert("max_train_examples".into(), n.into());
     }
-    let ctx = crate::commands::run::host_context(Path::new("."), None);
+    let ctx = crate::session::host_context(Path::new("."), None);
     let reference: PluginRef = args.evaluator.parse().map_err(|e: String| anyhow!(e)).usage()?;
     let (_, instance) =
         registry.create(&reference, PluginKind::Evaluator, &serde_json::Value::Object(settings), &ctx).usage()?;

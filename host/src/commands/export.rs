@@ -6,35 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use clap::Args;
 use nas_plugin_api::{EvalOutcome, EvalReport, EvalRequest, PluginInstance, PluginKind};
 use serde_json::{json, Value};
 
-use crate::cli::{Failure, UsageContext};
+use crate::cli::ExportArgs;
+use crate::commands::{Failure, UsageContext};
 use crate::export::{self, Candidate, CorpusOptions, ExportError, Run};
-
-/// `nas export`.
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// The run directories (printed by `nas run`); the best model and the
-    /// corpus are chosen across all of them.
-    #[arg(required = true, value_name = "RUN_DIR")]
-    pub run_dirs: Vec<PathBuf>,
-    /// Where to write `best/`, `lemur/` and `corpus/` (default:
-    /// `<first RUN_DIR>/export`). Those three folders are replaced; nothing
-    /// else in DIR is touched.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Corpus: at most N examples, the most accurate first.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub top: usize,
-    /// Corpus: only candidates with at least this accuracy (a fraction, 0–1).
-    #[arg(long, value_name = "X", default_value_t = 0.40)]
-    pub min_accuracy: f64,
-    /// Do not re-train the best candidate: no `best/model.pt`.
-    #[arg(long)]
-    pub no_model: bool,
-}
 
 /// What re-training the best candidate gave.
 struct Retrained {
@@ -144,10 +121,10 @@ fn retrain(plugins: &[PathBuf], run: &Run, best: &Candidate<'_>, model_path: &Pa
         let c = &run.config.config;
         let mut extra: Vec<PathBuf> = plugins.to_vec();
         extra.extend(c.plugins.load.iter().cloned());
-        let mut registry = crate::cli::registry(&extra).map_err(|f| match f {
+        let mut registry = crate::commands::registry(&extra).map_err(|f| match f {
             Failure::Usage(e) | Failure::Run(e) => e,
         })?;
-        let ctx = crate::commands::run::host_context(&run.config.dir, None);
+        let ctx = crate::session::host_context(&run.config.dir, None);
         let dataset_ref = c.dataset.plugin.resolved(&run.config.dir);
         let (_, instance) = registry
             .create(&dataset_ref, PluginKind::Dataset, &c.dataset.settings_json(), &ctx)
@@ -208,7 +185,7 @@ fn retrain(plugins: &[PathBuf], run: &Run, best: &Candidate<'_>, model_path: &Pa
         retrained.note = Some(format!(
             "cannot re-train the best candidate with {}: {}",
             retrained.evaluator.as_deref().unwrap_or(&evaluator_name),
-            crate::cli::render_error(&e)
+            crate::commands::render_error(&e)
         ));
     }
     if let Some(note) = &retrained.note {
@@ -220,8 +197,8 @@ fn retrain(plugins: &[PathBuf], run: &Run, best: &Candidate<'_>, model_path: &Pa
 /// `best/info.json`.
 fn info(run: &Run, best: &Candidate<'_>, retrained: &Retrained) -> Value {
     let c = &run.config.config;
-    let recorded_plugins: Vec<crate::commands::run::PluginRecord> =
-        std::fs::read_to_string(run.dir.join(crate::store::PLUGINS_FILE))
+    let recorded_plugins: Vec<crate::run_dir::PluginRecord> =
+        std::fs::read_to_string(run.dir.join(crate::run_dir::PLUGINS_FILE))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();

@@ -1,6 +1,7 @@
 //! `nas models list` and `nas models fetch`.
 
-use crate::cli::{Failure, ModelsCommand, UsageContext};
+use crate::cli::ModelsCommand;
+use crate::commands::{Failure, UsageContext};
 use crate::commands::plugins::print_table;
 
 /// Runs a `nas models` command.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use nas_plugin_api::HostContext;
 
-use crate::cli::{Failure, PluginsCommand, UsageContext};
+use crate::cli::PluginsCommand;
+use crate::commands::{Failure, UsageContext};
 use crate::registry::{self, CheckResult};
 
 /// Runs a `nas plugins` command.
@@ -17,7 +18,7 @@ pub fn run(plugins: &[PathBuf], cmd: PluginsCommand) -> Result<(), Failure> {
 }
 
 fn list(plugins: &[PathBuf], json: bool) -> Result<(), Failure> {
-    let registry = crate::cli::registry(plugins)?;
+    let registry = crate::commands::registry(plugins)?;
     if json {
         let rows: Vec<serde_json::Value> = registry
             .plugins()

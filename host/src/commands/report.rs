@@ -4,16 +4,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 
-use crate::cli::{Failure, ReportArgs, UsageContext};
+use crate::cli::ReportArgs;
+use crate::commands::{Failure, UsageContext};
 use crate::report::{self, Group, ReportOptions, RunData};
-use crate::store;
+use crate::run_dir;
 
 /// The run directories under `dir`: itself when it is a run, else the runs
 /// it holds (two levels down at most), sorted. Unfinished run directories
 /// (`.name.partial`) are skipped.
 pub fn find_runs(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-        if dir.join(store::DB_FILE).is_file() {
+        if dir.join(run_dir::DB_FILE).is_file() {
             out.push(dir.to_path_buf());
             return;
         }
@@ -65,7 +66,7 @@ pub fn run(args: &ReportArgs) -> Result<(), Failure> {
             return Err(Failure::Usage(anyhow!(
                 "`{}` is not a run directory (no {}) and holds none",
                 d.display(),
-                store::DB_FILE
+                run_dir::DB_FILE
             )));
         }
         dirs.extend(found);

@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 
 use crate::config::{self, LoadedConfig};
 use crate::search::novelty;
-use crate::store::{self, IterationRecord, Outcome, Store, StoreError};
+use crate::records::{IterationRecord, Outcome};
+use crate::run_dir::RecordedRun;
+use crate::store::StoreError;
 
 /// An export problem.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +81,9 @@ pub struct Run {
 impl Run {
     /// Reads a run directory: its store and its frozen config.
     pub fn open(dir: &Path) -> Result<Run, ExportError> {
-        let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let store_err = |source| ExportError::Store { path: dir.to_path_buf(), source };
-        let st = Store::open(&abs).map_err(store_err)?;
-        let records = st.iterations().map_err(store_err)?;
-        let loaded = config::load(&abs.join(store::CONFIG_FILE))
-            .map_err(|source| ExportError::Config { path: dir.to_path_buf(), source })?;
-        let config_dir = st.meta("config_dir").map_err(store_err)?.map(PathBuf::from);
-        let config = LoadedConfig { dir: config_dir.unwrap_or_else(|| loaded.dir.clone()), ..loaded };
-        let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-        Ok(Run { dir: abs, name, config, records })
+        let run = RecordedRun::open(dir).map_err(|source| ExportError::Store { path: dir.to_path_buf(), source })?;
+        let config = run.config.map_err(|source| ExportError::Config { path: dir.to_path_buf(), source })?;
+        Ok(Run { dir: run.dir, name: run.name, config, records: run.records })
     }
 }
 

@@ -13,7 +13,7 @@ use plotters::prelude::*;
 
 use super::stats::pareto_front;
 use super::{Group, ReportError, ReportOptions, RunData};
-use crate::store::Outcome;
+use crate::records::Outcome;
 
 /// One figure, written as SVG and PNG.
 #[derive(Debug, Clone)]
@@ -465,7 +465,7 @@ pub fn si(v: f64) -> String {
 /// Best so far per configuration: the mean over seeds with its 95 %
 /// bootstrap band.
 struct Bands<'a> {
-    comparison: &'a crate::compare::Comparison,
+    comparison: &'a crate::report::comparison::Comparison,
 }
 
 impl Draw for Bands<'_> {
@@ -505,7 +505,7 @@ pub fn draw_all(
     groups: &[Group],
     dir: &Path,
     options: &ReportOptions,
-    comparison: Option<&crate::compare::Comparison>,
+    comparison: Option<&crate::report::comparison::Comparison>,
 ) -> Result<Vec<Figure>, ReportError> {
     let size = options.png_size;
     let mut out = Vec::new();

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::figures::Figure;
 use super::{Group, ReportOptions, RunData};
-use crate::compare::Comparison;
-use crate::store::{IterationRecord, Outcome};
+use crate::report::comparison::Comparison;
+use crate::records::{IterationRecord, Outcome};
 
 /// Escapes text for HTML.
 pub fn escape(s: &str) -> String {
@@ -255,7 +255,7 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
          <p class=\"meta\">{runs} run(s), {iterations} iterations. Made by nas {version} on {when} UTC.</p>\n",
         title = escape(&options.title),
         version = env!("CARGO_PKG_VERSION"),
-        when = crate::commands::run::timestamp(),
+        when = crate::time::timestamp(),
     );
     if let Some(c) = comparison {
         let _ = write!(

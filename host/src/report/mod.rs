@@ -16,6 +16,7 @@
 //! group per configuration with a run per seed.
 
 pub mod figures;
+pub mod comparison;
 pub mod html;
 pub mod stats;
 
@@ -23,10 +24,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::commands::run::PluginRecord;
 use crate::config::RunConfig;
 use crate::metrics::{self, Summary};
-use crate::store::{self, IterationRecord, Outcome, Store};
+use crate::records::{IterationRecord, Outcome};
+use crate::run_dir::{PluginRecord, RecordedRun};
+use crate::store;
 
 /// A report could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -80,23 +82,18 @@ pub struct RunData {
 impl RunData {
     /// Reads a run directory.
     pub fn load(dir: &Path) -> Result<RunData, ReportError> {
-        let st = Store::open(dir)?;
-        let records = st.iterations()?;
-        let status = st.meta("status")?.unwrap_or_else(|| "created".into());
-        let stop_reason = st.meta("stop_reason")?;
-        let config = crate::config::load(&dir.join(store::CONFIG_FILE)).ok().map(|l| l.config);
-        let plugins = std::fs::read_to_string(dir.join(store::PLUGINS_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        let label = dir
-            .canonicalize()
-            .unwrap_or_else(|_| dir.to_path_buf())
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| dir.display().to_string());
-        let summary = metrics::summarize(&records);
-        Ok(RunData { dir: dir.to_path_buf(), label, config, status, stop_reason, plugins, records, summary })
+        let run = RecordedRun::open(dir)?;
+        let summary = metrics::summarize(&run.records);
+        Ok(RunData {
+            dir: dir.to_path_buf(),
+            label: run.name,
+            config: run.config.ok().map(|l| l.config),
+            status: run.status,
+            stop_reason: run.stop_reason,
+            plugins: run.plugins,
+            records: run.records,
+            summary,
+        })
     }
 
     /// The plugin id that ran in a config section (`memory`, `generator`, ...).
@@ -362,7 +359,7 @@ pub fn write_report(
     groups: &[Group],
     out: &Path,
     options: &ReportOptions,
-    comparison: Option<&crate::compare::Comparison>,
+    comparison: Option<&crate::report::comparison::Comparison>,
 ) -> Result<Written, ReportError> {
     let fig_dir = out.join("figures");
     std::fs::create_dir_all(&fig_dir).map_err(|e| write_err(&fig_dir, e))?;

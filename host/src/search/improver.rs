@@ -7,21 +7,7 @@
 //! lines, and accepts suggestions given as a string, a list of strings or a
 //! list of objects.
 
-use serde::{Deserialize, Serialize};
-
-/// What the Improver advised.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Advice {
-    /// The problem identified (`reason` or `analysis`).
-    pub problem: String,
-    /// Where to look for ideas (`inspiration`), when given.
-    #[serde(default)]
-    pub inspiration: String,
-    /// What to change next.
-    pub suggestions: String,
-    /// How the answer was read: `json_fence`, `bare_object`, `lenient`, `raw`.
-    pub parsed_as: String,
-}
+pub use crate::records::Advice;
 
 /// Reads an Improver answer. Never fails: an answer with no structure
 /// becomes raw suggestions (`parsed_as: "raw"`).

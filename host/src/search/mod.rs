@@ -33,7 +33,8 @@ use nas_plugin_api::{
 use serde::Serialize;
 
 use crate::config::{GenerationMode, SearchSection};
-use crate::store::{IterationRecord, LlmCall, Outcome, RoleUsage, Store, StoreError};
+use crate::records::{IterationRecord, LlmCall, LlmRole, Outcome, RoleUsage};
+use crate::store::{Store, StoreError};
 
 /// Longest suggestion kept in a memory entry.
 pub const SUGGESTION_CHARS: usize = 300;
@@ -77,8 +78,8 @@ pub enum SearchError {
     /// An LLM backend failed (after its retries).
     #[error("the {role}'s LLM backend failed: {error}")]
     Llm {
-        /// `generator`, `improver` or `memory`.
-        role: String,
+        /// Which role's call failed.
+        role: LlmRole,
         /// The backend's error.
         error: PluginError,
     },
@@ -148,19 +149,102 @@ pub trait Progress {
     fn finished(&mut self, record: &IterationRecord, records: &[IterationRecord]);
 }
 
-/// A progress sink that shows nothing.
-pub struct Quiet;
-impl Progress for Quiet {
-    fn stage(&mut self, _: u64, _: Stage) {}
-    fn finished(&mut self, _: &IterationRecord, _: &[IterationRecord]) {}
-}
-
 #[derive(Debug, Clone, Serialize)]
 struct Best {
     iteration: u64,
     code: String,
     accuracy: Option<f64>,
 }
+
+impl Best {
+    /// Makes `(iteration, code, accuracy)` the best when its accuracy is
+    /// strictly greater than the best's (or nothing has been measured yet).
+    fn offer(best: &mut Option<Best>, iteration: u64, code: &str, accuracy: f64) {
+        if best.as_ref().and_then(|b| b.accuracy).is_none_or(|b| accuracy > b) {
+            *best = Some(Best { iteration, code: code.to_string(), accuracy: Some(accuracy) });
+        }
+    }
+
+    fn prompt_context(&self) -> serde_json::Value {
+        serde_json::json!({
+            "iteration": self.iteration, "code": self.code,
+            "accuracy_pct": self.accuracy.map(pct).unwrap_or_else(|| "not measured yet".into()),
+        })
+    }
+}
+
+/// The state of one chain of the method: what it has recorded, its memory
+/// entries and its best design.
+struct Chain {
+    records: Vec<IterationRecord>,
+    entries: Vec<MemoryEntry>,
+    best: Option<Best>,
+}
+
+impl Chain {
+    /// The next iteration's number.
+    fn next_iteration(&self) -> u64 {
+        self.records.last().map_or(1, |r| r.iteration + 1)
+    }
+
+    /// Step 4: closes the open memory entry with the outcome.
+    fn close_open_entry(&mut self, outcome: &Outcome) -> Option<MemoryEntry> {
+        let open = self.entries.last_mut().filter(|e| !e.is_closed())?;
+        open.outcome = Some(outcome.memory_text());
+        open.accuracy = outcome.accuracy();
+        open.failure_kind = outcome.failure_kind();
+        Some(open.clone())
+    }
+
+    /// Step 5: updates the best (strictly greater).
+    fn offer_best(&mut self, iteration: u64, code: Option<&str>, outcome: &Outcome) {
+        if let (Some(acc), Some(c)) = (outcome.accuracy(), code) {
+            Best::offer(&mut self.best, iteration, c, acc);
+        }
+    }
+}
+
+/// The parent of a delta-mode candidate.
+#[derive(Debug, Clone)]
+struct Parent {
+    iteration: u64,
+    code: String,
+    accuracy: Option<f64>,
+}
+
+/// Step 1's result: what the Code Generator was asked and wrote, and the
+/// candidate's code (or why there is none).
+struct Generated {
+    prompt: Vec<ChatMessage>,
+    response: ChatResponse,
+    usage: RoleUsage,
+    parent: Option<Parent>,
+    code: Result<String, CandidateFailure>,
+    diff: Option<String>,
+}
+
+/// Steps 2–3's result.
+struct Evaluated {
+    outcome: Outcome,
+    seconds: f64,
+}
+
+/// Step 6–7's result: what the memory strategy chose, the Improver's advice
+/// and the memory entry it opens.
+#[derive(Default)]
+struct Diagnosis {
+    prompt: Option<Vec<ChatMessage>>,
+    response: Option<ChatResponse>,
+    advice: Option<improver::Advice>,
+    opened: Option<MemoryEntry>,
+    selection: MemorySelection,
+    memory_state: Option<serde_json::Value>,
+    usage: RoleUsage,
+}
+
+/// A step's value, or the reason the run stops before it finishes (Ctrl-C,
+/// a replay with no more answers); broken infrastructure is the outer error.
+type Step<T> = Result<Result<T, StopReason>, SearchError>;
 
 /// The search.
 pub struct Search<'a> {
@@ -175,22 +259,8 @@ pub struct Search<'a> {
     seed: u64,
 }
 
-impl Best {
-    /// Makes `(iteration, code, accuracy)` the best when its accuracy is
-    /// strictly greater than the best's (or nothing has been measured yet).
-    fn offer(best: &mut Option<Best>, iteration: u64, code: &str, accuracy: f64) {
-        if best.as_ref().and_then(|b| b.accuracy).is_none_or(|b| accuracy > b) {
-            *best = Some(Best { iteration, code: code.to_string(), accuracy: Some(accuracy) });
-        }
-    }
-}
-
 fn pct(acc: f64) -> String {
     format!("{:.2}%", acc * 100.0)
-}
-
-fn now_s() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 impl<'a> Search<'a> {
@@ -223,13 +293,7 @@ impl<'a> Search<'a> {
 
     /// One LLM call: the journaled answer when resuming, the recorded one
     /// when replaying, else the backend's; journaled as soon as it returns.
-    fn llm(
-        &mut self,
-        iteration: u64,
-        role: &str,
-        seq: u32,
-        messages: Vec<ChatMessage>,
-    ) -> Result<Result<ChatResponse, StopReason>, SearchError> {
+    fn llm(&mut self, iteration: u64, role: LlmRole, seq: u32, messages: Vec<ChatMessage>) -> Step<ChatResponse> {
         if let Some(j) = self.store.journaled(iteration, role, seq)? {
             if j.request == messages {
                 return Ok(Ok(j.response));
@@ -250,18 +314,12 @@ impl<'a> Search<'a> {
                 ..Default::default()
             };
             let backend = match (role, self.roles.improver.as_mut()) {
-                ("generator", _) | (_, None) => self.roles.generator.as_mut(),
-                (_, Some(b)) => b.as_mut(),
+                (LlmRole::Generator, _) | (LlmRole::Improver | LlmRole::Memory, None) => self.roles.generator.as_mut(),
+                (LlmRole::Improver | LlmRole::Memory, Some(b)) => b.as_mut(),
             };
-            backend.complete(&request).map_err(|error| SearchError::Llm { role: role.to_string(), error })?
+            backend.complete(&request).map_err(|error| SearchError::Llm { role, error })?
         };
-        self.store.journal(&LlmCall {
-            iteration,
-            role: role.to_string(),
-            seq,
-            request: messages,
-            response: response.clone(),
-        })?;
+        self.store.journal(&LlmCall { iteration, role, seq, request: messages, response: response.clone() })?;
         Ok(Ok(response))
     }
 
@@ -269,10 +327,11 @@ impl<'a> Search<'a> {
         self.interrupt.load(Ordering::SeqCst)
     }
 
-    /// Runs until a stop condition; returns why it stopped.
-    pub fn run(&mut self, progress: &mut dyn Progress) -> Result<StopReason, SearchError> {
-        let mut records = self.store.iterations()?;
-        let mut entries = self.store.memory()?;
+    /// The chain as recorded (nothing on a new run), and the novelty archive
+    /// of every candidate evaluated.
+    fn restore(&self) -> Result<(Chain, novelty::Archive), SearchError> {
+        let records = self.store.iterations()?;
+        let entries = self.store.memory()?;
         let mut archive = novelty::Archive::default();
         let mut best: Option<Best> =
             self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None });
@@ -284,257 +343,237 @@ impl<'a> Search<'a> {
                 Best::offer(&mut best, r.iteration, code, acc);
             }
         }
-        if let Some(reason) = self.stop_reason(&records, &best) {
+        Ok((Chain { records, entries, best }, archive))
+    }
+
+    /// Runs until a stop condition; returns why it stopped.
+    pub fn run(&mut self, progress: &mut dyn Progress) -> Result<StopReason, SearchError> {
+        let (mut chain, mut archive) = self.restore()?;
+        if let Some(reason) = self.stop_reason(&chain) {
             return Ok(reason);
         }
         loop {
-            let t = records.last().map_or(1, |r| r.iteration + 1);
+            let t = chain.next_iteration();
             let t0 = Instant::now();
-            if self.interrupted() {
-                return Ok(StopReason::Interrupted);
-            }
-            let previous = records.last();
-            let advice = previous.and_then(|r| r.advice.clone());
-            let suggestions = advice.as_ref().map(|a| a.suggestions.clone()).filter(|s| !s.trim().is_empty());
-
-            // 1. Code Generator.
-            progress.stage(t, Stage::Generating);
-            let parent: Option<(u64, String, Option<f64>)> = match self.cfg.mode {
-                GenerationMode::Delta => best.as_ref().map(|b| (b.iteration, b.code.clone(), b.accuracy)),
-                GenerationMode::Full => None,
-            };
-            let prev_ctx = previous.map(|r| {
-                serde_json::json!({
-                    "iteration": r.iteration,
-                    "status": match r.outcome { Outcome::Ok { .. } => "ok", _ => "failed" },
-                    "accuracy_pct": r.outcome.accuracy().map(pct),
-                    "error": r.outcome.memory_text().trim_start_matches("error: ").to_string(),
-                    "code": r.code,
-                })
-            });
-            let best_ctx = best.as_ref().filter(|_| self.cfg.use_best_reference).map(|b| {
-                serde_json::json!({
-                    "iteration": b.iteration, "code": b.code,
-                    "accuracy_pct": b.accuracy.map(pct).unwrap_or_else(|| "not measured yet".into()),
-                })
-            });
-            let ctx = serde_json::json!({
-                "dataset": self.dataset_ctx(),
-                "attempt": t,
-                "best": best_ctx,
-                "previous": prev_ctx,
-                "suggestions": suggestions,
-                "parent": parent.as_ref().map(|(i, code, acc)| serde_json::json!({"iteration": i, "code": code, "accuracy_pct": acc.map(pct)})),
-            });
-            let template = if parent.is_some() { "generator_delta.md" } else { "generator.md" };
-            let gen_prompt = vec![
-                ChatMessage::system(self.prompts.render("system_generator.md", &ctx)?),
-                ChatMessage::user(self.prompts.render(template, &ctx)?),
-            ];
-            let gen_response = match self.llm(t, "generator", 0, gen_prompt.clone())? {
-                Ok(r) => r,
-                Err(stop) => return Ok(stop),
-            };
-            let mut generator_usage = RoleUsage::default();
-            generator_usage.add(&gen_response);
-            if self.interrupted() {
-                return Ok(StopReason::Interrupted);
-            }
-
-            // 2. Extract (and apply the diff), then the novelty filter.
-            let mut diff = None;
-            let code: Result<String, CandidateFailure> = match &parent {
-                Some((_, parent_code, _)) => match extract::extract_diff(&gen_response.content) {
-                    Some(d) => {
-                        diff = Some(d.clone());
-                        delta::apply(parent_code, &d)
-                            .map(|(code, _)| code)
-                            .map_err(|e| CandidateFailure::new("patch", FailureKind::Patch, e.0))
+            macro_rules! step {
+                ($e:expr) => {
+                    match $e? {
+                        Ok(v) => v,
+                        Err(stop) => return Ok(stop),
                     }
-                    // A whole file instead of a diff is accepted as it is.
-                    None => extract::extract_code(&gen_response.content).ok_or_else(|| {
-                        CandidateFailure::new(
-                            "extract",
-                            FailureKind::Extract,
-                            "the answer has neither a diff nor a python code block",
-                        )
-                    }),
-                },
-                None => extract::extract_code(&gen_response.content).ok_or_else(|| {
-                    CandidateFailure::new("extract", FailureKind::Extract, "the answer has no python code block")
-                }),
-            };
-            let mut eval_seconds = 0.0;
-            let outcome = match &code {
-                Err(failure) => Outcome::Failed { failure: failure.clone() },
-                Ok(code) => {
-                    let sig = novelty::signature(code);
-                    let twin =
-                        if self.cfg.novelty_filter { archive.twin(&sig, self.cfg.novelty_threshold) } else { None };
-                    match twin {
-                        Some((of, similarity)) => Outcome::Duplicate { of, similarity },
-                        None => {
-                            // 3. Evaluate.
-                            progress.stage(t, Stage::Evaluating);
-                            archive.add(t, sig);
-                            match self.store.journaled_evaluation(t, code)? {
-                                Some((outcome, seconds)) => {
-                                    eval_seconds = seconds;
-                                    outcome
-                                }
-                                None => {
-                                    let e0 = Instant::now();
-                                    let result = self
-                                        .roles
-                                        .evaluator
-                                        .evaluate(&EvalRequest {
-                                            candidate_id: format!("iteration-{t}"),
-                                            source: code.clone(),
-                                            dataset: self.dataset.reference.clone(),
-                                            time_limit_s: None,
-                                            seed: None,
-                                            save_model: None,
-                                        })
-                                        .map_err(SearchError::Evaluator)?;
-                                    eval_seconds = e0.elapsed().as_secs_f64();
-                                    let outcome = match result {
-                                        EvalOutcome::Ok(report) => Outcome::Ok { report },
-                                        EvalOutcome::Failed(failure) => Outcome::Failed { failure },
-                                    };
-                                    self.store.journal_evaluation(t, code, &outcome, eval_seconds)?;
-                                    outcome
-                                }
-                            }
-                        }
-                    }
-                }
-            };
-            let code = code.ok();
-            if self.interrupted() {
-                return Ok(StopReason::Interrupted);
-            }
-
-            // 4. Close the open entry.
-            let mut closed = None;
-            if let Some(open) = entries.last_mut().filter(|e| !e.is_closed()) {
-                open.outcome = Some(outcome.memory_text());
-                open.accuracy = outcome.accuracy();
-                open.failure_kind = outcome.failure_kind();
-                closed = Some(open.clone());
-            }
-
-            // 5. Update best (strictly greater).
-            if let (Some(acc), Some(c)) = (outcome.accuracy(), &code) {
-                Best::offer(&mut best, t, c, acc);
-            }
-
-            // 6. Prompt Improver.
-            let mut improver_usage = RoleUsage::default();
-            let (mut improver_prompt, mut improver_response, mut parsed, mut opened) = (None, None, None, None);
-            let mut selection = MemorySelection::default();
-            let mut memory_state = records.last().and_then(|r| r.memory_state.clone());
-            if self.cfg.use_improver {
-                progress.stage(t, Stage::Diagnosing);
-                if self.cfg.use_history {
-                    let mut input = MemoryInput {
-                        entries: entries.clone(),
-                        iteration: t,
-                        state: memory_state.clone(),
-                        llm_reply: None,
-                    };
-                    selection = self.roles.memory.select(&input).map_err(SearchError::Memory)?;
-                    if let Some(task) = selection.llm_task.take() {
-                        let reply = match self.llm(t, "memory", 0, task)? {
-                            Ok(r) => r,
-                            Err(stop) => return Ok(stop),
-                        };
-                        improver_usage.add(&reply);
-                        input.state = selection.state.clone();
-                        input.llm_reply = Some(reply.content);
-                        selection = self.roles.memory.select(&input).map_err(SearchError::Memory)?;
-                        selection.llm_task = None;
-                    }
-                    memory_state = selection.state.clone();
-                }
-                let (result, feedback) = describe_outcome(&outcome);
-                let ctx = serde_json::json!({
-                    "dataset": self.dataset_ctx(),
-                    "best": best.as_ref().filter(|b| b.accuracy.is_some() || self.cfg.use_best_reference).map(|b| serde_json::json!({
-                        "iteration": b.iteration, "code": b.code,
-                        "accuracy_pct": b.accuracy.map(pct).unwrap_or_else(|| "not measured yet".into()),
-                    })),
-                    "current": {"iteration": t, "code": code, "result": result, "feedback": feedback},
-                    "memory": selection.entries,
-                    "memory_summary": selection.summary,
-                });
-                let prompt = vec![
-                    ChatMessage::system(self.prompts.render("system_improver.md", &ctx)?),
-                    ChatMessage::user(self.prompts.render("improver.md", &ctx)?),
-                ];
-                let response = match self.llm(t, "improver", 0, prompt.clone())? {
-                    Ok(r) => r,
-                    Err(stop) => return Ok(stop),
                 };
-                improver_usage.add(&response);
-                let advice = improver::parse(&response.content);
-                // 7. Open a new entry.
-                opened = Some(MemoryEntry {
-                    iteration: t,
-                    problem: advice.problem.clone(),
-                    suggestion: truncate_chars(&advice.suggestions, SUGGESTION_CHARS).to_string(),
-                    outcome: None,
-                    accuracy: None,
-                    failure_kind: None,
-                    best_before: best.as_ref().and_then(|b| b.accuracy),
-                });
-                improver_prompt = Some(prompt);
-                improver_response = Some(response);
-                parsed = Some(advice);
             }
-            if self.interrupted() {
-                return Ok(StopReason::Interrupted);
+            macro_rules! checkpoint {
+                () => {
+                    if self.interrupted() {
+                        return Ok(StopReason::Interrupted);
+                    }
+                };
             }
-
-            let record = IterationRecord {
-                iteration: t,
-                mode: if parent.is_some() { "delta".into() } else { "full".into() },
-                generator_prompt: gen_prompt,
-                generator_response: gen_response,
-                code,
-                diff,
-                parent: parent.map(|(i, _, _)| i),
-                outcome,
-                improver_prompt,
-                improver_response,
-                advice: parsed,
-                memory_shown: selection.entries,
-                memory_summary: selection.summary,
-                memory_state,
-                best: best.as_ref().and_then(|b| b.accuracy.map(|a| (b.iteration, a))),
-                generator_usage,
-                improver_usage,
-                eval_seconds,
-                wall_seconds: t0.elapsed().as_secs_f64(),
-                finished_at: now_s(),
-            };
-            self.store.commit_iteration(&record, closed.as_ref(), opened.as_ref())?;
-            if let Some(o) = opened {
-                entries.push(o);
-            }
-            records.push(record);
-            progress.finished(records.last().expect("just pushed"), &records);
-            if let Some(reason) = self.stop_reason(&records, &best) {
+            checkpoint!();
+            progress.stage(t, Stage::Generating);
+            let generated = step!(self.generate(&chain, t));
+            checkpoint!();
+            let evaluated = self.evaluate(&mut archive, t, &generated.code, progress)?;
+            checkpoint!();
+            let closed = chain.close_open_entry(&evaluated.outcome);
+            chain.offer_best(t, generated.code.as_deref().ok(), &evaluated.outcome);
+            let diagnosis = step!(self.diagnose(&chain, t, &generated, &evaluated.outcome, progress));
+            checkpoint!();
+            let record = assemble(t, generated, evaluated, &diagnosis, &chain, t0);
+            self.commit(&mut chain, record, closed, diagnosis.opened)?;
+            progress.finished(chain.records.last().expect("just committed"), &chain.records);
+            if let Some(reason) = self.stop_reason(&chain) {
                 return Ok(reason);
             }
         }
     }
 
-    fn stop_reason(&self, records: &[IterationRecord], best: &Option<Best>) -> Option<StopReason> {
+    /// Step 1: the Code Generator's prompt and answer, and the code taken
+    /// from it (the diff applied to the parent in delta mode).
+    fn generate(&mut self, chain: &Chain, t: u64) -> Step<Generated> {
+        let previous = chain.records.last();
+        let advice = previous.and_then(|r| r.advice.clone());
+        let suggestions = advice.as_ref().map(|a| a.suggestions.clone()).filter(|s| !s.trim().is_empty());
+        let parent = match self.cfg.mode {
+            GenerationMode::Delta => chain.best.as_ref().map(|b| Parent {
+                iteration: b.iteration,
+                code: b.code.clone(),
+                accuracy: b.accuracy,
+            }),
+            GenerationMode::Full => None,
+        };
+        let prev_ctx = previous.map(|r| {
+            serde_json::json!({
+                "iteration": r.iteration,
+                "status": match r.outcome { Outcome::Ok { .. } => "ok", _ => "failed" },
+                "accuracy_pct": r.outcome.accuracy().map(pct),
+                "error": r.outcome.memory_text().trim_start_matches("error: ").to_string(),
+                "code": r.code,
+            })
+        });
+        let best_ctx = chain.best.as_ref().filter(|_| self.cfg.use_best_reference).map(Best::prompt_context);
+        let ctx = serde_json::json!({
+            "dataset": self.dataset_ctx(),
+            "attempt": t,
+            "best": best_ctx,
+            "previous": prev_ctx,
+            "suggestions": suggestions,
+            "parent": parent.as_ref().map(|p| serde_json::json!({"iteration": p.iteration, "code": p.code, "accuracy_pct": p.accuracy.map(pct)})),
+        });
+        let template = if parent.is_some() { "generator_delta.md" } else { "generator.md" };
+        let prompt = vec![
+            ChatMessage::system(self.prompts.render("system_generator.md", &ctx)?),
+            ChatMessage::user(self.prompts.render(template, &ctx)?),
+        ];
+        let response = match self.llm(t, LlmRole::Generator, 0, prompt.clone())? {
+            Ok(r) => r,
+            Err(stop) => return Ok(Err(stop)),
+        };
+        let mut usage = RoleUsage::default();
+        usage.add(&response);
+        let (code, diff) = take_code(&response.content, parent.as_ref());
+        Ok(Ok(Generated { prompt, response, usage, parent, code, diff }))
+    }
+
+    /// Steps 2–3: the novelty filter, then the evaluator (its journaled
+    /// outcome when resuming).
+    fn evaluate(
+        &mut self,
+        archive: &mut novelty::Archive,
+        t: u64,
+        code: &Result<String, CandidateFailure>,
+        progress: &mut dyn Progress,
+    ) -> Result<Evaluated, SearchError> {
+        let code = match code {
+            Err(failure) => return Ok(Evaluated { outcome: Outcome::Failed { failure: failure.clone() }, seconds: 0.0 }),
+            Ok(code) => code,
+        };
+        let sig = novelty::signature(code);
+        let twin = if self.cfg.novelty_filter { archive.twin(&sig, self.cfg.novelty_threshold) } else { None };
+        if let Some((of, similarity)) = twin {
+            return Ok(Evaluated { outcome: Outcome::Duplicate { of, similarity }, seconds: 0.0 });
+        }
+        progress.stage(t, Stage::Evaluating);
+        archive.add(t, sig);
+        if let Some((outcome, seconds)) = self.store.journaled_evaluation(t, code)? {
+            return Ok(Evaluated { outcome, seconds });
+        }
+        let e0 = Instant::now();
+        let result = self
+            .roles
+            .evaluator
+            .evaluate(&EvalRequest {
+                candidate_id: format!("iteration-{t}"),
+                source: code.clone(),
+                dataset: self.dataset.reference.clone(),
+                time_limit_s: None,
+                seed: None,
+                save_model: None,
+            })
+            .map_err(SearchError::Evaluator)?;
+        let seconds = e0.elapsed().as_secs_f64();
+        let outcome = match result {
+            EvalOutcome::Ok(report) => Outcome::Ok { report },
+            EvalOutcome::Failed(failure) => Outcome::Failed { failure },
+        };
+        self.store.journal_evaluation(t, code, &outcome, seconds)?;
+        Ok(Evaluated { outcome, seconds })
+    }
+
+    /// Steps 6–7: the memory strategy's selection, the Prompt Improver's
+    /// advice, and the memory entry it opens.
+    fn diagnose(
+        &mut self,
+        chain: &Chain,
+        t: u64,
+        generated: &Generated,
+        outcome: &Outcome,
+        progress: &mut dyn Progress,
+    ) -> Step<Diagnosis> {
+        let mut d =
+            Diagnosis { memory_state: chain.records.last().and_then(|r| r.memory_state.clone()), ..Default::default() };
+        if !self.cfg.use_improver {
+            return Ok(Ok(d));
+        }
+        progress.stage(t, Stage::Diagnosing);
+        if self.cfg.use_history {
+            let mut input = MemoryInput {
+                entries: chain.entries.clone(),
+                iteration: t,
+                state: d.memory_state.clone(),
+                llm_reply: None,
+            };
+            d.selection = self.roles.memory.select(&input).map_err(SearchError::Memory)?;
+            if let Some(task) = d.selection.llm_task.take() {
+                let reply = match self.llm(t, LlmRole::Memory, 0, task)? {
+                    Ok(r) => r,
+                    Err(stop) => return Ok(Err(stop)),
+                };
+                d.usage.add(&reply);
+                input.state = d.selection.state.clone();
+                input.llm_reply = Some(reply.content);
+                d.selection = self.roles.memory.select(&input).map_err(SearchError::Memory)?;
+                d.selection.llm_task = None;
+            }
+            d.memory_state = d.selection.state.clone();
+        }
+        let (result, feedback) = describe_outcome(outcome);
+        let code = generated.code.as_ref().ok();
+        let ctx = serde_json::json!({
+            "dataset": self.dataset_ctx(),
+            "best": chain.best.as_ref().filter(|b| b.accuracy.is_some() || self.cfg.use_best_reference).map(Best::prompt_context),
+            "current": {"iteration": t, "code": code, "result": result, "feedback": feedback},
+            "memory": d.selection.entries,
+            "memory_summary": d.selection.summary,
+        });
+        let prompt = vec![
+            ChatMessage::system(self.prompts.render("system_improver.md", &ctx)?),
+            ChatMessage::user(self.prompts.render("improver.md", &ctx)?),
+        ];
+        let response = match self.llm(t, LlmRole::Improver, 0, prompt.clone())? {
+            Ok(r) => r,
+            Err(stop) => return Ok(Err(stop)),
+        };
+        d.usage.add(&response);
+        let advice = improver::parse(&response.content);
+        d.opened = Some(MemoryEntry {
+            iteration: t,
+            problem: advice.problem.clone(),
+            suggestion: truncate_chars(&advice.suggestions, SUGGESTION_CHARS).to_string(),
+            outcome: None,
+            accuracy: None,
+            failure_kind: None,
+            best_before: chain.best.as_ref().and_then(|b| b.accuracy),
+        });
+        d.prompt = Some(prompt);
+        d.response = Some(response);
+        d.advice = Some(advice);
+        Ok(Ok(d))
+    }
+
+    /// Commits the iteration: its record, the entry it closes and the one it
+    /// opens, in one transaction; then the chain moves on.
+    fn commit(
+        &mut self,
+        chain: &mut Chain,
+        record: IterationRecord,
+        closed: Option<MemoryEntry>,
+        opened: Option<MemoryEntry>,
+    ) -> Result<(), SearchError> {
+        self.store.commit_iteration(&record, closed.as_ref(), opened.as_ref())?;
+        chain.entries.extend(opened);
+        chain.records.push(record);
+        Ok(())
+    }
+
+    fn stop_reason(&self, chain: &Chain) -> Option<StopReason> {
+        let records = &chain.records;
         let done = records.last().map_or(0, |r| r.iteration);
         if done >= self.cfg.max_iterations {
             return Some(StopReason::MaxIterations);
         }
-        if let (Some(target), Some(acc)) = (self.cfg.target_accuracy, best.as_ref().and_then(|b| b.accuracy)) {
+        if let (Some(target), Some(acc)) = (self.cfg.target_accuracy, chain.best.as_ref().and_then(|b| b.accuracy)) {
             if acc >= target {
                 return Some(StopReason::TargetAccuracy);
             }
@@ -552,6 +591,71 @@ impl<'a> Search<'a> {
             }
         }
         None
+    }
+}
+
+/// The candidate's code from the generator's answer: the first python block,
+/// or in delta mode the diff applied to the parent (a whole file instead of
+/// a diff is accepted as it is). Returns the code and the diff.
+fn take_code(answer: &str, parent: Option<&Parent>) -> (Result<String, CandidateFailure>, Option<String>) {
+    match parent {
+        Some(parent) => match extract::extract_diff(answer) {
+            Some(d) => {
+                let code = delta::apply(&parent.code, &d)
+                    .map(|(code, _)| code)
+                    .map_err(|e| CandidateFailure::new("patch", FailureKind::Patch, e.0));
+                (code, Some(d))
+            }
+            None => (
+                extract::extract_code(answer).ok_or_else(|| {
+                    CandidateFailure::new(
+                        "extract",
+                        FailureKind::Extract,
+                        "the answer has neither a diff nor a python code block",
+                    )
+                }),
+                None,
+            ),
+        },
+        None => (
+            extract::extract_code(answer).ok_or_else(|| {
+                CandidateFailure::new("extract", FailureKind::Extract, "the answer has no python code block")
+            }),
+            None,
+        ),
+    }
+}
+
+/// The iteration's record, from its steps' results.
+fn assemble(
+    t: u64,
+    generated: Generated,
+    evaluated: Evaluated,
+    diagnosis: &Diagnosis,
+    chain: &Chain,
+    t0: Instant,
+) -> IterationRecord {
+    IterationRecord {
+        iteration: t,
+        mode: if generated.parent.is_some() { "delta".into() } else { "full".into() },
+        generator_prompt: generated.prompt,
+        generator_response: generated.response,
+        code: generated.code.ok(),
+        diff: generated.diff,
+        parent: generated.parent.map(|p| p.iteration),
+        outcome: evaluated.outcome,
+        improver_prompt: diagnosis.prompt.clone(),
+        improver_response: diagnosis.response.clone(),
+        advice: diagnosis.advice.clone(),
+        memory_shown: diagnosis.selection.entries.clone(),
+        memory_summary: diagnosis.selection.summary.clone(),
+        memory_state: diagnosis.memory_state.clone(),
+        best: chain.best.as_ref().and_then(|b| b.accuracy.map(|a| (b.iteration, a))),
+        generator_usage: generated.usage,
+        improver_usage: diagnosis.usage,
+        eval_seconds: evaluated.seconds,
+        wall_seconds: t0.elapsed().as_secs_f64(),
+        finished_at: crate::time::now_s(),
     }
 }
 

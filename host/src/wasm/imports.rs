@@ -11,7 +11,7 @@ use super::bindings::dataset::nas::plugin::files::{self, FileError, FileErrorKin
 use super::bindings::llm::nas::plugin::http::{self, HttpError, HttpErrorKind, HttpResponse};
 use super::bindings::memory::nas::plugin::host;
 use super::bindings::LogLevel;
-use super::GuestState;
+use super::runtime::GuestState;
 
 /// Largest HTTP response body a guest is given.
 const MAX_BODY_BYTES: usize = 32 << 20;

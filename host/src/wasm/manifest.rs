@@ -97,8 +97,14 @@ impl WasmManifest {
 
     /// Checks fields that serde cannot.
     pub fn check(&self) -> Result<(), String> {
-        if self.kind == PluginKind::Unknown {
-            return Err("`kind` must be one of memory, llm, dataset, evaluator".into());
+        if self.kind.role().and_then(|r| r.wasm).is_none() {
+            let kinds: Vec<&str> =
+                PluginKind::ALL.into_iter().filter(|k| k.role().is_some_and(|r| r.wasm.is_some())).map(PluginKind::as_str).collect();
+            let why = match self.kind.role() {
+                Some(role) => format!(" (a {} is a native plugin only)", role.noun),
+                None => String::new(),
+            };
+            return Err(format!("`kind` must be one of {}{why}", kinds.join(", ")));
         }
         let info = nas_plugin_api::PluginInfo::new(self.id.clone(), self.kind, self.version.clone(), "");
         info.validate()?;
