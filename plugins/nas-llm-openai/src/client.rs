@@ -1,6 +1,7 @@
 //! The OpenAI-compatible client: settings, requests, retries, error mapping.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nas_plugin_api::text::{estimate_tokens, truncate_chars};
@@ -60,9 +61,19 @@ pub struct OpenAiSettings {
     /// Seconds to wait for a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_s: f64,
-    /// Seconds to wait for a whole answer, per attempt.
+    /// Seconds for one attempt, from connecting to the last byte of the
+    /// answer: a deadline, not an idle timeout, so a server that drips bytes
+    /// cannot stretch it.
     #[serde(default = "default_read_timeout")]
     pub read_timeout_s: f64,
+    /// Seconds for the whole call, retries and waits included (default:
+    /// twice `read_timeout_s`). No attempt runs and no wait starts past it.
+    #[serde(default)]
+    pub total_timeout_s: Option<f64>,
+    /// Most bytes read of one HTTP answer; a longer answer is a
+    /// `bad_response`, read no further than this.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
     /// Retries after the first attempt (connection errors, 429, 5xx).
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
@@ -95,6 +106,9 @@ fn default_connect_timeout() -> f64 {
 }
 fn default_read_timeout() -> f64 {
     600.0
+}
+fn default_max_response_bytes() -> u64 {
+    4 << 20
 }
 fn default_max_retries() -> u32 {
     4
@@ -136,6 +150,15 @@ struct Failure {
     retryable: bool,
 }
 
+/// Which deadline an attempt runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// `read_timeout_s`, the attempt's own.
+    Attempt,
+    /// What is left of `total_timeout_s`.
+    Total,
+}
+
 impl Failure {
     fn fatal(error: PluginError) -> Self {
         Failure { error, retryable: false }
@@ -175,11 +198,15 @@ impl OpenAiBackend {
         for (key, v) in [
             ("connect_timeout_s", settings.connect_timeout_s),
             ("read_timeout_s", settings.read_timeout_s),
+            ("total_timeout_s", settings.total_timeout_s.unwrap_or(1.0)),
             ("max_retry_wait_s", settings.max_retry_wait_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return bad(format!("`{key}` must be a positive number of seconds, got {v}"));
             }
+        }
+        if settings.max_response_bytes < 1024 {
+            return bad(format!("`max_response_bytes` must be at least 1024, got {}", settings.max_response_bytes));
         }
         let api_key_env = settings.api_key_env.clone().unwrap_or_else(|| d.api_key_env.to_string());
         let api_key =
@@ -218,6 +245,12 @@ impl OpenAiBackend {
     /// The model id sent to the server.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// The longest a [`complete`](LlmBackend::complete) call takes,
+    /// retries and waits included (`total_timeout_s`).
+    pub fn total_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.settings.total_timeout_s.unwrap_or(2.0 * self.settings.read_timeout_s))
     }
 
     fn stops(&self, request: &ChatRequest) -> Vec<String> {
@@ -271,27 +304,28 @@ impl OpenAiBackend {
         PluginError::new(code, self.redact(format!("[{}] {msg}", self.id)))
     }
 
-    fn attempt(&self, url: &str, body: &Value) -> Result<Value, Failure> {
-        let mut req = self.client.post(url).json(body);
+    /// One HTTP exchange, over by `deadline` (the call's) or `read_timeout_s`
+    /// from now, whichever comes first.
+    fn attempt(&self, url: &str, body: &Value, deadline: Instant) -> Result<Value, Failure> {
+        let per_attempt = Duration::from_secs_f64(self.settings.read_timeout_s);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (limit, bound) = if left < per_attempt { (left, Bound::Total) } else { (per_attempt, Bound::Attempt) };
+        if limit.is_zero() {
+            return Err(self.timeout_failure(url, bound));
+        }
+        let attempt_deadline = Instant::now() + limit;
+        // A per-request timeout covers the whole exchange, body included.
+        let mut req = self.client.post(url).json(body).timeout(limit);
         if let Some(Secret(k)) = &self.api_key {
             req = req.bearer_auth(k);
         }
         let resp = match req.send() {
             Ok(r) => r,
-            Err(e) => return Err(self.transport_failure(url, &e)),
+            Err(e) => return Err(self.transport_failure(url, &e, bound)),
         };
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
-        let text = match resp.text() {
-            Ok(t) => t,
-            Err(e) if e.is_timeout() => return Err(self.transport_failure(url, &e)),
-            Err(e) => {
-                return Err(Failure::transient(self.err(
-                    ErrorCode::BadResponse,
-                    format!("{url}: the answer was cut short (HTTP {}): {}", status.as_u16(), chain(&e)),
-                )))
-            }
-        };
+        let text = self.read_body(url, resp, attempt_deadline, bound)?;
         if status.is_success() {
             return serde_json::from_str(&text).map_err(|e| {
                 Failure::fatal(self.err(
@@ -321,10 +355,21 @@ impl OpenAiBackend {
                 ErrorCode::ContextTooLong,
                 format!("{url}: the prompt does not fit the model's context (HTTP {code}): {server_msg}"),
             )),
+            400 | 404 | 422 if is_model_error(&text) => Failure::fatal(self.err(
+                ErrorCode::NotFound,
+                format!(
+                    "{url}: the server does not serve model `{}` (HTTP {code}): {}. Check `model`; \
+                     the server lists its models at {}/models",
+                    self.model,
+                    server_msg.trim_end_matches('.'),
+                    self.base_url
+                ),
+            )),
             404 => Failure::fatal(self.err(
                 ErrorCode::NotFound,
                 format!(
-                    "{url}: not found (HTTP 404): {server_msg}. Check `base_url` and that the server serves model `{}`",
+                    "{url}: not found (HTTP 404): {}. Check `base_url` and that the server serves model `{}`",
+                    server_msg.trim_end_matches('.'),
                     self.model
                 ),
             )),
@@ -341,17 +386,83 @@ impl OpenAiBackend {
         Err(failure)
     }
 
-    fn transport_failure(&self, url: &str, e: &reqwest::Error) -> Failure {
-        if e.is_connect() {
+    /// Reads the body of `resp`, at most `max_response_bytes` of it, and no
+    /// later than `deadline`.
+    fn read_body(
+        &self,
+        url: &str,
+        mut resp: reqwest::blocking::Response,
+        deadline: Instant,
+        bound: Bound,
+    ) -> Result<String, Failure> {
+        let cap = self.settings.max_response_bytes;
+        let status = resp.status().as_u16();
+        let too_long = |what: String| {
+            Failure::fatal(self.err(
+                ErrorCode::BadResponse,
+                format!("{url}: the answer (HTTP {status}) is longer than `max_response_bytes` = {cap}: {what}"),
+            ))
+        };
+        if let Some(announced) = resp.content_length().filter(|n| *n > cap) {
+            return Err(too_long(format!("it announces {announced} bytes, none of them read")));
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            if Instant::now() >= deadline {
+                return Err(self.timeout_failure(url, bound));
+            }
+            match resp.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if (buf.len() + n) as u64 > cap {
+                        return Err(too_long("reading stopped there".to_string()));
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if io_is_timeout(&e) || Instant::now() >= deadline => {
+                    return Err(self.timeout_failure(url, bound))
+                }
+                Err(e) => {
+                    return Err(Failure::transient(self.err(
+                        ErrorCode::BadResponse,
+                        format!(
+                            "{url}: the answer was cut short (HTTP {status}, {} bytes in): {}",
+                            buf.len(),
+                            io_chain(&e)
+                        ),
+                    )))
+                }
+            }
+        }
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    fn timeout_failure(&self, url: &str, bound: Bound) -> Failure {
+        let what = match bound {
+            Bound::Attempt => format!("{} s (`read_timeout_s`)", self.settings.read_timeout_s),
+            Bound::Total => {
+                format!("the {} s the whole call may take (`total_timeout_s`)", self.total_timeout().as_secs_f64())
+            }
+        };
+        Failure::fatal(self.err(ErrorCode::Timeout, format!("{url}: no complete answer within {what}")))
+    }
+
+    fn transport_failure(&self, url: &str, e: &reqwest::Error, bound: Bound) -> Failure {
+        if e.is_connect() && !e.is_timeout() {
             return Failure::transient(
                 self.err(ErrorCode::Unreachable, format!("{url}: cannot connect: {}", chain(e))),
             );
         }
         if e.is_timeout() {
-            return Failure::fatal(self.err(
-                ErrorCode::Timeout,
-                format!("{url}: no complete answer within {} s (`read_timeout_s`)", self.settings.read_timeout_s),
-            ));
+            if e.is_connect() {
+                return Failure::transient(self.err(
+                    ErrorCode::Unreachable,
+                    format!("{url}: no connection within {} s (`connect_timeout_s`)", self.settings.connect_timeout_s),
+                ));
+            }
+            return self.timeout_failure(url, bound);
         }
         // The connection broke before an answer came (reset, hang-up).
         Failure::transient(self.err(ErrorCode::Unreachable, format!("{url}: {}", chain(e))))
@@ -426,13 +537,14 @@ impl LlmBackend for OpenAiBackend {
             return Err(PluginError::input(format!("[{}] a chat request needs at least one message", self.id)));
         }
         let started = Instant::now();
+        let deadline = started + self.total_timeout();
         let url = self.endpoint();
         let body = self.body(request);
         let max_attempts = self.settings.max_retries + 1;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.attempt(&url, &body) {
+            let failure = match self.attempt(&url, &body, deadline) {
                 Ok(v) => {
                     // A well-formed HTTP answer that says nothing useful is not retried.
                     let mut r = self.parse(&url, &v, request)?;
@@ -444,7 +556,12 @@ impl LlmBackend for OpenAiBackend {
             };
             let mut error = failure.error;
             let too_long = error.retry_after_s.is_some_and(|s| s > self.settings.max_retry_wait_s);
-            if !failure.retryable || attempt >= max_attempts || too_long {
+            let wait = match error.retry_after_s {
+                Some(s) => Duration::from_secs_f64(s.clamp(0.0, self.settings.max_retry_wait_s)),
+                None => self.backoff(attempt),
+            };
+            let out_of_time = Instant::now() + wait >= deadline;
+            if !failure.retryable || attempt >= max_attempts || too_long || out_of_time {
                 if failure.retryable && attempt > 1 {
                     error.message.push_str(&format!(" (after {attempt} attempts)"));
                 }
@@ -454,13 +571,15 @@ impl LlmBackend for OpenAiBackend {
                         error.retry_after_s.unwrap_or(0.0),
                         self.settings.max_retry_wait_s
                     ));
+                } else if failure.retryable && attempt < max_attempts && out_of_time {
+                    error.message.push_str(&format!(
+                        " (no time left to wait {:.1} s and retry within `total_timeout_s` = {} s)",
+                        wait.as_secs_f64(),
+                        self.total_timeout().as_secs_f64()
+                    ));
                 }
                 return Err(error);
             }
-            let wait = match error.retry_after_s {
-                Some(s) => Duration::from_secs_f64(s.max(0.0)),
-                None => self.backoff(attempt),
-            };
             std::thread::sleep(wait);
         }
     }
@@ -476,8 +595,11 @@ fn role(r: ChatRole) -> &'static str {
 
 /// `Retry-After` (seconds) or `retry-after-ms`, when present.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<f64> {
-    if let Some(ms) =
-        headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
     {
         return Some(ms / 1000.0);
     }
@@ -523,6 +645,29 @@ fn is_context_error(body: &str) -> bool {
     .any(|p| b.contains(p))
 }
 
+/// Phrases servers use for a model they do not serve (vLLM, SGLang,
+/// OpenAI, Ollama, DeepSeek, DashScope, GLM, LM Studio).
+fn is_model_error(body: &str) -> bool {
+    let b = body.to_lowercase();
+    if b.contains("model_not_found") || b.contains("模型不存在") {
+        return true;
+    }
+    b.contains("model")
+        && [
+            "does not exist",
+            "not exist",
+            "not found",
+            "no such model",
+            "unknown model",
+            "invalid model",
+            "model not available",
+            "is not available",
+            "not loaded",
+        ]
+        .iter()
+        .any(|p| b.contains(p))
+}
+
 fn excerpt(s: &str) -> String {
     let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     let cut = truncate_chars(&one, 300);
@@ -530,6 +675,32 @@ fn excerpt(s: &str) -> String {
         format!("{cut}…")
     } else {
         one
+    }
+}
+
+/// Whether a read error is a timeout, however deep reqwest wrapped it.
+fn io_is_timeout(e: &std::io::Error) -> bool {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> =
+        e.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static));
+    while let Some(err) = cur {
+        if err.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_timeout)
+            || err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// An I/O error with what it wraps.
+fn io_chain(e: &std::io::Error) -> String {
+    match e.get_ref() {
+        Some(inner) => chain(inner),
+        None => e.to_string(),
     }
 }
 

@@ -5,10 +5,11 @@
 //! self-served (vLLM, SGLang, Ollama, llama.cpp's server, LM Studio). One
 //! blocking reqwest client speaks `POST /chat/completions` — or raw
 //! `POST /completions`, rendering the family's chat template itself — to any
-//! base URL, with connect and read timeouts, retries with exponential
-//! backoff and jitter (connection errors, 429 honouring `Retry-After`, 5xx),
-//! typed errors, token usage (from the server, else counted locally) and
-//! per-call latency.
+//! base URL, with a connect timeout, a deadline per attempt and one for the
+//! whole call, retries with exponential backoff and jitter (connection
+//! errors, resets, 429 honouring a capped `Retry-After`, 5xx), a cap on the
+//! bytes read of an answer, typed errors, token usage (from the server, else
+//! counted locally) and per-call latency.
 //!
 //! | id | default server | default model | key variable | template |
 //! |---|---|---|---|---|
@@ -20,7 +21,8 @@
 //! Settings ([`OpenAiSettings`]): `base_url`, `model`, `api_key_env`,
 //! `temperature` (0.7), `top_p` (0.9), `max_tokens` (2048), `stop`, `api`
 //! (`chat` | `completions`), `template`, `connect_timeout_s` (10),
-//! `read_timeout_s` (600), `max_retries` (4), `retry_base_ms` (500),
+//! `read_timeout_s` (600), `total_timeout_s` (twice `read_timeout_s`),
+//! `max_response_bytes` (4 MiB), `max_retries` (4), `retry_base_ms` (500),
 //! `max_retry_wait_s` (60), `headers`, `seed`. The API key is read from the
 //! environment variable named by `api_key_env` and is never written
 //! anywhere.

@@ -1,7 +1,7 @@
 //! The OpenAI-compatible backends against a real HTTP server on loopback
 //! that misbehaves on cue.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nas_llm_openai::{Family, OpenAiBackend};
 use nas_llm_test_server::{refused_base_url, Step, TestServer};
@@ -14,6 +14,13 @@ fn backend(family: Family, base_url: &str, extra: Value) -> OpenAiBackend {
         cfg[k] = v;
     }
     OpenAiBackend::new(family, &cfg, &HostContext::default()).expect("valid settings")
+}
+
+/// Runs `f`, returning what it gave and the seconds it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64())
 }
 
 fn ask(text: &str) -> ChatRequest {
@@ -76,8 +83,9 @@ fn usage_is_counted_locally_when_the_server_reports_none() {
 fn a_refused_connection_is_retried_then_reported_unreachable() {
     let url = refused_base_url();
     let mut b = backend(Family::Qwen25, &url, json!({"max_retries": 2, "retry_base_ms": 10}));
-    let e = b.complete(&ask("x")).expect_err("nothing listens");
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("nothing listens"));
     assert_eq!(e.code, ErrorCode::Unreachable, "{e}");
+    assert!(secs < 2.0, "three refusals and two short waits took {secs} s");
     assert!(e.message.contains("after 3 attempts"), "{e}");
     assert!(e.message.contains(url.trim_end_matches("/v1")), "names the server: {e}");
 }
@@ -111,8 +119,9 @@ fn server_errors_that_persist_end_the_call_with_the_servers_message() {
     let server = TestServer::start();
     server.push_all((0..3).map(|_| Step::status(503, "model is loading")));
     let mut b = backend(Family::Qwen25, &server.base_url(), json!({"max_retries": 2}));
-    let e = b.complete(&ask("x")).expect_err("always 503");
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("always 503"));
     assert_eq!(e.code, ErrorCode::Unreachable);
+    assert!(secs < 2.0, "backoff of 20 then 40 ms at most, took {secs} s");
     assert!(e.message.contains("model is loading") && e.message.contains("503"), "{e}");
     assert_eq!(server.requests().len(), 3);
 }
@@ -157,7 +166,8 @@ fn malformed_json_is_a_bad_response_naming_the_body() {
     let server = TestServer::start();
     server.push(Step::Malformed);
     let mut b = backend(Family::Qwen25, &server.base_url(), json!({}));
-    let e = b.complete(&ask("x")).expect_err("not JSON");
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("not JSON"));
+    assert!(secs < 2.0, "{secs} s");
     assert_eq!(e.code, ErrorCode::BadResponse);
     assert!(e.message.contains("not valid JSON") && e.message.contains("unterminated"), "{e}");
     assert_eq!(server.requests().len(), 1, "a malformed answer is not retried");
@@ -183,9 +193,11 @@ fn empty_choices_are_a_bad_response() {
     let server = TestServer::start();
     server.push(Step::EmptyChoices);
     let mut b = backend(Family::Glm, &server.base_url(), json!({}));
-    let e = b.complete(&ask("x")).expect_err("no choices");
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("no choices"));
     assert_eq!(e.code, ErrorCode::BadResponse);
     assert!(e.message.contains("no choices"), "{e}");
+    assert!(secs < 2.0, "{secs} s");
+    assert_eq!(server.requests().len(), 1, "an answer with no choices is not retried");
 }
 
 #[test]
@@ -301,4 +313,171 @@ fn responses_round_trip_through_json_for_record_and_replay() {
     let back: nas_plugin_api::ChatResponse =
         serde_json::from_str(&serde_json::to_string(&r).expect("serializes")).expect("parses");
     assert_eq!(back, r);
+}
+
+#[test]
+fn a_reset_in_the_middle_of_the_body_is_retried_then_a_bad_response() {
+    let server = TestServer::start();
+    server.push_all([Step::Reset { after_bytes: 40 }, Step::reply("whole")]);
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({}));
+    let (r, secs) = timed(|| b.complete(&ask("x")).expect("the retry gets the whole answer"));
+    assert_eq!((r.content.as_str(), r.attempts), ("whole", 2));
+    assert!(secs < 3.0, "{secs} s");
+
+    server.push_all([Step::Reset { after_bytes: 40 }, Step::Reset { after_bytes: 10 }]);
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({"max_retries": 1}));
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("reset twice"));
+    assert_eq!(e.code, ErrorCode::BadResponse, "{e}");
+    assert!(e.message.contains("cut short") && e.message.contains("after 2 attempts"), "{e}");
+    assert!(secs < 3.0, "{secs} s");
+}
+
+#[test]
+fn a_body_dripped_a_byte_at_a_time_ends_at_the_read_deadline_not_at_an_idle_timeout() {
+    // Headers after 0.6 s, then a byte every 50 ms: no read ever waits long,
+    // so only a deadline on the whole attempt ends it at 0.8 s (a timeout
+    // per phase would give up at 0.6 + 0.8 s, one per read never).
+    let server = TestServer::start();
+    server.push(Step::delayed(600, Step::Drip { content: "x".repeat(400), interval_ms: 50 }));
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({"read_timeout_s": 0.8}));
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("never finishes"));
+    assert_eq!(e.code, ErrorCode::Timeout, "{e}");
+    assert!(e.message.contains("read_timeout_s"), "{e}");
+    assert!((0.75..1.2).contains(&secs), "gave up at the 0.8 s deadline: {secs} s");
+    assert_eq!(server.requests().len(), 1, "a timeout is not retried");
+}
+
+#[test]
+fn the_total_timeout_bounds_a_dripping_answer_and_a_burst_of_retries() {
+    let server = TestServer::start();
+    server.push(Step::Drip { content: "x".repeat(400), interval_ms: 50 });
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({"read_timeout_s": 30, "total_timeout_s": 0.7}));
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("never finishes"));
+    assert_eq!(e.code, ErrorCode::Timeout, "{e}");
+    assert!(e.message.contains("total_timeout_s"), "{e}");
+    assert!((0.65..1.5).contains(&secs), "{secs} s");
+    assert_eq!(b.total_timeout(), Duration::from_secs_f64(0.7));
+
+    // Many retries with long backoffs: the call ends before a wait would
+    // run past the total.
+    let server = TestServer::start();
+    server.push_all((0..20).map(|_| Step::status(503, "overloaded")));
+    let mut b = backend(
+        Family::Qwen25,
+        &server.base_url(),
+        json!({"max_retries": 15, "retry_base_ms": 300, "total_timeout_s": 1.0}),
+    );
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("always 503"));
+    assert_eq!(e.code, ErrorCode::Unreachable, "{e}");
+    assert!(e.message.contains("total_timeout_s"), "{e}");
+    assert!(secs < 1.5, "{secs} s");
+    assert!(server.requests().len() < 16, "stopped before spending every retry");
+}
+
+#[test]
+fn a_429_without_retry_after_backs_off_then_succeeds() {
+    let server = TestServer::start();
+    server.push_all([Step::rate_limited_without_retry_after(), Step::reply("ok")]);
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({"retry_base_ms": 200}));
+    let (r, secs) = timed(|| b.complete(&ask("x")).expect("after a backoff"));
+    assert_eq!((r.content.as_str(), r.attempts), ("ok", 2));
+    assert!((0.1..2.0).contains(&secs), "backoff of 100-200 ms: {secs} s");
+
+    server.push_all((0..3).map(|_| Step::rate_limited_without_retry_after()));
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({"max_retries": 2}));
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("still limited"));
+    assert_eq!(e.code, ErrorCode::RateLimited, "{e}");
+    assert_eq!(e.retry_after_s, None);
+    assert!(secs < 2.0, "{secs} s");
+}
+
+#[test]
+fn a_burst_of_every_kind_of_5xx_is_ridden_out_by_the_retries() {
+    let server = TestServer::start();
+    server.push_all([
+        Step::status(500, "boom"),
+        Step::status(502, "bad gateway"),
+        Step::status(503, "busy"),
+        Step::status(504, "gateway timeout"),
+        Step::reply("made it"),
+    ]);
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({"max_retries": 4}));
+    let (r, secs) = timed(|| b.complete(&ask("x")).expect("fifth attempt"));
+    assert_eq!((r.content.as_str(), r.attempts), ("made it", 5));
+    assert!(secs < 2.0, "{secs} s");
+}
+
+#[test]
+fn a_chunked_stream_cut_before_its_end_is_retried_then_a_bad_response() {
+    let server = TestServer::start();
+    server.push_all([
+        Step::Chunked { content: "y".repeat(200_000), complete: false },
+        Step::Chunked { content: "whole".into(), complete: true },
+    ]);
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({}));
+    let (r, secs) = timed(|| b.complete(&ask("x")).expect("the retry gets the whole stream"));
+    assert_eq!((r.content.as_str(), r.attempts), ("whole", 2));
+    assert!(secs < 3.0, "{secs} s");
+
+    server.push(Step::Chunked { content: "y".repeat(200_000), complete: false });
+    let mut once = backend(Family::Qwen25, &server.base_url(), json!({"max_retries": 0}));
+    let (e, secs) = timed(|| once.complete(&ask("x")).expect_err("cut"));
+    assert_eq!(e.code, ErrorCode::BadResponse, "{e}");
+    assert!(e.message.contains("cut short"), "{e}");
+    assert!(secs < 3.0, "{secs} s");
+}
+
+#[test]
+fn a_multi_megabyte_answer_is_read_only_up_to_the_cap() {
+    // Under the default 4 MiB cap: read whole.
+    let server = TestServer::start();
+    server.push(Step::reply("z".repeat(3 << 20)));
+    let mut b = backend(Family::Qwen25, &server.base_url(), json!({}));
+    let r = b.complete(&ask("x")).expect("3 MiB fits");
+    assert_eq!(r.content.len(), 3 << 20);
+
+    // Over the cap with a length announced: refused before reading.
+    server.push(Step::reply("z".repeat(6 << 20)));
+    let mut capped = backend(Family::Qwen25, &server.base_url(), json!({"max_response_bytes": 1 << 20}));
+    let (e, secs) = timed(|| capped.complete(&ask("x")).expect_err("too big"));
+    assert_eq!(e.code, ErrorCode::BadResponse, "{e}");
+    assert!(e.message.contains("max_response_bytes") && e.message.contains("announces 6291"), "{e}");
+    assert!(secs < 3.0, "{secs} s");
+
+    // Over the cap with no length (chunked): reading stops at the cap.
+    server.push(Step::Chunked { content: "z".repeat(6 << 20), complete: true });
+    let (e, secs) = timed(|| capped.complete(&ask("x")).expect_err("too big"));
+    assert_eq!(e.code, ErrorCode::BadResponse, "{e}");
+    assert!(e.message.contains("max_response_bytes") && e.message.contains("reading stopped"), "{e}");
+    assert!(secs < 3.0, "{secs} s");
+    assert_eq!(server.requests().len(), 3, "an answer over the cap is not retried");
+}
+
+#[test]
+fn a_model_the_server_does_not_serve_is_not_found_naming_the_model_and_the_server() {
+    let server = TestServer::start();
+    server.serve_models(["test-model"]);
+    let mut b = backend(Family::Generic, &server.base_url(), json!({"model": "gpt-9"}));
+    let (e, secs) = timed(|| b.complete(&ask("x")).expect_err("not served"));
+    assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+    assert!(e.message.contains("`gpt-9`") && e.message.contains(&server.base_url()), "{e}");
+    assert!(e.message.contains("does not serve model"), "{e}");
+    assert!(secs < 2.0, "{secs} s");
+    assert_eq!(server.requests().len(), 1, "not retried");
+    let mut ok = backend(Family::Generic, &server.base_url(), json!({"model": "test-model"}));
+    ok.complete(&ask("x")).expect("a served model answers");
+
+    // DeepSeek's and DashScope's 400, Ollama's 404.
+    for (status, body) in [
+        (400, json!({"error": {"message": "Model Not Exist", "type": "invalid_request_error"}})),
+        (400, json!({"code": "InvalidParameter", "message": "Model not exist."})),
+        (404, json!({"error": "model \"gpt-9\" not found, try pulling it first"})),
+    ] {
+        let server = TestServer::start();
+        server.push(Step::Status { status, body: body.to_string(), headers: vec![] });
+        let mut b = backend(Family::Generic, &server.base_url(), json!({"model": "gpt-9"}));
+        let e = b.complete(&ask("x")).expect_err("not served");
+        assert_eq!(e.code, ErrorCode::NotFound, "{body}: {e}");
+        assert!(e.message.contains("`gpt-9`") && e.message.contains(&server.base_url()), "{e}");
+    }
 }
