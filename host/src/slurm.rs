@@ -643,6 +643,46 @@ impl Slurm {
         Ok(found)
     }
 
+    /// The jobs named `name` (`--job-name`) that the controller holds or the
+    /// accounting database recorded in the last `within`: how a client that
+    /// died between `sbatch` and noting the id finds its job again, given a
+    /// name unique to that submission (without commas or spaces: Slurm
+    /// reads a comma as a list of names).
+    pub fn jobs_named(&self, name: &str, within: Duration) -> Result<BTreeMap<JobId, JobStatus>, SlurmError> {
+        let mut ids = BTreeSet::new();
+        let command = &self.commands.squeue;
+        let args: Vec<OsString> =
+            ["--noheader".to_string(), "--states=all".to_string(), format!("--name={name}"), "--format=%i".to_string()]
+                .map(OsString::from)
+                .into();
+        let out = self.run(command, &args, None, &BTreeMap::new())?;
+        if !out.status.success() {
+            return Err(self.failure(command, out.status, slurm_message(&out.stderr)));
+        }
+        ids.extend(out.stdout.lines().filter_map(plain_job_id));
+        let command = &self.commands.sacct;
+        let args: Vec<OsString> = [
+            "--noheader".to_string(),
+            "--parsable2".to_string(),
+            "--allocations".to_string(),
+            format!("--starttime=now-{}seconds", within.as_secs()),
+            format!("--name={name}"),
+            "--format=JobID".to_string(),
+        ]
+        .map(OsString::from)
+        .into();
+        let out = self.run(command, &args, None, &BTreeMap::new())?;
+        if out.status.success() {
+            ids.extend(out.stdout.lines().filter_map(plain_job_id));
+        } else {
+            let message = slurm_message(&out.stderr);
+            if !message.contains("accounting storage is disabled") {
+                return Err(self.failure(command, out.status, message));
+            }
+        }
+        self.statuses(&ids.into_iter().collect::<Vec<_>>())
+    }
+
     /// Every run of one job, oldest first, from the accounting database: a
     /// job requeued after a node failure has a `NODE_FAIL` (or `REQUEUED`)
     /// record and then one for the current run.

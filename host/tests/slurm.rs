@@ -340,6 +340,28 @@ fn wait_for_absence(slurm: &Slurm, id: JobId) {
     }
 }
 
+#[test]
+fn a_job_is_found_again_by_its_name() {
+    let Some(cluster) = cluster() else { return };
+    let _node = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    let name = format!("nas-test-named-{}-{nanos}", std::process::id());
+    let mut spec = cluster.spec(
+        "named",
+        dir.path(),
+        "#!/bin/sh
+exit 0
+",
+    );
+    spec.name = Some(name.clone());
+    let id = cluster.slurm.submit(&spec).expect("submits");
+    let found = cluster.slurm.jobs_named(&name, Duration::from_secs(3600)).expect("asks");
+    assert_eq!(found.keys().copied().collect::<Vec<_>>(), [id]);
+    let other = cluster.slurm.jobs_named("nas-test-no-such-name", Duration::from_secs(3600)).expect("asks");
+    assert!(other.is_empty(), "{other:?}");
+}
+
 /// Kills the cluster's slurmd (SIGKILL, as a crash would).
 fn kill_slurmd(dir: &Path) {
     let pid = fs::read_to_string(dir.join("run/slurmd.pid")).expect("slurmd pid file");
