@@ -353,6 +353,9 @@ stop() {
     say "killing leftover $(cat "/proc/$pid/comm" 2>/dev/null) ($pid)"
     kill -KILL "$pid" 2>/dev/null || true
   done
+  # Jobs whose slurmd died leave empty memory groups behind.
+  local groups=/sys/fs/cgroup/memory/slurm_$HOST
+  [ ! -d "$groups" ] || find "$groups" -depth -type d -exec rmdir {} + 2>/dev/null || true
   unlink_conf
 }
 
