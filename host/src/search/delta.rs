@@ -109,7 +109,7 @@ fn apply_fuzzy(parent: &str, hunks: &[Hunk]) -> Result<String, PatchError> {
         'search: for fuzz in 0..=2usize {
             let lead = h.lines.iter().take_while(|(t, _)| *t == ' ').count().min(fuzz);
             let trail = h.lines.iter().rev().take_while(|(t, _)| *t == ' ').count().min(fuzz);
-            if fuzz > 0 && lead == 0 && trail == 0 {
+            if (fuzz > 0 && lead == 0 && trail == 0) || lead + trail > h.old.len() {
                 continue;
             }
             let old = &h.old[lead..h.old.len() - trail];
