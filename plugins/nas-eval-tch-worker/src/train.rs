@@ -1,26 +1,25 @@
 //! Loading a prepared dataset and training one TorchScript candidate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, TchError, Tensor};
 
-/// `{"op":"load"}`: which prepared dataset to hold, where.
+/// `{"op":"load"}`: which data to hold, where.
 #[derive(Debug, Deserialize)]
 pub struct LoadRequest {
-    /// The prepared dataset directory.
-    pub dir: PathBuf,
+    /// The prepared training split (safetensors `images` and `labels`).
+    pub train: Source,
+    /// The test images (safetensors `images` only; the labels stay with the evaluator).
+    pub test_images: Source,
     /// `auto`, `cpu`, `cuda`, `cuda:N`.
     #[serde(default = "auto")]
     pub device: String,
     /// Keep at most this many training examples (the first ones).
     #[serde(default)]
     pub max_train_examples: Option<i64>,
-    /// Keep at most this many test examples (the first ones).
-    #[serde(default)]
-    pub max_test_examples: Option<i64>,
     /// Per-channel mean, 0–1 scale.
     pub mean: Vec<f64>,
     /// Per-channel std, 0–1 scale.
@@ -35,6 +34,49 @@ pub struct LoadRequest {
     /// autodiff) or runs the graph's ops one by one with eager autograd.
     #[serde(default = "yes")]
     pub jit_optimize: bool,
+}
+
+/// Where a file comes from: a path, or a descriptor this process was
+/// started with (`{"fd": 4}`: the evaluator opens the files and hands them
+/// over, so that the sandboxed worker needs no path to the dataset).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Source {
+    /// A path to open.
+    Path(PathBuf),
+    /// An open descriptor, read from its start.
+    Fd {
+        /// The descriptor number.
+        fd: i32,
+    },
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Path(p) => p.display().to_string(),
+            Source::Fd { fd } => format!("descriptor {fd}"),
+        }
+    }
+
+    fn read(&self) -> Result<Vec<u8>, String> {
+        match self {
+            Source::Path(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())),
+            Source::Fd { fd } => {
+                use std::io::Read;
+                use std::os::fd::BorrowedFd;
+                // SAFETY: the descriptor was handed to this process for this
+                // file; it is borrowed for the duration of the read only.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
+                let owned = borrowed.try_clone_to_owned().map_err(|e| format!("descriptor {fd}: {e}"))?;
+                let mut f = std::fs::File::from(owned);
+                let _ = std::io::Seek::rewind(&mut f);
+                let mut out = Vec::new();
+                f.read_to_end(&mut out).map_err(|e| format!("descriptor {fd}: {e}"))?;
+                Ok(out)
+            }
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -64,6 +106,10 @@ pub struct TrainRequest {
     /// mode) after the test; absent: not saved.
     #[serde(default)]
     pub save_to: Option<PathBuf>,
+    /// The order to run the test images in (a permutation of their
+    /// indices); the predictions come back in this order. Empty: file order.
+    #[serde(default)]
+    pub test_order: Vec<i64>,
 }
 
 struct Data {
@@ -71,7 +117,6 @@ struct Data {
     train_x: Tensor,
     train_y: Tensor,
     test_x: Tensor,
-    test_y: Tensor,
     /// `x * scale + shift` turns 0–255 pixels into normalised values.
     scale: Tensor,
     shift: Tensor,
@@ -103,12 +148,12 @@ fn device_name(d: Device) -> String {
     }
 }
 
-fn read_split(path: &std::path::Path, max: Option<i64>) -> Result<(Tensor, Tensor), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_split(source: &Source, max: Option<i64>, with_labels: bool) -> Result<(Tensor, Option<Tensor>), String> {
+    let bytes = source.read()?;
+    let path = Path::new(&source.describe()).to_path_buf();
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{}: not a safetensors file: {e}", path.display()))?;
     let images = st.tensor("images").map_err(|e| format!("{}: `images`: {e}", path.display()))?;
-    let labels = st.tensor("labels").map_err(|e| format!("{}: `labels`: {e}", path.display()))?;
     if images.dtype() != safetensors::Dtype::U8 || images.shape().len() != 4 {
         return Err(format!(
             "{}: `images` must be uint8 [N,C,H,W], is {:?} {:?}",
@@ -117,18 +162,22 @@ fn read_split(path: &std::path::Path, max: Option<i64>) -> Result<(Tensor, Tenso
             images.shape()
         ));
     }
-    if labels.dtype() != safetensors::Dtype::I64 || labels.shape().len() != 1 || labels.shape()[0] != images.shape()[0]
-    {
-        return Err(format!("{}: `labels` must be int64 [N] matching the images", path.display()));
-    }
     let shape: Vec<i64> = images.shape().iter().map(|&d| d as i64).collect();
-    let x = Tensor::f_from_data_size(images.data(), &shape, Kind::Uint8).map_err(|e| e.to_string())?;
-    let y = Tensor::f_from_data_size(labels.data(), &[shape[0]], Kind::Int64).map_err(|e| e.to_string())?;
     let n = match max {
         Some(m) if m > 0 && m < shape[0] => m,
         _ => shape[0],
     };
-    Ok((x.narrow(0, 0, n), y.narrow(0, 0, n)))
+    let x = Tensor::f_from_data_size(images.data(), &shape, Kind::Uint8).map_err(|e| e.to_string())?;
+    if !with_labels {
+        return Ok((x.narrow(0, 0, n), None));
+    }
+    let labels = st.tensor("labels").map_err(|e| format!("{}: `labels`: {e}", path.display()))?;
+    if labels.dtype() != safetensors::Dtype::I64 || labels.shape().len() != 1 || labels.shape()[0] != images.shape()[0]
+    {
+        return Err(format!("{}: `labels` must be int64 [N] matching the images", path.display()));
+    }
+    let y = Tensor::f_from_data_size(labels.data(), &[shape[0]], Kind::Int64).map_err(|e| e.to_string())?;
+    Ok((x.narrow(0, 0, n), Some(y.narrow(0, 0, n))))
 }
 
 impl Worker {
@@ -160,19 +209,12 @@ impl Worker {
             tch::Cuda::cudnn_set_benchmark(true);
         }
         self.data = None;
-        let manifest_path = req.dir.join("manifest.json");
-        let manifest: Value = serde_json::from_str(
-            &std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?,
-        )
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-        let file_of = |split: &str| -> Result<PathBuf, String> {
-            manifest["splits"][split]["file"]
-                .as_str()
-                .map(|f| req.dir.join(f))
-                .ok_or_else(|| format!("{}: no `{split}` split", manifest_path.display()))
-        };
-        let (train_x, train_y) = read_split(&file_of("train")?, req.max_train_examples)?;
-        let (test_x, test_y) = read_split(&file_of("test")?, req.max_test_examples)?;
+        let (train_x, train_y) = read_split(&req.train, req.max_train_examples, true)?;
+        let train_y = train_y.ok_or_else(|| format!("{}: no labels", req.train.describe()))?;
+        let (test_x, _) = read_split(&req.test_images, None, false)?;
+        if test_x.size()[1..] != train_x.size()[1..] {
+            return Err(format!("test images {:?} and training images {:?} differ in shape", test_x.size(), train_x.size()));
+        }
         let channels = train_x.size()[1];
         if req.mean.len() as i64 != channels || req.std.len() as i64 != channels {
             return Err(format!("mean/std have {} values for {channels} channels", req.mean.len()));
@@ -183,11 +225,10 @@ impl Worker {
         let shift = Tensor::from_slice(&shift).view([1, channels, 1, 1]).to_device(device);
         // Keep the data on the device when it fits; else on the host, moved per batch.
         let move_all = |t: &Tensor| t.f_to_device(device);
-        let (resident, train_x, train_y, test_x, test_y) =
-            match (move_all(&train_x), move_all(&train_y), move_all(&test_x), move_all(&test_y)) {
-                (Ok(a), Ok(b), Ok(c), Ok(d)) => (true, a, b, c, d),
-                _ => (false, train_x, train_y, test_x, test_y),
-            };
+        let (resident, train_x, train_y, test_x) = match (move_all(&train_x), move_all(&train_y), move_all(&test_x)) {
+            (Ok(a), Ok(b), Ok(c)) => (true, a, b, c),
+            _ => (false, train_x, train_y, test_x),
+        };
         let info = json!({
             "ok": true,
             "device": device_name(device),
@@ -198,7 +239,7 @@ impl Worker {
             "torch_threads": tch::get_num_threads(),
             "load_seconds": started.elapsed().as_secs_f64(),
         });
-        self.data = Some(Data { device, train_x, train_y, test_x, test_y, scale, shift, resident_on_device: resident });
+        self.data = Some(Data { device, train_x, train_y, test_x, scale, shift, resident_on_device: resident });
         Ok(info)
     }
 
@@ -219,6 +260,7 @@ impl Worker {
             Err(Failure::Torch(stage, e)) => {
                 json!({"ok": false, "failure": failure_from_message(stage, &e.to_string())})
             }
+            Err(Failure::Request(e)) => json!({"ok": false, "error": e}),
         }
     }
 }
@@ -227,6 +269,8 @@ enum Failure {
     NonFinite(i64),
     Shape(String),
     Torch(&'static str, TchError),
+    /// A malformed request (an evaluator bug, not the candidate's).
+    Request(String),
 }
 
 /// A failure record for an error text from libtorch.
@@ -392,38 +436,55 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         }
     }
 
-    // Test.
+    // Test, in the order asked for; the predictions go back in that order.
     let test_started = Instant::now();
     model.f_set_eval().map_err(t("test"))?;
-    let correct = tch::no_grad(|| -> Result<i64, TchError> {
-        let nt = data.test_x.size()[0];
+    let nt = data.test_x.size()[0];
+    let order = if req.test_order.is_empty() {
+        Tensor::f_arange(nt, (Kind::Int64, Device::Cpu)).map_err(t("test"))?
+    } else {
+        if req.test_order.len() as i64 != nt || req.test_order.iter().any(|&i| i < 0 || i >= nt) {
+            return Err(Failure::Request(format!(
+                "test_order must be a permutation of the {nt} test examples ({} given)",
+                req.test_order.len()
+            )));
+        }
+        Tensor::from_slice(&req.test_order)
+    };
+    let order = if data.resident_on_device { order.to_device(device) } else { order };
+    let predictions = tch::no_grad(|| -> Result<Tensor, TchError> {
         let tb = 512i64;
-        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut preds = Vec::new();
         let mut start = 0;
         while start < nt {
             let len = tb.min(nt - start);
-            let mut x = data.test_x.narrow(0, start, len);
-            let mut y = data.test_y.narrow(0, start, len);
+            let idx = order.narrow(0, start, len);
+            let mut x = data.test_x.f_index_select(0, &idx)?;
             if !data.resident_on_device {
                 x = x.to_device(device);
-                y = y.to_device(device);
             }
             let x = x.f_to_kind(Kind::Float)?.f_mul(&data.scale)?.f_add(&data.shift)?;
             let out = model.forward_ts(&[&x])?;
-            let pred = out.f_argmax(-1, false)?;
-            correct = correct.f_add(&pred.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?;
+            if out.size() != [len, req.num_classes] {
+                return Err(TchError::Shape(format!(
+                    "the network's output has shape {:?} for a test batch of {len}; expected [{len}, {}]",
+                    out.size(),
+                    req.num_classes
+                )));
+            }
+            preds.push(out.f_argmax(-1, false)?);
             start += len;
         }
-        correct.f_int64_value(&[])
+        Tensor::f_cat(&preds, 0)?.f_to_device(Device::Cpu)
     })
     .map_err(t("test"))?;
-    let nt = data.test_x.size()[0].max(1);
-    let accuracy = correct as f64 / nt as f64;
+    let predictions = Vec::<i64>::try_from(&predictions).map_err(t("test"))?;
+    let nt = nt.max(1);
     let save_error = req.save_to.as_ref().and_then(|path| save_trained(&model, device, path).err());
     Ok(json!({
         "saved_model": req.save_to.as_ref().filter(|_| save_error.is_none()),
         "save_error": save_error,
-        "accuracy": accuracy,
+        "predictions": predictions,
         "train_loss": train_loss,
         "params": params,
         "epoch_seconds": epoch_seconds,

@@ -98,6 +98,9 @@ pub fn check_torch(python: &Path) -> Result<String, PluginError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Where Debian's dataset packages install (raw data, labels included).
+pub const SYSTEM_DATASETS: &str = "/usr/share/datasets";
+
 /// System directories a Python or libtorch process needs to read.
 pub fn system_read_paths() -> Vec<PathBuf> {
     [

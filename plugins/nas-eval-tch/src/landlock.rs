@@ -141,6 +141,25 @@ impl Ruleset {
 
 use std::os::unix::fs::OpenOptionsExt;
 
+/// Adds a read (and execute) rule below the directory open at `parent_fd`
+/// to the ruleset `ruleset_fd`, with system calls only (async-signal-safe:
+/// for the child between clone and execve, where a directory exists only
+/// after mounting). Returns the system call's result (negative on error).
+pub fn add_read_rule(ruleset_fd: i32, parent_fd: i32, abi: u32) -> i64 {
+    let rule = PathBeneathAttr { allowed_access: (EXECUTE | READ_FILE | READ_DIR) & handled_fs(abi), parent_fd };
+    // SAFETY: `rule` is a valid landlock_path_beneath_attr; both descriptors
+    // are owned by the caller for the duration of the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset_fd,
+            RULE_PATH_BENEATH,
+            &rule as *const PathBeneathAttr,
+            0u32,
+        )
+    }
+}
+
 /// Applies the ruleset to the calling process (and everything it starts).
 /// Async-signal-safe: meant for `pre_exec`. `PR_SET_NO_NEW_PRIVS` must be set
 /// first.

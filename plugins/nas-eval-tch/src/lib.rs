@@ -81,14 +81,19 @@
 //! ```
 
 mod discover;
+mod held_out;
 mod landlock;
+pub mod output;
 pub mod sandbox;
 mod worker;
 
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use held_out::HeldOut;
 
 use nas_plugin_api::{
     CandidateFailure, DatasetManifest, EvalOutcome, EvalReport, EvalRequest, Evaluator, FailureKind, HostContext,
@@ -103,6 +108,7 @@ pub use discover::{find_python, find_worker};
 pub const PLUGIN_ID: &str = "eval.tch-one-epoch";
 
 const CHECK_PY: &str = include_str!("python/check.py");
+const METER_PY: &str = include_str!("python/meter.py");
 
 nas_plugin_api::plugin_library!(
     /// The plugins of this crate: [`TchOneEpochFactory`].
@@ -267,11 +273,18 @@ pub struct TchOneEpoch {
     python: PathBuf,
     worker_path: PathBuf,
     caps: sandbox::Capabilities,
-    scratch: PathBuf,
+    dirs: Scratch,
     read_paths: Vec<PathBuf>,
+    /// Never visible to a sandboxed process: dataset locations.
+    hide: Vec<PathBuf>,
     threads: usize,
-    worker: Option<worker::WorkerProc>,
+    worker: Option<worker::Server>,
     worker_restarts: u64,
+    /// The test labels of the data the worker holds.
+    held_out: Option<HeldOut>,
+    meter: Option<worker::Server>,
+    meter_failed: bool,
+    models: u64,
 }
 
 impl std::fmt::Debug for TchOneEpoch {
@@ -280,11 +293,97 @@ impl std::fmt::Debug for TchOneEpoch {
     }
 }
 
+/// This instance's directories, all below `root` (removed on drop; a root
+/// left by a host that was killed is removed by the next instance: its lock
+/// is free).
+#[derive(Debug)]
+struct Scratch {
+    root: PathBuf,
+    /// The embedded scripts (read-only to sandboxed processes).
+    bin: PathBuf,
+    /// Files handed to the worker and the meter (read-only to them): the
+    /// exported model, the test images.
+    inbox: PathBuf,
+    /// The worker's own directory (its only writable place).
+    worker: PathBuf,
+    /// The meter's own directory.
+    meter: PathBuf,
+    _lock: std::fs::File,
+}
+
+const SCRATCH_LOCK: &str = ".lock";
+
+impl Scratch {
+    fn create(parent: &Path, prefix: &str) -> Result<Scratch, PluginError> {
+        std::fs::create_dir_all(parent).map_err(|e| PluginError::io(parent, e))?;
+        remove_stale(parent, prefix);
+        let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let root = parent.join(format!("{prefix}{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).map_err(|e| PluginError::io(&root, e))?;
+        let root = root.canonicalize().map_err(|e| PluginError::io(&root, e))?;
+        let lock_path = root.join(SCRATCH_LOCK);
+        let lock = std::fs::File::create(&lock_path).map_err(|e| PluginError::io(&lock_path, e))?;
+        lock.try_lock().map_err(|e| PluginError::io(&lock_path, format!("locking: {e}")))?;
+        let dirs = Scratch {
+            bin: root.join("bin"),
+            inbox: root.join("inbox"),
+            worker: root.join("worker"),
+            meter: root.join("meter"),
+            root,
+            _lock: lock,
+        };
+        for d in [&dirs.root, &dirs.bin, &dirs.inbox, &dirs.worker, &dirs.meter] {
+            std::fs::create_dir_all(d).map_err(|e| PluginError::io(d, e))?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(|e| PluginError::io(d, e))?;
+        }
+        for (name, text) in [("check.py", CHECK_PY), ("meter.py", METER_PY)] {
+            let p = dirs.bin.join(name);
+            write_readable(&p, text.as_bytes())?;
+        }
+        Ok(dirs)
+    }
+}
+
+/// Removes instance directories below `parent` whose owner is gone (its
+/// lock is free; directories of older layouts: the process in the name is
+/// gone).
+fn remove_stale(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else { continue };
+        let path = e.path();
+        let stale = match std::fs::File::open(path.join(SCRATCH_LOCK)) {
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => rest
+                .split('-')
+                .next()
+                .and_then(|p| p.parse::<i32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()),
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 static INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+/// What the check said when it passed (untrusted: only a gate).
+struct CheckPass {
+    contract: String,
+    export: String,
+}
+
+/// A short printable text from an untrusted answer.
+fn untrusted_text(v: &Value, max: usize) -> String {
+    v.as_str().unwrap_or_default().chars().filter(|c| !c.is_control() || *c == '\n').take(max).collect()
+}
 
 impl TchOneEpoch {
     /// A configured evaluator; checks that Python imports torch and that the
-    /// worker binary exists.
+    /// worker binary exists, and probes what the sandbox can enforce here.
     pub fn new(config: &Value, ctx: &HostContext) -> Result<TchOneEpoch, PluginError> {
         let mut settings: Settings = PluginError::parse_config(PLUGIN_ID, config)?;
         settings.validate()?;
@@ -294,14 +393,13 @@ impl TchOneEpoch {
         let python = find_python(settings.python.as_deref())?;
         let worker_path = find_worker(settings.worker_path.as_deref())?;
         discover::check_torch(&python)?;
-        let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let python = std::path::absolute(&python).unwrap_or(python);
+        let worker_path = worker_path.canonicalize().unwrap_or(worker_path);
         // This instance's own directory (below the host's scratch when given), removed on drop.
-        let scratch = match &ctx.scratch_dir {
-            Some(d) => d.join(format!("eval-tch-{}-{n}", std::process::id())),
-            None => std::env::temp_dir().join(format!("nas-eval-tch-{}-{n}", std::process::id())),
+        let dirs = match &ctx.scratch_dir {
+            Some(d) => Scratch::create(d, "eval-tch-")?,
+            None => Scratch::create(&std::env::temp_dir(), "nas-eval-tch-")?,
         };
-        std::fs::create_dir_all(&scratch).map_err(|e| PluginError::io(&scratch, e))?;
-        let scratch = scratch.canonicalize().map_err(|e| PluginError::io(&scratch, e))?;
         let threads = settings
             .cpu_threads
             .or(ctx.threads)
@@ -311,18 +409,28 @@ impl TchOneEpoch {
         read_paths.extend(discover::python_roots(&python));
         read_paths.extend(discover::library_roots());
         read_paths.extend(settings.extra_read_paths.iter().cloned());
-        let caps = sandbox::Capabilities::probe();
+        let mut hide = vec![PathBuf::from(discover::SYSTEM_DATASETS)];
+        hide.extend(ctx.data_dir.iter().cloned());
+        let caps = sandbox::Capabilities::probe_with(&dirs.root, &read_paths, &python, &["-I", "-c", ""]);
         eprintln!("[{PLUGIN_ID}] {}", caps.describe());
+        for d in [&dirs.worker, &dirs.meter] {
+            caps.make_writable(d).map_err(|e| PluginError::io(d, e))?;
+        }
         Ok(TchOneEpoch {
             settings,
             python,
             worker_path,
             caps,
-            scratch,
+            dirs,
             read_paths,
+            hide,
             threads,
             worker: None,
             worker_restarts: 0,
+            held_out: None,
+            meter: None,
+            meter_failed: false,
+            models: 0,
         })
     }
 
@@ -336,12 +444,21 @@ impl TchOneEpoch {
         self.worker_restarts
     }
 
-    fn policy(&self, read_extra: &[PathBuf], write: &[PathBuf], cpu_time_s: Option<u64>) -> sandbox::Policy {
+    /// The policy of a sandboxed process: the toolchain and `read_extra` to
+    /// read, `write` to write, datasets (and `hide_extra`) hidden.
+    fn policy(
+        &self,
+        read_extra: &[PathBuf],
+        write: &[PathBuf],
+        hide_extra: &[PathBuf],
+        cpu_time_s: Option<u64>,
+        gpu: bool,
+    ) -> sandbox::Policy {
         let mut read = self.read_paths.clone();
         read.extend(read_extra.iter().cloned());
         let mut write = write.to_vec();
         // GPU device files must be opened read-write.
-        if self.settings.device != "cpu" {
+        if gpu {
             if let Ok(entries) = std::fs::read_dir("/dev") {
                 for e in entries.flatten() {
                     if e.file_name().to_string_lossy().starts_with("nvidia") {
@@ -351,14 +468,17 @@ impl TchOneEpoch {
             }
         }
         write.push(PathBuf::from("/dev/null"));
+        let mut hide = self.hide.clone();
+        hide.extend(hide_extra.iter().cloned());
         sandbox::Policy {
             read,
             write,
+            hide,
             memory_limit_bytes: Some(self.settings.memory_limit_mb * 1024 * 1024),
             cpu_time_s,
             max_processes: self.settings.max_processes,
             max_file_bytes: 4 << 30,
-            gpu: self.settings.device != "cpu",
+            gpu,
         }
     }
 
@@ -380,13 +500,18 @@ impl TchOneEpoch {
         let manifest = DatasetManifest::load(&dataset_dir)?;
 
         // Scratch for this candidate.
-        let cand_dir = self.scratch.join(format!("cand-{}", sanitize(&request.candidate_id)));
+        let cand_dir = self.dirs.root.join(format!("cand-{}", sanitize(&request.candidate_id)));
         let _ = std::fs::remove_dir_all(&cand_dir);
         std::fs::create_dir_all(&cand_dir).map_err(|e| PluginError::io(&cand_dir, e))?;
-        let result = self.check_and_train(request, &code, &dataset_dir, &manifest, &cand_dir, deadline, seed);
+        self.caps.make_writable(&cand_dir).map_err(|e| PluginError::io(&cand_dir, e))?;
+        self.models += 1;
+        let model = self.dirs.inbox.join(format!("model-{}.pt", self.models));
+        let job = Job { request, code: &code, dataset_dir: &dataset_dir, manifest: &manifest, cand_dir: &cand_dir, model: &model, deadline, seed };
+        let result = self.check_and_train(&job);
         if !self.settings.keep_scratch {
             let _ = std::fs::remove_dir_all(&cand_dir);
         }
+        let _ = std::fs::remove_file(&model);
         let mut outcome = result?;
         if let EvalOutcome::Ok(report) = &mut outcome {
             report.total_seconds = Some(started.elapsed().as_secs_f64());
@@ -394,152 +519,178 @@ impl TchOneEpoch {
         Ok(outcome)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn check_and_train(
-        &mut self,
-        request: &EvalRequest,
-        code: &str,
-        dataset_dir: &Path,
-        manifest: &DatasetManifest,
-        cand_dir: &Path,
-        deadline: Instant,
-        seed: u64,
-    ) -> Result<EvalOutcome, PluginError> {
-        let io = |p: &Path, e: std::io::Error| PluginError::io(p, e);
+    /// The steps of one evaluation after extraction: check (a gate), take
+    /// the exported model, train and test it, measure it, score it.
+    fn check_and_train(&mut self, job: &Job<'_>) -> Result<EvalOutcome, PluginError> {
+        self.ensure_meter();
+        let pass = match self.check(job)? {
+            Ok(pass) => pass,
+            Err(failure) => return Ok(failure),
+        };
+        if let Err(failure) = take_model(&job.cand_dir.join("model.pt"), job.model)? {
+            return Ok(failure);
+        }
+        self.ensure_worker(job.dataset_dir, job.manifest)?;
+        let flops = self.meter_send(job.model, job.manifest);
+        let trained = self.train(job)?;
+        let flops = flops.and_then(|id| self.meter_receive(&id, job.deadline));
+        let (report, order) = match trained {
+            Ok(v) => v,
+            Err(failure) => return Ok(failure),
+        };
+        self.score(job, &pass, &report, &order, flops)
+    }
+
+    /// Runs the checker in the sandbox: `Ok(pass)` when it says the code
+    /// passed (untrusted), `Err(failure)` otherwise.
+    fn check(&mut self, job: &Job<'_>) -> Result<Result<CheckPass, EvalOutcome>, PluginError> {
+        let (request, cand_dir) = (job.request, job.cand_dir);
         let code_path = cand_dir.join("candidate.py");
-        std::fs::write(&code_path, code).map_err(|e| io(&code_path, e))?;
-        let check_path = cand_dir.join("check.py");
-        std::fs::write(&check_path, CHECK_PY).map_err(|e| io(&check_path, e))?;
-        let model_path = cand_dir.join("model.pt");
-        let result_path = cand_dir.join("result.json");
+        write_readable(&code_path, job.code.as_bytes())?;
         let req_path = cand_dir.join("request.json");
         let check_req = json!({
-            "code_path": code_path, "result_path": result_path, "model_path": model_path,
-            "in_shape": manifest.input_shape, "num_classes": manifest.num_classes, "seed": seed,
+            "code_path": code_path, "model_path": cand_dir.join("model.pt"),
+            "in_shape": job.manifest.input_shape, "num_classes": job.manifest.num_classes, "seed": job.seed,
             "lr": self.settings.lr, "momentum": self.settings.momentum, "batch_size": self.settings.batch_size,
             "threads": self.threads.min(4),
         });
-        std::fs::write(&req_path, check_req.to_string()).map_err(|e| io(&req_path, e))?;
+        write_readable(&req_path, check_req.to_string().as_bytes())?;
 
-        // 1. Check and export, in the sandbox.
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let log_path = cand_dir.join("check.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| io(&log_path, e))?;
-        let log2 = log.try_clone().map_err(|e| io(&log_path, e))?;
-        let mut cmd = Command::new(&self.python);
-        cmd.arg("-I").arg(&check_path).arg(&req_path);
-        cmd.current_dir(cand_dir).env_clear().stdin(Stdio::null()).stdout(log).stderr(log2);
-        for (k, v) in self.child_env(cand_dir, self.threads.min(4)) {
-            cmd.env(k, v);
-        }
+        let remaining = job.deadline.saturating_duration_since(Instant::now());
         // CPU seconds: the time left on every thread the checker may use.
         let cpu_s = (remaining.as_secs() + 2) * self.threads.min(4) as u64;
-        let policy = self.policy(&[], &[cand_dir.to_path_buf()], Some(cpu_s));
-        let (mut child, jail) = sandbox::spawn(cmd, &policy, &self.caps).map_err(|e| {
+        let policy = self.policy(
+            std::slice::from_ref(&self.dirs.bin),
+            &[cand_dir.to_path_buf()],
+            &[job.dataset_dir.to_path_buf()],
+            Some(cpu_s),
+            self.settings.device != "cpu",
+        );
+        let started = |e: std::io::Error| {
             PluginError::internal(format!("starting the sandboxed checker {}: {e}", self.python.display()))
-        })?;
+        };
+        let (log_r, log_w) = sandbox::pipe().map_err(started)?;
+        let (ans_r, ans_w) = sandbox::pipe().map_err(started)?;
+        let null: OwnedFd = std::fs::File::open("/dev/null").map_err(started)?.into();
+        let log_w2 = log_w.try_clone().map_err(started)?;
+        let launch = sandbox::Launch {
+            program: self.python.clone(),
+            args: vec!["-I".into(), self.dirs.bin.join("check.py").into(), req_path.into()],
+            env: self.child_env(cand_dir, self.threads.min(4)),
+            cwd: cand_dir.to_path_buf(),
+            fds: vec![null, log_w, log_w2, ans_w],
+        };
+        let mut child = sandbox::spawn(launch, &policy, &self.caps).map_err(started)?;
+        let log = output::Tail::spawn(log_r, CHECK_LOG_TAIL);
+        let answer = output::Tail::spawn(ans_r, CHECK_ANSWER_MAX);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(s)) => break Some(s),
-                Ok(None) if Instant::now() >= deadline => break None,
+                Ok(None) if Instant::now() >= job.deadline => break None,
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err(PluginError::internal(format!("waiting for the checker: {e}"))),
             }
         };
-        let oom = jail.oom_killed();
-        jail.kill_all();
+        let oom = child.oom_killed();
+        child.kill_all();
         let _ = child.wait();
-        drop(jail);
-        let log_tail = tail_of_file(&log_path, 3000);
+        let cpu = child.cpu_time();
+        drop(child);
+        answer.wait_closed(Duration::from_millis(500));
+        log.wait_closed(Duration::from_millis(500));
+        let log_tail = log.text(3000);
         let Some(status) = status else {
-            return Ok(failed_tb(
+            return Ok(Err(failed_tb(
                 "check",
                 FailureKind::Timeout,
-                format!(
-                    "checking and exporting ran past the time limit of {:.0} s",
-                    secs_left(request, &self.settings)
-                ),
+                format!("checking and exporting ran past the time limit of {:.0} s", secs_left(request, &self.settings)),
                 log_tail,
-            ));
+            )));
         };
-        let check: Value = match std::fs::read_to_string(&result_path).ok().and_then(|t| serde_json::from_str(&t).ok())
-        {
-            Some(v) => v,
-            None => {
-                use std::os::unix::process::ExitStatusExt;
-                let (kind, msg) = match status.signal() {
-                    _ if oom => (
-                        FailureKind::OutOfMemory,
-                        "the code ran out of memory (killed by the sandbox's memory limit)".to_string(),
+        // The last JSON object written on the answer channel.
+        let bytes = answer.bytes();
+        let check: Option<Value> = bytes
+            .split(|&b| b == b'\n')
+            .rev()
+            .find_map(|l| serde_json::from_slice::<Value>(l).ok().filter(Value::is_object));
+        let Some(check) = check else {
+            use std::os::unix::process::ExitStatusExt;
+            let cpu_limit = Duration::from_secs(cpu_s);
+            let (kind, msg) = match status.signal() {
+                _ if oom => (
+                    FailureKind::OutOfMemory,
+                    "the code ran out of memory (killed by the sandbox's memory limit)".to_string(),
+                ),
+                Some(libc::SIGXCPU) => (FailureKind::Timeout, "the code ran past its CPU time limit".to_string()),
+                Some(libc::SIGKILL) if cpu + Duration::from_secs(2) >= cpu_limit => {
+                    (FailureKind::Timeout, "the code ran past its CPU time limit".to_string())
+                }
+                Some(libc::SIGKILL) if Instant::now() + Duration::from_millis(500) >= job.deadline => {
+                    (FailureKind::Timeout, "the code ran past its time limit".to_string())
+                }
+                Some(libc::SIGKILL) => (
+                    FailureKind::OutOfMemory,
+                    "the code was killed (SIGKILL), most likely by the memory limit".to_string(),
+                ),
+                Some(sig) => (FailureKind::Runtime, format!("the checker died of signal {sig}")),
+                None => (
+                    FailureKind::Runtime,
+                    format!(
+                        "the code ended the process (exit status {}) before the check finished",
+                        status.code().unwrap_or(-1)
                     ),
-                    Some(libc::SIGXCPU) => (FailureKind::Timeout, "the code ran past its CPU time limit".to_string()),
-                    Some(libc::SIGKILL) if Instant::now() + Duration::from_millis(500) >= deadline => {
-                        (FailureKind::Timeout, "the code ran past its time limit".to_string())
-                    }
-                    Some(libc::SIGKILL) => (
-                        FailureKind::OutOfMemory,
-                        "the code was killed (SIGKILL), most likely by the memory limit".to_string(),
-                    ),
-                    Some(sig) => (FailureKind::Runtime, format!("the checker died of signal {sig}")),
-                    None => (
-                        FailureKind::Runtime,
-                        format!(
-                            "the code ended the process (exit status {}) before the check finished",
-                            status.code().unwrap_or(-1)
-                        ),
-                    ),
-                };
-                return Ok(failed_tb("check", kind, msg, log_tail));
-            }
+                ),
+            };
+            return Ok(Err(failed_tb("check", kind, msg, log_tail)));
         };
         if check["ok"] != json!(true) {
             let kind: FailureKind = serde_json::from_value(check["kind"].clone()).unwrap_or(FailureKind::Runtime);
-            let mut f = CandidateFailure::new(
-                check["stage"].as_str().unwrap_or("check"),
-                kind,
-                check["message"].as_str().unwrap_or("the check failed"),
-            );
-            f.exception = check["exception"].as_str().map(str::to_string);
-            f.traceback = check["traceback"].as_str().unwrap_or_default().to_string();
-            return Ok(EvalOutcome::Failed(f));
+            let stage = match check["stage"].as_str() {
+                Some("export") => "export",
+                _ => "check",
+            };
+            let message = untrusted_text(&check["message"], 2000);
+            let mut f = CandidateFailure::new(stage, kind, if message.is_empty() { "the check failed".into() } else { message });
+            f.exception = check["exception"].as_str().map(|_| untrusted_text(&check["exception"], 100));
+            f.traceback = untrusted_text(&check["traceback"], 4000);
+            return Ok(Err(EvalOutcome::Failed(f)));
         }
+        Ok(Ok(CheckPass { contract: untrusted_text(&check["contract"], 64), export: untrusted_text(&check["export"], 16) }))
+    }
 
-        // 2. Train and test in the worker.
+    /// Trains and tests the model in the worker: its report and the test
+    /// order it was asked for, or the candidate's failure.
+    #[allow(clippy::type_complexity)]
+    fn train(&mut self, job: &Job<'_>) -> Result<Result<(Value, Vec<usize>), EvalOutcome>, PluginError> {
+        let request = job.request;
         let augment = match self.settings.augment {
             Augment::None => false,
             Augment::CropFlip => true,
-            Augment::Auto => manifest.input_shape == [3, 32, 32],
+            Augment::Auto => job.manifest.input_shape == [3, 32, 32],
         };
-        let load = json!({
-            "op": "load", "dir": dataset_dir, "device": self.settings.device,
-            "max_train_examples": self.settings.max_train_examples, "max_test_examples": self.settings.max_test_examples,
-            "mean": manifest.mean, "std": manifest.std, "cpu_threads": self.threads, "jit_profiling": self.settings.jit_profiling,
-            "jit_optimize": self.settings.jit_optimize,
-        });
-        self.ensure_worker(&load, dataset_dir)?;
-        // The sandboxed worker writes only below its own directory; the
-        // trained module is copied out from there.
+        // The worker writes only below its own directory; the trained
+        // module is copied out from there.
         let trained_path = request
             .save_model
             .as_ref()
-            .map(|_| self.scratch.join("worker").join(format!("trained-{}.pt", sanitize(&request.candidate_id))));
+            .map(|_| self.dirs.worker.join(format!("trained-{}.pt", sanitize(&request.candidate_id))));
         if let Some(p) = &trained_path {
             let _ = std::fs::remove_file(p);
         }
+        let order = self.held_out.as_ref().map(HeldOut::order).unwrap_or_default();
         let train = json!({
-            "op": "train", "model": model_path, "lr": self.settings.lr, "momentum": self.settings.momentum,
-            "weight_decay": self.settings.weight_decay, "batch_size": self.settings.batch_size, "seed": seed,
-            "epochs": self.settings.epochs, "augment": augment, "num_classes": manifest.num_classes,
-            "save_to": trained_path,
+            "op": "train", "model": job.model, "lr": self.settings.lr, "momentum": self.settings.momentum,
+            "weight_decay": self.settings.weight_decay, "batch_size": self.settings.batch_size, "seed": job.seed,
+            "epochs": self.settings.epochs, "augment": augment, "num_classes": job.manifest.num_classes,
+            "save_to": trained_path, "test_order": order,
         });
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = job.deadline.saturating_duration_since(Instant::now());
         let worker = self.worker.as_mut().expect("ensure_worker started it");
-        let answer = worker.request(&train, remaining);
-        let answer = match answer {
+        let answer = match worker.request(&train, remaining) {
             Ok(a) => a,
             Err(e) => {
                 let oom = worker.oom_killed();
-                let stderr = worker.stderr_tail();
+                let output = worker.output_tail();
                 self.kill_worker();
                 let (kind, msg) = match e {
                     worker::WorkerError::Timeout => (
@@ -555,50 +706,70 @@ impl TchOneEpoch {
                     }
                     worker::WorkerError::Io(s) => (FailureKind::Runtime, format!("the training worker failed: {s}")),
                 };
-                return Ok(failed_tb("train", kind, msg, stderr));
+                return Ok(Err(failed_tb("train", kind, msg, output)));
             }
         };
         if answer["ok"] == json!(true) {
-            let r = &answer["report"];
-            let mut extra = std::collections::BTreeMap::new();
-            for key in
-                ["test_seconds", "steps", "train_examples", "test_examples", "worker_seconds", "peak_memory_kind"]
-            {
-                if !r[key].is_null() {
-                    extra.insert(key.to_string(), r[key].clone());
-                }
-            }
-            extra.insert("contract".into(), check["contract"].clone());
-            extra.insert("export".into(), check["export"].clone());
             if let (Some(dest), Some(trained)) = (&request.save_model, &trained_path) {
-                self.deliver_trained(r, trained, dest)?;
+                deliver_trained(&answer["report"], trained, dest)?;
             }
-            let report = EvalReport {
-                accuracy: r["accuracy"].as_f64().unwrap_or(0.0),
-                train_loss: r["train_loss"].as_f64(),
-                params: check["params"].as_u64().or(r["params"].as_u64()),
-                flops: check["flops"].as_u64(),
-                epoch_seconds: r["epoch_seconds"].as_f64(),
-                images_per_second: r["images_per_second"].as_f64(),
-                peak_memory_bytes: r["peak_memory_bytes"].as_u64(),
-                device: r["device"].as_str().unwrap_or("cpu").to_string(),
-                total_seconds: None,
-                extra,
-            };
-            return Ok(EvalOutcome::Ok(report));
+            return Ok(Ok((answer["report"].clone(), order)));
         }
         if let Some(f) = answer.get("failure") {
             let kind: FailureKind = serde_json::from_value(f["kind"].clone()).unwrap_or(FailureKind::Runtime);
-            let mut fail = CandidateFailure::new(
-                f["stage"].as_str().unwrap_or("train"),
-                kind,
-                f["message"].as_str().unwrap_or(""),
-            );
+            let mut fail =
+                CandidateFailure::new(f["stage"].as_str().unwrap_or("train"), kind, f["message"].as_str().unwrap_or(""));
             fail.exception = f["exception"].as_str().map(str::to_string);
             fail.traceback = f["traceback"].as_str().unwrap_or_default().to_string();
-            return Ok(EvalOutcome::Failed(fail));
+            return Ok(Err(EvalOutcome::Failed(fail)));
         }
         Err(PluginError::internal(format!("the training worker answered an error: {}", answer["error"])))
+    }
+
+    /// The report: accuracy scored here against the held-out labels,
+    /// parameters as the trainer counted them, FLOPs as the meter measured them.
+    fn score(
+        &mut self,
+        job: &Job<'_>,
+        pass: &CheckPass,
+        r: &Value,
+        order: &[usize],
+        flops: Option<u64>,
+    ) -> Result<EvalOutcome, PluginError> {
+        let predictions: Vec<i64> = r["predictions"]
+            .as_array()
+            .map(|a| a.iter().map(|p| p.as_i64().unwrap_or(-1)).collect())
+            .unwrap_or_default();
+        let accuracy = self.held_out.as_ref().and_then(|h| h.accuracy(order, &predictions));
+        let Some(accuracy) = accuracy else {
+            self.kill_worker();
+            return Ok(failed(
+                "test",
+                FailureKind::Runtime,
+                format!("the training worker answered {} predictions for {} test examples", predictions.len(), order.len()),
+            ));
+        };
+        let mut extra = std::collections::BTreeMap::new();
+        for key in ["test_seconds", "steps", "train_examples", "test_examples", "worker_seconds", "peak_memory_kind"] {
+            if !r[key].is_null() {
+                extra.insert(key.to_string(), r[key].clone());
+            }
+        }
+        extra.insert("contract".into(), json!(pass.contract));
+        extra.insert("export".into(), json!(pass.export));
+        let _ = job;
+        Ok(EvalOutcome::Ok(EvalReport {
+            accuracy,
+            train_loss: r["train_loss"].as_f64(),
+            params: r["params"].as_u64(),
+            flops,
+            epoch_seconds: r["epoch_seconds"].as_f64(),
+            images_per_second: r["images_per_second"].as_f64(),
+            peak_memory_bytes: r["peak_memory_bytes"].as_u64(),
+            device: r["device"].as_str().unwrap_or("cpu").to_string(),
+            total_seconds: None,
+            extra,
+        }))
     }
 
     fn child_env(&self, home: &Path, threads: usize) -> Vec<(String, String)> {
@@ -631,71 +802,166 @@ impl TchOneEpoch {
         env
     }
 
-    fn ensure_worker(&mut self, load: &Value, dataset_dir: &Path) -> Result<(), PluginError> {
+    /// Starts the worker with `dataset_dir`'s training split and the
+    /// held-out test images, unless it already holds them.
+    fn ensure_worker(&mut self, dataset_dir: &Path, manifest: &DatasetManifest) -> Result<(), PluginError> {
+        let key = json!({
+            "dir": dataset_dir, "device": self.settings.device, "max_train_examples": self.settings.max_train_examples,
+            "max_test_examples": self.settings.max_test_examples, "cpu_threads": self.threads,
+        });
         if let Some(w) = &mut self.worker {
-            if w.loaded.as_ref() == Some(load) && w.alive() {
+            if w.loaded.as_ref() == Some(&key) && w.alive() {
                 return Ok(());
             }
-            if !w.alive() {
-                self.kill_worker();
+            let died = !w.alive();
+            if let Some(w) = self.worker.take() {
+                w.shutdown();
+            }
+            if died {
+                self.worker_restarts += 1;
             }
         }
-        if self.worker.is_none() {
-            let home = self.scratch.join("worker");
-            std::fs::create_dir_all(&home).map_err(|e| PluginError::io(&home, e))?;
-            let mut cmd = Command::new(&self.worker_path);
-            cmd.current_dir(&home).env_clear();
-            for (k, v) in self.child_env(&home, self.threads) {
-                cmd.env(k, v);
-            }
-            let policy = self.policy(
-                &[dataset_dir.to_path_buf(), self.scratch.clone(), self.worker_path.clone()],
-                std::slice::from_ref(&home),
-                None,
-            );
-            let w = worker::WorkerProc::start(cmd, &policy, &self.caps).map_err(|e| {
-                PluginError::internal(format!("starting the training worker {}: {e}", self.worker_path.display()))
+        let split = |name: &str| -> Result<PathBuf, PluginError> {
+            let p = manifest.split_path(dataset_dir, name).ok_or_else(|| {
+                PluginError::new(nas_plugin_api::ErrorCode::Corrupt, format!("{}: no `{name}` split", dataset_dir.display()))
             })?;
-            self.worker = Some(w);
+            p.canonicalize().map_err(|e| PluginError::io(&p, e))
+        };
+        let (train_file, test_file) = (split("train")?, split("test")?);
+        if train_file == test_file {
+            return Err(PluginError::new(
+                nas_plugin_api::ErrorCode::Corrupt,
+                format!("{}: the train and test splits are one file; the test labels cannot be held out", dataset_dir.display()),
+            ));
         }
-        let w = self.worker.as_mut().expect("set above");
-        let answer = w.request(load, Duration::from_secs(600)).map_err(|e| {
-            let tail = w.stderr_tail();
-            PluginError::internal(format!(
-                "the training worker failed to load the dataset {}: {e:?}\n{tail}",
-                dataset_dir.display()
-            ))
+        self.held_out = None;
+        let images = self.dirs.inbox.join("test-images.safetensors");
+        let held = HeldOut::prepare(&test_file, self.settings.max_test_examples, &images)?;
+
+        let mut env = self.child_env(&self.dirs.worker, self.threads);
+        env.retain(|(k, _)| !k.starts_with("PYTHON"));
+        // The worker sees no dataset path: the training split and the test
+        // images come as open descriptors (4 and 5).
+        let open = |p: &Path| -> Result<OwnedFd, PluginError> {
+            std::fs::File::open(p).map(OwnedFd::from).map_err(|e| PluginError::io(p, e))
+        };
+        let fds = vec![open(&train_file)?, open(&held.images_path)?];
+        let policy = self.policy(
+            &[self.worker_path.clone(), self.dirs.inbox.clone()],
+            std::slice::from_ref(&self.dirs.worker),
+            &[dataset_dir.to_path_buf()],
+            None,
+            self.settings.device != "cpu",
+        );
+        let mut w = worker::Server::start(
+            self.worker_path.clone(),
+            vec!["--answer-fd".into(), "3".into()],
+            env,
+            self.dirs.worker.clone(),
+            fds,
+            &policy,
+            &self.caps,
+        )
+        .map_err(|e| PluginError::internal(format!("starting the training worker {}: {e}", self.worker_path.display())))?;
+        let load = json!({
+            "op": "load", "train": {"fd": 4}, "test_images": {"fd": 5}, "device": self.settings.device,
+            "max_train_examples": self.settings.max_train_examples,
+            "mean": manifest.mean, "std": manifest.std, "cpu_threads": self.threads, "jit_profiling": self.settings.jit_profiling,
+            "jit_optimize": self.settings.jit_optimize,
         });
-        let answer = match answer {
+        let answer = match w.request(&load, Duration::from_secs(600)) {
             Ok(a) => a,
             Err(e) => {
-                self.kill_worker();
-                return Err(e);
+                let tail = w.output_tail();
+                w.shutdown();
+                return Err(PluginError::internal(format!(
+                    "the training worker failed to load the dataset {}: {e}\n{tail}",
+                    dataset_dir.display()
+                )));
             }
         };
         if answer["ok"] != json!(true) {
-            self.kill_worker();
+            w.shutdown();
             return Err(PluginError::new(
                 nas_plugin_api::ErrorCode::Corrupt,
                 format!("the training worker could not load {}: {}", dataset_dir.display(), answer["error"]),
             ));
         }
-        w.loaded = Some(load.clone());
+        if answer["test_examples"].as_u64() != Some(held.len() as u64) {
+            w.shutdown();
+            return Err(PluginError::internal(format!(
+                "the training worker loaded {} test images, {} were written",
+                answer["test_examples"],
+                held.len()
+            )));
+        }
+        w.loaded = Some(key);
+        self.worker = Some(w);
+        self.held_out = Some(held);
         Ok(())
     }
 
-    /// Copies the module the worker saved at `trained` to `dest`.
-    fn deliver_trained(&self, report: &Value, trained: &Path, dest: &Path) -> Result<(), PluginError> {
-        if let Some(e) = report["save_error"].as_str() {
-            return Err(PluginError::internal(format!("the training worker could not save the trained model: {e}")));
+    /// Starts the FLOP meter (once, and again after it failed), without
+    /// waiting for it: it imports torch while the check runs.
+    fn ensure_meter(&mut self) {
+        if let Some(m) = &mut self.meter {
+            if m.alive() {
+                return;
+            }
+            if let Some(m) = self.meter.take() {
+                m.shutdown();
+            }
         }
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| PluginError::io(dir, e))?;
+        if self.meter_failed {
+            return;
         }
-        std::fs::copy(trained, dest)
-            .map_err(|e| PluginError::io(dest, format!("copying the trained model from {}: {e}", trained.display())))?;
-        let _ = std::fs::remove_file(trained);
-        Ok(())
+        let policy = self.policy(&[self.dirs.bin.clone(), self.dirs.inbox.clone()], std::slice::from_ref(&self.dirs.meter), &[], None, false);
+        match worker::Server::start(
+            self.python.clone(),
+            vec!["-I".into(), self.dirs.bin.join("meter.py").into()],
+            self.child_env(&self.dirs.meter, 1),
+            self.dirs.meter.clone(),
+            Vec::new(),
+            &policy,
+            &self.caps,
+        ) {
+            Ok(m) => self.meter = Some(m),
+            Err(e) => {
+                eprintln!("[{PLUGIN_ID}] the FLOP meter did not start ({e}); FLOPs are not reported");
+                self.meter_failed = true;
+            }
+        }
+    }
+
+    /// Asks the meter for the FLOPs of `model`; the request id.
+    fn meter_send(&mut self, model: &Path, manifest: &DatasetManifest) -> Option<String> {
+        let m = self.meter.as_mut()?;
+        let req = json!({"op": "flops", "model": model, "in_shape": manifest.input_shape});
+        match m.send(&req, Duration::from_secs(10)) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                if let Some(m) = self.meter.take() {
+                    m.shutdown();
+                }
+                None
+            }
+        }
+    }
+
+    /// The meter's answer to `id`: the deadline's time left, 30 s at least
+    /// (it imports torch on its first request).
+    fn meter_receive(&mut self, id: &str, deadline: Instant) -> Option<u64> {
+        let m = self.meter.as_mut()?;
+        let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(30));
+        match m.receive(id, wait) {
+            Ok(a) => a["flops"].as_u64(),
+            Err(_) => {
+                if let Some(m) = self.meter.take() {
+                    m.shutdown();
+                }
+                None
+            }
+        }
     }
 
     fn kill_worker(&mut self) {
@@ -704,6 +970,85 @@ impl TchOneEpoch {
             self.worker_restarts += 1;
         }
     }
+}
+
+/// One evaluation's inputs.
+struct Job<'a> {
+    request: &'a EvalRequest,
+    code: &'a str,
+    dataset_dir: &'a Path,
+    manifest: &'a DatasetManifest,
+    cand_dir: &'a Path,
+    /// Where the exported model is handed to the worker and the meter.
+    model: &'a Path,
+    deadline: Instant,
+    seed: u64,
+}
+
+/// The largest exported model accepted.
+const MAX_MODEL_BYTES: u64 = 4 << 30;
+/// How much of the checker's output is kept for its failure record.
+const CHECK_LOG_TAIL: usize = 16 << 10;
+/// How much of the checker's answer channel is kept.
+const CHECK_ANSWER_MAX: usize = 1 << 20;
+
+/// Copies the model the checker wrote (`exported`, in the candidate's
+/// scratch) to `dest`, reading it as a regular file only (never through a
+/// symbolic link the candidate left there).
+fn take_model(exported: &Path, dest: &Path) -> Result<Result<(), EvalOutcome>, PluginError> {
+    let src = match std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(exported) {
+        Ok(f) => f,
+        Err(_) => {
+            return Ok(Err(failed(
+                "export",
+                FailureKind::Export,
+                "the check passed but no exported model was written (model.pt is missing or not a regular file)",
+            )))
+        }
+    };
+    let meta = src.metadata().map_err(|e| PluginError::io(exported, e))?;
+    if !meta.is_file() || meta.len() > MAX_MODEL_BYTES {
+        return Ok(Err(failed(
+            "export",
+            FailureKind::Export,
+            format!("the exported model is not a regular file of at most {} GiB", MAX_MODEL_BYTES >> 30),
+        )));
+    }
+    let _ = std::fs::remove_file(dest);
+    let mut out = std::fs::File::create(dest).map_err(|e| PluginError::io(dest, e))?;
+    out.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| PluginError::io(dest, e))?;
+    std::io::copy(&mut std::io::Read::take(src, MAX_MODEL_BYTES), &mut out).map_err(|e| PluginError::io(dest, e))?;
+    Ok(Ok(()))
+}
+
+/// Writes a file that sandboxed processes may read (mode 0644 whatever the umask).
+fn write_readable(path: &Path, data: &[u8]) -> Result<(), PluginError> {
+    std::fs::write(path, data).map_err(|e| PluginError::io(path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| PluginError::io(path, e))
+}
+
+/// Copies the module the worker saved at `trained` to `dest` (never through
+/// a symbolic link).
+fn deliver_trained(report: &Value, trained: &Path, dest: &Path) -> Result<(), PluginError> {
+    if let Some(e) = report["save_error"].as_str() {
+        return Err(PluginError::internal(format!("the training worker could not save the trained model: {e}")));
+    }
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| PluginError::io(dir, e))?;
+    }
+    let mut src = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(trained)
+        .map_err(|e| PluginError::io(trained, e))?;
+    if !src.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(PluginError::io(trained, "not a regular file"));
+    }
+    let mut out = std::fs::File::create(dest).map_err(|e| PluginError::io(dest, e))?;
+    std::io::copy(&mut src, &mut out)
+        .map_err(|e| PluginError::io(dest, format!("copying the trained model from {}: {e}", trained.display())))?;
+    let _ = std::fs::remove_file(trained);
+    Ok(())
 }
 
 impl Evaluator for TchOneEpoch {
@@ -717,8 +1062,11 @@ impl Drop for TchOneEpoch {
         if let Some(w) = self.worker.take() {
             w.shutdown();
         }
+        if let Some(m) = self.meter.take() {
+            m.shutdown();
+        }
         if !self.settings.keep_scratch {
-            let _ = std::fs::remove_dir_all(&self.scratch);
+            let _ = std::fs::remove_dir_all(&self.dirs.root);
         }
         sandbox::cleanup_cgroups(&self.caps);
     }
@@ -736,12 +1084,6 @@ fn failed_tb(stage: &str, kind: FailureKind, message: impl Into<String>, traceba
     let mut f = CandidateFailure::new(stage, kind, message);
     f.traceback = traceback;
     EvalOutcome::Failed(f)
-}
-
-fn tail_of_file(path: &Path, max: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let start = text.len().saturating_sub(max);
-    String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
 fn sanitize(id: &str) -> String {
