@@ -1,7 +1,8 @@
 //! The llama.cpp engine behind `llm.local`.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +10,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use nas_plugin_api::{ChatRequest, ChatResponse, ChatRole, ErrorCode, LlmBackend, PluginError, TokenUsage};
 
@@ -35,8 +36,16 @@ fn backend() -> Result<&'static LlamaBackend, PluginError> {
 
 /// A loaded GGUF model answering chat requests. The model is loaded once
 /// and reused by every call; each call gets a fresh context.
+///
+/// A request that names a LoRA adapter ([`ChatRequest::adapter`] with a
+/// `gguf` file) is answered with it applied at its scale (1.0 unless set;
+/// 0.0 gives the base). Adapters are loaded once and kept by path (loaded
+/// again when the file changes); llama.cpp frees them with the model. A
+/// request without an adapter runs on the plain base: its fresh context has
+/// no adapter set.
 pub struct LocalBackend {
     model: LlamaModel,
+    adapters: HashMap<PathBuf, LoadedAdapter>,
     name: String,
     settings: LocalSettings,
     threads: Option<usize>,
@@ -60,7 +69,37 @@ impl LocalBackend {
         let name = model
             .meta_val_str("general.name")
             .unwrap_or_else(|_| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(LocalBackend { model, name, settings, threads, max_threads: None })
+        Ok(LocalBackend { model, adapters: HashMap::new(), name, settings, threads, max_threads: None })
+    }
+
+    /// Loads the GGUF LoRA adapter at `path` unless it is loaded already
+    /// (and unchanged); the key to find it again.
+    fn load_adapter(&mut self, path: &Path) -> Result<PathBuf, PluginError> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            PluginError::new(ErrorCode::NotFound, format!("[{ID}] LoRA adapter {}: {e}", path.display()))
+        })?;
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let stamp = (meta.len(), meta.modified().ok());
+        if self.adapters.get(&key).is_some_and(|a| a.stamp == stamp) {
+            return Ok(key);
+        }
+        let adapter = self.model.lora_adapter_init(&key).map_err(|e| {
+            PluginError::new(
+                ErrorCode::Corrupt,
+                format!(
+                    "[{ID}] cannot load the LoRA adapter {} ({e}): not a GGUF LoRA adapter for this model \
+                     (another architecture or other tensor shapes; set NAS_LLAMA_LOG=1 to see llama.cpp's reason)",
+                    path.display()
+                ),
+            )
+        })?;
+        self.adapters.insert(key.clone(), LoadedAdapter { adapter, stamp });
+        Ok(key)
+    }
+
+    /// How many distinct adapters were loaded.
+    pub fn loaded_adapters(&self) -> usize {
+        self.adapters.len()
     }
 
     /// Caps the automatic thread count (the host's `HostContext::threads`).
@@ -109,6 +148,12 @@ impl LocalBackend {
     }
 }
 
+/// An adapter loaded into the model, and the file's size and time when it was.
+struct LoadedAdapter {
+    adapter: LlamaLoraAdapter,
+    stamp: (u64, Option<SystemTime>),
+}
+
 fn time_seed() -> u32 {
     let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     (n ^ (n >> 32)) as u32
@@ -125,6 +170,22 @@ impl LlmBackend for LocalBackend {
             return Err(PluginError::input(format!("[{ID}] a chat request needs at least one message")));
         }
         let backend = backend()?;
+        let adapter = match &request.adapter {
+            None => None,
+            Some(a) => {
+                let Some(path) = &a.gguf else {
+                    return Err(PluginError::unsupported(format!(
+                        "[{ID}] adapter `{}` names no GGUF file; llm.local applies GGUF LoRA adapters (tune.lora writes adapter.gguf)",
+                        a.name
+                    )));
+                };
+                let scale = a.scale.unwrap_or(1.0);
+                if !scale.is_finite() {
+                    return Err(PluginError::input(format!("[{ID}] adapter scale must be a finite number, got {scale}")));
+                }
+                Some((self.load_adapter(path)?, scale))
+            }
+        };
         let s = &self.settings;
         let temperature = request.temperature.unwrap_or(s.temperature);
         let top_p = request.top_p.unwrap_or(s.top_p);
@@ -157,6 +218,11 @@ impl LlmBackend for LocalBackend {
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let mut ctx = self.model.new_context(backend, params).map_err(|e| internal("cannot create a context", e))?;
+        // A fresh context has no adapter: without one the answer is the base's.
+        if let Some((key, scale)) = adapter {
+            let loaded = self.adapters.get_mut(&key).expect("load_adapter inserted it");
+            ctx.lora_adapter_set(&mut loaded.adapter, scale).map_err(|e| internal("applying the LoRA adapter", e))?;
+        }
 
         let mut batch = LlamaBatch::new(PROMPT_BATCH, 1);
         let last = tokens.len() - 1;
