@@ -59,6 +59,92 @@ pub enum Command {
     /// Compare configurations (memory strategies, LLMs, ablations) over
     /// several seeds against the K=5 window, with confidence intervals.
     Compare(CompareArgs),
+    /// Fine-tuning sets (JSONL of prompt -> answer examples): the LEMUR
+    /// seed corpus, or a `nas export` corpus or your own JSONL.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+}
+
+/// `nas corpus ...`.
+#[derive(Debug, Subcommand)]
+pub enum CorpusCommand {
+    /// Build examples from the LEMUR dataset (the pinned `nn-dataset==2.1.2`
+    /// wheel, fetched once): the search's generator prompt for the dataset
+    /// -> a LEMUR model rewritten in the search's contract (or a diff from a
+    /// less accurate LEMUR model), the most accurate first.
+    Lemur(CorpusLemurArgs),
+    /// Read a `nas export` corpus (`corpus/train.jsonl`) or your own JSONL
+    /// (chat `messages` ending with the answer, or `messages` + `answer`)
+    /// into a training set.
+    Import(CorpusImportArgs),
+}
+
+/// `nas corpus lemur`.
+#[derive(Debug, Args)]
+pub struct CorpusLemurArgs {
+    /// The dataset the search runs on (`cifar10`, `mnist`, `fashion-mnist`,
+    /// ... or a `data.*` id): the prompts are its generator prompts, and
+    /// LEMUR's statistics of the same dataset rank the models.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// A run config: its `[dataset]`, `[prompts]` and `[search]` (mode,
+    /// prompt style) shape the prompts as that search writes them.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where to write `train.jsonl`, `index.csv`, `summary.json` and
+    /// `models/`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// `full` (prompt -> whole file) or `delta` (prompt -> diff against a
+    /// baseline); default: the config's `[search] mode`, else `full`.
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Only models with at least this first-epoch accuracy (a fraction, 0-1).
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
+    pub min_accuracy: f64,
+    /// At most N examples, the most accurate first.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Leave out a model at least this similar (MinHash Jaccard) to one
+    /// already kept; 1.0 keeps near-duplicates.
+    #[arg(long, value_name = "T", default_value_t = 0.90)]
+    pub novelty_threshold: f64,
+    /// Seeds the draws: delta baselines, the order without statistics.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Which run stands for a model trained several times: `best` or `mean`.
+    #[arg(long, value_name = "STAT", default_value = "best")]
+    pub statistic: String,
+    /// Rank by another LEMUR dataset's statistics (`mnist`, `cifar-10`, ...),
+    /// or `none` for models without statistics (for datasets LEMUR lacks,
+    /// e.g. Fashion-MNIST).
+    #[arg(long, value_name = "NAME")]
+    pub statistics_from: Option<String>,
+    /// Use this copy of the wheel (checked against the pinned sha256)
+    /// instead of `$NAS_HOME/corpus/`.
+    #[arg(long, value_name = "FILE")]
+    pub wheel: Option<PathBuf>,
+    /// Delta: leave out diffs changing more lines than this.
+    #[arg(long, value_name = "N", default_value_t = 80)]
+    pub max_diff_lines: usize,
+}
+
+/// `nas corpus import`.
+#[derive(Debug, Args)]
+pub struct CorpusImportArgs {
+    /// JSONL files, one example a line; read in order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Where to write `train.jsonl`, `index.csv` and `summary.json`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// At most N examples, in file order.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Leave out an example whose answer is at least this similar to a kept
+    /// one's; 1.0 keeps near-duplicates.
+    #[arg(long, value_name = "T", default_value_t = 0.90)]
+    pub novelty_threshold: f64,
 }
 
 /// `nas export`.
@@ -248,5 +334,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Export(args) => commands::export::run(&cli.plugins, &args),
         Command::Report(args) => commands::report::run(&args),
         Command::Compare(args) => commands::compare::run(&cli.plugins, &args),
+        Command::Corpus(CorpusCommand::Lemur(args)) => commands::corpus::lemur(&cli.plugins, &args),
+        Command::Corpus(CorpusCommand::Import(args)) => commands::corpus::import(&args),
     }
 }

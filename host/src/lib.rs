@@ -18,6 +18,7 @@
 //! | [`time`] | timestamps |
 //! | [`metrics`] | valid rate, best/mean accuracy, ... from records |
 //! | [`datasets`] | the prepared-dataset cache of a run |
+//! | [`corpus`] | fine-tuning sets: the LEMUR seed corpus, imported JSONL |
 //! | [`export`] | `nas export`: the best model, LEMUR-contract files, a fine-tuning corpus |
 //! | [`report`] | reports: HTML, Markdown, figures, CSV/JSON exports |
 //! | [`compare`] | comparing configurations over seeds, with confidence intervals |
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod commands;
 pub mod compare;
 pub mod config;
+pub mod corpus;
 pub mod datasets;
 pub mod export;
 pub mod fetch;

@@ -3,6 +3,7 @@
 //! folder and `cli.rs` imports it.
 
 pub mod compare;
+pub mod corpus;
 pub mod data;
 pub mod eval;
 pub mod export;
