@@ -249,7 +249,7 @@ pub fn plan(path: &Path) -> Result<Plan, CompareError> {
 
     let base: LoadedConfig = match &c.base {
         Some(p) => config::load(&dir.join(p))?,
-        None => LoadedConfig { config: RunConfig::default(), path: PathBuf::from("(defaults)"), dir: dir.clone() },
+        None => LoadedConfig { config: RunConfig::embedded(), path: PathBuf::from("(defaults)"), dir: dir.clone() },
     };
     let mut base_config = crate::session::frozen(&base);
     if let Some(n) = c.max_iterations {
@@ -307,6 +307,7 @@ pub fn plan(path: &Path) -> Result<Plan, CompareError> {
         let memory = PluginSection {
             plugin: PluginRef::Id("memory.window".into()),
             settings: toml::Table::from_iter([("k".to_string(), toml::Value::Integer(5))]),
+            slots: None,
         };
         arms.insert(0, ArmSpec { name: BASELINE_ARM.into(), memory: Some(memory), ..plain_arm() });
     }
@@ -397,7 +398,7 @@ fn check_name(path: &Path, what: &str, name: &str) -> Result<(), CompareError> {
 /// The base config changed as the arm says; checked as a run config.
 fn arm_config(path: &Path, dir: &Path, base: &RunConfig, arm: &ArmSpec) -> Result<RunConfig, CompareError> {
     let mut c = base.clone();
-    let fix = |s: &PluginSection| PluginSection { plugin: s.plugin.resolved(dir), settings: s.settings.clone() };
+    let fix = |s: &PluginSection| PluginSection { plugin: s.plugin.resolved(dir), settings: s.settings.clone(), slots: s.slots };
     if let Some(m) = &arm.memory {
         c.memory = fix(m);
     }

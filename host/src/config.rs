@@ -55,11 +55,15 @@ pub struct PluginSection {
     /// The plugin's own settings, handed to it unchanged.
     #[serde(default)]
     pub settings: toml::Table,
+    /// `[evaluator]` only: candidates evaluated at once, each in its own
+    /// instance of the evaluator (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
 }
 
 impl PluginSection {
     fn builtin(id: &str) -> Self {
-        PluginSection { plugin: PluginRef::Builtin(id.to_string()), settings: toml::Table::new() }
+        PluginSection { plugin: PluginRef::Builtin(id.to_string()), settings: toml::Table::new(), slots: None }
     }
 
     /// The settings as JSON, for the plugin.
@@ -110,6 +114,32 @@ pub enum GenerationMode {
     Delta,
 }
 
+/// What the search repairs deterministically before training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Repair {
+    /// Nothing (the paper's method).
+    #[default]
+    Off,
+    /// A flatten-size mismatch: the `nn.Linear` whose `in_features` does not
+    /// match the measured flattened features gets the measured size, and the
+    /// candidate is evaluated again; the record keeps both.
+    Flatten,
+}
+
+/// How the generator's prompt is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptStyle {
+    /// The paper's: the best design, the previous attempt's code and result,
+    /// the Improver's suggestions.
+    #[default]
+    Paper,
+    /// For small models: after a failure, the best design, the error in one
+    /// line and one change to make; the failed code is not shown.
+    Compact,
+}
+
 /// `[search]`: the method's settings, budgets and ablations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +178,42 @@ pub struct SearchSection {
     /// Whether the novelty filter runs.
     #[serde(default = "yes")]
     pub novelty_filter: bool,
+    /// Deterministic repairs before training (`off`, the paper's method, or
+    /// `flatten`).
+    #[serde(default)]
+    pub repair: Repair,
+    /// How many times the Improver is asked again when its answer is not a
+    /// diagnosis (it copies the answer format or repeats the previous one);
+    /// an answer still not a diagnosis is recorded and opens no memory entry.
+    #[serde(default = "one_retry")]
+    pub diagnosis_retries: u32,
+    /// How the generator's prompt is written (`paper` or `compact`).
+    #[serde(default)]
+    pub prompt_style: PromptStyle,
+    /// Chains of the method run side by side, each with its own memory and
+    /// best, sharing the novelty archive (1: the paper's single chain).
+    #[serde(default = "one_island")]
+    pub islands: u32,
+    /// Every this many of its own iterations, an island takes the best
+    /// design of the island before it in the ring when it is better (0:
+    /// never).
+    #[serde(default = "default_migration_interval")]
+    pub migration_interval: u64,
+    /// Most LLM calls in flight at once (default: one per island); a backend
+    /// that serves one call at a time (the embedded model) gets one.
+    #[serde(default)]
+    pub llm_in_flight: Option<u32>,
+}
+
+fn one_island() -> u32 {
+    1
+}
+fn default_migration_interval() -> u64 {
+    10
+}
+
+fn one_retry() -> u32 {
+    1
 }
 
 fn default_max_iterations() -> u64 {
@@ -174,6 +240,12 @@ impl Default for SearchSection {
             use_history: true,
             novelty_threshold: default_novelty(),
             novelty_filter: true,
+            repair: Repair::Off,
+            diagnosis_retries: one_retry(),
+            prompt_style: PromptStyle::Paper,
+            islands: one_island(),
+            migration_interval: default_migration_interval(),
+            llm_in_flight: None,
         }
     }
 }
@@ -265,6 +337,17 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// The embedded defaults of `nas run` without a config file: the
+    /// defaults of every key, with the settings that make a small local model
+    /// productive (`[search] repair = "flatten"`, `prompt_style = "compact"`).
+    /// `docs/config.md` lists them.
+    pub fn embedded() -> RunConfig {
+        let mut c = RunConfig::default();
+        c.search.repair = Repair::Flatten;
+        c.search.prompt_style = PromptStyle::Compact;
+        c
+    }
+
     /// Every plugin section that is present, with its name.
     pub fn plugin_sections(&self) -> Vec<(&'static str, &PluginSection)> {
         let mut v = vec![
@@ -361,6 +444,25 @@ fn check(c: &RunConfig) -> Result<(), String> {
     }
     if !(0.0..=1.0).contains(&s.novelty_threshold) || s.novelty_threshold == 0.0 {
         return Err(format!("[search] novelty_threshold is {}; it must be in (0, 1]", s.novelty_threshold));
+    }
+    if s.islands == 0 {
+        return Err("[search] islands must be at least 1".into());
+    }
+    if s.islands > 256 {
+        return Err(format!("[search] islands is {}; at most 256 chains run side by side", s.islands));
+    }
+    if s.llm_in_flight == Some(0) {
+        return Err("[search] llm_in_flight must be at least 1".into());
+    }
+    for (name, section) in c.plugin_sections() {
+        if let Some(slots) = section.slots {
+            if name != "evaluator" {
+                return Err(format!("[{name}] slots: only the evaluator has slots"));
+            }
+            if slots == 0 || slots > 64 {
+                return Err(format!("[evaluator] slots is {slots}; it must be between 1 and 64"));
+            }
+        }
     }
     if let Some(w) = s.max_wall_time_s {
         if !(w.is_finite() && w > 0.0) {

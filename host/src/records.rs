@@ -203,6 +203,17 @@ pub struct IterationRecord {
     pub wall_seconds: f64,
     /// When it finished (seconds since the Unix epoch).
     pub finished_at: f64,
+    /// What a deterministic repair changed before training (`[search]
+    /// repair`); `code` is then the repaired code and `outcome` its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<crate::search::repair::RepairNote>,
+    /// The island whose chain ran it (0 when the run has one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub island: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl IterationRecord {
@@ -242,4 +253,10 @@ pub struct Advice {
     pub suggestions: String,
     /// How the answer was read: `json_fence`, `bare_object`, `lenient`, `raw`.
     pub parsed_as: String,
+    /// Why the answer is not a diagnosis (it copied the answer format's
+    /// descriptions, repeated the previous diagnosis, or said nothing), when
+    /// it is not: such advice is kept in the record but opens no memory
+    /// entry and reaches no prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }

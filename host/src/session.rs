@@ -74,7 +74,7 @@ pub enum SessionError {
 pub fn load_config(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     match path {
         Some(path) => config::load(path),
-        None => Ok(LoadedConfig { config: RunConfig::default(), path: PathBuf::from("(defaults)"), dir: PathBuf::from(".") }),
+        None => Ok(LoadedConfig { config: RunConfig::embedded(), path: PathBuf::from("(defaults)"), dir: PathBuf::from(".") }),
     }
 }
 
@@ -173,7 +173,10 @@ pub struct RunPlugins {
 }
 
 /// Creates every plugin of a run config. When `replaying`, no LLM backend is
-/// created: every answer comes from the recorded run.
+/// created: every answer comes from the recorded run. Instances the search
+/// uses at once are created as many times as it may: `[evaluator] slots`,
+/// and one LLM backend per call in flight (`[search] llm_in_flight`, by
+/// default one per island), capped by what the plugin says it serves.
 pub fn create_plugins(
     registry: &mut Registry,
     loaded: &LoadedConfig,
@@ -182,8 +185,16 @@ pub fn create_plugins(
 ) -> Result<RunPlugins, SessionError> {
     let c = &loaded.config;
     let mut records = Vec::new();
-    let mut make = |name: &str, section: &PluginSection, kind: PluginKind| {
-        let (r, instance) = create(registry, loaded, name, section, kind, ctx)?;
+    let in_flight = c.search.llm_in_flight.unwrap_or(c.search.islands).max(1);
+    // Creates `wanted` instances (fewer when the plugin serves fewer at once)
+    // and records the plugin once.
+    let mut make = |name: &str, section: &PluginSection, kind: PluginKind, wanted: u32| {
+        let (r, first) = create(registry, loaded, name, section, kind, ctx)?;
+        let count = wanted.min(r.info.concurrency.unwrap_or(u32::MAX)).max(1);
+        let mut all = vec![first];
+        for _ in 1..count {
+            all.push(create(registry, loaded, name, section, kind, ctx)?.1);
+        }
         records.push(PluginRecord {
             section: name.into(),
             id: r.info.id.clone(),
@@ -191,38 +202,44 @@ pub fn create_plugins(
             api_version: r.info.api_version.to_string(),
             origin: r.origin.to_string(),
         });
-        Ok::<_, SessionError>(instance)
+        Ok::<_, SessionError>(all)
     };
     let wrong = |section: &str, kind: PluginKind| SessionError::Other(format!("[{section}] is not a {kind}"));
-    let memory: Box<dyn MemoryStrategy> = make("memory", &c.memory, PluginKind::Memory)?
+    fn one(mut v: Vec<PluginInstance>) -> PluginInstance {
+        v.swap_remove(0)
+    }
+    let memory: Box<dyn MemoryStrategy> = one(make("memory", &c.memory, PluginKind::Memory, 1)?)
         .into_memory()
         .map_err(|_| wrong("memory", PluginKind::Memory))?;
-    let dataset = make("dataset", &c.dataset, PluginKind::Dataset)?
+    let dataset = one(make("dataset", &c.dataset, PluginKind::Dataset, 1)?)
         .into_dataset()
         .map_err(|_| wrong("dataset", PluginKind::Dataset))?;
-    let evaluator: Box<dyn Evaluator> = make("evaluator", &c.evaluator, PluginKind::Evaluator)?
-        .into_evaluator()
-        .map_err(|_| wrong("evaluator", PluginKind::Evaluator))?;
-    let (generator, improver): (Box<dyn LlmBackend>, Option<Box<dyn LlmBackend>>) = if replaying {
-        (Box::new(NoLlm), None)
+    let evaluators: Vec<Box<dyn Evaluator>> = make("evaluator", &c.evaluator, PluginKind::Evaluator, c.evaluator.slots.unwrap_or(1))?
+        .into_iter()
+        .map(|i| i.into_evaluator().map_err(|_| wrong("evaluator", PluginKind::Evaluator)))
+        .collect::<Result<_, _>>()?;
+    let llms = |v: Vec<PluginInstance>, section: &str| -> Result<Vec<Box<dyn LlmBackend>>, SessionError> {
+        v.into_iter().map(|i| i.into_llm().map_err(|_| wrong(section, PluginKind::Llm))).collect()
+    };
+    let (generators, improvers): (Vec<Box<dyn LlmBackend>>, Vec<Box<dyn LlmBackend>>) = if replaying {
+        (vec![Box::new(NoLlm)], Vec::new())
     } else {
-        let generator =
-            make("generator", &c.generator, PluginKind::Llm)?.into_llm().map_err(|_| wrong("generator", PluginKind::Llm))?;
-        let improver = match &c.improver {
-            Some(section) if section != &c.generator => Some(
-                make("improver", section, PluginKind::Llm)?.into_llm().map_err(|_| wrong("improver", PluginKind::Llm))?,
-            ),
-            _ => None,
+        let generators = llms(make("generator", &c.generator, PluginKind::Llm, in_flight)?, "generator")?;
+        let improvers = match &c.improver {
+            Some(section) if section != &c.generator => {
+                llms(make("improver", section, PluginKind::Llm, in_flight)?, "improver")?
+            }
+            _ => Vec::new(),
         };
-        (generator, improver)
+        (generators, improvers)
     };
     let tuner = match &c.tuner {
-        Some(section) => {
-            Some(make("tuner", section, PluginKind::Tune)?.into_tune().map_err(|_| wrong("tuner", PluginKind::Tune))?)
-        }
+        Some(section) => Some(
+            one(make("tuner", section, PluginKind::Tune, 1)?).into_tune().map_err(|_| wrong("tuner", PluginKind::Tune))?,
+        ),
         None => None,
     };
-    Ok(RunPlugins { dataset, roles: Roles { evaluator, generator, improver, memory }, tuner, records })
+    Ok(RunPlugins { dataset, roles: Roles { evaluators, generators, improvers, memory }, tuner, records })
 }
 
 /// Warns on stderr about each plugin whose id or version changed since the

@@ -91,7 +91,8 @@ impl Store {
              );
              CREATE TABLE IF NOT EXISTS memory (iteration INTEGER PRIMARY KEY, entry TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS evaluations (
-                iteration INTEGER PRIMARY KEY, code_sha256 TEXT NOT NULL, outcome TEXT NOT NULL, seconds REAL NOT NULL
+                iteration INTEGER NOT NULL, code_sha256 TEXT NOT NULL, outcome TEXT NOT NULL, seconds REAL NOT NULL,
+                PRIMARY KEY (iteration, code_sha256)
              );
              CREATE TABLE IF NOT EXISTS llm_calls (
                 iteration INTEGER NOT NULL, role TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -231,7 +232,8 @@ impl Store {
         .transpose()
     }
 
-    /// Journals an evaluation as soon as it returns, keyed by the code's hash.
+    /// Journals an evaluation as soon as it returns, keyed by the iteration
+    /// and the code's hash (an iteration may evaluate a repaired code too).
     pub fn journal_evaluation(
         &self,
         iteration: u64,
@@ -252,8 +254,8 @@ impl Store {
         let row: Option<(String, String, f64)> = self.sql(
             self.conn
                 .query_row(
-                    "SELECT code_sha256, outcome, seconds FROM evaluations WHERE iteration = ?1",
-                    params![iteration as i64],
+                    "SELECT code_sha256, outcome, seconds FROM evaluations WHERE iteration = ?1 AND code_sha256 = ?2",
+                    params![iteration as i64, sha256(code)],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional(),
@@ -303,6 +305,8 @@ mod tests {
             eval_seconds: 2.0,
             wall_seconds: 3.0,
             finished_at: 0.0,
+            repair: None,
+            island: 0,
         }
     }
 

@@ -205,6 +205,7 @@ pub fn load_component(path: &Path, options: &WasmOptions) -> Result<WasmLibrary,
         version: manifest.version.clone(),
         api_version: api,
         description: manifest.description.clone(),
+        concurrency: None,
     };
     let shared = Shared {
         path: path.to_path_buf(),

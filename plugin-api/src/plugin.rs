@@ -47,6 +47,13 @@ pub struct PluginInfo {
     /// One line for `nas plugins list`.
     #[serde(default)]
     pub description: String,
+    /// How many instances of this plugin are worth running at once in one
+    /// process (`None`: no limit). A backend that serves one call at a time
+    /// on the machine's cores, like an embedded model, says 1, and the host
+    /// keeps one instance however many calls it could have in flight. Added
+    /// in plugin API 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 impl PluginInfo {
@@ -63,7 +70,14 @@ impl PluginInfo {
             version: version.into(),
             api_version: API_VERSION,
             description: description.into(),
+            concurrency: None,
         }
+    }
+
+    /// The same info with a concurrency limit (see [`Self::concurrency`]).
+    pub fn with_concurrency(mut self, instances: u32) -> Self {
+        self.concurrency = Some(instances);
+        self
     }
 
     /// Checks the id has the form `<kind prefix>.<name>` with a non-empty

@@ -64,7 +64,7 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
     };
     let mut st = Store::open(&run_dir).usage()?;
     eprintln!("run directory: {}", run_dir.display());
-    execute(&config, created.roles, prepared, &mut st, replay.as_ref(), baseline, &run_dir)
+    execute(&config, created.roles, prepared, &mut st, replay, baseline, &run_dir)
 }
 
 /// Runs `nas resume RUN_DIR`.
@@ -89,7 +89,7 @@ pub fn resume(plugins: &[PathBuf], run_dir: &Path) -> Result<(), Failure> {
     eprintln!("preparing dataset ...");
     let prepared = session::prepare_dataset(created.dataset.as_mut(), &config.dataset).usage()?;
     eprintln!("resuming {} after iteration {}", run_dir.display(), st.last_iteration().usage()?);
-    execute(&config, created.roles, prepared, &mut st, replay.as_ref(), baseline, run_dir)
+    execute(&config, created.roles, prepared, &mut st, replay, baseline, run_dir)
 }
 
 struct Bar {
@@ -136,7 +136,7 @@ fn execute(
     roles: Roles,
     prepared: crate::datasets::Prepared,
     st: &mut Store,
-    replay: Option<&Store>,
+    replay: Option<Store>,
     baseline: Option<String>,
     run_dir: &Path,
 ) -> Result<(), Failure> {

@@ -51,11 +51,6 @@ pub fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-/// The colour as CSS.
-pub fn css(c: RGBColor) -> String {
-    format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
-}
-
 const FONT: &str = "sans-serif";
 
 fn register_fonts() {

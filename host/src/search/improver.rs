@@ -7,7 +7,80 @@
 //! lines, and accepts suggestions given as a string, a list of strings or a
 //! list of objects.
 
+use std::collections::BTreeSet;
+
 pub use crate::records::Advice;
+
+/// One key of the answer's JSON object and what it must hold, as the
+/// built-in prompts state it. The prompts show these descriptions, never a
+/// filled-in example a small model could copy; [`rejection`] refuses an
+/// answer that copies them anyway.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct AnswerKey {
+    /// The JSON key.
+    pub key: &'static str,
+    /// What its value must say.
+    pub description: &'static str,
+}
+
+/// The keys of the Improver's answer (the paper's).
+pub const ANSWER_KEYS: [AnswerKey; 3] = [
+    AnswerKey {
+        key: "reason",
+        description: "your diagnosis of THIS design: which layer or setting caused its result or its error, in one or two sentences of your own",
+    },
+    AnswerKey { key: "inspiration", description: "a known architecture or technique worth borrowing, by name" },
+    AnswerKey {
+        key: "improvement_suggestions",
+        description: "exactly one concrete change for the next attempt, naming the layer and the new value",
+    },
+];
+
+/// Descriptions that earlier prompt templates showed as values of an example
+/// object; an answer that repeats them copied the template.
+const LEGACY_PLACEHOLDERS: [&str; 3] = [
+    "the main problem with the current design, or why it scored what it did",
+    "a known architecture or technique to borrow from",
+    "the concrete change to make next",
+];
+
+fn words(s: &str) -> BTreeSet<String> {
+    s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
+fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
+    let union = a.union(b).count();
+    if union == 0 {
+        return 1.0;
+    }
+    a.intersection(b).count() as f64 / union as f64
+}
+
+/// Why an answer is not a diagnosis, or `None` when it is one: it says
+/// nothing, copies the answer format's descriptions (or an old template's
+/// placeholders), or repeats the previous diagnosis word for word.
+pub fn rejection(advice: &Advice, previous: Option<&Advice>) -> Option<String> {
+    let (problem, suggestions) = (words(&advice.problem), words(&advice.suggestions));
+    if suggestions.len() < 2 {
+        return Some("it gives no suggestion".into());
+    }
+    let templates = ANSWER_KEYS.iter().map(|k| k.description).chain(LEGACY_PLACEHOLDERS);
+    for template in templates {
+        let t = words(template);
+        for (field, w) in [("reason", &problem), ("improvement_suggestions", &suggestions)] {
+            if !w.is_empty() && jaccard(w, &t) >= 0.75 {
+                return Some(format!("its `{field}` copies the answer format instead of diagnosing"));
+            }
+        }
+    }
+    if let Some(p) = previous.filter(|p| p.rejected.is_none()) {
+        let same_problem = problem.is_empty() || jaccard(&problem, &words(&p.problem)) >= 0.9;
+        if same_problem && jaccard(&suggestions, &words(&p.suggestions)) >= 0.9 {
+            return Some("it repeats the previous diagnosis".into());
+        }
+    }
+    None
+}
 
 /// Reads an Improver answer. Never fails: an answer with no structure
 /// becomes raw suggestions (`parsed_as: "raw"`).
@@ -32,6 +105,7 @@ pub fn parse(answer: &str) -> Advice {
         inspiration: String::new(),
         suggestions: answer.trim().to_string(),
         parsed_as: "raw".into(),
+        rejected: None,
     }
 }
 
@@ -50,7 +124,7 @@ fn from_value(value: &serde_json::Value, how: &str) -> Option<Advice> {
     if suggestions.is_empty() && problem.is_empty() {
         return None;
     }
-    Some(Advice { problem, inspiration: get(&["inspiration"]), suggestions, parsed_as: how.into() })
+    Some(Advice { problem, inspiration: get(&["inspiration"]), suggestions, parsed_as: how.into(), rejected: None })
 }
 
 /// A JSON value as prose: strings as they are, lists as numbered lines,
@@ -209,6 +283,30 @@ fn lenient(text: &str) -> Option<Advice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_copies_and_repeats_are_not_diagnoses() {
+        let copied = parse(
+            r#"```json
+{"reason": "the main problem with the current design, or why it scored what it did", "inspiration": "a known architecture or technique to borrow from", "improvement_suggestions": "Add BatchNorm after each conv."}
+```"#,
+        );
+        assert!(rejection(&copied, None).is_some_and(|r| r.contains("reason")), "{copied:?}");
+        let described = parse(&format!(
+            "{{\"reason\": \"x\", \"improvement_suggestions\": \"{}\"}}",
+            ANSWER_KEYS[2].description
+        ));
+        assert!(rejection(&described, None).is_some_and(|r| r.contains("improvement_suggestions")));
+        let real = parse(
+            r#"{"reason": "fc1 expects 12544 inputs but the two poolings leave 64x7x7 = 3136", "improvement_suggestions": "Set fc1 = nn.Linear(3136, 256)."}"#,
+        );
+        assert_eq!(rejection(&real, None), None);
+        let again = parse(
+            r#"{"reason": "fc1 expects 12544 inputs but the two poolings leave 64x7x7 = 3136.", "improvement_suggestions": "set fc1 = nn.Linear(3136, 256)"}"#,
+        );
+        assert_eq!(rejection(&again, Some(&real)).as_deref(), Some("it repeats the previous diagnosis"));
+        assert!(rejection(&parse("{}"), None).is_some());
+    }
 
     #[test]
     fn a_json_fence_with_the_paper_keys() {

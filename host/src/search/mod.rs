@@ -18,12 +18,18 @@
 pub mod delta;
 pub mod extract;
 pub mod improver;
+pub mod islands;
 pub mod novelty;
+pub mod pool;
 pub mod prompts;
+pub mod repair;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use islands::{Migrations, OrderedArchive, Screen};
+use pool::Pool;
 
 use nas_plugin_api::text::truncate_chars;
 use nas_plugin_api::{
@@ -32,7 +38,7 @@ use nas_plugin_api::{
 };
 use serde::Serialize;
 
-use crate::config::{GenerationMode, SearchSection};
+use crate::config::{GenerationMode, PromptStyle, Repair, SearchSection};
 use crate::records::{IterationRecord, LlmCall, LlmRole, Outcome, RoleUsage};
 use crate::store::{Store, StoreError};
 
@@ -97,14 +103,15 @@ pub enum SearchError {
     Prompt(#[from] prompts::PromptError),
 }
 
-/// The plugin instances a search drives.
+/// The plugin instances a search drives. Each list holds the instances
+/// that may work at once: LLM calls in flight, evaluation slots.
 pub struct Roles {
-    /// Scores candidates.
-    pub evaluator: Box<dyn Evaluator>,
-    /// The Code Generator's backend.
-    pub generator: Box<dyn LlmBackend>,
-    /// The Prompt Improver's backend (`None`: the generator's).
-    pub improver: Option<Box<dyn LlmBackend>>,
+    /// Scores candidates: one instance per evaluation slot.
+    pub evaluators: Vec<Box<dyn Evaluator>>,
+    /// The Code Generator's backend, one instance per call in flight.
+    pub generators: Vec<Box<dyn LlmBackend>>,
+    /// The Prompt Improver's backend (empty: the generator's).
+    pub improvers: Vec<Box<dyn LlmBackend>>,
     /// Chooses what the Improver sees.
     pub memory: Box<dyn MemoryStrategy>,
 }
@@ -141,11 +148,11 @@ impl std::fmt::Display for Stage {
     }
 }
 
-/// Receives progress.
-pub trait Progress {
+/// Receives progress, from every island.
+pub trait Progress: Send {
     /// An iteration entered a stage.
     fn stage(&mut self, iteration: u64, stage: Stage);
-    /// An iteration was committed.
+    /// An iteration was committed; `records` are every committed iteration.
     fn finished(&mut self, record: &IterationRecord, records: &[IterationRecord]);
 }
 
@@ -165,6 +172,15 @@ impl Best {
         }
     }
 
+    /// Takes a migrant when it is strictly better.
+    fn offer_migrant(best: &mut Option<Best>, migrant: Option<&Best>) {
+        if let Some(m) = migrant {
+            if let Some(acc) = m.accuracy {
+                Best::offer(best, m.iteration, &m.code, acc);
+            }
+        }
+    }
+
     fn prompt_context(&self) -> serde_json::Value {
         serde_json::json!({
             "iteration": self.iteration, "code": self.code,
@@ -173,20 +189,16 @@ impl Best {
     }
 }
 
-/// The state of one chain of the method: what it has recorded, its memory
-/// entries and its best design.
+/// The state of one chain of the method (an island): what it has recorded,
+/// its memory entries and its best design.
 struct Chain {
+    island: u64,
     records: Vec<IterationRecord>,
     entries: Vec<MemoryEntry>,
     best: Option<Best>,
 }
 
 impl Chain {
-    /// The next iteration's number.
-    fn next_iteration(&self) -> u64 {
-        self.records.last().map_or(1, |r| r.iteration + 1)
-    }
-
     /// Step 4: closes the open memory entry with the outcome.
     fn close_open_entry(&mut self, outcome: &Outcome) -> Option<MemoryEntry> {
         let open = self.entries.last_mut().filter(|e| !e.is_closed())?;
@@ -227,6 +239,8 @@ struct Generated {
 struct Evaluated {
     outcome: Outcome,
     seconds: f64,
+    /// The repaired code and what changed, when a repair was made.
+    repaired: Option<(String, repair::RepairNote)>,
 }
 
 /// Step 6–7's result: what the memory strategy chose, the Improver's advice
@@ -246,25 +260,45 @@ struct Diagnosis {
 /// a replay with no more answers); broken infrastructure is the outer error.
 type Step<T> = Result<Result<T, StopReason>, SearchError>;
 
-/// The search.
+/// Where the run stands: set once by the first island that stops it.
+#[derive(Default)]
+struct Halt {
+    reason: Option<StopReason>,
+    error: Option<SearchError>,
+}
+
+/// The search: one chain per island, run side by side, sharing the plugin
+/// pools, the run store and the novelty archive.
 pub struct Search<'a> {
     cfg: SearchSection,
-    roles: Roles,
     dataset: DatasetContext,
     prompts: prompts::Prompts,
-    store: &'a mut Store,
-    replay: Option<&'a Store>,
     baseline: Option<String>,
     interrupt: Arc<AtomicBool>,
     seed: u64,
+    evaluators: Pool<Box<dyn Evaluator>>,
+    generators: Pool<Box<dyn LlmBackend>>,
+    improvers: Option<Pool<Box<dyn LlmBackend>>>,
+    memory: Mutex<Box<dyn MemoryStrategy>>,
+    store: Mutex<&'a mut Store>,
+    replay: Option<Mutex<Store>>,
+    archive: OrderedArchive,
+    migrations: Migrations<Best>,
+    committed: Mutex<Vec<IterationRecord>>,
+    halt: Mutex<Halt>,
 }
 
 fn pct(acc: f64) -> String {
     format!("{:.2}%", acc * 100.0)
 }
 
+fn locked<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl<'a> Search<'a> {
-    /// A search over the given plugins and store.
+    /// A search over the given plugins and store; `replay` answers every
+    /// LLM call from another run's journal.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: SearchSection,
@@ -272,12 +306,33 @@ impl<'a> Search<'a> {
         dataset: DatasetContext,
         prompts: prompts::Prompts,
         store: &'a mut Store,
-        replay: Option<&'a Store>,
+        replay: Option<Store>,
         baseline: Option<String>,
         seed: u64,
         interrupt: Arc<AtomicBool>,
     ) -> Self {
-        Search { cfg, roles, dataset, prompts, store, replay, baseline, interrupt, seed }
+        Search {
+            cfg,
+            dataset,
+            prompts,
+            baseline,
+            interrupt,
+            seed,
+            evaluators: Pool::new(roles.evaluators),
+            generators: Pool::new(roles.generators),
+            improvers: (!roles.improvers.is_empty()).then(|| Pool::new(roles.improvers)),
+            memory: Mutex::new(roles.memory),
+            store: Mutex::new(store),
+            replay: replay.map(Mutex::new),
+            archive: OrderedArchive::default(),
+            migrations: Migrations::default(),
+            committed: Mutex::new(Vec::new()),
+            halt: Mutex::new(Halt::default()),
+        }
+    }
+
+    fn islands(&self) -> u64 {
+        u64::from(self.cfg.islands.max(1))
     }
 
     fn dataset_ctx(&self) -> serde_json::Value {
@@ -293,14 +348,14 @@ impl<'a> Search<'a> {
 
     /// One LLM call: the journaled answer when resuming, the recorded one
     /// when replaying, else the backend's; journaled as soon as it returns.
-    fn llm(&mut self, iteration: u64, role: LlmRole, seq: u32, messages: Vec<ChatMessage>) -> Step<ChatResponse> {
-        if let Some(j) = self.store.journaled(iteration, role, seq)? {
+    fn llm(&self, iteration: u64, role: LlmRole, seq: u32, messages: Vec<ChatMessage>) -> Step<ChatResponse> {
+        if let Some(j) = locked(&self.store).journaled(iteration, role, seq)? {
             if j.request == messages {
                 return Ok(Ok(j.response));
             }
         }
-        let response = if let Some(replay) = self.replay {
-            match replay.journaled(iteration, role, seq)? {
+        let response = if let Some(replay) = &self.replay {
+            match locked(replay).journaled(iteration, role, seq)? {
                 Some(c) => c.response,
                 None => {
                     return Ok(Err(StopReason::ReplayExhausted(format!("iteration {iteration}, {role} call {seq}"))))
@@ -313,87 +368,217 @@ impl<'a> Search<'a> {
                 purpose: Some(role.to_string()),
                 ..Default::default()
             };
-            let backend = match (role, self.roles.improver.as_mut()) {
-                (LlmRole::Generator, _) | (LlmRole::Improver | LlmRole::Memory, None) => self.roles.generator.as_mut(),
-                (LlmRole::Improver | LlmRole::Memory, Some(b)) => b.as_mut(),
+            let pool = match (role, &self.improvers) {
+                (LlmRole::Generator, _) | (LlmRole::Improver | LlmRole::Memory, None) => &self.generators,
+                (LlmRole::Improver | LlmRole::Memory, Some(p)) => p,
             };
-            backend.complete(&request).map_err(|error| SearchError::Llm { role, error })?
+            pool.with(|backend| backend.complete(&request)).map_err(|error| SearchError::Llm { role, error })?
         };
-        self.store.journal(&LlmCall { iteration, role, seq, request: messages, response: response.clone() })?;
+        locked(&self.store).journal(&LlmCall {
+            iteration,
+            role,
+            seq,
+            request: messages,
+            response: response.clone(),
+        })?;
         Ok(Ok(response))
     }
 
-    fn interrupted(&self) -> bool {
-        self.interrupt.load(Ordering::SeqCst)
+    /// Whether the run is stopping: Ctrl-C, or another island stopped it.
+    fn stopping(&self) -> bool {
+        self.interrupt.load(Ordering::SeqCst) || {
+            let h = locked(&self.halt);
+            h.reason.is_some() || h.error.is_some()
+        }
     }
 
-    /// The chain as recorded (nothing on a new run), and the novelty archive
-    /// of every candidate evaluated.
-    fn restore(&self) -> Result<(Chain, novelty::Archive), SearchError> {
-        let records = self.store.iterations()?;
-        let entries = self.store.memory()?;
-        let mut archive = novelty::Archive::default();
-        let mut best: Option<Best> =
-            self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None });
-        for r in &records {
-            if let (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) = (&r.code, &r.outcome) {
-                archive.add(r.iteration, novelty::signature(code));
-            }
-            if let (Some(acc), Some(code)) = (r.outcome.accuracy(), &r.code) {
-                Best::offer(&mut best, r.iteration, code, acc);
-            }
+    /// Why the run stops when [`Self::stopping`] turned true.
+    fn stop_now(&self) -> StopReason {
+        locked(&self.halt).reason.clone().unwrap_or(StopReason::Interrupted)
+    }
+
+    /// Stops the run (the first reason or error wins).
+    fn halt(&self, outcome: Result<StopReason, SearchError>) {
+        let mut h = locked(&self.halt);
+        if h.reason.is_some() || h.error.is_some() {
+            return;
         }
-        Ok((Chain { records, entries, best }, archive))
+        match outcome {
+            Ok(reason) => h.reason = Some(reason),
+            Err(e) => h.error = Some(e),
+        }
+    }
+
+    /// Every island's chain as recorded (nothing on a new run): records and
+    /// memory entries by island, the archive, and each island's best with
+    /// the migrations of every epoch it completed, published again for its
+    /// neighbour.
+    fn restore(&self) -> Result<Vec<Chain>, SearchError> {
+        let (records, entries) = {
+            let st = locked(&self.store);
+            (st.iterations()?, st.memory()?)
+        };
+        let n = self.islands();
+        let baseline = self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None });
+        let mut chains: Vec<Chain> =
+            (0..n).map(|island| Chain { island, records: Vec::new(), entries: Vec::new(), best: baseline.clone() }).collect();
+        for r in &records {
+            let evaluated = match (&r.code, &r.outcome) {
+                (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) => Some(novelty::signature(
+                    &r.repair.as_ref().map_or_else(|| code.clone(), |note| note.original(code)),
+                )),
+                _ => None,
+            };
+            self.archive.restore(r.iteration, evaluated);
+            chains[islands::locate(r.iteration, n).0 as usize].records.push(r.clone());
+        }
+        for e in entries {
+            chains[islands::locate(e.iteration, n).0 as usize].entries.push(e);
+        }
+        let interval = self.cfg.migration_interval;
+        let migrating = n > 1 && interval > 0;
+        // Bests epoch by epoch, as the live run computed them: each island's
+        // own records of the epoch, then its neighbour's best of the same
+        // epoch before that neighbour took its own migrant.
+        let mut done = vec![0usize; n as usize];
+        let mut epoch = 1u64;
+        loop {
+            let mut pre = Vec::new();
+            for c in chains.iter_mut() {
+                let upto = if migrating { (epoch * interval) as usize } else { c.records.len() };
+                let end = upto.min(c.records.len());
+                for r in &c.records[done[c.island as usize]..end] {
+                    let code = r.code.as_deref();
+                    if let (Some(acc), Some(code)) = (r.outcome.accuracy(), code) {
+                        Best::offer(&mut c.best, r.iteration, code, acc);
+                    }
+                }
+                done[c.island as usize] = end;
+                pre.push((c.records.len() >= upto).then(|| c.best.clone()));
+            }
+            if !migrating || pre.iter().all(Option::is_none) {
+                break;
+            }
+            for (i, c) in chains.iter_mut().enumerate() {
+                let Some(own) = &pre[i] else { continue };
+                self.migrations.publish(epoch, i as u64, own.clone());
+                let from = (i + n as usize - 1) % n as usize;
+                if let Some(theirs) = &pre[from] {
+                    Best::offer_migrant(&mut c.best, theirs.as_ref());
+                }
+            }
+            epoch += 1;
+        }
+        *locked(&self.committed) = records;
+        Ok(chains)
     }
 
     /// Runs until a stop condition; returns why it stopped.
     pub fn run(&mut self, progress: &mut dyn Progress) -> Result<StopReason, SearchError> {
-        let (mut chain, mut archive) = self.restore()?;
-        if let Some(reason) = self.stop_reason(&chain) {
+        let chains = self.restore()?;
+        if let Some(reason) = self.budget_reason(&locked(&self.committed)) {
             return Ok(reason);
         }
+        let progress = Mutex::new(progress);
+        let this = &*self;
+        std::thread::scope(|s| {
+            for chain in chains {
+                let progress = &progress;
+                s.spawn(move || {
+                    let island = chain.island;
+                    let outcome = this.island(chain, progress);
+                    this.finish_island(island);
+                    if let Err(e) = outcome {
+                        this.halt(Err(e));
+                    }
+                });
+            }
+        });
+        let mut h = locked(&self.halt);
+        match (h.error.take(), h.reason.take()) {
+            (Some(e), _) => Err(e),
+            (None, Some(reason)) => Ok(reason),
+            (None, None) if self.interrupt.load(Ordering::SeqCst) => Ok(StopReason::Interrupted),
+            (None, None) => Ok(StopReason::MaxIterations),
+        }
+    }
+
+    /// An island stopped: it runs no more iterations, so nothing waits for
+    /// them.
+    fn finish_island(&self, island: u64) {
+        let n = self.islands();
+        let count = locked(&self.committed).iter().filter(|r| islands::locate(r.iteration, n).0 == island).count() as u64;
+        let interval = self.cfg.migration_interval.max(1);
+        self.migrations.stop(island, count / interval);
+        let mut k = count + 1;
         loop {
-            let t = chain.next_iteration();
+            let t = islands::iteration(island, k, n);
+            if t > self.cfg.max_iterations {
+                break;
+            }
+            self.archive.skip(t);
+            k += 1;
+        }
+    }
+
+    /// One island's chain, iteration after iteration, until the run stops.
+    fn island(&self, mut chain: Chain, progress: &Mutex<&mut dyn Progress>) -> Result<(), SearchError> {
+        let n = self.islands();
+        loop {
+            let k = chain.records.len() as u64 + 1;
+            let t = islands::iteration(chain.island, k, n);
+            if t > self.cfg.max_iterations {
+                return Ok(());
+            }
             let t0 = Instant::now();
             macro_rules! step {
                 ($e:expr) => {
                     match $e? {
                         Ok(v) => v,
-                        Err(stop) => return Ok(stop),
+                        Err(stop) => {
+                            self.halt(Ok(stop));
+                            return Ok(());
+                        }
                     }
                 };
             }
             macro_rules! checkpoint {
                 () => {
-                    if self.interrupted() {
-                        return Ok(StopReason::Interrupted);
+                    if self.stopping() {
+                        self.halt(Ok(self.stop_now()));
+                        return Ok(());
                     }
                 };
             }
             checkpoint!();
-            progress.stage(t, Stage::Generating);
+            locked(progress).stage(t, Stage::Generating);
             let generated = step!(self.generate(&chain, t));
             checkpoint!();
-            let evaluated = self.evaluate(&mut archive, t, &generated.code, progress)?;
+            let evaluated = step!(self.evaluate(t, &generated.code, progress));
             checkpoint!();
             let closed = chain.close_open_entry(&evaluated.outcome);
-            chain.offer_best(t, generated.code.as_deref().ok(), &evaluated.outcome);
-            let diagnosis = step!(self.diagnose(&chain, t, &generated, &evaluated.outcome, progress));
+            let code = evaluated.repaired.as_ref().map(|(c, _)| c.as_str()).or(generated.code.as_deref().ok());
+            chain.offer_best(t, code, &evaluated.outcome);
+            let diagnosis = step!(self.diagnose(&chain, t, code, &evaluated.outcome, progress));
             checkpoint!();
-            let record = assemble(t, generated, evaluated, &diagnosis, &chain, t0);
-            self.commit(&mut chain, record, closed, diagnosis.opened)?;
-            progress.finished(chain.records.last().expect("just committed"), &chain.records);
-            if let Some(reason) = self.stop_reason(&chain) {
-                return Ok(reason);
+            let record = assemble(t, chain.island, generated, evaluated, &diagnosis, &chain, t0);
+            self.commit(&mut chain, record, closed, diagnosis.opened, progress)?;
+            let interval = self.cfg.migration_interval;
+            if n > 1 && interval > 0 && k % interval == 0 {
+                let epoch = k / interval;
+                self.migrations.publish(epoch, chain.island, chain.best.clone());
+                let from = (chain.island + n - 1) % n;
+                let migrant = self.migrations.take(epoch, from, &|| self.stopping());
+                Best::offer_migrant(&mut chain.best, migrant.as_ref());
             }
         }
     }
 
     /// Step 1: the Code Generator's prompt and answer, and the code taken
     /// from it (the diff applied to the parent in delta mode).
-    fn generate(&mut self, chain: &Chain, t: u64) -> Step<Generated> {
+    fn generate(&self, chain: &Chain, t: u64) -> Step<Generated> {
         let previous = chain.records.last();
-        let advice = previous.and_then(|r| r.advice.clone());
+        let advice = previous.and_then(|r| r.advice.clone()).filter(|a| a.rejected.is_none());
         let suggestions = advice.as_ref().map(|a| a.suggestions.clone()).filter(|s| !s.trim().is_empty());
         let parent = match self.cfg.mode {
             GenerationMode::Delta => chain.best.as_ref().map(|b| Parent {
@@ -409,12 +594,15 @@ impl<'a> Search<'a> {
                 "status": match r.outcome { Outcome::Ok { .. } => "ok", _ => "failed" },
                 "accuracy_pct": r.outcome.accuracy().map(pct),
                 "error": r.outcome.memory_text().trim_start_matches("error: ").to_string(),
+                "hint": failure_hint(&r.outcome),
+                "repaired": r.repair.as_ref().map(|n| serde_json::json!({"line": n.line, "before": n.before.trim(), "after": n.after.trim()})),
                 "code": r.code,
             })
         });
         let best_ctx = chain.best.as_ref().filter(|_| self.cfg.use_best_reference).map(Best::prompt_context);
         let ctx = serde_json::json!({
             "dataset": self.dataset_ctx(),
+            "compact": self.cfg.prompt_style == PromptStyle::Compact,
             "attempt": t,
             "best": best_ctx,
             "previous": prev_ctx,
@@ -439,64 +627,87 @@ impl<'a> Search<'a> {
     /// Steps 2–3: the novelty filter, then the evaluator (its journaled
     /// outcome when resuming).
     fn evaluate(
-        &mut self,
-        archive: &mut novelty::Archive,
+        &self,
         t: u64,
         code: &Result<String, CandidateFailure>,
-        progress: &mut dyn Progress,
-    ) -> Result<Evaluated, SearchError> {
-        let code = match code {
-            Err(failure) => return Ok(Evaluated { outcome: Outcome::Failed { failure: failure.clone() }, seconds: 0.0 }),
-            Ok(code) => code,
+        progress: &Mutex<&mut dyn Progress>,
+    ) -> Step<Evaluated> {
+        let sig = code.as_ref().ok().map(|c| novelty::signature(c));
+        let screen =
+            self.archive.screen(t, sig, self.cfg.novelty_threshold, self.cfg.novelty_filter, &|| self.stopping());
+        let code = match (code, screen) {
+            (_, Screen::Stopped) => return Ok(Err(self.stop_now())),
+            (Err(failure), _) => {
+                return Ok(Ok(Evaluated {
+                    outcome: Outcome::Failed { failure: failure.clone() },
+                    seconds: 0.0,
+                    repaired: None,
+                }))
+            }
+            (Ok(_), Screen::Duplicate(of, similarity)) => {
+                return Ok(Ok(Evaluated { outcome: Outcome::Duplicate { of, similarity }, seconds: 0.0, repaired: None }))
+            }
+            (Ok(code), Screen::Novel) => code,
         };
-        let sig = novelty::signature(code);
-        let twin = if self.cfg.novelty_filter { archive.twin(&sig, self.cfg.novelty_threshold) } else { None };
-        if let Some((of, similarity)) = twin {
-            return Ok(Evaluated { outcome: Outcome::Duplicate { of, similarity }, seconds: 0.0 });
-        }
-        progress.stage(t, Stage::Evaluating);
-        archive.add(t, sig);
-        if let Some((outcome, seconds)) = self.store.journaled_evaluation(t, code)? {
-            return Ok(Evaluated { outcome, seconds });
+        locked(progress).stage(t, Stage::Evaluating);
+        let (outcome, seconds) = self.evaluate_code(t, code)?;
+        let mismatch = match (&outcome, self.cfg.repair) {
+            (Outcome::Failed { failure }, Repair::Flatten) => {
+                repair::flatten_mismatch(failure).map(|m| (m, failure.clone()))
+            }
+            _ => None,
+        };
+        let repaired = mismatch.and_then(|(m, failure)| {
+            repair::repair_flatten(code, &m, self.dataset.manifest.input_shape.map(|d| d as u64), &failure)
+        });
+        let Some((fixed, note)) = repaired else {
+            return Ok(Ok(Evaluated { outcome, seconds, repaired: None }));
+        };
+        let (outcome, more) = self.evaluate_code(t, &fixed)?;
+        Ok(Ok(Evaluated { outcome, seconds: seconds + more, repaired: Some((fixed, note)) }))
+    }
+
+    /// One evaluation of `code` at iteration `t`: the journaled outcome when
+    /// resuming, else the evaluator's, journaled as soon as it returns.
+    fn evaluate_code(&self, t: u64, code: &str) -> Result<(Outcome, f64), SearchError> {
+        if let Some((outcome, seconds)) = locked(&self.store).journaled_evaluation(t, code)? {
+            return Ok((outcome, seconds));
         }
         let e0 = Instant::now();
-        let result = self
-            .roles
-            .evaluator
-            .evaluate(&EvalRequest {
+        let request = EvalRequest {
                 candidate_id: format!("iteration-{t}"),
-                source: code.clone(),
+                source: code.to_string(),
                 dataset: self.dataset.reference.clone(),
                 time_limit_s: None,
                 seed: None,
                 save_model: None,
-            })
-            .map_err(SearchError::Evaluator)?;
+        };
+        let result = self.evaluators.with(|e| e.evaluate(&request)).map_err(SearchError::Evaluator)?;
         let seconds = e0.elapsed().as_secs_f64();
         let outcome = match result {
             EvalOutcome::Ok(report) => Outcome::Ok { report },
             EvalOutcome::Failed(failure) => Outcome::Failed { failure },
         };
-        self.store.journal_evaluation(t, code, &outcome, seconds)?;
-        Ok(Evaluated { outcome, seconds })
+        locked(&self.store).journal_evaluation(t, code, &outcome, seconds)?;
+        Ok((outcome, seconds))
     }
 
     /// Steps 6–7: the memory strategy's selection, the Prompt Improver's
     /// advice, and the memory entry it opens.
     fn diagnose(
-        &mut self,
+        &self,
         chain: &Chain,
         t: u64,
-        generated: &Generated,
+        code: Option<&str>,
         outcome: &Outcome,
-        progress: &mut dyn Progress,
+        progress: &Mutex<&mut dyn Progress>,
     ) -> Step<Diagnosis> {
         let mut d =
             Diagnosis { memory_state: chain.records.last().and_then(|r| r.memory_state.clone()), ..Default::default() };
         if !self.cfg.use_improver {
             return Ok(Ok(d));
         }
-        progress.stage(t, Stage::Diagnosing);
+        locked(progress).stage(t, Stage::Diagnosing);
         if self.cfg.use_history {
             let mut input = MemoryInput {
                 entries: chain.entries.clone(),
@@ -504,7 +715,7 @@ impl<'a> Search<'a> {
                 state: d.memory_state.clone(),
                 llm_reply: None,
             };
-            d.selection = self.roles.memory.select(&input).map_err(SearchError::Memory)?;
+            d.selection = locked(&self.memory).select(&input).map_err(SearchError::Memory)?;
             if let Some(task) = d.selection.llm_task.take() {
                 let reply = match self.llm(t, LlmRole::Memory, 0, task)? {
                     Ok(r) => r,
@@ -513,30 +724,53 @@ impl<'a> Search<'a> {
                 d.usage.add(&reply);
                 input.state = d.selection.state.clone();
                 input.llm_reply = Some(reply.content);
-                d.selection = self.roles.memory.select(&input).map_err(SearchError::Memory)?;
+                d.selection = locked(&self.memory).select(&input).map_err(SearchError::Memory)?;
                 d.selection.llm_task = None;
             }
             d.memory_state = d.selection.state.clone();
         }
         let (result, feedback) = describe_outcome(outcome);
-        let code = generated.code.as_ref().ok();
         let ctx = serde_json::json!({
             "dataset": self.dataset_ctx(),
             "best": chain.best.as_ref().filter(|b| b.accuracy.is_some() || self.cfg.use_best_reference).map(Best::prompt_context),
             "current": {"iteration": t, "code": code, "result": result, "feedback": feedback},
             "memory": d.selection.entries,
             "memory_summary": d.selection.summary,
+            "answer_keys": improver::ANSWER_KEYS,
         });
         let prompt = vec![
             ChatMessage::system(self.prompts.render("system_improver.md", &ctx)?),
             ChatMessage::user(self.prompts.render("improver.md", &ctx)?),
         ];
-        let response = match self.llm(t, LlmRole::Improver, 0, prompt.clone())? {
-            Ok(r) => r,
-            Err(stop) => return Ok(Err(stop)),
+        let previous = chain.records.last().and_then(|r| r.advice.as_ref());
+        let mut messages = prompt.clone();
+        let mut seq = 0;
+        let (response, advice) = loop {
+            let response = match self.llm(t, LlmRole::Improver, seq, messages.clone())? {
+                Ok(r) => r,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            d.usage.add(&response);
+            let mut advice = improver::parse(&response.content);
+            advice.rejected = improver::rejection(&advice, previous);
+            match &advice.rejected {
+                Some(why) if seq < self.cfg.diagnosis_retries => {
+                    messages.push(ChatMessage::assistant(response.content.clone()));
+                    messages.push(ChatMessage::user(self.prompts.render(
+                        "improver_retry.md",
+                        &serde_json::json!({"why": why, "current": {"iteration": t, "result": result}, "answer_keys": improver::ANSWER_KEYS}),
+                    )?));
+                    seq += 1;
+                }
+                _ => break (response, advice),
+            }
         };
-        d.usage.add(&response);
-        let advice = improver::parse(&response.content);
+        d.prompt = Some(messages);
+        d.response = Some(response);
+        if advice.rejected.is_some() {
+            d.advice = Some(advice);
+            return Ok(Ok(d));
+        }
         d.opened = Some(MemoryEntry {
             iteration: t,
             problem: advice.problem.clone(),
@@ -546,35 +780,43 @@ impl<'a> Search<'a> {
             failure_kind: None,
             best_before: chain.best.as_ref().and_then(|b| b.accuracy),
         });
-        d.prompt = Some(prompt);
-        d.response = Some(response);
         d.advice = Some(advice);
         Ok(Ok(d))
     }
 
     /// Commits the iteration: its record, the entry it closes and the one it
     /// opens, in one transaction; then the chain moves on.
+    /// Then the run's budgets are checked against every island's records.
     fn commit(
-        &mut self,
+        &self,
         chain: &mut Chain,
         record: IterationRecord,
         closed: Option<MemoryEntry>,
         opened: Option<MemoryEntry>,
+        progress: &Mutex<&mut dyn Progress>,
     ) -> Result<(), SearchError> {
-        self.store.commit_iteration(&record, closed.as_ref(), opened.as_ref())?;
+        locked(&self.store).commit_iteration(&record, closed.as_ref(), opened.as_ref())?;
         chain.entries.extend(opened);
+        let mut all = locked(&self.committed);
+        let at = all.partition_point(|r| r.iteration < record.iteration);
+        all.insert(at, record.clone());
+        locked(progress).finished(&record, &all);
+        if let Some(reason) = self.budget_reason(&all) {
+            self.halt(Ok(reason));
+        }
+        drop(all);
         chain.records.push(record);
         Ok(())
     }
 
-    fn stop_reason(&self, chain: &Chain) -> Option<StopReason> {
-        let records = &chain.records;
-        let done = records.last().map_or(0, |r| r.iteration);
-        if done >= self.cfg.max_iterations {
+    /// Whether a budget or the target stops the run, from every committed
+    /// record (`max_iterations` is each island's own end).
+    fn budget_reason(&self, records: &[IterationRecord]) -> Option<StopReason> {
+        if records.len() as u64 >= self.cfg.max_iterations {
             return Some(StopReason::MaxIterations);
         }
-        if let (Some(target), Some(acc)) = (self.cfg.target_accuracy, chain.best.as_ref().and_then(|b| b.accuracy)) {
-            if acc >= target {
+        if let Some(target) = self.cfg.target_accuracy {
+            if records.iter().filter_map(|r| r.outcome.accuracy()).any(|a| a >= target) {
                 return Some(StopReason::TargetAccuracy);
             }
         }
@@ -593,6 +835,8 @@ impl<'a> Search<'a> {
         None
     }
 }
+
+
 
 /// The candidate's code from the generator's answer: the first python block,
 /// or in delta mode the diff applied to the parent (a whole file instead of
@@ -629,6 +873,7 @@ fn take_code(answer: &str, parent: Option<&Parent>) -> (Result<String, Candidate
 /// The iteration's record, from its steps' results.
 fn assemble(
     t: u64,
+    island: u64,
     generated: Generated,
     evaluated: Evaluated,
     diagnosis: &Diagnosis,
@@ -640,7 +885,10 @@ fn assemble(
         mode: if generated.parent.is_some() { "delta".into() } else { "full".into() },
         generator_prompt: generated.prompt,
         generator_response: generated.response,
-        code: generated.code.ok(),
+        code: match &evaluated.repaired {
+            Some((fixed, _)) => Some(fixed.clone()),
+            None => generated.code.ok(),
+        },
         diff: generated.diff,
         parent: generated.parent.map(|p| p.iteration),
         outcome: evaluated.outcome,
@@ -656,6 +904,17 @@ fn assemble(
         eval_seconds: evaluated.seconds,
         wall_seconds: t0.elapsed().as_secs_f64(),
         finished_at: crate::time::now_s(),
+        repair: evaluated.repaired.map(|(_, note)| note),
+        island,
+    }
+}
+
+/// A one-line hint for a failure the search can read more plainly than the
+/// raw error (today: a flatten-size mismatch, with both sizes).
+fn failure_hint(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Failed { failure } => repair::flatten_mismatch(failure).map(|m| repair::plain_words(&m)),
+        Outcome::Ok { .. } | Outcome::Duplicate { .. } => None,
     }
 }
 
@@ -679,7 +938,12 @@ fn describe_outcome(outcome: &Outcome) -> (String, Option<String>) {
             (format!("trained: {}", pct(report.accuracy)), Some(parts.join(", ")))
         }
         Outcome::Failed { failure } => {
-            let mut text = format!("{} failure at stage `{}`: {}", failure.kind, failure.stage, failure.message);
+            let mut text = String::new();
+            if let Some(hint) = failure_hint(outcome) {
+                text.push_str(&hint);
+                text.push('\n');
+            }
+            text.push_str(&format!("{} failure at stage `{}`: {}", failure.kind, failure.stage, failure.message));
             if let Some(e) = &failure.exception {
                 text.push_str(&format!(" ({e})"));
             }

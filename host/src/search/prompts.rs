@@ -6,7 +6,9 @@
 //! (`host/prompts/<family>/`), then in the common set
 //! (`host/prompts/common/`). The files: `system_generator.md`,
 //! `generator.md`, `generator_delta.md`, `system_improver.md`,
-//! `improver.md`, and the pieces they include (`task.md`, `hints.md`).
+//! `improver.md`, `improver_retry.md` (asked when an answer is not a
+//! diagnosis), and the pieces they include (`task.md`, `hints.md`,
+//! `answer_format.md`, `previous.md`).
 
 use std::path::PathBuf;
 
@@ -20,6 +22,9 @@ const COMMON: &[(&str, &str)] = &[
     ("generator.md", include_str!("../../prompts/common/generator.md")),
     ("generator_delta.md", include_str!("../../prompts/common/generator_delta.md")),
     ("improver.md", include_str!("../../prompts/common/improver.md")),
+    ("improver_retry.md", include_str!("../../prompts/common/improver_retry.md")),
+    ("answer_format.md", include_str!("../../prompts/common/answer_format.md")),
+    ("previous.md", include_str!("../../prompts/common/previous.md")),
     ("hints.md", ""),
 ];
 

@@ -70,6 +70,7 @@ pub(crate) fn info(i: t::PluginInfo) -> api::PluginInfo {
         version: i.version,
         api_version: api::ApiVersion { major: i.api_version.major, minor: i.api_version.minor },
         description: i.description,
+        concurrency: None,
     }
 }
 

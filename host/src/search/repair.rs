@@ -1,0 +1,353 @@
+//! Reading and repairing the most common failure of small generators: a
+//! classifier whose first `nn.Linear` after the flatten expects a different
+//! number of features than the feature maps give.
+//!
+//! PyTorch says `mat1 and mat2 shapes cannot be multiplied (2x2304 and
+//! 12544x512)`: the flattened features are 2304 per example, the layer
+//! expects 12544. [`flatten_mismatch`] reads that from a failure, and
+//! [`plain_words`] says it as the Improver and the Generator should read it.
+//! With `[search] repair = "flatten"`, [`repair_flatten`] rewrites exactly
+//! that layer's `in_features` to the measured size before training, and the
+//! record says it did.
+
+use nas_plugin_api::CandidateFailure;
+use serde::{Deserialize, Serialize};
+
+/// The sizes of a flatten mismatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlattenMismatch {
+    /// Features per example that reach the layer.
+    pub features: u64,
+    /// The layer's `in_features`.
+    pub expected: u64,
+    /// The layer's `out_features`.
+    pub out_features: u64,
+}
+
+/// What a repair changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepairNote {
+    /// `flatten`.
+    pub kind: String,
+    /// 1-based line of the changed layer.
+    pub line: usize,
+    /// The line before.
+    pub before: String,
+    /// The line after.
+    pub after: String,
+    /// The failure the unrepaired code had.
+    pub failure: CandidateFailure,
+}
+
+impl RepairNote {
+    /// The code before the repair, from the repaired code.
+    pub fn original(&self, repaired: &str) -> String {
+        let mut lines: Vec<&str> = repaired.split('\n').collect();
+        if let Some(l) = lines.get_mut(self.line.saturating_sub(1)) {
+            if *l == self.after {
+                *l = &self.before;
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+/// The flatten mismatch a failure reports, if it is one.
+pub fn flatten_mismatch(failure: &CandidateFailure) -> Option<FlattenMismatch> {
+    [failure.message.as_str(), failure.traceback.as_str()].into_iter().find_map(parse_mismatch)
+}
+
+fn parse_mismatch(text: &str) -> Option<FlattenMismatch> {
+    let rest = &text[text.find("mat1 and mat2 shapes cannot be multiplied (")? + 43..];
+    let inner = &rest[..rest.find(')')?];
+    let (a, b) = inner.split_once(" and ")?;
+    let dims = |s: &str| -> Option<(u64, u64)> {
+        let (x, y) = s.trim().split_once('x')?;
+        Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+    };
+    let ((_, features), (expected, out_features)) = (dims(a)?, dims(b)?);
+    (features != expected).then_some(FlattenMismatch { features, expected, out_features })
+}
+
+/// The mismatch in plain words, for the Improver's feedback and the
+/// Generator's prompt.
+pub fn plain_words(m: &FlattenMismatch) -> String {
+    format!(
+        "The flattened features are {} per example, but the first Linear after the flatten expects {} \
+         (nn.Linear({}, {})): its in_features must be {} for this input size, or compute it from in_shape.",
+        m.features, m.expected, m.expected, m.out_features, m.features
+    )
+}
+
+/// Rewrites the `in_features` of the layer the mismatch names: the one
+/// `nn.Linear(...)` whose first argument evaluates to `expected` (integer
+/// arithmetic over literals and `in_shape[i]`), or the only `nn.Linear` of
+/// the file. Returns the code and the note, or `None` when the layer cannot
+/// be found without guessing.
+pub fn repair_flatten(
+    code: &str,
+    m: &FlattenMismatch,
+    in_shape: [u64; 3],
+    failure: &CandidateFailure,
+) -> Option<(String, RepairNote)> {
+    let calls = linear_calls(code);
+    let matching: Vec<&LinearCall> = calls.iter().filter(|c| eval(&c.first_arg, in_shape) == Some(m.expected)).collect();
+    let call = match (matching.as_slice(), calls.as_slice()) {
+        ([one], _) => *one,
+        ([], [only]) if eval(&only.first_arg, in_shape).is_none() => only,
+        _ => return None,
+    };
+    let mut out = String::with_capacity(code.len());
+    out.push_str(&code[..call.arg_start]);
+    out.push_str(&m.features.to_string());
+    out.push_str(&code[call.arg_end..]);
+    let line = code[..call.arg_start].matches('\n').count() + 1;
+    let line_of = |text: &str| text.lines().nth(line - 1).unwrap_or_default().to_string();
+    let note = RepairNote {
+        kind: "flatten".into(),
+        line,
+        before: line_of(code),
+        after: line_of(&out),
+        failure: failure.clone(),
+    };
+    Some((out, note))
+}
+
+/// One `nn.Linear(` call: its first argument's text and byte span.
+#[derive(Debug)]
+struct LinearCall {
+    first_arg: String,
+    arg_start: usize,
+    arg_end: usize,
+}
+
+fn linear_calls(code: &str) -> Vec<LinearCall> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = code[from..].find("Linear(") {
+        let open = from + pos + "Linear(".len();
+        from = open;
+        // `nn.Linear(`, `torch.nn.Linear(` or an imported `Linear(`; not
+        // `LazyLinear(`, `QLinear(` ...
+        let before = code[..open - "Linear(".len()].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        // The first argument runs to the first comma or closing bracket at
+        // depth 0; a keyword argument `in_features=` is taken after its `=`.
+        let mut depth = 0i32;
+        let mut end = None;
+        for (i, c) in code[open..].char_indices() {
+            match c {
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' if depth == 0 => {
+                    end = Some(open + i);
+                    break;
+                }
+                ')' | ']' | '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    end = Some(open + i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else { continue };
+        let raw = &code[open..end];
+        let (start, text) = match raw.find('=') {
+            Some(eq) if raw[..eq].trim() == "in_features" => (open + eq + 1, &raw[eq + 1..]),
+            Some(_) => continue,
+            None => (open, raw),
+        };
+        let lead = text.len() - text.trim_start().len();
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        out.push(LinearCall {
+            first_arg: trimmed.to_string(),
+            arg_start: start + lead,
+            arg_end: start + lead + trimmed.len(),
+        });
+    }
+    out
+}
+
+/// Evaluates integer arithmetic: literals, `+ - * // /` (exact), brackets,
+/// and `in_shape[0..2]` (also `in_shape[-3..-1]`).
+fn eval(expr: &str, in_shape: [u64; 3]) -> Option<u64> {
+    let tokens = tokenize(expr)?;
+    let mut p = Parser { tokens, pos: 0, in_shape };
+    let v = p.expr()?;
+    (p.pos == p.tokens.len() && v >= 0).then(|| v as u64)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(i64),
+    Shape(usize),
+    Op(&'static str),
+    Open,
+    Close,
+}
+
+fn tokenize(s: &str) -> Option<Vec<Tok>> {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i] as char;
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit() {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
+                i += 1;
+            }
+            out.push(Tok::Num(s[start..i].replace('_', "").parse().ok()?));
+        } else if s[i..].starts_with("in_shape[") {
+            let rest = &s[i + "in_shape[".len()..];
+            let close = rest.find(']')?;
+            let idx: i64 = rest[..close].trim().parse().ok()?;
+            let idx = match idx {
+                0..=2 => idx as usize,
+                -3..=-1 => (idx + 3) as usize,
+                _ => return None,
+            };
+            out.push(Tok::Shape(idx));
+            i += "in_shape[".len() + close + 1;
+        } else if s[i..].starts_with("//") {
+            out.push(Tok::Op("//"));
+            i += 2;
+        } else {
+            out.push(match c {
+                '+' => Tok::Op("+"),
+                '-' => Tok::Op("-"),
+                '*' => Tok::Op("*"),
+                '/' => Tok::Op("/"),
+                '(' => Tok::Open,
+                ')' => Tok::Close,
+                _ => return None,
+            });
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+struct Parser {
+    tokens: Vec<Tok>,
+    pos: usize,
+    in_shape: [u64; 3],
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.tokens.get(self.pos)
+    }
+
+    fn expr(&mut self) -> Option<i64> {
+        let mut v = self.term()?;
+        while let Some(Tok::Op(op @ ("+" | "-"))) = self.peek().cloned() {
+            self.pos += 1;
+            let r = self.term()?;
+            v = if op == "+" { v.checked_add(r)? } else { v.checked_sub(r)? };
+        }
+        Some(v)
+    }
+
+    fn term(&mut self) -> Option<i64> {
+        let mut v = self.atom()?;
+        while let Some(Tok::Op(op @ ("*" | "/" | "//"))) = self.peek().cloned() {
+            self.pos += 1;
+            let r = self.atom()?;
+            v = match op {
+                "*" => v.checked_mul(r)?,
+                "//" => v.checked_div_euclid(r)?,
+                _ if r != 0 && v % r == 0 => v / r,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
+    fn atom(&mut self) -> Option<i64> {
+        match self.peek().cloned()? {
+            Tok::Num(n) => {
+                self.pos += 1;
+                Some(n)
+            }
+            Tok::Shape(i) => {
+                self.pos += 1;
+                i64::try_from(self.in_shape[i]).ok()
+            }
+            Tok::Open => {
+                self.pos += 1;
+                let v = self.expr()?;
+                (self.peek() == Some(&Tok::Close)).then_some(())?;
+                self.pos += 1;
+                Some(v)
+            }
+            Tok::Op("-") => {
+                self.pos += 1;
+                Some(-self.atom()?)
+            }
+            Tok::Op(_) | Tok::Close => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nas_plugin_api::FailureKind;
+
+    fn failure(msg: &str) -> CandidateFailure {
+        CandidateFailure::new("check", FailureKind::Runtime, msg)
+    }
+
+    const NET: &str = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 64, 3, padding=1)\n        self.fc1 = nn.Linear(64 * 14 * 14, 512)\n        self.fc2 = nn.Linear(512, num_classes)\n\n    def forward(self, x):\n        return self.fc2(self.fc1(self.conv(x).flatten(1)))\n";
+
+    #[test]
+    fn the_sizes_are_read_from_torchs_message() {
+        let f = failure("RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x2304 and 12544x512)");
+        let m = flatten_mismatch(&f).expect("a mismatch");
+        assert_eq!(m, FlattenMismatch { features: 2304, expected: 12544, out_features: 512 });
+        let words = plain_words(&m);
+        assert!(words.contains("2304") && words.contains("12544"), "{words}");
+        assert_eq!(flatten_mismatch(&failure("name 'nn' is not defined")), None);
+    }
+
+    #[test]
+    fn the_layer_whose_size_matches_is_repaired_and_nothing_else() {
+        let m = FlattenMismatch { features: 50176, expected: 12544, out_features: 512 };
+        let f = failure("mat1 and mat2 shapes cannot be multiplied (2x50176 and 12544x512)");
+        let (code, note) = repair_flatten(NET, &m, [1, 28, 28], &f).expect("repaired");
+        assert!(code.contains("self.fc1 = nn.Linear(50176, 512)"), "{code}");
+        assert!(code.contains("self.fc2 = nn.Linear(512, num_classes)"), "{code}");
+        assert_eq!(note.line, 7);
+        assert!(note.before.contains("64 * 14 * 14") && note.after.contains("50176"));
+        assert_eq!(code.lines().count(), NET.lines().count());
+        assert_eq!(note.original(&code), NET);
+    }
+
+    #[test]
+    fn sizes_written_with_in_shape_and_keywords_are_evaluated() {
+        let code = "self.fc = nn.Linear(in_features=in_shape[0] * (28 // 2) * 14, out_features=10)";
+        let m = FlattenMismatch { features: 784, expected: 196, out_features: 10 };
+        let (out, _) = repair_flatten(code, &m, [1, 28, 28], &failure("")).expect("repaired");
+        assert_eq!(out, "self.fc = nn.Linear(in_features=784, out_features=10)");
+    }
+
+    #[test]
+    fn an_ambiguous_file_is_left_alone() {
+        let code = "a = nn.Linear(100, 10)\nb = nn.Linear(100, 10)\nc = nn.LazyLinear(10)\n";
+        let m = FlattenMismatch { features: 50, expected: 100, out_features: 10 };
+        assert!(repair_flatten(code, &m, [1, 28, 28], &failure("")).is_none());
+        let unknown = "a = nn.Linear(n_feat, 10)\nb = nn.Linear(self.k, 10)\n";
+        assert!(repair_flatten(unknown, &m, [1, 28, 28], &failure("")).is_none());
+        let single = "self.head = nn.Linear(self.n, 10)\n";
+        let (out, _) = repair_flatten(single, &m, [1, 28, 28], &failure("")).expect("the only layer");
+        assert_eq!(out, "self.head = nn.Linear(50, 10)\n");
+    }
+}
