@@ -159,6 +159,29 @@ pub fn library_roots() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The directories of the shared libraries `binary` loads, as the dynamic
+/// loader resolves them (its rpath, `LD_LIBRARY_PATH`, the system paths):
+/// what the sandbox must let it read. Empty when they cannot be listed.
+pub fn library_dirs_of(binary: &Path) -> Vec<PathBuf> {
+    let Ok(out) = Command::new(binary).env("LD_TRACE_LOADED_OBJECTS", "1").stdin(std::process::Stdio::null()).output()
+    else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libtorch_cpu.so => /x/torch/lib/libtorch_cpu.so (0x...)"
+        let Some(path) = line.split("=>").nth(1).and_then(|r| r.split_whitespace().next()) else { continue };
+        if let Some(dir) = Path::new(path).parent().filter(|d| d.is_absolute()) {
+            for d in [Some(dir.to_path_buf()), dir.canonicalize().ok()].into_iter().flatten() {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+    }
+    dirs
+}
+
 fn which(p: &Path) -> PathBuf {
     if p.components().count() > 1 {
         return std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());

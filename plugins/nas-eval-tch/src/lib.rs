@@ -275,6 +275,8 @@ pub struct TchOneEpoch {
     caps: sandbox::Capabilities,
     dirs: Scratch,
     read_paths: Vec<PathBuf>,
+    /// Where the worker's shared libraries (libtorch) are.
+    worker_libs: Vec<PathBuf>,
     /// Never visible to a sandboxed process: dataset locations.
     hide: Vec<PathBuf>,
     threads: usize,
@@ -409,6 +411,7 @@ impl TchOneEpoch {
         read_paths.extend(discover::python_roots(&python));
         read_paths.extend(discover::library_roots());
         read_paths.extend(settings.extra_read_paths.iter().cloned());
+        let worker_libs = discover::library_dirs_of(&worker_path);
         let mut hide = vec![PathBuf::from(discover::SYSTEM_DATASETS)];
         hide.extend(ctx.data_dir.iter().cloned());
         let caps = sandbox::Capabilities::probe_with(&dirs.root, &read_paths, &python, &["-I", "-c", ""]);
@@ -423,6 +426,7 @@ impl TchOneEpoch {
             caps,
             dirs,
             read_paths,
+            worker_libs,
             hide,
             threads,
             worker: None,
@@ -846,8 +850,10 @@ impl TchOneEpoch {
             std::fs::File::open(p).map(OwnedFd::from).map_err(|e| PluginError::io(p, e))
         };
         let fds = vec![open(&train_file)?, open(&held.images_path)?];
+        let mut worker_read = vec![self.worker_path.clone(), self.dirs.inbox.clone()];
+        worker_read.extend(self.worker_libs.iter().cloned());
         let policy = self.policy(
-            &[self.worker_path.clone(), self.dirs.inbox.clone()],
+            &worker_read,
             std::slice::from_ref(&self.dirs.worker),
             &[dataset_dir.to_path_buf()],
             None,

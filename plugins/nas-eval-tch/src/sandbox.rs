@@ -142,7 +142,13 @@ impl Capabilities {
             (Isolation::None, is_root),
             (Isolation::None, false),
         ];
-        for (i, (isolation, drop_root)) in levels.into_iter().enumerate() {
+        // `NAS_SANDBOX_MAX=network|none` starts lower (to exercise the fallbacks).
+        let skip = match std::env::var("NAS_SANDBOX_MAX").as_deref() {
+            Ok("network") => 1,
+            Ok("none") => 2,
+            _ => 0,
+        };
+        for (i, (isolation, drop_root)) in levels.into_iter().enumerate().skip(skip) {
             caps.isolation = isolation;
             caps.drop_root = drop_root;
             if drop_root {
@@ -248,7 +254,7 @@ impl Capabilities {
             Some(CgroupKind::V1 { .. }) => on.push("cgroup v1 process count and memory limits".into()),
             Some(CgroupKind::V2 { .. }) => on.push("cgroup v2 process count and memory limits".into()),
             None => {
-                off.push("no writable cgroup hierarchy: memory by RLIMIT_AS only, processes by RLIMIT_NPROC only".to_string());
+                off.push("no writable cgroup hierarchy: memory per process by RLIMIT_DATA only (not on a GPU), processes by RLIMIT_NPROC only".to_string());
             }
         }
         on.push("rlimits (core 0, file size, CPU time, no realtime priority)".into());
@@ -675,8 +681,10 @@ pub fn spawn(launch: Launch, policy: &Policy, caps: &Capabilities) -> std::io::R
     }
     if caps.cgroups.is_none() {
         rlimits.push((libc::RLIMIT_NPROC, policy.max_processes, policy.max_processes));
+        // Private writable memory (heap, anonymous maps), not address space:
+        // importing torch maps 3 GB of libraries it never writes.
         if let (false, Some(m)) = (policy.gpu, policy.memory_limit_bytes) {
-            rlimits.push((libc::RLIMIT_AS, m, m));
+            rlimits.push((libc::RLIMIT_DATA, m, m));
         }
     }
 
