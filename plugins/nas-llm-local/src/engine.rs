@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -102,6 +103,82 @@ impl LocalBackend {
         self.adapters.len()
     }
 
+    /// The adapter a request names (loaded), and its scale.
+    fn requested_adapter(&mut self, request: &ChatRequest) -> Result<Option<(PathBuf, f32)>, PluginError> {
+        let Some(a) = &request.adapter else { return Ok(None) };
+        let Some(path) = &a.gguf else {
+            return Err(PluginError::unsupported(format!(
+                "[{ID}] adapter `{}` names no GGUF file; llm.local applies GGUF LoRA adapters (tune.lora writes adapter.gguf)",
+                a.name
+            )));
+        };
+        let scale = a.scale.unwrap_or(1.0);
+        if !scale.is_finite() {
+            return Err(PluginError::input(format!("[{ID}] adapter scale must be a finite number, got {scale}")));
+        }
+        Ok(Some((self.load_adapter(path)?, scale)))
+    }
+
+    fn threads_now(&self) -> i32 {
+        match self.threads {
+            Some(t) => t,
+            None => free_cores().min(self.max_threads.unwrap_or(usize::MAX)),
+        }
+        .max(1) as i32
+    }
+
+    /// How likely the model finds `answer` as the reply to `request`'s
+    /// messages (through the chat template, with the request's adapter when
+    /// it names one): the log-probability of each of the answer's tokens
+    /// (special tokens such as `<|im_end|>` in `answer` are read as such),
+    /// and the logits at the last prompt position. Sampling settings of the
+    /// request are ignored.
+    pub fn score(&mut self, request: &ChatRequest, answer: &str) -> Result<AnswerScore, PluginError> {
+        if request.messages.is_empty() || answer.is_empty() {
+            return Err(PluginError::input(format!("[{ID}] scoring needs messages and a non-empty answer")));
+        }
+        let adapter = self.requested_adapter(request)?;
+        let prompt = self.prompt(request)?;
+        let vocab = self.model.vocab();
+        let mut tokens = vocab.tokenize(prompt.as_bytes(), true, true);
+        let prompt_tokens = tokens.len();
+        tokens.extend(vocab.tokenize(answer.as_bytes(), false, true));
+        let n_ctx = self.settings.context_tokens.min(self.model.n_ctx_train().max(256));
+        if tokens.len() >= n_ctx as usize {
+            return Err(PluginError::new(
+                ErrorCode::ContextTooLong,
+                format!("[{ID}] prompt and answer are {} tokens and the context holds {n_ctx}", tokens.len()),
+            ));
+        }
+        let threads = self.threads_now();
+        let mut ctx = new_context(&self.model, &mut self.adapters, adapter, n_ctx, threads)?;
+        let mut batch = LlamaBatch::new(PROMPT_BATCH, 1);
+        let first = prompt_tokens - 1;
+        let mut token_logprobs = Vec::with_capacity(tokens.len() - prompt_tokens);
+        let mut last_prompt_logits = Vec::new();
+        for (chunk_start, chunk) in tokens.chunks(PROMPT_BATCH).enumerate().map(|(i, c)| (i * PROMPT_BATCH, c)) {
+            batch.clear();
+            for (j, t) in chunk.iter().enumerate() {
+                let pos = chunk_start + j;
+                let wanted = pos >= first && pos + 1 < tokens.len();
+                batch.add(*t, pos as i32, &[0], wanted).map_err(|e| internal("batch", e))?;
+            }
+            ctx.decode(&mut batch).map_err(|e| internal("scoring", e))?;
+            for j in 0..chunk.len() {
+                let pos = chunk_start + j;
+                if pos < first || pos + 1 >= tokens.len() {
+                    continue;
+                }
+                let logits = ctx.get_logits_ith(j as i32);
+                if pos == first {
+                    last_prompt_logits = logits.to_vec();
+                }
+                token_logprobs.push(log_softmax_at(logits, tokens[pos + 1].0 as usize));
+            }
+        }
+        Ok(AnswerScore { prompt_tokens, token_logprobs, last_prompt_logits })
+    }
+
     /// Caps the automatic thread count (the host's `HostContext::threads`).
     pub fn with_max_threads(mut self, max: Option<usize>) -> Self {
         self.max_threads = max;
@@ -148,6 +225,57 @@ impl LocalBackend {
     }
 }
 
+/// What [`LocalBackend::score`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerScore {
+    /// Tokens of the prompt.
+    pub prompt_tokens: usize,
+    /// The log-probability (natural) of each answer token given what came before.
+    pub token_logprobs: Vec<f64>,
+    /// The logits at the last prompt position (they predict the answer's first token).
+    pub last_prompt_logits: Vec<f32>,
+}
+
+impl AnswerScore {
+    /// The answer's log-likelihood.
+    pub fn total(&self) -> f64 {
+        self.token_logprobs.iter().sum()
+    }
+
+    /// The mean log-probability per answer token.
+    pub fn mean(&self) -> f64 {
+        self.total() / self.token_logprobs.len().max(1) as f64
+    }
+}
+
+fn log_softmax_at(logits: &[f32], i: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    logits.get(i).map(|&l| l as f64 - max - sum.ln()).unwrap_or(f64::NEG_INFINITY)
+}
+
+/// A fresh context on `model` with `adapter` (a key of `adapters`) set at its
+/// scale; without one, the plain base.
+fn new_context<'m>(
+    model: &'m LlamaModel,
+    adapters: &mut HashMap<PathBuf, LoadedAdapter>,
+    adapter: Option<(PathBuf, f32)>,
+    n_ctx: u32,
+    threads: i32,
+) -> Result<LlamaContext<'m>, PluginError> {
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(PROMPT_BATCH as u32)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = model.new_context(backend()?, params).map_err(|e| internal("cannot create a context", e))?;
+    if let Some((key, scale)) = adapter {
+        let loaded = adapters.get_mut(&key).expect("load_adapter inserted it");
+        ctx.lora_adapter_set(&mut loaded.adapter, scale).map_err(|e| internal("applying the LoRA adapter", e))?;
+    }
+    Ok(ctx)
+}
+
 /// An adapter loaded into the model, and the file's size and time when it was.
 struct LoadedAdapter {
     adapter: LlamaLoraAdapter,
@@ -169,23 +297,7 @@ impl LlmBackend for LocalBackend {
         if request.messages.is_empty() {
             return Err(PluginError::input(format!("[{ID}] a chat request needs at least one message")));
         }
-        let backend = backend()?;
-        let adapter = match &request.adapter {
-            None => None,
-            Some(a) => {
-                let Some(path) = &a.gguf else {
-                    return Err(PluginError::unsupported(format!(
-                        "[{ID}] adapter `{}` names no GGUF file; llm.local applies GGUF LoRA adapters (tune.lora writes adapter.gguf)",
-                        a.name
-                    )));
-                };
-                let scale = a.scale.unwrap_or(1.0);
-                if !scale.is_finite() {
-                    return Err(PluginError::input(format!("[{ID}] adapter scale must be a finite number, got {scale}")));
-                }
-                Some((self.load_adapter(path)?, scale))
-            }
-        };
+        let adapter = self.requested_adapter(request)?;
         let s = &self.settings;
         let temperature = request.temperature.unwrap_or(s.temperature);
         let top_p = request.top_p.unwrap_or(s.top_p);
@@ -207,22 +319,8 @@ impl LlmBackend for LocalBackend {
                 ),
             ));
         }
-        let threads = match self.threads {
-            Some(t) => t,
-            None => free_cores().min(self.max_threads.unwrap_or(usize::MAX)),
-        }
-        .max(1) as i32;
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(PROMPT_BATCH as u32)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let mut ctx = self.model.new_context(backend, params).map_err(|e| internal("cannot create a context", e))?;
-        // A fresh context has no adapter: without one the answer is the base's.
-        if let Some((key, scale)) = adapter {
-            let loaded = self.adapters.get_mut(&key).expect("load_adapter inserted it");
-            ctx.lora_adapter_set(&mut loaded.adapter, scale).map_err(|e| internal("applying the LoRA adapter", e))?;
-        }
+        let threads = self.threads_now();
+        let mut ctx = new_context(&self.model, &mut self.adapters, adapter, n_ctx, threads)?;
 
         let mut batch = LlamaBatch::new(PROMPT_BATCH, 1);
         let last = tokens.len() - 1;

@@ -19,6 +19,12 @@
 //! (8192), `seed`, `temperature` (0.7), `top_p` (0.9), `max_tokens` (2048),
 //! `stop`.
 //!
+//! A request that names a LoRA adapter (`ChatRequest::adapter` with a
+//! `gguf` file, as `tune.lora` writes) is answered with the adapter applied
+//! at its scale (1.0 unless set; 0.0 is the base); adapters are loaded once
+//! per file. [`LocalBackend::score`] gives the log-probabilities of a given
+//! answer (for checking what a fine-tune learned).
+//!
 //! Without the default `llama` cargo feature the crate still builds (the
 //! catalogue and fetching work) and `llm.local` refuses to start with a
 //! message saying how to get the real one.
@@ -209,6 +215,9 @@ impl PluginFactory for LocalFactory {
             VERSION,
             "Embedded llama.cpp running a GGUF model in-process (default Qwen2.5-Coder-1.5B-Instruct); no server needed.",
         )
+        // One model on the machine's cores serves one call at a time; more
+        // instances would only load it again and compete for the cores.
+        .with_concurrency(1)
     }
 
     fn create(&self, config: &serde_json::Value, ctx: &HostContext) -> Result<PluginInstance, PluginError> {
@@ -236,7 +245,7 @@ fn create_backend(_settings: LocalSettings, _ctx: &HostContext) -> Result<Plugin
 }
 
 #[cfg(feature = "llama")]
-pub use engine::LocalBackend;
+pub use engine::{AnswerScore, LocalBackend};
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use nas_llm_local::{default_models_dir, fetch_model, FetchOptions};
-use nas_plugin_api::{ChatMessage, ChatRequest, ErrorCode, HostContext, PluginFactory, PluginInstance};
+use nas_plugin_api::{ChatMessage, ChatRequest, ErrorCode, HostContext, LlmBackend, PluginFactory, PluginInstance};
 
 fn models_dir() -> PathBuf {
     std::env::var_os("NAS_TEST_MODELS_DIR").map(PathBuf::from).unwrap_or_else(default_models_dir)
@@ -77,4 +77,45 @@ fn a_gguf_path_that_does_not_exist_is_not_found() {
         .create(&serde_json::json!({"model": "/nonexistent/model.gguf"}), &HostContext::default())
         .expect_err("missing file");
     assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+}
+
+#[test]
+fn adapters_that_cannot_be_applied_are_refused_with_their_reason() {
+    if skip() {
+        return;
+    }
+    let dir = models_dir();
+    let path = fetch_model("qwen2.5-coder-0.5b", &dir, &FetchOptions::default()).expect("the 0.5B model");
+    let settings: nas_llm_local::LocalSettings =
+        serde_json::from_value(serde_json::json!({"context_tokens": 512, "seed": 1})).expect("settings");
+    let mut llm = nas_llm_local::LocalBackend::load(&path, settings, Some(1)).expect("loads");
+    let with = |adapter: nas_plugin_api::AdapterRef| ChatRequest {
+        messages: vec![ChatMessage::user("Say hi.")],
+        max_tokens: Some(4),
+        temperature: Some(0.0),
+        adapter: Some(adapter),
+        ..ChatRequest::default()
+    };
+    let missing = nas_plugin_api::AdapterRef {
+        name: "gone".into(),
+        gguf: Some("/nonexistent/adapter.gguf".into()),
+        ..Default::default()
+    };
+    let e = llm.complete(&with(missing)).expect_err("no such file");
+    assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+    // A GGUF that is a model, not an adapter.
+    let not_adapter =
+        nas_plugin_api::AdapterRef { name: "model".into(), gguf: Some(path.clone()), ..Default::default() };
+    let e = llm.complete(&with(not_adapter)).expect_err("not an adapter");
+    assert_eq!(e.code, ErrorCode::Corrupt, "{e}");
+    assert!(e.message.contains("LoRA adapter"), "{e}");
+    // An adapter only a server can load (no GGUF file) is refused, not ignored.
+    let server_only =
+        nas_plugin_api::AdapterRef { name: "peft".into(), peft_dir: Some("/a".into()), ..Default::default() };
+    let e = llm.complete(&with(server_only)).expect_err("no GGUF");
+    assert_eq!(e.code, ErrorCode::Unsupported, "{e}");
+    assert_eq!(llm.loaded_adapters(), 0);
+    // Without an adapter the model still answers.
+    let plain = ChatRequest { adapter: None, ..with(nas_plugin_api::AdapterRef::default()) };
+    assert!(llm.complete(&plain).expect("answers").usage.completion_tokens > 0);
 }

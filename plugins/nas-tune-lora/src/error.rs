@@ -45,7 +45,9 @@ pub enum TuneError {
     OutOfMemory(String),
     /// The wall-clock limit passed; the trainer was killed, its committed
     /// checkpoints kept.
-    #[error("the fine-tune ran past its {limit_s} s limit at step {step}; killed (resumable from its last checkpoint)")]
+    #[error(
+        "the fine-tune ran past its {limit_s} s limit at step {step}; killed (resumable from its last checkpoint)"
+    )]
     Timeout {
         /// The limit.
         limit_s: f64,

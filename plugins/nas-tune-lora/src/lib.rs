@@ -89,8 +89,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use nas_plugin_api::{
-    Adapter, FineTuner, HostContext, PluginError, PluginFactory, PluginInfo, PluginInstance, PluginKind,
-    TuneRequest, TuneSettings,
+    Adapter, FineTuner, HostContext, PluginError, PluginFactory, PluginInfo, PluginInstance, PluginKind, TuneRequest,
+    TuneSettings,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -282,9 +282,13 @@ impl Settings {
             Value::Null => TuneSettings::default(),
             Value::Object(m) => {
                 if let Some(k) = m.keys().find(|k| !TUNE_KEYS.contains(&k.as_str())) {
-                    return bad(format!("`defaults.{k}` is not a fine-tuning setting (known: {})", TUNE_KEYS.join(", ")));
+                    return bad(format!(
+                        "`defaults.{k}` is not a fine-tuning setting (known: {})",
+                        TUNE_KEYS.join(", ")
+                    ));
                 }
-                serde_json::from_value(self.defaults.clone()).map_err(|e| TuneError::Settings(format!("`defaults`: {e}")))?
+                serde_json::from_value(self.defaults.clone())
+                    .map_err(|e| TuneError::Settings(format!("`defaults`: {e}")))?
             }
             other => return bad(format!("`defaults` must be a table, got {other}")),
         };
@@ -426,8 +430,7 @@ impl LoraTuner {
             return Err(TuneError::BaseMissing(base));
         }
         let train_set = std::path::absolute(&request.train_set).unwrap_or_else(|_| request.train_set.clone());
-        File::open(&train_set)
-            .map_err(|e| TuneError::TrainSet(format!("cannot read {}: {e}", train_set.display())))?;
+        File::open(&train_set).map_err(|e| TuneError::TrainSet(format!("cannot read {}: {e}", train_set.display())))?;
         let init_adapter = match &request.init_adapter {
             Some(d) => {
                 let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
@@ -540,7 +543,10 @@ impl LoraTuner {
             let tail = tail.text(4000);
             let oom = ["OutOfMemoryError", "MemoryError", "CUDA out of memory", "std::bad_alloc"];
             if oom.iter().any(|m| tail.contains(m)) {
-                return Err(TuneError::OutOfMemory(format!("the trainer {}: {tail}", process::describe_status(status))));
+                return Err(TuneError::OutOfMemory(format!(
+                    "the trainer {}: {tail}",
+                    process::describe_status(status)
+                )));
             }
             return Err(TuneError::Crashed { status: process::describe_status(status), tail });
         }
@@ -581,7 +587,8 @@ impl LoraTuner {
             ("HF_HUB_OFFLINE".to_string(), "1".to_string()),
             ("TRANSFORMERS_OFFLINE".to_string(), "1".to_string()),
         ];
-        for key in ["HOME", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME"] {
+        for key in ["HOME", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME"]
+        {
             if let Ok(v) = std::env::var(key) {
                 env.push((key.to_string(), v));
             }
@@ -786,9 +793,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").expect("write");
-        assert_eq!(
-            sha256_file(&p).expect("reads"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_file(&p).expect("reads"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -49,8 +49,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Events go to the original standard output; anything a library prints
-# there goes to standard error instead.
+# Events go to the original standard output (and to trainer/progress.jsonl);
+# anything a library prints there goes to standard error instead.
 _EVENTS = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)
 sys.stdout = sys.stderr
@@ -71,9 +71,22 @@ class Failure(Exception):
         self.message = message
 
 
+_PROGRESS = []
+
+
 def emit(event, **fields):
-    _EVENTS.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+    line = json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n"
+    _EVENTS.write(line)
     _EVENTS.flush()
+    for f in _PROGRESS:
+        f.write(line)
+        f.flush()
+
+
+def log_progress_to(path):
+    """Also append every event to `path` (one file across attempts)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _PROGRESS.append(open(path, "a", buffering=1))
 
 
 def sha256_file(path):
@@ -587,6 +600,7 @@ def train(job_path):
     job = read_job(job_path)
     out_dir = job["out_dir"]
     os.makedirs(out_dir, exist_ok=True)
+    log_progress_to(os.path.join(out_dir, "trainer", "progress.jsonl"))
     examples, train_sha = read_examples(job["train_set"])
     fp = fingerprint(job, train_sha, init_adapter_sha(job.get("init_adapter")))
     record_path = os.path.join(out_dir, "adapter.json")
