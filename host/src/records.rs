@@ -210,6 +210,9 @@ pub struct IterationRecord {
     /// The island whose chain ran it (0 when the run has one).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub island: u64,
+    /// The fine-tuning cycle that generated it (0 outside `nas cycles`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cycle: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -307,6 +307,7 @@ mod tests {
             finished_at: 0.0,
             repair: None,
             island: 0,
+            cycle: 0,
         }
     }
 

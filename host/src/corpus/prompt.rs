@@ -14,17 +14,7 @@ use serde_json::{json, Value};
 use crate::config::{PromptStyle, SearchSection};
 use crate::search::prompts::{PromptError, Prompts};
 
-/// The dataset as the generator's templates see it: the same fields the
-/// search's generator step gives them.
-pub fn dataset_context(manifest: &DatasetManifest, title: &str) -> Value {
-    let [c, h, w] = manifest.input_shape;
-    json!({
-        "name": manifest.name, "title": title, "family": manifest.family,
-        "channels": c, "height": h, "width": w, "num_classes": manifest.num_classes,
-        "class_names": manifest.class_names, "augment": c == 3 && h == 32 && w == 32,
-        "train_size": manifest.splits.get("train").map(|s| s.count),
-    })
-}
+pub use crate::search::dataset_context;
 
 /// Renders the generator's prompts for one dataset and search setup.
 pub struct PromptSetup {

@@ -260,6 +260,22 @@ struct Diagnosis {
 /// a replay with no more answers); broken infrastructure is the outer error.
 type Step<T> = Result<Result<T, StopReason>, SearchError>;
 
+/// What a fine-tuning cycle changes in a search: the generator answers with
+/// the cycle's adapter, and every candidate is asked as the first attempt of
+/// a fresh search (no best, no previous attempt, no suggestions) — the very
+/// prompt the training examples were made with — in delta mode against a
+/// parent drawn from `parents`.
+#[derive(Debug, Clone, Default)]
+pub struct CycleContext {
+    /// The cycle (1-based), recorded in each iteration's record.
+    pub cycle: u64,
+    /// The adapter the generator answers with (`None`: the base model).
+    pub adapter: Option<nas_plugin_api::AdapterRef>,
+    /// Delta mode: the designs a candidate's diff applies to; iteration `t`
+    /// gets `parents[(t - 1) % len]` after a seeded shuffle.
+    pub parents: Vec<String>,
+}
+
 /// Where the run stands: set once by the first island that stops it.
 #[derive(Default)]
 struct Halt {
@@ -286,6 +302,7 @@ pub struct Search<'a> {
     migrations: Migrations<Best>,
     committed: Mutex<Vec<IterationRecord>>,
     halt: Mutex<Halt>,
+    cycle: Option<CycleContext>,
 }
 
 fn pct(acc: f64) -> String {
@@ -328,7 +345,14 @@ impl<'a> Search<'a> {
             migrations: Migrations::default(),
             committed: Mutex::new(Vec::new()),
             halt: Mutex::new(Halt::default()),
+            cycle: None,
         }
+    }
+
+    /// Runs the search as (part of) a fine-tuning cycle.
+    pub fn with_cycle(mut self, cycle: CycleContext) -> Self {
+        self.cycle = Some(cycle);
+        self
     }
 
     fn islands(&self) -> u64 {
@@ -336,14 +360,7 @@ impl<'a> Search<'a> {
     }
 
     fn dataset_ctx(&self) -> serde_json::Value {
-        let m = &self.dataset.manifest;
-        let [c, h, w] = m.input_shape;
-        serde_json::json!({
-            "name": m.name, "title": self.dataset.title, "family": m.family,
-            "channels": c, "height": h, "width": w, "num_classes": m.num_classes,
-            "class_names": m.class_names, "augment": c == 3 && h == 32 && w == 32,
-            "train_size": m.splits.get("train").map(|s| s.count),
-        })
+        dataset_context(&self.dataset.manifest, &self.dataset.title)
     }
 
     /// One LLM call: the journaled answer when resuming, the recorded one
@@ -366,6 +383,10 @@ impl<'a> Search<'a> {
                 messages: messages.clone(),
                 seed: Some(self.seed.wrapping_add(iteration * 16 + u64::from(seq))),
                 purpose: Some(role.to_string()),
+                adapter: match role {
+                    LlmRole::Generator => self.cycle.as_ref().and_then(|c| c.adapter.clone()),
+                    LlmRole::Improver | LlmRole::Memory => None,
+                },
                 ..Default::default()
             };
             let pool = match (role, &self.improvers) {
@@ -561,7 +582,8 @@ impl<'a> Search<'a> {
             chain.offer_best(t, code, &evaluated.outcome);
             let diagnosis = step!(self.diagnose(&chain, t, code, &evaluated.outcome, progress));
             checkpoint!();
-            let record = assemble(t, chain.island, generated, evaluated, &diagnosis, &chain, t0);
+            let mut record = assemble(t, chain.island, generated, evaluated, &diagnosis, &chain, t0);
+            record.cycle = self.cycle.as_ref().map_or(0, |c| c.cycle);
             self.commit(&mut chain, record, closed, diagnosis.opened, progress)?;
             let interval = self.cfg.migration_interval;
             if n > 1 && interval > 0 && k % interval == 0 {
@@ -577,16 +599,18 @@ impl<'a> Search<'a> {
     /// Step 1: the Code Generator's prompt and answer, and the code taken
     /// from it (the diff applied to the parent in delta mode).
     fn generate(&self, chain: &Chain, t: u64) -> Step<Generated> {
-        let previous = chain.records.last();
+        let cycle = self.cycle.as_ref();
+        let previous = chain.records.last().filter(|_| cycle.is_none());
         let advice = previous.and_then(|r| r.advice.clone()).filter(|a| a.rejected.is_none());
         let suggestions = advice.as_ref().map(|a| a.suggestions.clone()).filter(|s| !s.trim().is_empty());
-        let parent = match self.cfg.mode {
-            GenerationMode::Delta => chain.best.as_ref().map(|b| Parent {
+        let parent = match (self.cfg.mode, cycle) {
+            (GenerationMode::Delta, Some(c)) => self.cycle_parent(c, t),
+            (GenerationMode::Delta, None) => chain.best.as_ref().map(|b| Parent {
                 iteration: b.iteration,
                 code: b.code.clone(),
                 accuracy: b.accuracy,
             }),
-            GenerationMode::Full => None,
+            (GenerationMode::Full, _) => None,
         };
         let prev_ctx = previous.map(|r| {
             serde_json::json!({
@@ -599,11 +623,18 @@ impl<'a> Search<'a> {
                 "code": r.code,
             })
         });
-        let best_ctx = chain.best.as_ref().filter(|_| self.cfg.use_best_reference).map(Best::prompt_context);
+        let best_ctx = match (cycle, &parent) {
+            (None, _) => chain.best.as_ref().filter(|_| self.cfg.use_best_reference).map(Best::prompt_context),
+            (Some(_), None) => None,
+            (Some(_), Some(p)) => self
+                .cfg
+                .use_best_reference
+                .then(|| serde_json::json!({"iteration": 0, "code": p.code, "accuracy_pct": "not measured yet"})),
+        };
         let ctx = serde_json::json!({
             "dataset": self.dataset_ctx(),
             "compact": self.cfg.prompt_style == PromptStyle::Compact,
-            "attempt": t,
+            "attempt": if cycle.is_some() { 1 } else { t },
             "best": best_ctx,
             "previous": prev_ctx,
             "suggestions": suggestions,
@@ -622,6 +653,24 @@ impl<'a> Search<'a> {
         usage.add(&response);
         let (code, diff) = take_code(&response.content, parent.as_ref());
         Ok(Ok(Generated { prompt, response, usage, parent, code, diff }))
+    }
+
+    /// The parent a cycle's candidate `t` is asked to change: a seeded
+    /// shuffle of the cycle's parents, taken in turn.
+    fn cycle_parent(&self, cycle: &CycleContext, t: u64) -> Option<Parent> {
+        if cycle.parents.is_empty() {
+            return None;
+        }
+        let n = cycle.parents.len() as u64;
+        let round = (t - 1) / n;
+        let mut order: Vec<u64> = (0..n).collect();
+        let mut x = self.seed ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for i in (1..order.len()).rev() {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            order.swap(i, ((x >> 33) % (i as u64 + 1)) as usize);
+        }
+        let code = cycle.parents[order[((t - 1) % n) as usize] as usize].clone();
+        Some(Parent { iteration: 0, code, accuracy: None })
     }
 
     /// Steps 2–3: the novelty filter, then the evaluator (its journaled
@@ -838,6 +887,18 @@ impl<'a> Search<'a> {
 
 
 
+/// The dataset as the generator's and the Improver's templates see it
+/// (also what fine-tuning examples are rendered with).
+pub fn dataset_context(m: &DatasetManifest, title: &str) -> serde_json::Value {
+    let [c, h, w] = m.input_shape;
+    serde_json::json!({
+        "name": m.name, "title": title, "family": m.family,
+        "channels": c, "height": h, "width": w, "num_classes": m.num_classes,
+        "class_names": m.class_names, "augment": c == 3 && h == 32 && w == 32,
+        "train_size": m.splits.get("train").map(|s| s.count),
+    })
+}
+
 /// The candidate's code from the generator's answer: the first python block,
 /// or in delta mode the diff applied to the parent (a whole file instead of
 /// a diff is accepted as it is). Returns the code and the diff.
@@ -906,6 +967,7 @@ fn assemble(
         finished_at: crate::time::now_s(),
         repair: evaluated.repaired.map(|(_, note)| note),
         island,
+        cycle: 0,
     }
 }
 

@@ -1,0 +1,135 @@
+//! What makes the loop improve on a small model, on recorded answers: an
+//! Improver answer that copies the answer format is asked again and then
+//! kept out of memory; a flatten-size mismatch reaches the Improver and the
+//! Generator with both sizes; `[search] repair = "flatten"` fixes exactly
+//! that layer before training (the real evaluator, real Fashion-MNIST), and a
+//! replay of the same answers shows both behaviours side by side.
+
+use std::path::{Path, PathBuf};
+
+use nas_host::records::Outcome;
+use nas_host::store::Store;
+use nas_llm_test_server::{RecordedRequest, Step, TestServer};
+use nas_tests::{fence, nas_with_evaluator, records, run_dirs, s, text};
+
+/// conv(pad 1) + 2x2 pooling leaves 16x14x14 = 3136 features per example;
+/// the head expects 16 * 7 * 7 = 784.
+const MISMATCH: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 16, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(16 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.fc(x.flatten(1))\n";
+
+const GOOD: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(8 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";
+
+/// The format's descriptions and an old template's placeholders, copied: not
+/// a diagnosis.
+const COPIED: &str = "```json\n{\"reason\": \"the main problem with the current design, or why it scored what it did\", \"inspiration\": \"a known architecture or technique to borrow from\", \"improvement_suggestions\": \"exactly one concrete change for the next attempt, naming the layer and the new value\"}\n```";
+
+const REAL: &str = "```json\n{\"reason\": \"the head is too small for 10 classes\", \"inspiration\": \"VGG\", \"improvement_suggestions\": \"add a second conv block with 32 channels before the pooling\"}\n```";
+
+fn server() -> TestServer {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
+        let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+        let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+        Some(Step::reply(if system.contains("expert deep-learning engineer") {
+            fence(if user.contains("This is attempt 1.") { MISMATCH } else { GOOD })
+        } else if messages.len() > 2 || user.contains("Current design (attempt 1)") {
+            // The first diagnosis and its retry copy the format.
+            COPIED.to_string()
+        } else {
+            REAL.to_string()
+        }))
+    });
+    server
+}
+
+fn write_config(dir: &Path, server: &TestServer, repair: &str) -> PathBuf {
+    let cfg = dir.join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[run]
+name = "improve"
+output_dir = "runs"
+
+[search]
+max_iterations = 2
+repair = "{repair}"
+
+[dataset]
+plugin = "builtin:data.fashion-mnist"
+
+[evaluator]
+plugin = "builtin:eval.tch-one-epoch"
+[evaluator.settings]
+device = "cpu"
+cpu_threads = 2
+max_train_examples = 512
+max_test_examples = 512
+memory_limit_mb = 3072
+max_processes = 64
+
+[generator]
+plugin = "builtin:llm.openai"
+[generator.settings]
+base_url = "{url}"
+model = "scripted"
+max_retries = 0
+"#,
+            url = server.base_url()
+        ),
+    )
+    .expect("write config");
+    cfg
+}
+
+#[test]
+fn copied_diagnoses_stay_out_of_memory_and_flatten_mismatches_are_named_and_repaired() {
+    let server = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), &server, "off");
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = run_dirs(dir.path()).pop().expect("run");
+    let recs = records(&run);
+    assert_eq!(recs.len(), 2);
+
+    // The mismatch is a failure whose feedback names both sizes in words.
+    let Outcome::Failed { failure } = &recs[0].outcome else { panic!("{:?}", recs[0].outcome) };
+    assert!(failure.message.contains("3136") || failure.traceback.contains("3136"), "{failure:?}");
+    let improver_prompt = &recs[0].improver_prompt.as_ref().expect("improver ran")[1].content;
+    assert!(
+        improver_prompt.contains("The flattened features are 3136 per example")
+            && improver_prompt.contains("expects 784"),
+        "{improver_prompt}"
+    );
+    // The copied answer was asked again once, then kept out of memory and
+    // out of the next prompt.
+    let asked = recs[0].improver_prompt.as_ref().expect("prompt");
+    assert_eq!(asked.len(), 4, "the prompt, the copied answer, the retry: {asked:?}");
+    assert!(asked[3].content.contains("not a diagnosis"), "{}", asked[3].content);
+    let advice = recs[0].advice.as_ref().expect("advice kept in the record");
+    assert!(advice.rejected.as_deref().is_some_and(|r| r.contains("copies the answer format")), "{advice:?}");
+    let memory = Store::open(&run).expect("store").memory().expect("memory");
+    assert!(memory.iter().all(|e| e.iteration != 1), "a copied answer opened a memory entry: {memory:?}");
+    assert!(memory.iter().any(|e| e.iteration == 2 && e.suggestion.contains("second conv block")), "{memory:?}");
+    let generator_prompt = &recs[1].generator_prompt[1].content;
+    assert!(generator_prompt.contains("The flattened features are 3136"), "{generator_prompt}");
+    assert!(!generator_prompt.contains("exactly one concrete change"), "{generator_prompt}");
+    assert!(matches!(recs[1].outcome, Outcome::Ok { .. }), "{:?}", recs[1].outcome);
+
+    // The same answers, replayed with the repair on: the layer is fixed
+    // before training, the candidate trains, and the record says what changed.
+    drop(server);
+    let replay_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(replay_dir.path(), &TestServer::start(), "flatten");
+    let out = nas_with_evaluator(replay_dir.path(), &["run", "--replay", s(&run), "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let repaired = records(&run_dirs(replay_dir.path()).pop().expect("replay run"));
+    let Outcome::Ok { report } = &repaired[0].outcome else { panic!("{:?}", repaired[0].outcome) };
+    assert!(report.accuracy > 0.1, "{report:?}");
+    let note = repaired[0].repair.as_ref().expect("the repair is recorded");
+    assert!(note.before.contains("16 * 7 * 7") && note.after.contains("nn.Linear(3136, num_classes)"), "{note:?}");
+    assert!(repaired[0].code.as_deref().is_some_and(|c| c.contains("nn.Linear(3136, num_classes)")));
+    assert_eq!(note.original(repaired[0].code.as_deref().expect("code")), MISMATCH);
+}
