@@ -426,7 +426,7 @@ impl LoraTuner {
     fn run(&mut self, request: &TuneRequest) -> Result<Adapter, TuneError> {
         let settings = self.resolve(&request.settings)?;
         let base = std::path::absolute(&request.base.path).unwrap_or_else(|_| request.base.path.clone());
-        if !base.is_file() {
+        if !base.exists() {
             return Err(TuneError::BaseMissing(base));
         }
         let train_set = std::path::absolute(&request.train_set).unwrap_or_else(|_| request.train_set.clone());
@@ -457,6 +457,7 @@ impl LoraTuner {
         }
         let sha256 = match &request.base.sha256 {
             Some(s) => s.to_ascii_lowercase(),
+            None if base.is_dir() => sha256_dir(&base)?,
             None => sha256_file(&base)?,
         };
         let script = trainer_dir.join("tune_lora.py");
@@ -707,6 +708,32 @@ pub fn sha256_file(path: &Path) -> Result<String, TuneError> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// The sha256 of a model directory: of each file's relative path, size and
+/// sha256, in path order.
+pub fn sha256_dir(dir: &Path) -> Result<String, TuneError> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), TuneError> {
+        for e in std::fs::read_dir(dir).map_err(|e| TuneError::io(dir, e))? {
+            let p = e.map_err(|e| TuneError::io(dir, e))?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for f in &files {
+        let rel = f.strip_prefix(dir).unwrap_or(f);
+        let len = f.metadata().map_err(|e| TuneError::io(f, e))?.len();
+        h.update(format!("{}\0{len}\0{}\n", rel.display(), sha256_file(f)?).as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TuneError> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| TuneError::io(&tmp, e))?;
@@ -786,6 +813,18 @@ mod tests {
         p.on_line("not json");
         p.on_line(r#"{"event":"error","kind":"train_set","message":"line 2: bad"}"#);
         assert_eq!(p.error, Some(("train_set".into(), "line 2: bad".into())));
+    }
+
+    #[test]
+    fn the_sha256_of_a_model_directory_follows_every_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("config.json"), b"{}").expect("write");
+        std::fs::write(dir.path().join("sub/model.safetensors"), b"weights").expect("write");
+        let a = sha256_dir(dir.path()).expect("hashes");
+        assert_eq!(a, sha256_dir(dir.path()).expect("hashes"), "stable");
+        std::fs::write(dir.path().join("sub/model.safetensors"), b"weightz").expect("write");
+        assert_ne!(a, sha256_dir(dir.path()).expect("hashes"), "a changed file changes it");
     }
 
     #[test]

@@ -8,7 +8,8 @@ wrote (`job.json`), and:
 1. loads the base model and its tokenizer from the very GGUF file that
    `llm.local` serves (transformers, `gguf_file=`, dequantised to float32),
    through a cache of the dequantised weights keyed by the file's sha256
-   (the first load of a GGUF takes a minute, a cached one seconds);
+   (the first load of a GGUF takes a minute, a cached one seconds); a
+   transformers model directory is read as it is;
 2. reads the training set (JSONL, one `{"messages": [...], "answer": ...}`
    per line), applies the model's chat template, and takes the loss on the
    answer's tokens only (the end-of-turn token included);
@@ -218,11 +219,14 @@ def pick_dtype(torch, wanted, device):
 
 
 def load_base(job, torch, dtype):
-    """The base model and tokenizer, dequantised from the GGUF, through the cache."""
+    """The base model and tokenizer: dequantised from a GGUF file (through
+    the cache), or read from a transformers directory as it is."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = job["base"]["path"]
     sha = job["base"]["sha256"]
+    if os.path.isdir(path):
+        return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     if not os.path.isfile(path):
         raise Failure("base_missing", f"the base model {path} does not exist")
     cache_root = job["trainer"].get("cache_dir")
@@ -266,7 +270,7 @@ def _drop_gguf_quantizer(model):
 
 
 def _write_cache(cache, tok, model, path, sha):
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     parent = os.path.dirname(cache)
     os.makedirs(parent, exist_ok=True)
@@ -274,8 +278,8 @@ def _write_cache(cache, tok, model, path, sha):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     model.config.save_pretrained(tmp)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    # save_model drops the duplicate of tied weights; loading ties them again.
+    save_model(model, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"}, force_contiguous=True)
     tok.save_pretrained(tmp)
     with open(os.path.join(tmp, "COMPLETE"), "w") as f:
         json.dump({"source": os.path.abspath(path), "sha256": sha, "format": CACHE_FORMAT}, f)
@@ -672,6 +676,7 @@ def train(job_path):
         dtype=dtype_name,
         threads=torch.get_num_threads(),
         trainable_params=sum(p.numel() for p in params),
+        params=sum(p.numel() for p in model.parameters()),
         load_seconds=round(load_seconds, 2),
     )
 
@@ -710,7 +715,10 @@ def train(job_path):
         st["answer_tokens"] += n_answer
         st["seconds"] = base_seconds + (time.time() - attempt_started)
         st["loss_curve"].append({"step": step, "loss": loss, "tokens": st["tokens"]})
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         dt = time.time() - step_started
+        cuda_peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
         emit(
             "step",
             step=step,
@@ -722,6 +730,7 @@ def train(job_path):
             lr=lr,
             seconds=round(dt, 4),
             tokens_per_s=round(step_tokens / dt, 2) if dt > 0 else None,
+            **({"cuda_peak_bytes": cuda_peak} if cuda_peak is not None else {}),
         )
         if step % every == 0 and step < total:
             save_checkpoint(ckdir, model, opt, {**st, "fingerprint": fp}, torch)
