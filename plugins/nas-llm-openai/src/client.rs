@@ -416,7 +416,7 @@ impl OpenAiBackend {
                 Ok(0) => break,
                 Ok(n) => {
                     if (buf.len() + n) as u64 > cap {
-                        return Err(too_long("reading stopped there".to_string()));
+                        return Err(too_long("reading stopped at the cap".to_string()));
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
