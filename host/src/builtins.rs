@@ -12,5 +12,6 @@ pub fn libraries() -> Vec<PluginLibRef> {
         nas_eval_tch::library(),
         nas_llm_openai::library(),
         nas_llm_local::library(),
+        nas_tune_lora::library(),
     ]
 }

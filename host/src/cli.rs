@@ -59,10 +59,38 @@ pub enum Command {
     /// Compare configurations (memory strategies, LLMs, ablations) over
     /// several seeds against the K=5 window, with confidence intervals.
     Compare(CompareArgs),
+    /// Fine-tuning cycles: fine-tune the generator on a seed corpus, then
+    /// generate, evaluate, select the novel high performers and fine-tune
+    /// again, cycle after cycle (`[cycles]` and `[tuner]` in the config;
+    /// docs/cycles.md). `nas resume` continues a cycles run.
+    Cycles(CyclesArgs),
     /// Fine-tuning sets (JSONL of prompt -> answer examples): the LEMUR
     /// seed corpus, or a `nas export` corpus or your own JSONL.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+}
+
+/// `nas cycles`.
+#[derive(Debug, Args)]
+pub struct CyclesArgs {
+    /// The run config: a `[cycles]` section and a `[tuner]` besides the
+    /// search's sections.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Continue a stopped or killed cycles run (as `nas resume RUN_DIR` does).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "replay", "run_dir", "output_dir"])]
+    pub resume: Option<PathBuf>,
+    /// Rerun a recorded cycles run without the LLM: its generator answers,
+    /// its seed corpus and its adapters as recorded (the recorded run's
+    /// config is used unless --config is given).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub replay: Option<PathBuf>,
+    /// Override `[run] output_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Create the run directory exactly here (it must not exist).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
 }
 
 /// `nas corpus ...`.
@@ -334,6 +362,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Export(args) => commands::export::run(&cli.plugins, &args),
         Command::Report(args) => commands::report::run(&args),
         Command::Compare(args) => commands::compare::run(&cli.plugins, &args),
+        Command::Cycles(args) => commands::cycles::run(&cli.plugins, &args),
         Command::Corpus(CorpusCommand::Lemur(args)) => commands::corpus::lemur(&cli.plugins, &args),
         Command::Corpus(CorpusCommand::Import(args)) => commands::corpus::import(&args),
     }

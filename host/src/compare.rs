@@ -137,11 +137,20 @@ pub struct ArmSpec {
     /// Replaces the base's `[prompts]`.
     #[serde(default)]
     pub prompts: Option<PromptsSection>,
+    /// Changes keys of the base's `[cycles]` (a fine-tuning cycles arm,
+    /// run with `nas cycles`); `cycles` and `candidates` are the budget,
+    /// the same for every arm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles: Option<toml::Table>,
 }
 
 impl ArmSpec {
     fn is_plain(&self) -> bool {
-        self.generator.is_none() && self.improver.is_none() && self.search.is_none() && self.prompts.is_none()
+        self.generator.is_none()
+            && self.improver.is_none()
+            && self.search.is_none()
+            && self.prompts.is_none()
+            && self.cycles.is_none()
     }
 }
 
@@ -252,6 +261,7 @@ pub fn plan(path: &Path) -> Result<Plan, CompareError> {
         None => LoadedConfig { config: RunConfig::embedded(), path: PathBuf::from("(defaults)"), dir: dir.clone() },
     };
     let mut base_config = crate::session::frozen(&base);
+    crate::cycles::settle_budget(&base.path, &mut base_config);
     if let Some(n) = c.max_iterations {
         base_config.search.max_iterations = n;
     }
@@ -268,6 +278,15 @@ pub fn plan(path: &Path) -> Result<Plan, CompareError> {
         check_name(path, "[[arm]] name", &arm.name)?;
         if !seen.insert(arm.name.clone()) {
             return Err(invalid(path, format!("two arms are named `{}`", arm.name)));
+        }
+        if let Some(key) = arm.cycles.as_ref().and_then(|t| t.keys().find(|k| matches!(k.as_str(), "cycles" | "candidates"))) {
+            return Err(invalid(
+                path,
+                format!(
+                    "arm `{}`: [cycles] {key} is part of the budget, which is the same for every arm; set it in the base config",
+                    arm.name
+                ),
+            ));
         }
         if let Some(search) = &arm.search {
             if let Some(key) = search.keys().find(|k| BUDGET_KEYS.contains(&k.as_str())) {
@@ -377,7 +396,15 @@ fn lexically_normal(p: &Path) -> PathBuf {
 }
 
 fn plain_arm() -> ArmSpec {
-    ArmSpec { name: String::new(), memory: None, generator: None, improver: None, search: None, prompts: None }
+    ArmSpec {
+        name: String::new(),
+        memory: None,
+        generator: None,
+        improver: None,
+        search: None,
+        prompts: None,
+        cycles: None,
+    }
 }
 
 fn names(arms: &[ArmSpec]) -> Vec<String> {
@@ -427,7 +454,22 @@ fn arm_config(path: &Path, dir: &Path, base: &RunConfig, arm: &ArmSpec) -> Resul
             .map_err(|e| invalid(path, format!("arm `{}`: {}", arm.name, e.to_string().trim_start_matches("arm:"))))?;
         c.search = parsed.search;
     }
-    // The whole config must be one `nas run` accepts.
+    if let Some(changes) = &arm.cycles {
+        let mut table = match &c.cycles {
+            Some(cy) => toml::Table::try_from(cy).map_err(|e| invalid(path, format!("arm `{}`: [cycles]: {e}", arm.name)))?,
+            None => toml::Table::new(),
+        };
+        for (k, v) in changes {
+            table.insert(k.clone(), v.clone());
+        }
+        let mut doc = toml::Table::new();
+        doc.insert("cycles".into(), toml::Value::Table(table));
+        let text = toml::to_string(&doc).map_err(|e| invalid(path, format!("arm `{}`: {e}", arm.name)))?;
+        let parsed = config::parse(&text, Path::new("arm"))
+            .map_err(|e| invalid(path, format!("arm `{}`: {}", arm.name, e.to_string().trim_start_matches("arm:"))))?;
+        c.cycles = parsed.cycles;
+    }
+    // The whole config must be one `nas run` (or `nas cycles`) accepts.
     let text = toml::to_string(&c).map_err(|e| invalid(path, format!("arm `{}`: {e}", arm.name)))?;
     config::parse(&text, Path::new("arm"))
         .map_err(|e| invalid(path, format!("arm `{}`: {}", arm.name, e.to_string().trim_start_matches("arm:"))))

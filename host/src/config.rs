@@ -298,6 +298,9 @@ pub struct RunConfig {
     /// `[tuner]`: the fine-tuner of `nas cycles` (none for `nas run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuner: Option<PluginSection>,
+    /// `[cycles]`: the fine-tuning cycles of `nas cycles` (ignored by `nas run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles: Option<crate::cycles::config::CyclesSection>,
     /// `[prompts]`.
     #[serde(default)]
     pub prompts: PromptsSection,
@@ -330,6 +333,7 @@ impl Default for RunConfig {
             improver: None,
             memory: default_memory(),
             tuner: None,
+            cycles: None,
             prompts: PromptsSection::default(),
             plugins: PluginsSection::default(),
         }
@@ -468,6 +472,9 @@ fn check(c: &RunConfig) -> Result<(), String> {
         if !(w.is_finite() && w > 0.0) {
             return Err("[search] max_wall_time_s must be positive".into());
         }
+    }
+    if let Some(cycles) = &c.cycles {
+        cycles.check()?;
     }
     Ok(())
 }

@@ -19,6 +19,7 @@
 //! | [`metrics`] | valid rate, best/mean accuracy, ... from records |
 //! | [`datasets`] | the prepared-dataset cache of a run |
 //! | [`corpus`] | fine-tuning sets: the LEMUR seed corpus, imported JSONL |
+//! | [`cycles`] | fine-tuning cycles: seed, generate, evaluate, select, fine-tune, resumable |
 //! | [`export`] | `nas export`: the best model, LEMUR-contract files, a fine-tuning corpus |
 //! | [`report`] | reports: HTML, Markdown, figures, CSV/JSON exports |
 //! | [`compare`] | comparing configurations over seeds, with confidence intervals |
@@ -29,6 +30,7 @@ pub mod commands;
 pub mod compare;
 pub mod config;
 pub mod corpus;
+pub mod cycles;
 pub mod datasets;
 pub mod export;
 pub mod fetch;

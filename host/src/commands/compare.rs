@@ -119,7 +119,8 @@ fn launch(plugins: &[PathBuf], plan_dir: &Path, run: &PlannedRun, state: &State)
             let cfg = config_path(plan_dir, run);
             let text = toml::to_string_pretty(&run.config).context("cannot write a run config").usage()?;
             std::fs::write(&cfg, text).with_context(|| format!("cannot write {}", cfg.display())).usage()?;
-            cmd.arg("run").arg("--config").arg(&cfg).arg("--run-dir").arg(&run.dir);
+            let command = if run.config.cycles.is_some() { "cycles" } else { "run" };
+            cmd.arg(command).arg("--config").arg(&cfg).arg("--run-dir").arg(&run.dir);
         }
         State::Resume(_) | State::Done => {
             cmd.arg("resume").arg(&run.dir);
@@ -297,6 +298,10 @@ pub fn run(plugins: &[PathBuf], args: &CompareArgs) -> Result<(), Failure> {
         report::comparison::compare(&plan.name, &groups, &plan.baseline, &plan.seeds, &plan.checkpoints, plan.max_iterations);
     let (header, rows) = comparison.table();
     println!("{}", super::text_table(&header, &rows, true));
+    if let Some((header, rows)) = report::cycles::by_arm_table(&groups) {
+        println!("\nfine-tuning cycles, seeds pooled (Valid and ≥40% with Wilson 95% intervals):");
+        println!("{}", super::text_table(&header, &rows, true));
+    }
     let report_dir = plan.output_dir.join("report");
     let options = ReportOptions { title: format!("nas compare: {}", plan.name), ..Default::default() };
     let written = report::write_report(&groups, &report_dir, &options, Some(&comparison)).usage()?;

@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod corpus;
+pub mod cycles;
 pub mod data;
 pub mod eval;
 pub mod export;

@@ -69,6 +69,9 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
 
 /// Runs `nas resume RUN_DIR`.
 pub fn resume(plugins: &[PathBuf], run_dir: &Path) -> Result<(), Failure> {
+    if super::cycles::is_cycles_run(run_dir) {
+        return super::cycles::resume(plugins, run_dir);
+    }
     let mut st = Store::open(run_dir).usage()?;
     let loaded = crate::config::load(&run_dir.join(run_dir::CONFIG_FILE)).usage()?;
     let config_dir = st.meta("config_dir").usage()?.map(PathBuf::from).unwrap_or_else(|| loaded.dir.clone());

@@ -51,7 +51,7 @@ pub fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
 fn register_fonts() {
     static FONTS: Once = Once::new();
@@ -63,18 +63,18 @@ fn register_fonts() {
     });
 }
 
-type DrawResult = Result<(), String>;
+pub(super) type DrawResult = Result<(), String>;
 
-fn de(e: impl std::fmt::Display) -> String {
+pub(super) fn de(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
 /// Something drawable on any plotters backend.
-trait Draw {
+pub(super) trait Draw {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult;
 }
 
-fn render(
+pub(super) fn render(
     fig: &impl Draw,
     name: &str,
     title: &str,
@@ -129,7 +129,7 @@ fn iteration_mesh<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>, y_desc
         .map_err(de)
 }
 
-fn chart_frame<'a, DB: DrawingBackend>(
+pub(super) fn chart_frame<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
     title: &str,
     x: std::ops::Range<f64>,
@@ -148,7 +148,7 @@ fn chart_frame<'a, DB: DrawingBackend>(
         .map_err(de)
 }
 
-fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+pub(super) fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
 ) -> DrawResult {
@@ -560,6 +560,7 @@ pub fn draw_all(
         dir,
         size,
     )?);
+    out.extend(super::cycles::figures(groups, dir, options)?);
     Ok(out)
 }
 

@@ -268,6 +268,7 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
         );
     }
     let _ = write!(s, "<h2 id=\"runs\">Runs</h2>\n{}", runs_table(groups).html("runs"));
+    s.push_str(&super::cycles::html(groups));
     s.push_str("<h2 id=\"figures\">Figures</h2>\n");
     for f in figures {
         let _ = write!(
@@ -344,7 +345,9 @@ pub fn markdown(
             CIS
         );
     }
-    let _ = write!(s, "\n## Runs\n\n{}\n## Figures\n\n", runs_table(groups).markdown());
+    let _ = write!(s, "\n## Runs\n\n{}\n", runs_table(groups).markdown());
+    s.push_str(&super::cycles::markdown(groups));
+    s.push_str("## Figures\n\n");
     for f in figures {
         let _ = write!(s, "![{t}](figures/{n}.png)\n\n*{t}.* {c}\n\n", t = f.title, n = f.name, c = f.caption);
     }

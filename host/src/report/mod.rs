@@ -17,6 +17,7 @@
 
 pub mod figures;
 pub mod comparison;
+pub mod cycles;
 pub mod html;
 pub mod stats;
 
