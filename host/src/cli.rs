@@ -68,6 +68,21 @@ pub enum Command {
     /// seed corpus, or a `nas export` corpus or your own JSONL.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// Run one evaluation job on a Slurm node (what `[executor] kind =
+    /// "slurm"` submits): read DIR/request.json, evaluate, write
+    /// DIR/result.json.
+    #[command(hide = true)]
+    EvalJob(EvalJobArgs),
+}
+
+/// `nas eval-job`.
+#[derive(Debug, Args)]
+pub struct EvalJobArgs {
+    /// The job's folder.
+    pub dir: PathBuf,
+    /// Check what evaluations need on this node (DIR/probe.json) instead.
+    #[arg(long)]
+    pub probe: bool,
 }
 
 /// `nas cycles`.
@@ -365,5 +380,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cycles(args) => commands::cycles::run(&cli.plugins, &args),
         Command::Corpus(CorpusCommand::Lemur(args)) => commands::corpus::lemur(&cli.plugins, &args),
         Command::Corpus(CorpusCommand::Import(args)) => commands::corpus::import(&args),
+        Command::EvalJob(args) => commands::eval_job::run(&args),
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::registry::PluginRef;
+use crate::slurm::SlurmCommands;
 
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +270,130 @@ pub struct PluginsSection {
     pub load: Vec<PathBuf>,
 }
 
+/// Where candidate evaluations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// In this process, through the `[evaluator]` instances (`slots`).
+    #[default]
+    Local,
+    /// Each evaluation a Slurm job that runs the `[evaluator]` on a node
+    /// (`docs/slurm.md`).
+    Slurm,
+}
+
+/// `[executor]`: where candidate evaluations run. Every key but `kind` is
+/// for `kind = "slurm"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSection {
+    /// `local` (default) or `slurm`.
+    #[serde(default)]
+    pub kind: ExecutorKind,
+    /// Jobs in flight at most (default: `[search] islands`, or `[evaluator]
+    /// slots` when larger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u32>,
+    /// `sbatch --partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `sbatch --account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `sbatch --qos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// Each job's time limit (default: the evaluator's `time_limit_s`, else
+    /// 1800 s, plus 300 s for the job's start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_s: Option<f64>,
+    /// `sbatch --gres`, e.g. `gpu:1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gres: Option<String>,
+    /// `sbatch --mem`, in megabytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_mb: Option<u64>,
+    /// `sbatch --cpus-per-task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<u32>,
+    /// More `sbatch` options, passed last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch_args: Vec<String>,
+    /// Where the jobs' files go, on storage the nodes share (default:
+    /// `<run dir>/jobs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_dir: Option<PathBuf>,
+    /// Attempts per evaluation in one `nas run`/`nas resume` before the run
+    /// stops (resumable).
+    #[serde(default = "three")]
+    pub max_attempts: u32,
+    /// Seconds between two looks at the queue (one `squeue` for every job
+    /// in flight).
+    #[serde(default = "five")]
+    pub poll_interval_s: f64,
+    /// Seconds before a failed attempt is submitted again.
+    #[serde(default = "ten")]
+    pub retry_delay_s: f64,
+    /// Whether Slurm may requeue a job itself (node failure, preemption)
+    /// instead of ending it; either way the evaluation goes on.
+    #[serde(default)]
+    pub requeue: bool,
+    /// The `nas` binary the nodes run (default: this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nas_command: Option<PathBuf>,
+    /// `SLURM_CONF` for Slurm's commands (default: theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_conf: Option<PathBuf>,
+    /// Whether a probe job checks at start that the nodes read the run
+    /// directory and the dataset and can create the evaluator.
+    #[serde(default = "yes")]
+    pub probe: bool,
+    /// How long the probe job may wait in the queue and run.
+    #[serde(default = "ten_minutes")]
+    pub probe_timeout_s: f64,
+    /// How long a job that ended well may take to show its result on the
+    /// shared storage.
+    #[serde(default = "half_a_minute")]
+    pub result_wait_s: f64,
+    /// How long Slurm's controller may stay unreachable before the run
+    /// stops (resumable; the jobs go on).
+    #[serde(default = "ten_minutes")]
+    pub controller_timeout_s: f64,
+    /// Paths of Slurm's commands (default: their names on `PATH`).
+    #[serde(default, skip_serializing_if = "is_default_commands")]
+    pub commands: SlurmCommands,
+}
+
+fn three() -> u32 {
+    3
+}
+fn five() -> f64 {
+    5.0
+}
+fn ten() -> f64 {
+    10.0
+}
+fn ten_minutes() -> f64 {
+    600.0
+}
+fn half_a_minute() -> f64 {
+    30.0
+}
+fn is_default_commands(c: &SlurmCommands) -> bool {
+    c == &SlurmCommands::default()
+}
+
+impl ExecutorSection {
+    /// Whether evaluations run in this process (the default).
+    pub fn is_local(&self) -> bool {
+        self.kind == ExecutorKind::Local
+    }
+
+    fn is_default(&self) -> bool {
+        self == &ExecutorSection::default()
+    }
+}
+
 /// A whole run configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -307,6 +432,9 @@ pub struct RunConfig {
     /// `[plugins]`.
     #[serde(default)]
     pub plugins: PluginsSection,
+    /// `[executor]`: where evaluations run (default: here).
+    #[serde(default, skip_serializing_if = "ExecutorSection::is_default")]
+    pub executor: ExecutorSection,
 }
 
 fn default_dataset() -> PluginSection {
@@ -336,6 +464,7 @@ impl Default for RunConfig {
             cycles: None,
             prompts: PromptsSection::default(),
             plugins: PluginsSection::default(),
+            executor: ExecutorSection::default(),
         }
     }
 }
@@ -476,6 +605,47 @@ fn check(c: &RunConfig) -> Result<(), String> {
     if let Some(cycles) = &c.cycles {
         cycles.check()?;
     }
+    check_executor(&c.executor)
+}
+
+fn check_executor(e: &ExecutorSection) -> Result<(), String> {
+    if e.is_local() {
+        let local = ExecutorSection { kind: ExecutorKind::Local, ..ExecutorSection::default() };
+        if e != &local {
+            return Err("[executor]: only `kind` applies to local evaluation; the other keys are for kind = \"slurm\"".into());
+        }
+        return Ok(());
+    }
+    if e.jobs == Some(0) || e.jobs.is_some_and(|j| j > 4096) {
+        return Err(format!("[executor] jobs is {}; it must be between 1 and 4096", e.jobs.unwrap_or(0)));
+    }
+    if e.max_attempts == 0 {
+        return Err("[executor] max_attempts must be at least 1".into());
+    }
+    let positive = [
+        ("time_limit_s", e.time_limit_s.unwrap_or(1.0)),
+        ("poll_interval_s", e.poll_interval_s),
+        ("probe_timeout_s", e.probe_timeout_s),
+        ("controller_timeout_s", e.controller_timeout_s),
+    ];
+    for (key, value) in positive {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(format!("[executor] {key} is {value}; it must be a positive number of seconds"));
+        }
+    }
+    for (key, value) in [("retry_delay_s", e.retry_delay_s), ("result_wait_s", e.result_wait_s)] {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(format!("[executor] {key} is {value}; it must be a number of seconds, 0 or more"));
+        }
+    }
+    if e.mem_mb == Some(0) || e.cpus_per_task == Some(0) {
+        return Err("[executor] mem_mb and cpus_per_task must be at least 1 when given".into());
+    }
+    for (key, value) in [("partition", &e.partition), ("account", &e.account), ("qos", &e.qos), ("gres", &e.gres)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty() || v.contains(char::is_whitespace)) {
+            return Err(format!("[executor] {key} {value:?}: a Slurm name has no spaces"));
+        }
+    }
     Ok(())
 }
 
@@ -533,6 +703,32 @@ mod tests {
         let msg = err("[memory]\nplugin = \"ftp:thing\"\n");
         assert!(msg.starts_with("run.toml:2:"), "{msg}");
         assert!(msg.contains("ftp"), "{msg}");
+    }
+
+    #[test]
+    fn the_executor_is_local_unless_slurm_is_named_and_its_keys_are_checked() {
+        let c = parse("", Path::new("x")).expect("parses");
+        assert!(c.executor.is_local());
+        let written = toml::to_string(&c).expect("serializes");
+        assert!(!written.contains("executor"), "a local run's frozen config has no [executor]: {written}");
+        let c = parse(
+            "[executor]\nkind = \"slurm\"\npartition = \"gpu\"\ngres = \"gpu:1\"\nmem_mb = 16000\n\
+             sbatch_args = [\"--constraint=a100\"]\n[executor.commands]\nsbatch = \"/opt/slurm/bin/sbatch\"\n",
+            Path::new("x"),
+        )
+        .expect("parses");
+        assert_eq!(c.executor.kind, ExecutorKind::Slurm);
+        assert_eq!((c.executor.max_attempts, c.executor.poll_interval_s), (3, 5.0));
+        assert_eq!(c.executor.commands.sbatch, PathBuf::from("/opt/slurm/bin/sbatch"));
+        assert_eq!(c.executor.commands.squeue, PathBuf::from("squeue"));
+        let again = parse(&toml::to_string(&c).expect("serializes"), Path::new("x")).expect("reparses");
+        assert_eq!(again.executor, c.executor);
+        assert!(err("[executor]\nkind = \"lsf\"\n").contains("executor.kind"));
+        assert!(err("[executor]\npartition = \"gpu\"\n").contains("kind = \"slurm\""));
+        assert!(err("[executor]\nkind = \"slurm\"\nmax_attempts = 0\n").contains("max_attempts"));
+        assert!(err("[executor]\nkind = \"slurm\"\npoll_interval_s = 0\n").contains("poll_interval_s"));
+        assert!(err("[executor]\nkind = \"slurm\"\npartition = \"a b\"\n").contains("partition"));
+        assert!(err("[executor]\nkind = \"slurm\"\nsbatch = \"x\"\n").contains("sbatch"));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! | [`fetch`] | resumable, checksum-verified downloads |
 //! | [`wasm`] | WebAssembly component plugins |
 //! | [`search`] | the method's loop: generator, evaluation, memory, improver |
+//! | [`executor`] | where evaluations run: here, or as Slurm jobs (`nas eval-job` on the nodes) |
+//! | [`slurm`] | a typed client for Slurm's commands |
 //! | [`session`] | setting up a run: registry, frozen config, run directory, plugins, dataset |
 //! | [`run_dir`] | a run directory's layout, and reading a recorded run back |
 //! | [`records`] | what a run records: outcomes, iteration records, LLM usage and calls |
@@ -32,6 +34,7 @@ pub mod config;
 pub mod corpus;
 pub mod cycles;
 pub mod datasets;
+pub mod executor;
 pub mod export;
 pub mod fetch;
 pub mod metrics;

@@ -113,6 +113,11 @@ pub fn frozen(loaded: &LoadedConfig) -> RunConfig {
     c.prompts.dir = c.prompts.dir.as_deref().map(abs);
     c.plugins.load = c.plugins.load.iter().map(|p| abs(p)).collect();
     c.run.output_dir = abs(&c.run.output_dir);
+    let e = &mut c.executor;
+    e.shared_dir = e.shared_dir.as_deref().map(abs);
+    e.slurm_conf = e.slurm_conf.as_deref().map(abs);
+    // A command given as a plain name stays a name looked up on PATH.
+    e.nas_command = e.nas_command.as_deref().map(|p| if p.components().count() > 1 { abs(p) } else { p.to_path_buf() });
     c
 }
 
@@ -176,7 +181,9 @@ pub struct RunPlugins {
 /// created: every answer comes from the recorded run. Instances the search
 /// uses at once are created as many times as it may: `[evaluator] slots`,
 /// and one LLM backend per call in flight (`[search] llm_in_flight`, by
-/// default one per island), capped by what the plugin says it serves.
+/// default one per island), capped by what the plugin says it serves. With
+/// `[executor] kind = "slurm"` the evaluator is not created here: the
+/// evaluators are Slurm jobs, one per job in flight (`crate::executor`).
 pub fn create_plugins(
     registry: &mut Registry,
     loaded: &LoadedConfig,
@@ -185,6 +192,12 @@ pub fn create_plugins(
 ) -> Result<RunPlugins, SessionError> {
     let c = &loaded.config;
     let mut records = Vec::new();
+    let on_slurm = crate::executor::slurm_evaluators(registry, loaded, ctx.run_dir.as_deref())
+        .map_err(|e| SessionError::Other(e.to_string()))?;
+    let on_slurm = on_slurm.map(|(evaluators, record)| {
+        records.push(record);
+        evaluators
+    });
     let in_flight = c.search.llm_in_flight.unwrap_or(c.search.islands).max(1);
     // Creates `wanted` instances (fewer when the plugin serves fewer at once)
     // and records the plugin once.
@@ -214,10 +227,13 @@ pub fn create_plugins(
     let dataset = one(make("dataset", &c.dataset, PluginKind::Dataset, 1)?)
         .into_dataset()
         .map_err(|_| wrong("dataset", PluginKind::Dataset))?;
-    let evaluators: Vec<Box<dyn Evaluator>> = make("evaluator", &c.evaluator, PluginKind::Evaluator, c.evaluator.slots.unwrap_or(1))?
-        .into_iter()
-        .map(|i| i.into_evaluator().map_err(|_| wrong("evaluator", PluginKind::Evaluator)))
-        .collect::<Result<_, _>>()?;
+    let evaluators: Vec<Box<dyn Evaluator>> = match on_slurm {
+        Some(evaluators) => evaluators,
+        None => make("evaluator", &c.evaluator, PluginKind::Evaluator, c.evaluator.slots.unwrap_or(1))?
+            .into_iter()
+            .map(|i| i.into_evaluator().map_err(|_| wrong("evaluator", PluginKind::Evaluator)))
+            .collect::<Result<_, _>>()?,
+    };
     let llms = |v: Vec<PluginInstance>, section: &str| -> Result<Vec<Box<dyn LlmBackend>>, SessionError> {
         v.into_iter().map(|i| i.into_llm().map_err(|_| wrong(section, PluginKind::Llm))).collect()
     };

@@ -43,6 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
@@ -806,6 +807,9 @@ impl Slurm {
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C at the terminal reaches the
+            // caller, which decides, and never kills an `sbatch` half way.
+            .process_group(0)
             .spawn()
             .map_err(|source| match source.kind() {
                 io::ErrorKind::NotFound => SlurmError::CommandMissing { command: command.to_path_buf() },

@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod cycles;
 pub mod data;
 pub mod eval;
+pub mod eval_job;
 pub mod export;
 pub mod models;
 pub mod plugins;

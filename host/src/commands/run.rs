@@ -1,8 +1,7 @@
 //! `nas run`, `nas resume`: start or continue a search.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, Context};
 
@@ -52,6 +51,8 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
     let started = session::create_plugins(&mut registry, &loaded, &ctx, replay.is_some()).and_then(|mut created| {
         eprintln!("preparing dataset ...");
         let prepared = session::prepare_dataset(created.dataset.as_mut(), &config.dataset)?;
+        crate::executor::check_nodes(&loaded, &run_dir, &prepared.reference.dir, &registry)
+            .map_err(|e| session::SessionError::Other(e.to_string()))?;
         session::write_plugin_records(&run_dir, &created.records)?;
         Ok((created, prepared))
     });
@@ -91,6 +92,7 @@ pub fn resume(plugins: &[PathBuf], run_dir: &Path) -> Result<(), Failure> {
     let baseline = session::read_baseline(&config).usage()?;
     eprintln!("preparing dataset ...");
     let prepared = session::prepare_dataset(created.dataset.as_mut(), &config.dataset).usage()?;
+    crate::executor::check_nodes(&loaded, run_dir, &prepared.reference.dir, &registry).usage()?;
     eprintln!("resuming {} after iteration {}", run_dir.display(), st.last_iteration().usage()?);
     execute(&config, created.roles, prepared, &mut st, replay, baseline, run_dir)
 }
@@ -143,7 +145,9 @@ fn execute(
     baseline: Option<String>,
     run_dir: &Path,
 ) -> Result<(), Failure> {
-    let interrupt = Arc::new(AtomicBool::new(false));
+    // The Slurm executor's evaluators watch the same flag (and cancel their
+    // jobs when it is set).
+    let interrupt = crate::executor::interrupt_flag();
     {
         let flag = interrupt.clone();
         // A second handler cannot be installed in one process; tests drive
@@ -179,9 +183,15 @@ fn execute(
         replay,
         baseline,
         config.run.seed,
-        interrupt,
+        interrupt.clone(),
     );
-    let result = search.run(&mut bar);
+    let result = match search.run(&mut bar) {
+        // Ctrl-C cancelled Slurm jobs in flight: the run is interrupted.
+        Err(search::SearchError::Evaluator(e)) if interrupt.load(Ordering::SeqCst) && crate::executor::is_interruption(&e) => {
+            Ok(StopReason::Interrupted)
+        }
+        other => other,
+    };
     bar.bar.finish_and_clear();
     let records = st.iterations().usage()?;
     let summary = crate::metrics::summarize(&records);
