@@ -13,14 +13,23 @@
 //!    embedded here and written to the scratch directory): compile, import,
 //!    check the contract (`Net()`, `Net(in_shape, num_classes)`, or LEMUR's
 //!    `Net(in_shape, out_shape, prm, device)` with
-//!    `supported_hyperparameters()`), forward a dummy batch and check the
-//!    output shape, count parameters and FLOPs, export TorchScript (script;
-//!    trace with BatchNorm/Dropout kept scripted as the fallback);
-//! 3. **train** one epoch and **test** in the persistent worker
-//!    `nas-eval-worker` (crate `nas-eval-tch-worker`, tch + libtorch), which
-//!    holds the prepared dataset resident across candidates (on the GPU when
-//!    it fits), runs in the same sandbox, and is restarted by this plugin's
-//!    watchdog after a crash or a timeout.
+//!    `supported_hyperparameters()`), forward and backward a dummy batch and
+//!    check the output shape, export TorchScript (script; trace with
+//!    BatchNorm/Dropout kept scripted as the fallback). The candidate runs in
+//!    this process, so its verdict is only a gate: it can fail the
+//!    candidate, never pass it;
+//! 3. **train** one epoch and **predict** the test images in the persistent
+//!    worker `nas-eval-worker` (crate `nas-eval-tch-worker`, tch + libtorch),
+//!    which holds the training split and the test images (never their
+//!    labels) resident across candidates (on the GPU when they fit), runs in
+//!    the same sandbox, counts the parameters, and is restarted by this
+//!    plugin's watchdog after a crash or a timeout; meanwhile a persistent
+//!    sandboxed **meter** (`python/meter.py`) counts the FLOPs of the
+//!    exported module; both run only TorchScript and answer on a descriptor
+//!    the candidate's code cannot write;
+//! 4. **score**: the test images are predicted in an order drawn for this
+//!    evaluation, and the accuracy is computed here against the labels,
+//!    which never leave this process.
 //!
 //! When the request sets [`EvalRequest::save_model`], the worker saves the
 //! trained module (TorchScript, eval mode, CPU tensors; its input is the
@@ -29,10 +38,12 @@
 //! requested path once the candidate scored; a candidate that failed writes
 //! nothing.
 //!
-//! Every process that runs candidate code starts in the [`sandbox`]: own
-//! session, control group (process and memory limits), rlimits, a new
-//! network namespace and Landlock filesystem confinement. See
-//! `docs/sandbox.md`.
+//! Every process that runs candidate code starts in the [`sandbox`]: PID 1
+//! of its own PID namespace (dies with the host, takes everything it started
+//! with it), a private root with only what it needs (datasets hidden), new
+//! network, IPC and UTS namespaces, `nobody` with no capabilities, a control
+//! group (process and memory limits), rlimits, no inherited descriptors,
+//! bounded output, and Landlock. See `docs/sandbox.md`.
 //!
 //! ## Settings
 //!
@@ -770,6 +781,10 @@ impl TchOneEpoch {
             epoch_seconds: r["epoch_seconds"].as_f64(),
             images_per_second: r["images_per_second"].as_f64(),
             peak_memory_bytes: r["peak_memory_bytes"].as_u64(),
+            latency_ms: None,
+            batch_latency_ms: None,
+            device_seconds: None,
+            seed: None,
             device: r["device"].as_str().unwrap_or("cpu").to_string(),
             total_seconds: None,
             extra,
