@@ -419,6 +419,24 @@ mod tests {
     }
 
     #[test]
+    fn a_user_namespace_maps_the_trainer_to_its_own_user_without_network() {
+        // The path taken when the host is not root, tried here whatever the user.
+        let mut launch = sh("id -u; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '");
+        launch.net = NetIsolation::UserNamespace;
+        let Ok((mut t, rx, tail)) = Trainer::spawn(launch) else {
+            eprintln!("user namespaces are not permitted here");
+            return;
+        };
+        let lines: Vec<String> = rx.iter().filter_map(|l| if let Line::Text(s) = l { Some(s) } else { None }).collect();
+        let status = t.wait().expect("waits");
+        tail.wait_closed(Duration::from_secs(5));
+        assert!(status.success(), "{}", tail.text(1000));
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(lines, vec![uid.to_string(), "lo".to_string()]);
+    }
+
+    #[test]
     fn the_trainer_has_no_network_where_namespaces_are_permitted() {
         let net = net_isolation();
         if net == NetIsolation::None {
