@@ -263,6 +263,9 @@ pub struct EvalArgs {
     /// Train on at most this many examples (a quick check).
     #[arg(long, value_name = "N")]
     pub max_train_examples: Option<u64>,
+    /// Wall-clock limit of the evaluation in seconds (default: the evaluator's, 1800 s for eval.tch-one-epoch).
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub time_limit: Option<f64>,
     /// The evaluator plugin.
     #[arg(long, default_value = "eval.tch-one-epoch")]
     pub evaluator: String,
@@ -381,5 +384,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Corpus(CorpusCommand::Lemur(args)) => commands::corpus::lemur(&cli.plugins, &args),
         Command::Corpus(CorpusCommand::Import(args)) => commands::corpus::import(&args),
         Command::EvalJob(args) => commands::eval_job::run(&args),
+    }
+}
+
+/// A number of seconds greater than zero.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
     }
 }

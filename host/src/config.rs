@@ -141,6 +141,65 @@ pub enum PromptStyle {
     Compact,
 }
 
+/// What the search optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// First-epoch test accuracy alone (the paper's).
+    #[default]
+    Accuracy,
+    /// Accuracy, among candidates within `[search.limits]`; a candidate over
+    /// a limit is a `constraint` failure, fed back like any other.
+    Constrained,
+    /// Accuracy minus the `[search.weights]` costs.
+    Weighted,
+}
+
+/// `[search.limits]`: the budget a deployed model must fit (`constrained`;
+/// the prompts state them under any objective).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most trainable parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_params: Option<u64>,
+    /// Most forward FLOPs per example.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flops: Option<u64>,
+    /// Longest batch-1 inference latency on the evaluation device, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<f64>,
+    /// Most peak memory of the trainee, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mb: Option<f64>,
+}
+
+impl Limits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.max_params.is_some() || self.max_flops.is_some() || self.max_latency_ms.is_some() || self.max_memory_mb.is_some()
+    }
+}
+
+/// `[search.weights]`: the costs the `weighted` objective subtracts from
+/// accuracy (a fraction, 0–1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    /// Per million parameters.
+    #[serde(default)]
+    pub per_million_params: f64,
+    /// Per GFLOP per example.
+    #[serde(default)]
+    pub per_gflop: f64,
+    /// Per millisecond of batch-1 latency.
+    #[serde(default)]
+    pub per_latency_ms: f64,
+    /// Per GiB of peak memory.
+    #[serde(default)]
+    pub per_memory_gb: f64,
+}
+
 /// `[search]`: the method's settings, budgets and ablations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +263,24 @@ pub struct SearchSection {
     /// that serves one call at a time (the embedded model) gets one.
     #[serde(default)]
     pub llm_in_flight: Option<u32>,
+    /// What the search optimises: `accuracy` (the paper's), `constrained`
+    /// or `weighted`.
+    #[serde(default)]
+    pub objective: Objective,
+    /// `[search.limits]`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub limits: Limits,
+    /// `[search.weights]`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub weights: Weights,
+    /// Stop once the evaluator's device time (GPU-hours on a GPU) reaches
+    /// this.
+    #[serde(default)]
+    pub max_device_hours: Option<f64>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn one_island() -> u32 {
@@ -247,6 +324,10 @@ impl Default for SearchSection {
             islands: one_island(),
             migration_interval: default_migration_interval(),
             llm_in_flight: None,
+            objective: Objective::Accuracy,
+            limits: Limits::default(),
+            weights: Weights::default(),
+            max_device_hours: None,
         }
     }
 }
@@ -577,6 +658,21 @@ fn check(c: &RunConfig) -> Result<(), String> {
     }
     if !(0.0..=1.0).contains(&s.novelty_threshold) || s.novelty_threshold == 0.0 {
         return Err(format!("[search] novelty_threshold is {}; it must be in (0, 1]", s.novelty_threshold));
+    }
+    if s.objective == Objective::Constrained && !s.limits.any() {
+        return Err("[search] objective = \"constrained\" needs at least one limit in [search.limits]".into());
+    }
+    let w = &s.weights;
+    if s.objective == Objective::Weighted && w == &Weights::default() {
+        return Err("[search] objective = \"weighted\" needs at least one weight in [search.weights]".into());
+    }
+    if [w.per_million_params, w.per_gflop, w.per_latency_ms, w.per_memory_gb].iter().any(|x| !x.is_finite() || *x < 0.0) {
+        return Err("[search.weights] must be finite and not negative".into());
+    }
+    if let Some(h) = s.max_device_hours {
+        if !(h.is_finite() && h > 0.0) {
+            return Err("[search] max_device_hours must be positive".into());
+        }
     }
     if s.islands == 0 {
         return Err("[search] islands must be at least 1".into());

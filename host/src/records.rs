@@ -213,6 +213,14 @@ pub struct IterationRecord {
     /// The fine-tuning cycle that generated it (0 outside `nas cycles`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cycle: u64,
+    /// What the evaluator measured of a candidate that trained but broke a
+    /// limit of `[search] objective = "constrained"` (its outcome is the
+    /// `constraint` failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_limit: Option<EvalReport>,
+    /// The objective's value under `[search] objective = "weighted"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -220,6 +228,16 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl IterationRecord {
+    /// Seconds the evaluator's device worked on this iteration (its report's
+    /// `device_seconds`, else the evaluation's wall time).
+    pub fn device_seconds(&self) -> f64 {
+        let reported = match &self.outcome {
+            Outcome::Ok { report } => report.device_seconds,
+            Outcome::Failed { .. } | Outcome::Duplicate { .. } => None,
+        };
+        reported.or(self.over_limit.as_ref().and_then(|r| r.device_seconds)).unwrap_or(self.eval_seconds)
+    }
+
     /// LLM tokens (in and out, both roles) spent by this iteration.
     pub fn tokens(&self) -> u64 {
         self.generator_usage.tokens_in

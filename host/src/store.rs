@@ -308,6 +308,8 @@ mod tests {
             repair: None,
             island: 0,
             cycle: 0,
+            over_limit: None,
+            score: None,
         }
     }
 

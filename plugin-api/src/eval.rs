@@ -64,9 +64,26 @@ pub struct EvalReport {
     /// Training throughput.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images_per_second: Option<f64>,
-    /// Peak memory in bytes (CUDA peak on a GPU, resident set on a CPU).
+    /// Peak memory in bytes of the trainee's own allocations (CUDA
+    /// allocator peak on a GPU, the worker's resident set on a CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// Inference latency of one example (batch 1), in milliseconds, on the
+    /// evaluation device after warm-up. Added in plugin API 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Inference latency of one training-size batch, in milliseconds, on the
+    /// evaluation device after warm-up. Added in plugin API 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_latency_ms: Option<f64>,
+    /// Seconds the evaluation device worked for this candidate (check,
+    /// training, test, measurements): GPU-seconds on a GPU. Added in plugin
+    /// API 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_seconds: Option<f64>,
+    /// The seed the candidate was trained with. Added in plugin API 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// The device trained on (`cpu`, `cuda:0`).
     #[serde(default)]
     pub device: String,
@@ -104,6 +121,9 @@ pub enum FailureKind {
     Patch,
     /// The candidate was stopped by the sandbox (forbidden action).
     Sandbox,
+    /// The candidate trained but breaks a limit of the search's objective
+    /// (parameters, FLOPs, latency, memory). Added in plugin API 1.2.
+    Constraint,
     /// A kind this host does not know (from a newer plugin).
     #[serde(other)]
     Unknown,
@@ -124,6 +144,7 @@ impl FailureKind {
             FailureKind::Export => "export",
             FailureKind::Patch => "patch",
             FailureKind::Sandbox => "sandbox",
+            FailureKind::Constraint => "constraint",
             FailureKind::Unknown => "unknown",
         }
     }

@@ -52,7 +52,6 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod conformance;
 mod dataset;
 mod error;
 mod eval;

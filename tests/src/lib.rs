@@ -1,10 +1,13 @@
-//! Shared helpers for the workspace-level integration tests: build the `nas`
-//! binary and plugin libraries from source, exactly as a user would, and run
-//! them.
+//! Shared helpers for the workspace-level integration tests (the one test
+//! binary `tests/tests/main.rs`): build the `nas` binary and plugin
+//! libraries from source, exactly as a user would, run them, and script the
+//! loopback chat server that stands in for the LLM.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
+
+use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
@@ -12,7 +15,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The cargo that runs the tests (or `cargo`).
-fn cargo() -> String {
+pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
@@ -102,6 +105,38 @@ pub fn nas(cwd: &Path, args: &[&str]) -> Output {
         .expect("nas runs")
 }
 
+/// Runs `nas` like [`nas`], with the evaluator's training worker and the
+/// project's Python pointed at (`NAS_EVAL_WORKER`, `NAS_PYTHON`), for runs
+/// and exports that use the real `eval.tch-one-epoch`.
+pub fn nas_with_evaluator(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(nas_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("NAS_HOME", cwd.join(".nas-home"))
+        .env("NAS_EVAL_WORKER", eval_worker_bin())
+        .env("NAS_PYTHON", venv_python())
+        .output()
+        .expect("nas runs")
+}
+
+/// A path as `&str`, for command lines.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Asserts a failed command exited 2 (not a signal) with a one-paragraph
+/// `error:` message containing every needle.
+pub fn assert_usage_error(out: &Output, needles: &[&str]) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(out.status.code(), Some(2), "exit code; stdout:\n{stdout}\nstderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one paragraph on stderr, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr should mention {n:?}:\n{stderr}");
+    }
+}
+
 /// stdout and stderr of an output, for assertions and messages.
 pub fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -167,4 +202,66 @@ pub fn run_dirs(dir: &Path) -> Vec<PathBuf> {
 /// Every committed iteration of a run, read from its store.
 pub fn records(run_dir: &Path) -> Vec<nas_host::records::IterationRecord> {
     nas_host::store::Store::open(run_dir).expect("open store").iterations().expect("records")
+}
+
+/// `code` as an LLM answer: in a python fence.
+pub fn fence(code: &str) -> String {
+    format!("```python\n{code}```")
+}
+
+/// An Improver answer in the method's JSON shape, with a reason `r` and a
+/// suggestion `s`.
+pub const ADVICE: &str = "```json\n{\"reason\": \"r\", \"improvement_suggestions\": \"s\"}\n```";
+
+/// A loopback chat server answering the generator and the improver from
+/// their lists by attempt number (attempt `n` gets entry `(n - 1) % len`).
+pub fn scripted(generator: Vec<String>, improver: Vec<String>) -> TestServer {
+    let server = TestServer::start();
+    server.set_responder(move |req: &RecordedRequest| {
+        let (role, attempt) = role_and_attempt(&req.body);
+        let list = if role == "generator" { &generator } else { &improver };
+        let i = (attempt.max(1) as usize - 1) % list.len();
+        Some(Step::reply(list[i].clone()))
+    });
+    server
+}
+
+/// The sections a scripted run shares: the instant-evaluator fixture loaded
+/// (`[plugins]`), its tiny dataset (`[dataset]`) and `llm.openai` against
+/// `server` without retries (`[generator]`, which also serves the
+/// Improver), followed by `more` (the `[run]`, `[search]`, `[evaluator]`,
+/// `[memory]` sections a test needs).
+pub fn scripted_config(server: &TestServer, more: &str) -> String {
+    let fixture = build_cdylib("nas-fixture-instant");
+    format!(
+        r#"
+[plugins]
+load = ["{fixture}"]
+
+[dataset]
+plugin = "data.tiny"
+
+[generator]
+plugin = "builtin:llm.openai"
+[generator.settings]
+base_url = "{url}"
+model = "scripted"
+max_retries = 0
+{more}"#,
+        fixture = fixture.display(),
+        url = server.base_url(),
+    )
+}
+
+/// Writes `dir/run.toml`, a scripted run (see [`scripted_config`]) named
+/// `name` whose run directories go to `dir/runs`, with the `[search]` keys
+/// `search` and the sections `more`; returns its path.
+pub fn write_scripted_run(dir: &Path, server: &TestServer, name: &str, search: &str, more: &str) -> PathBuf {
+    let cfg = dir.join("run.toml");
+    let text = scripted_config(
+        server,
+        &format!("\n[run]\nname = \"{name}\"\noutput_dir = \"runs\"\n\n[search]\n{search}\n{more}"),
+    );
+    std::fs::write(&cfg, text).expect("write config");
+    cfg
 }

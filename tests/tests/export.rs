@@ -8,84 +8,27 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use nas_host::search::novelty;
 use nas_host::records::{IterationRecord, Outcome};
-use nas_llm_test_server::{RecordedRequest, Step, TestServer};
-use nas_tests::{build_cdylib, eval_worker_bin, nas_bin, records, run_dirs, text, venv_python};
+use nas_llm_test_server::TestServer;
+use nas_tests::{
+    assert_usage_error, build_cdylib, fence, nas_with_evaluator as nas, records, run_dirs, s, text, venv_python,
+    write_scripted_run, ADVICE,
+};
 use serde_json::Value;
 
 /// A server answering the generator by attempt number, the improver always alike.
 fn scripted(generator: Vec<String>) -> TestServer {
-    let server = TestServer::start();
-    server.set_responder(move |req: &RecordedRequest| {
-        let (role, attempt) = nas_tests::role_and_attempt(&req.body);
-        let answer = if role == "generator" {
-            generator[(attempt.max(1) as usize - 1) % generator.len()].clone()
-        } else {
-            "```json\n{\"reason\": \"r\", \"improvement_suggestions\": \"s\"}\n```".to_string()
-        };
-        Some(Step::reply(answer))
-    });
-    server
-}
-
-fn fence(code: &str) -> String {
-    format!("```python\n{code}```")
+    nas_tests::scripted(generator, vec![ADVICE.to_string()])
 }
 
 /// A config for a run named `name` (distinct names: two runs started in the
 /// same second get distinct directories).
 fn write_config(dir: &Path, name: &str, server: &TestServer, search: &str, evaluator: &str) -> PathBuf {
-    let fixture = build_cdylib("nas-fixture-instant");
-    let cfg = dir.join("run.toml");
-    let text = format!(
-        r#"
-[run]
-name = "{name}"
-output_dir = "runs"
-
-[search]
-{search}
-
-[plugins]
-load = ["{fixture}"]
-
-[dataset]
-plugin = "data.tiny"
-
-[evaluator]
-{evaluator}
-
-[generator]
-plugin = "builtin:llm.openai"
-[generator.settings]
-base_url = "{url}"
-model = "scripted"
-max_retries = 0
-
-[memory]
-plugin = "builtin:memory.window"
-"#,
-        fixture = fixture.display(),
-        url = server.base_url(),
-    );
-    std::fs::write(&cfg, text).expect("write config");
-    cfg
-}
-
-/// Runs `nas` in `cwd` with `NAS_HOME` inside it and the evaluator's
-/// worker and Python pointed at.
-fn nas(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(nas_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env("NAS_HOME", cwd.join(".nas-home"))
-        .env("NAS_EVAL_WORKER", eval_worker_bin())
-        .env("NAS_PYTHON", venv_python())
-        .output()
-        .expect("nas runs")
+    let more = format!("\n[evaluator]\n{evaluator}\n\n[memory]\nplugin = \"builtin:memory.window\"\n");
+    write_scripted_run(dir, server, name, search, &more)
 }
 
 /// Runs a search from `cfg` and returns its run directory.
@@ -94,10 +37,6 @@ fn record_run(dir: &Path, cfg: &Path) -> PathBuf {
     let out = nas(dir, &["run", "--config", s(cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
     run_dirs(dir).into_iter().find(|d| !before.contains(d)).expect("a new run directory")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 fn name(p: &Path) -> String {
@@ -351,12 +290,7 @@ fn export_errors_name_the_path_and_exit_2() {
         (vec!["export", s(&not_a_run)], s(&not_a_run).to_string()),
         (vec!["export", s(&not_a_run), "--min-accuracy", "40"], "--min-accuracy".to_string()),
     ] {
-        let out = nas(dir.path(), &args);
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "one paragraph: {stderr}");
-        assert!(lines[0].starts_with("error: ") && lines[0].contains(&needle), "{stderr}");
+        assert_usage_error(&nas(dir.path(), &args), &[&needle]);
     }
 
     // A run whose candidates all failed has nothing to export.

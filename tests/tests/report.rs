@@ -10,7 +10,7 @@ use std::process::Command;
 
 use nas_host::records::IterationRecord;
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
-use nas_tests::{build_cdylib, nas, records, text};
+use nas_tests::{nas, records, scripted_config, text};
 use serde_json::Value;
 
 const ARMS: [&str; 3] = ["window-k5", "none", "no-improver"];
@@ -63,28 +63,7 @@ fn start_server() -> TestServer {
 }
 
 fn write_files(dir: &Path, server: &TestServer) -> PathBuf {
-    let fixture = build_cdylib("nas-fixture-instant");
-    let base = format!(
-        r#"
-[plugins]
-load = ["{fixture}"]
-
-[dataset]
-plugin = "data.tiny"
-
-[evaluator]
-plugin = "eval.instant"
-
-[generator]
-plugin = "builtin:llm.openai"
-[generator.settings]
-base_url = "{url}"
-model = "scripted"
-max_retries = 0
-"#,
-        fixture = fixture.display(),
-        url = server.base_url(),
-    );
+    let base = scripted_config(server, "\n[evaluator]\nplugin = \"eval.instant\"\n");
     std::fs::write(dir.join("base.toml"), base).expect("write base");
     let compare = format!(
         r#"

@@ -9,67 +9,36 @@ use std::time::Duration;
 
 use nas_host::records::{IterationRecord, Outcome};
 use nas_host::store::Store;
-use nas_llm_test_server::{RecordedRequest, Step, TestServer};
-use nas_tests::{build_cdylib, nas, nas_bin, records, run_dirs, text};
+use nas_llm_test_server::TestServer;
+use nas_tests::{build_cdylib, fence, nas, nas_bin, records, run_dirs, scripted, text, write_scripted_run, ADVICE};
 
 fn net(body: &str) -> String {
-    format!("```python\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n{body}\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n```")
-}
-
-/// A server answering the generator and the improver by attempt number.
-fn scripted(generator: Vec<String>, improver: Vec<String>) -> TestServer {
-    let server = TestServer::start();
-    server.set_responder(move |req: &RecordedRequest| {
-        let (role, attempt) = nas_tests::role_and_attempt(&req.body);
-        let list = if role == "generator" { &generator } else { &improver };
-        let i = (attempt.max(1) as usize - 1) % list.len();
-        Some(Step::reply(list[i].clone()))
-    });
-    server
+    fence(&format!("import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n{body}\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n"))
 }
 
 fn write_config(dir: &Path, server: &TestServer, extra_search: &str, memory_k: usize, eval_settings: &str) -> PathBuf {
-    let fixture = build_cdylib("nas-fixture-instant");
-    let cfg = dir.join("run.toml");
-    let text = format!(
-        r#"
-[run]
-name = "t"
-output_dir = "runs"
-
-[search]
-{extra_search}
-
-[plugins]
-load = ["{fixture}"]
-
-[dataset]
-plugin = "data.tiny"
-
+    let log = dir.join("evaluated.log");
+    write_scripted_run(
+        dir,
+        server,
+        "t",
+        extra_search,
+        &format!(
+            r#"
 [evaluator]
 plugin = "eval.instant"
 [evaluator.settings]
 log = "{log}"
 {eval_settings}
 
-[generator]
-plugin = "builtin:llm.openai"
-[generator.settings]
-base_url = "{url}"
-model = "scripted"
-max_retries = 0
-
 [memory]
 plugin = "builtin:memory.window"
 [memory.settings]
 k = {memory_k}
 "#,
-        fixture = fixture.display(),
-        log = dir.join("evaluated.log").display(),
-        url = server.base_url(),
-    );
-    std::fs::write(&cfg, text).expect("write config");
-    cfg
+            log = log.display(),
+        ),
+    )
 }
 
 fn kind(r: &IterationRecord) -> String {
@@ -192,7 +161,7 @@ fn the_loop_follows_the_method_step_by_step() {
     assert!(stdout.contains("valid rate            37.50% (3/8)"), "{stdout}");
     assert!(stdout.contains("best accuracy         81.00% (iteration 4)"), "{stdout}");
     assert!(stdout.contains("stopped: reached max_iterations"), "{stdout}");
-    assert!(stdout.contains("duplicate") || stdout.contains("1 duplicates skipped"), "{stdout}");
+    assert!(stdout.contains("unique architectures  6 (1 duplicates skipped)"), "{stdout}");
 }
 
 const BASELINE: &str = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.fc = nn.Linear(64, num_classes)\n        # accuracy: 0.50\n\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n";
@@ -206,7 +175,7 @@ fn delta_mode_applies_diffs_to_the_parent_and_records_patches_that_do_not_apply(
         "```diff\n@@ -1,1 +1,1 @@\n-class Model(nn.Module):\n+class Net(nn.Module):\n```".to_string(),
         "```python\nimport torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.fc = nn.Linear(64, 128)\n        # accuracy: 0.75\n```".to_string(),
     ];
-    let improver = vec!["```json\n{\"reason\": \"r\", \"improvement_suggestions\": \"s\"}\n```".to_string()];
+    let improver = vec![ADVICE.to_string()];
     let server = scripted(generator, improver);
     let cfg =
         write_config(dir.path(), &server, "max_iterations = 3\nmode = \"delta\"\nbaseline = \"baseline.py\"", 5, "");
@@ -361,7 +330,7 @@ fn budgets_stop_the_run_and_say_why() {
         net("        self.fc = nn.Linear(30, num_classes)\n        # accuracy: 0.70"),
     ];
     let server =
-        scripted(generator, vec!["```json\n{\"reason\": \"r\", \"improvement_suggestions\": \"s\"}\n```".into()]);
+        scripted(generator, vec![ADVICE.into()]);
     let cfg = write_config(dir.path(), &server, "max_iterations = 10\ntarget_accuracy = 0.9", 5, "");
     let out = nas(dir.path(), &["run", "--config", cfg.to_str().expect("utf-8")]);
     let (stdout, stderr) = text(&out);
@@ -393,7 +362,7 @@ fn the_family_backends_load_as_so_files_and_drive_a_run() {
     // A whole run whose generator and improver are the qwen .so, on loopback.
     let server = scripted(
         vec![net("        self.fc = nn.Linear(64, num_classes)\n        # accuracy: 0.66")],
-        vec!["```json\n{\"reason\": \"r\", \"improvement_suggestions\": \"s\"}\n```".into()],
+        vec![ADVICE.into()],
     );
     let cfg = write_config(dir.path(), &server, "max_iterations = 1", 5, "");
     let text_cfg = std::fs::read_to_string(&cfg)

@@ -2,26 +2,7 @@
 //! plugins, the example third-party plugin built from its own crate, and
 //! every kind of bad input from the plugin and config doors.
 
-use std::path::Path;
-
-use nas_tests::{build_cdylib, build_example_plugin, nas, text};
-
-/// Asserts a failed command exited 2 (not a signal) with a one-paragraph
-/// `error:` message containing every needle.
-fn assert_usage_error(out: &std::process::Output, needles: &[&str]) {
-    let (stdout, stderr) = text(out);
-    assert_eq!(out.status.code(), Some(2), "exit code; stdout:\n{stdout}\nstderr:\n{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one paragraph on stderr, got:\n{stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "stderr should mention {n:?}:\n{stderr}");
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use nas_tests::{assert_usage_error, build_cdylib, build_example_plugin, nas, s, text};
 
 #[test]
 fn version_and_help_work_on_every_command() {

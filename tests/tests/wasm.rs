@@ -8,7 +8,7 @@
 //! `NAS_REQUIRE_WASM_TOOLCHAIN=1` (CI sets it), which makes that a failure.
 //!
 //! The per-call benchmark is `bench_wasm_memory_overhead` (ignored; run it
-//! with `cargo test --release -p nas-host --test wasm -- --ignored bench`),
+//! with `cargo test --release -p nas-tests --test integration -- --ignored wasm::bench`),
 //! which writes `docs/results/wasm-bench.md`.
 
 use std::path::{Path, PathBuf};
@@ -17,14 +17,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nas_host::wasm::{load_component, WasmLibrary, WasmLoadStep, WasmOptions};
-use nas_plugin_api::conformance::{check_llm, check_memory, check_memory_equivalent, sample_history, ChatServer};
+use nas_llm_test_server::{Step, TestServer};
 use nas_plugin_api::ffi::NativeLibrary;
 use nas_plugin_api::*;
+use nas_plugin_test_support::{check_llm, check_memory, check_memory_equivalent, sample_history};
+use nas_tests::{nas_bin, records, run_dirs, workspace_root};
 use serde_json::json;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the repo").to_path_buf()
-}
 
 /// Builds every C guest once per test process; `None` when the toolchain is
 /// absent (and not required).
@@ -35,7 +33,7 @@ fn guests() -> Option<&'static Path> {
             let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-guests");
             let _ = std::fs::remove_dir_all(&out);
             let status = Command::new("bash")
-                .arg(repo().join("scripts/build-wasm-guests.sh"))
+                .arg(workspace_root().join("scripts/build-wasm-guests.sh"))
                 .arg(&out)
                 .status()
                 .expect("bash runs");
@@ -135,7 +133,7 @@ fn c_window_settings_are_checked_like_a_native_plugins() {
 fn c_chat_passes_the_llm_conformance_kit_with_the_key_added_by_the_host() {
     let dir = guests_or_skip!();
     let lib = load(dir, "chat");
-    let server = ChatServer::start().expect("loopback server");
+    let server = TestServer::start();
     std::env::set_var("NAS_WASM_TEST_KEY", "sk-test-31337");
     let settings = json!({"base_url": server.base_url(), "model": "m", "api_key_env": "NAS_WASM_TEST_KEY"});
     let PluginInstance::Llm(mut llm) = create(&lib, settings, &HostContext::default()).expect("creates") else {
@@ -143,7 +141,7 @@ fn c_chat_passes_the_llm_conformance_kit_with_the_key_added_by_the_host() {
     };
     let report = check_llm(llm.as_mut(), &server, Some("Bearer sk-test-31337"));
     assert!(report.all_passed(), "wasm llm.c-chat:\n{report}");
-    let seen = server.seen();
+    let seen = server.requests();
     assert!(seen.iter().all(|s| s.path == "/v1/chat/completions" && s.body["model"] == "m"));
     assert!(!seen.iter().any(|s| s.body.to_string().contains("sk-test-31337")), "the key never reaches the body");
 
@@ -211,7 +209,7 @@ fn growing_memory_past_the_cap_is_an_error() {
 #[test]
 fn http_to_a_host_not_granted_is_denied_before_any_request() {
     let dir = guests_or_skip!();
-    let server = ChatServer::start().expect("loopback server");
+    let server = TestServer::start();
     let lib = load(dir, "chat-denied");
     let PluginInstance::Llm(mut llm) =
         create(&lib, json!({"base_url": server.base_url()}), &HostContext::default()).expect("creates")
@@ -223,7 +221,7 @@ fn http_to_a_host_not_granted_is_denied_before_any_request() {
         .expect_err("denied");
     assert_eq!(e.code, ErrorCode::Unauthorized);
     assert!(e.message.contains("allowed_hosts") && e.message.contains("127.0.0.1"), "{e}");
-    assert!(server.seen().is_empty(), "nothing reached the server");
+    assert!(server.requests().is_empty(), "nothing reached the server");
 }
 
 fn copy_setup() -> (tempfile::TempDir, HostContext) {
@@ -397,9 +395,9 @@ fn bench_wasm_memory_overhead() {
     let verdict = if wasm_s <= 1e-3 { "meets" } else { "MISSES" };
     let text = format!(
         "# Wasm memory strategy: per-call overhead\n\n\
-         Written by `cargo test --release -p nas-host --test wasm -- --ignored bench` \
-         (host/tests/wasm.rs, `bench_wasm_memory_overhead`).\n\n\
-         Same history for both: 50 diagnostic triples (`conformance::sample_history(50)`), window K = 5; \
+         Written by `cargo test --release -p nas-tests --test integration -- --ignored wasm::bench` \
+         (tests/tests/wasm.rs, `bench_wasm_memory_overhead`).\n\n\
+         Same history for both: 50 diagnostic triples (`nas_plugin_test_support::sample_history(50)`), window K = 5; \
          median of 5 runs of {calls} calls each, after 100 warm-up calls. The wasm guest is \
          `plugins/wasm/c/guests/window.c` (clang -O2, wasm32-wasi, wasmtime 48, fuel and epoch deadline on); \
          the native one is `nas_memory::library()`'s `memory.window` called through `NativeLibrary::from_ref` \
@@ -418,7 +416,7 @@ fn bench_wasm_memory_overhead() {
         create_s * 1e3,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     );
-    let out = repo().join("docs/results/wasm-bench.md");
+    let out = workspace_root().join("docs/results/wasm-bench.md");
     std::fs::create_dir_all(out.parent().expect("has a parent")).expect("mkdir");
     std::fs::write(&out, &text).expect("write");
     println!("{text}");
@@ -479,12 +477,14 @@ fn nas_run_with_only_wasm_plugins_completes_and_records_every_iteration() {
     std::fs::create_dir_all(&raw).expect("mkdir");
     std::fs::write(raw.join("train.safetensors"), b"train").expect("write");
     std::fs::write(raw.join("test.safetensors"), b"test").expect("write");
-    let server = ChatServer::start().expect("loopback server");
-    server.reply_with(
-        "```python\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        \
-         super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n    def forward(self, x):\n        \
-         return self.fc(x.flatten(1))\n```",
-    );
+    let server = TestServer::start();
+    server.set_responder(|_| {
+        Some(Step::reply(
+            "```python\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        \
+             super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n    def forward(self, x):\n        \
+             return self.fc(x.flatten(1))\n```",
+        ))
+    });
     let w = |name: &str| dir.join(format!("{name}.wasm")).display().to_string();
     let cfg = tmp.path().join("run.toml");
     std::fs::write(
@@ -527,7 +527,7 @@ k = 5
         ),
     )
     .expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_nas"))
+    let out = Command::new(nas_bin())
         .args(["run", "--config"])
         .arg(&cfg)
         .current_dir(tmp.path())
@@ -537,17 +537,13 @@ k = 5
         .expect("nas runs");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "nas run failed:\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    let runs: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("runs"))
-        .expect("runs dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-        .collect();
+    let runs = run_dirs(tmp.path());
     assert_eq!(runs.len(), 1, "{runs:?}");
-    let records = nas_host::store::Store::open(&runs[0]).expect("a run store").iterations().expect("records");
+    let records = records(&runs[0]);
     assert_eq!(records.len(), 2, "{stdout}\n{stderr}");
-    let seen = server.seen();
+    let seen = server.requests();
     assert!(seen.len() >= 2, "generator and improver asked the loopback server");
-    assert!(seen.iter().all(|s| s.authorization.as_deref() == Some("Bearer sk-run-42")));
+    assert!(seen.iter().all(|s| s.header("authorization") == Some("Bearer sk-run-42")));
     let first = serde_json::to_value(&records[0].outcome).expect("serializes");
     assert_eq!(first["status"], "ok", "scored by eval.c-lint: {first}");
     assert_eq!(first["report"]["device"], "static", "{first}");
@@ -563,7 +559,7 @@ k = 5
 fn native_and_wasm_llm_backends_pass_the_same_llm_checks() {
     let dir = guests_or_skip!();
     std::env::set_var("NAS_WASM_TEST_KEY2", "sk-both-7");
-    let native_server = ChatServer::start().expect("loopback server");
+    let native_server = TestServer::start();
     let lib = NativeLibrary::from_ref(nas_llm_openai::library());
     let info = lib.plugins().expect("lists").into_iter().find(|p| p.id == "llm.openai").expect("has llm.openai");
     let settings = json!({"base_url": native_server.base_url(), "model": "m", "api_key_env": "NAS_WASM_TEST_KEY2", "max_retries": 0});
@@ -572,7 +568,7 @@ fn native_and_wasm_llm_backends_pass_the_same_llm_checks() {
     };
     let native_report = check_llm(native.as_mut(), &native_server, Some("Bearer sk-both-7"));
 
-    let wasm_server = ChatServer::start().expect("loopback server");
+    let wasm_server = TestServer::start();
     let settings = json!({"base_url": wasm_server.base_url(), "model": "m", "api_key_env": "NAS_WASM_TEST_KEY2"});
     let Ok(PluginInstance::Llm(mut wasm)) = create(&load(dir, "chat"), settings, &HostContext::default()) else {
         panic!("llm.c-chat creates")

@@ -40,7 +40,7 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
             candidate_id,
             source,
             dataset: prepared.reference,
-            time_limit_s: None,
+            time_limit_s: args.time_limit,
             seed: None,
             save_model: None,
         })

@@ -612,7 +612,7 @@ fn is_import_torch(line: &str) -> bool {
     let Some(rest) = line.strip_prefix("import ") else { return false };
     rest.split(',').any(|m| {
         let m = m.trim();
-        m == "torch" || m.starts_with("torch ") && !m.contains(" as ")
+        m == "torch" || (m.starts_with("torch ") && !m.contains(" as "))
     })
 }
 

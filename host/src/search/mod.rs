@@ -20,6 +20,7 @@ pub mod extract;
 pub mod improver;
 pub mod islands;
 pub mod novelty;
+pub mod objective;
 pub mod pool;
 pub mod prompts;
 pub mod repair;
@@ -29,11 +30,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use islands::{Migrations, OrderedArchive, Screen};
+use objective::ObjectiveFn;
 use pool::Pool;
 
 use nas_plugin_api::text::truncate_chars;
 use nas_plugin_api::{
-    CandidateFailure, ChatMessage, ChatRequest, ChatResponse, DatasetManifest, DatasetRef, EvalOutcome, EvalRequest,
+    CandidateFailure, ChatMessage, ChatRequest, ChatResponse, DatasetManifest, DatasetRef, EvalOutcome, EvalReport,
+    EvalRequest,
     Evaluator, FailureKind, LlmBackend, MemoryEntry, MemoryInput, MemorySelection, MemoryStrategy, PluginError,
 };
 use serde::Serialize;
@@ -59,6 +62,8 @@ pub enum StopReason {
     TargetAccuracy,
     /// `max_tokens` reached.
     TokenBudget,
+    /// `max_device_hours` reached.
+    DeviceBudget,
     /// Ctrl-C.
     Interrupted,
     /// A recorded run being replayed has no answer for the next call.
@@ -72,6 +77,7 @@ impl std::fmt::Display for StopReason {
             StopReason::WallTime => f.write_str("reached max_wall_time_s"),
             StopReason::TargetAccuracy => f.write_str("reached target_accuracy"),
             StopReason::TokenBudget => f.write_str("reached max_tokens"),
+            StopReason::DeviceBudget => f.write_str("reached max_device_hours"),
             StopReason::Interrupted => f.write_str("interrupted"),
             StopReason::ReplayExhausted(w) => write!(f, "the replayed run has no more answers ({w})"),
         }
@@ -161,22 +167,25 @@ struct Best {
     iteration: u64,
     code: String,
     accuracy: Option<f64>,
+    /// The objective's value (the accuracy, unless the objective weighs
+    /// costs).
+    score: Option<f64>,
 }
 
 impl Best {
-    /// Makes `(iteration, code, accuracy)` the best when its accuracy is
-    /// strictly greater than the best's (or nothing has been measured yet).
-    fn offer(best: &mut Option<Best>, iteration: u64, code: &str, accuracy: f64) {
-        if best.as_ref().and_then(|b| b.accuracy).is_none_or(|b| accuracy > b) {
-            *best = Some(Best { iteration, code: code.to_string(), accuracy: Some(accuracy) });
+    /// Makes `(iteration, code)` the best when its score is strictly greater
+    /// than the best's (or nothing has been measured yet).
+    fn offer(best: &mut Option<Best>, iteration: u64, code: &str, accuracy: f64, score: f64) {
+        if best.as_ref().and_then(|b| b.score).is_none_or(|b| score > b) {
+            *best = Some(Best { iteration, code: code.to_string(), accuracy: Some(accuracy), score: Some(score) });
         }
     }
 
     /// Takes a migrant when it is strictly better.
     fn offer_migrant(best: &mut Option<Best>, migrant: Option<&Best>) {
         if let Some(m) = migrant {
-            if let Some(acc) = m.accuracy {
-                Best::offer(best, m.iteration, &m.code, acc);
+            if let (Some(acc), Some(score)) = (m.accuracy, m.score) {
+                Best::offer(best, m.iteration, &m.code, acc, score);
             }
         }
     }
@@ -208,10 +217,10 @@ impl Chain {
         Some(open.clone())
     }
 
-    /// Step 5: updates the best (strictly greater).
-    fn offer_best(&mut self, iteration: u64, code: Option<&str>, outcome: &Outcome) {
-        if let (Some(acc), Some(c)) = (outcome.accuracy(), code) {
-            Best::offer(&mut self.best, iteration, c, acc);
+    /// Step 5: updates the best (strictly greater score).
+    fn offer_best(&mut self, iteration: u64, code: Option<&str>, outcome: &Outcome, objective: &ObjectiveFn) {
+        if let (Outcome::Ok { report }, Some(c)) = (outcome, code) {
+            Best::offer(&mut self.best, iteration, c, report.accuracy, objective.score(report));
         }
     }
 }
@@ -241,6 +250,8 @@ struct Evaluated {
     seconds: f64,
     /// The repaired code and what changed, when a repair was made.
     repaired: Option<(String, repair::RepairNote)>,
+    /// The report of a candidate that trained but broke a limit.
+    over_limit: Option<EvalReport>,
 }
 
 /// Step 6–7's result: what the memory strategy chose, the Improver's advice
@@ -303,6 +314,7 @@ pub struct Search<'a> {
     committed: Mutex<Vec<IterationRecord>>,
     halt: Mutex<Halt>,
     cycle: Option<CycleContext>,
+    objective: ObjectiveFn,
 }
 
 fn pct(acc: f64) -> String {
@@ -328,7 +340,9 @@ impl<'a> Search<'a> {
         seed: u64,
         interrupt: Arc<AtomicBool>,
     ) -> Self {
+        let objective = ObjectiveFn { kind: cfg.objective, limits: cfg.limits, weights: cfg.weights };
         Search {
+            objective,
             cfg,
             dataset,
             prompts,
@@ -440,7 +454,8 @@ impl<'a> Search<'a> {
             (st.iterations()?, st.memory()?)
         };
         let n = self.islands();
-        let baseline = self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None });
+        let baseline =
+            self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None, score: None });
         let mut chains: Vec<Chain> =
             (0..n).map(|island| Chain { island, records: Vec::new(), entries: Vec::new(), best: baseline.clone() }).collect();
         for r in &records {
@@ -469,9 +484,8 @@ impl<'a> Search<'a> {
                 let upto = if migrating { (epoch * interval) as usize } else { c.records.len() };
                 let end = upto.min(c.records.len());
                 for r in &c.records[done[c.island as usize]..end] {
-                    let code = r.code.as_deref();
-                    if let (Some(acc), Some(code)) = (r.outcome.accuracy(), code) {
-                        Best::offer(&mut c.best, r.iteration, code, acc);
+                    if let (Outcome::Ok { report }, Some(code)) = (&r.outcome, r.code.as_deref()) {
+                        Best::offer(&mut c.best, r.iteration, code, report.accuracy, self.objective.score(report));
                     }
                 }
                 done[c.island as usize] = end;
@@ -579,11 +593,15 @@ impl<'a> Search<'a> {
             checkpoint!();
             let closed = chain.close_open_entry(&evaluated.outcome);
             let code = evaluated.repaired.as_ref().map(|(c, _)| c.as_str()).or(generated.code.as_deref().ok());
-            chain.offer_best(t, code, &evaluated.outcome);
+            chain.offer_best(t, code, &evaluated.outcome, &self.objective);
             let diagnosis = step!(self.diagnose(&chain, t, code, &evaluated.outcome, progress));
             checkpoint!();
             let mut record = assemble(t, chain.island, generated, evaluated, &diagnosis, &chain, t0);
             record.cycle = self.cycle.as_ref().map_or(0, |c| c.cycle);
+            record.score = match (&record.outcome, self.cfg.objective) {
+                (Outcome::Ok { report }, crate::config::Objective::Weighted) => Some(self.objective.score(report)),
+                _ => None,
+            };
             self.commit(&mut chain, record, closed, diagnosis.opened, progress)?;
             let interval = self.cfg.migration_interval;
             if n > 1 && interval > 0 && k % interval == 0 {
@@ -633,6 +651,7 @@ impl<'a> Search<'a> {
         };
         let ctx = serde_json::json!({
             "dataset": self.dataset_ctx(),
+            "limits": self.objective.limits_text(),
             "compact": self.cfg.prompt_style == PromptStyle::Compact,
             "attempt": if cycle.is_some() { 1 } else { t },
             "best": best_ctx,
@@ -691,10 +710,11 @@ impl<'a> Search<'a> {
                     outcome: Outcome::Failed { failure: failure.clone() },
                     seconds: 0.0,
                     repaired: None,
+                    over_limit: None,
                 }))
             }
             (Ok(_), Screen::Duplicate(of, similarity)) => {
-                return Ok(Ok(Evaluated { outcome: Outcome::Duplicate { of, similarity }, seconds: 0.0, repaired: None }))
+                return Ok(Ok(Evaluated { outcome: Outcome::Duplicate { of, similarity }, seconds: 0.0, repaired: None, over_limit: None }))
             }
             (Ok(code), Screen::Novel) => code,
         };
@@ -710,10 +730,12 @@ impl<'a> Search<'a> {
             repair::repair_flatten(code, &m, self.dataset.manifest.input_shape.map(|d| d as u64), &failure)
         });
         let Some((fixed, note)) = repaired else {
-            return Ok(Ok(Evaluated { outcome, seconds, repaired: None }));
+            let (outcome, over_limit) = self.objective.judge(outcome);
+            return Ok(Ok(Evaluated { outcome, seconds, repaired: None, over_limit }));
         };
         let (outcome, more) = self.evaluate_code(t, &fixed)?;
-        Ok(Ok(Evaluated { outcome, seconds: seconds + more, repaired: Some((fixed, note)) }))
+        let (outcome, over_limit) = self.objective.judge(outcome);
+        Ok(Ok(Evaluated { outcome, seconds: seconds + more, repaired: Some((fixed, note)), over_limit }))
     }
 
     /// One evaluation of `code` at iteration `t`: the journaled outcome when
@@ -728,7 +750,7 @@ impl<'a> Search<'a> {
                 source: code.to_string(),
                 dataset: self.dataset.reference.clone(),
                 time_limit_s: None,
-                seed: None,
+                seed: Some(self.seed),
                 save_model: None,
         };
         let result = self.evaluators.with(|e| e.evaluate(&request)).map_err(SearchError::Evaluator)?;
@@ -786,6 +808,7 @@ impl<'a> Search<'a> {
             "memory": d.selection.entries,
             "memory_summary": d.selection.summary,
             "answer_keys": improver::ANSWER_KEYS,
+            "limits": self.objective.limits_text(),
         });
         let prompt = vec![
             ChatMessage::system(self.prompts.render("system_improver.md", &ctx)?),
@@ -881,6 +904,12 @@ impl<'a> Search<'a> {
                 return Some(StopReason::WallTime);
             }
         }
+        if let Some(hours) = self.cfg.max_device_hours {
+            let used: f64 = records.iter().map(IterationRecord::device_seconds).sum();
+            if used >= hours * 3600.0 {
+                return Some(StopReason::DeviceBudget);
+            }
+        }
         None
     }
 }
@@ -968,6 +997,8 @@ fn assemble(
         repair: evaluated.repaired.map(|(_, note)| note),
         island,
         cycle: 0,
+        over_limit: evaluated.over_limit,
+        score: None,
     }
 }
 

@@ -1,132 +1,15 @@
-//! The Slurm client against a real cluster: jobs that complete, fail, are
-//! cancelled, run past their time limit, lose their node's `slurmd`, or are
-//! refused, each seen through `sbatch`, `squeue`, `sacct` and `scancel`.
-//!
-//! The tests need a running cluster: `scripts/slurm-cluster.sh start DIR`
-//! starts one on this machine (and links its config to
-//! `/etc/slurm/slurm.conf`; otherwise set `SLURM_CONF`). Without a cluster
-//! they skip with a message, unless `NAS_REQUIRE_SLURM=1` is set: then they
-//! fail. The tests that kill `slurmd` run only on a cluster that script
-//! started, and alone (the others wait for them).
+//! The typed client on its own: each job's story as `sbatch`, `squeue`,
+//! `sacct` and `scancel` tell it.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nas_host::slurm::{ExitCode, JobId, JobSpec, JobState, JobStatus, Slurm, SlurmError, StatusSource};
+use nas_host::slurm::{ExitCode, JobId, JobState, JobStatus, Slurm, SlurmError, StatusSource};
 
-/// Held shared by each test, exclusively by those that take the node down.
-static NODE: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    NODE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    NODE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The line `scripts/slurm-cluster.sh` starts its `slurm.conf` with.
-const SCRIPT_MARK: &str = "# Written by scripts/slurm-cluster.sh";
-
-struct Cluster {
-    slurm: Slurm,
-    /// The folder `scripts/slurm-cluster.sh` runs the cluster from, when it
-    /// does.
-    script_dir: Option<PathBuf>,
-    /// Whether the node has GPUs (real or counted) to ask for.
-    has_gpus: bool,
-}
-
-impl Cluster {
-    /// A job with the settings every test uses.
-    fn spec(&self, name: &str, dir: &Path, script: &str) -> JobSpec {
-        let mut spec = JobSpec::new(script);
-        spec.name = Some(format!("nas-test-{name}"));
-        spec.working_dir = Some(dir.to_path_buf());
-        spec.output = Some(dir.join("job.out"));
-        spec.time_limit = Some(Duration::from_secs(5 * 60));
-        spec.cpus_per_task = Some(1);
-        if self.script_dir.is_some() {
-            spec.account = Some("nas".into());
-            spec.qos = Some("normal".into());
-        }
-        spec
-    }
-
-    fn script_dir(&self, test: &str) -> Option<&Path> {
-        if self.script_dir.is_none() {
-            eprintln!(
-                "skipping {test}: it restarts slurmd, which it does only on a cluster scripts/slurm-cluster.sh started"
-            );
-        }
-        self.script_dir.as_deref()
-    }
-}
-
-/// The cluster to test against, or `None` (the test skips) when none
-/// answers and `NAS_REQUIRE_SLURM` is not `1`. Asked once per test binary.
-fn cluster() -> Option<&'static Cluster> {
-    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    match CLUSTER.get_or_init(find_cluster) {
-        Ok(cluster) => Some(cluster),
-        Err(why) => {
-            if std::env::var("NAS_REQUIRE_SLURM").as_deref() == Ok("1") {
-                panic!("NAS_REQUIRE_SLURM=1 but there is no Slurm cluster: {why}");
-            }
-            eprintln!("skipping: no Slurm cluster ({why}); start one with scripts/slurm-cluster.sh start DIR");
-            None
-        }
-    }
-}
-
-fn find_cluster() -> Result<Cluster, String> {
-    // Without a config Slurm's commands retry for a minute before failing.
-    let conf = config_path();
-    if !conf.exists() {
-        return Err(format!("no {} (set SLURM_CONF)", conf.display()));
-    }
-    let slurm = Slurm::default();
-    let nodes = slurm.clone().with_timeout(Duration::from_secs(15)).nodes().map_err(|e| e.to_string())?;
-    if !nodes.iter().any(|n| n.is_usable()) {
-        return Err(format!("no node takes jobs: {nodes:?}"));
-    }
-    let has_gpus = nodes.iter().any(|n| n.gres.as_deref().is_some_and(|g| g.starts_with("gpu")));
-    Ok(Cluster { slurm, script_dir: script_dir(&conf), has_gpus })
-}
-
-/// The `slurm.conf` Slurm's commands read.
-fn config_path() -> PathBuf {
-    std::env::var_os("SLURM_CONF").map(PathBuf::from).unwrap_or_else(|| "/etc/slurm/slurm.conf".into())
-}
-
-/// `DIR` when the cluster's config is one `scripts/slurm-cluster.sh start DIR` wrote.
-fn script_dir(conf: &Path) -> Option<PathBuf> {
-    let conf = fs::canonicalize(conf).ok()?;
-    let text = fs::read_to_string(&conf).ok()?;
-    if !text.starts_with(SCRIPT_MARK) {
-        return None;
-    }
-    Some(conf.parent()?.parent()?.to_path_buf())
-}
-
-/// Polls the job until `done` accepts its status; panics with the last
-/// status after `limit`.
-fn wait_for(slurm: &Slurm, id: JobId, limit: Duration, done: impl Fn(&JobStatus) -> bool) -> JobStatus {
-    let started = Instant::now();
-    loop {
-        let last = match slurm.status(id) {
-            Ok(Some(status)) if done(&status) => return status,
-            Ok(status) => format!("{status:?}"),
-            Err(e) => e.to_string(),
-        };
-        assert!(started.elapsed() < limit, "job {id}: still not there after {limit:?}, last: {last:?}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
+use super::{cluster, exclusive, kill_slurmd, restart_cluster, shared, uid, wait_for};
 
 fn state_is(state: JobState) -> impl Fn(&JobStatus) -> bool {
     move |s| s.state == state
@@ -211,9 +94,7 @@ fn scancel_mid_run_is_cancelled() {
     cluster.slurm.cancel(&[id]).expect("cancels");
     let done = wait_for(&cluster.slurm, id, SHORT, |s| s.state.is_finished() && s.exit_code.is_some());
     assert_eq!(done.state, JobState::Cancelled, "{done:?}");
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    assert_eq!(done.cancelled_by, Some(uid), "{done:?}");
+    assert_eq!(done.cancelled_by, Some(uid()), "{done:?}");
     // The job never saw `go`.
     assert!(!fs::read_to_string(dir.path().join("job.out")).unwrap_or_default().contains("done"));
     // Cancelling what has ended is not an error.
@@ -360,21 +241,6 @@ exit 0
     assert_eq!(found.keys().copied().collect::<Vec<_>>(), [id]);
     let other = cluster.slurm.jobs_named("nas-test-no-such-name", Duration::from_secs(3600)).expect("asks");
     assert!(other.is_empty(), "{other:?}");
-}
-
-/// Kills the cluster's slurmd (SIGKILL, as a crash would).
-fn kill_slurmd(dir: &Path) {
-    let pid = fs::read_to_string(dir.join("run/slurmd.pid")).expect("slurmd pid file");
-    let killed = Command::new("kill").args(["-KILL", pid.trim()]).status().expect("runs kill");
-    assert!(killed.success(), "kill slurmd {}", pid.trim());
-}
-
-/// Brings slurmd back the way an operator would: the script starts what is
-/// not running and waits for the node.
-fn restart_cluster(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/slurm-cluster.sh");
-    let started = Command::new(script).arg("start").arg(dir).status().expect("runs slurm-cluster.sh");
-    assert!(started.success(), "slurm-cluster.sh start: {started}");
 }
 
 #[test]
