@@ -1,7 +1,7 @@
 //! Generation speed of `llm.local` on this machine, written to
 //! `docs/results/llm-bench.md`.
 //!
-//! `cargo bench -p nas-llm-local` (fetches the models into the default models
+//! `cargo bench -p nas-llm-local --bench generate` (fetches the models into the default models
 //! directory, or `NAS_TEST_MODELS_DIR`, when absent). The figure of interest
 //! is generated tokens per second for the default 1.5B model on an idle
 //! machine; the load average at the time is recorded next to it.
@@ -117,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(md, "# llm.local generation speed\n")?;
     writeln!(
         md,
-        "Written by `cargo bench -p nas-llm-local` (plugins/nas-llm-local/benches/generate.rs). llama.cpp in-process \
+        "Written by `cargo bench -p nas-llm-local --bench generate` (plugins/nas-llm-local/benches/generate.rs). llama.cpp in-process \
          through llama-cpp-2, built with `-march=x86-64-v3`; prompt: write `class Net` for 1x28x28 / 10 classes \
          (chat template of the GGUF); temperature 0.7, top_p 0.9, up to 256 new tokens, 3 runs each. \
          Generation rate = (tokens − 1) / (call time − prompt time).\n"

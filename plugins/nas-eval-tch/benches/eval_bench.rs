@@ -10,7 +10,7 @@
 //! Writes the times and ratios to `docs/results/eval-bench.md` (or `--out`).
 //!
 //! ```text
-//! cargo run --release -p nas-eval-tch --example eval_bench -- \
+//! cargo bench -p nas-eval-tch --bench eval_bench -- \
 //!     [--device cpu|cuda] [--train 10000] [--resnet-train 2000] [--test 2000] [--out FILE]
 //! ```
 
@@ -52,7 +52,8 @@ fn args() -> Args {
         models: Vec::new(),
         repeat: 1,
     };
-    let v: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` appends `--bench` to the arguments.
+    let v: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut i = 0;
     while i + 1 < v.len() {
         let val = v[i + 1].clone();
@@ -187,11 +188,11 @@ fn main() {
     md.push_str("# eval.tch-one-epoch benchmark\n\n");
     md.push_str(&format!(
         "Machine: {}; device `{}`; {} thread(s) for both sides (`OMP_WAIT_POLICY=ACTIVE`). Written by \
-         `cargo run --release -p nas-eval-tch --example eval_bench -- {}`.\n\n",
+         `cargo bench -p nas-eval-tch --bench eval_bench -- {}`.\n\n",
         machine(),
         a.device,
         a.threads,
-        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>().join(" ")
     ));
     md.push_str(&format!(
         "Data: the first {} Fashion-MNIST training images (1×28×28) for the two small nets, the first {} for \

@@ -1,10 +1,10 @@
 //! Injects every kind of server fault, many times each, into the real
-//! client through the loopback server, and prints how each call ended and
-//! how long it took, as a Markdown table (the figures of
-//! `docs/results/reliability.md`).
+//! client through the loopback server, and writes how each call ended and
+//! how long it took, as a Markdown table, to `docs/results/fault-matrix.md`
+//! (and prints it).
 //!
 //! ```sh
-//! cargo run --release -p nas-llm-openai --example fault_matrix [-- REPEATS]
+//! cargo bench -p nas-llm-openai --bench fault_matrix [-- REPEATS]
 //! ```
 //!
 //! Client settings for every call: `max_retries` 3, `retry_base_ms` 20,
@@ -12,6 +12,8 @@
 //! `max_response_bytes` 1 MiB where stated).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Instant;
 
 use nas_llm_openai::{Family, OpenAiBackend};
@@ -86,10 +88,29 @@ fn faults() -> Vec<Fault> {
 }
 
 fn main() {
-    let repeats: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    // `cargo bench` appends `--bench` to the arguments.
+    let given: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let repeats: usize = given.first().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let command = if given.is_empty() {
+        "cargo bench -p nas-llm-openai --bench fault_matrix".to_string()
+    } else {
+        format!("cargo bench -p nas-llm-openai --bench fault_matrix -- {}", given.join(" "))
+    };
+    let mut md = String::new();
+    let _ = write!(
+        md,
+        "# OpenAI-compatible client: fault matrix\n\n\
+         Every kind of server fault, {repeats} calls each, injected into the real client of `nas-llm-openai` \
+         through the loopback server of `tests/fixtures/nas-llm-test-server`. Written by `{command}` \
+         (plugins/nas-llm-openai/benches/fault_matrix.rs).\n\n\
+         Client settings for every call: `max_retries` 3, `retry_base_ms` 20, `read_timeout_s` 1, \
+         `total_timeout_s` 3, `max_retry_wait_s` 5 (and `max_response_bytes` 1 MiB where stated). \
+         Machine: {} CPU threads visible, possibly shared with other work.\n\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
     let request = ChatRequest { messages: vec![ChatMessage::user("write Net")], ..ChatRequest::default() };
-    println!("| fault | calls | how each call ended | attempts | seconds (min / median / max) |");
-    println!("|---|---|---|---|---|");
+    md.push_str("| fault | calls | how each call ended | attempts | seconds (min / median / max) |\n");
+    md.push_str("|---|---|---|---|---|\n");
     let mut messages: Vec<(&str, String)> = Vec::new();
     let mut total = 0;
     let mut longest: f64 = 0.0;
@@ -147,7 +168,8 @@ fn main() {
         longest = longest.max(secs[secs.len() - 1]);
         let join = |m: &BTreeMap<String, usize>| m.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>();
         let tries: Vec<String> = attempts.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
-        println!(
+        let _ = writeln!(
+            md,
             "| {} | {repeats} | {} | {} | {:.2} / {:.2} / {:.2} |",
             fault.name,
             join(&endings).join(", "),
@@ -157,11 +179,17 @@ fn main() {
             secs[secs.len() - 1],
         );
     }
-    println!("\nWhat the first failing call of each kind said:\n");
+    md.push_str("\nWhat the first failing call of each kind said:\n\n");
     for (name, message) in &messages {
-        println!("- {name}: `{}`", message.replace('`', "'"));
+        let _ = writeln!(md, "- {name}: `{}`", message.replace('`', "'"));
     }
-    println!("\n{total} calls; the longest took {longest:.2} s (`total_timeout_s` = 3 s).");
+    let _ = writeln!(md, "\n{total} calls; the longest took {longest:.2} s (`total_timeout_s` = 3 s).");
+    print!("{md}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/results/fault-matrix.md");
+    if let Err(e) = std::fs::write(&out, &md) {
+        eprintln!("cannot write {}: {e}", out.display());
+        std::process::exit(1);
+    }
     if longest > 3.5 {
         eprintln!("a call ran past its total timeout");
         std::process::exit(1);
