@@ -56,6 +56,12 @@ pub enum Command {
     /// Write a report of recorded runs: an HTML page, figures (PNG and
     /// SVG), a Markdown summary, CSV/JSON exports of the records.
     Report(ReportArgs),
+    /// How far a run's one-epoch score can be trusted: retrain its best
+    /// candidates and a stratified sample of the rest for more epochs
+    /// (Spearman's rho and Kendall's tau with bootstrap intervals), or, with
+    /// --seeds, its best candidates under other seeds. Resumable; results go
+    /// into the run store and `nas report`.
+    Fidelity(FidelityArgs),
     /// Compare configurations (memory strategies, LLMs, ablations) over
     /// several seeds against the K=5 window, with confidence intervals.
     Compare(CompareArgs),
@@ -232,6 +238,32 @@ pub struct ReportArgs {
     pub window: usize,
 }
 
+/// `nas fidelity`.
+#[derive(Debug, Args)]
+pub struct FidelityArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Epochs of the longer training (default: the run's `[fidelity]
+    /// epochs`, else 5; the Delta-NAS paper used 50).
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<u32>,
+    /// Retrain the N best candidates (default: `[fidelity] top`, else 5).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// And N of the rest, one from each of N strata of one-epoch accuracy
+    /// (default: `[fidelity] sample`, else 10).
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Instead, retrain the best candidates at one epoch under N other seeds
+    /// (seed repeatability).
+    #[arg(long, value_name = "N")]
+    pub seeds: Option<u32>,
+    /// With --seeds: how many of the best (default: `[fidelity] seed_top`,
+    /// else 3).
+    #[arg(long, value_name = "K")]
+    pub seed_top: Option<usize>,
+}
+
 /// `nas compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -380,6 +412,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Export(args) => commands::export::run(&cli.plugins, &args),
         Command::Report(args) => commands::report::run(&args),
         Command::Compare(args) => commands::compare::run(&cli.plugins, &args),
+        Command::Fidelity(args) => commands::fidelity::run(&cli.plugins, &args),
         Command::Cycles(args) => commands::cycles::run(&cli.plugins, &args),
         Command::Corpus(CorpusCommand::Lemur(args)) => commands::corpus::lemur(&cli.plugins, &args),
         Command::Corpus(CorpusCommand::Import(args)) => commands::corpus::import(&args),

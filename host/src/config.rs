@@ -516,6 +516,62 @@ pub struct RunConfig {
     /// `[executor]`: where evaluations run (default: here).
     #[serde(default, skip_serializing_if = "ExecutorSection::is_default")]
     pub executor: ExecutorSection,
+    /// `[fidelity]`: retraining after the search (`nas fidelity`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub fidelity: FidelitySection,
+}
+
+/// `[fidelity]`: how far the one-epoch score can be trusted. `nas fidelity`
+/// reads these as its defaults; with `enabled`, `nas run` runs it when the
+/// search ends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FidelitySection {
+    /// Run the studies when the search ends.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Epochs of the longer training (the evaluator's `epochs` setting).
+    #[serde(default = "default_fidelity_epochs")]
+    pub epochs: u32,
+    /// The best candidates retrained.
+    #[serde(default = "default_fidelity_top")]
+    pub top: usize,
+    /// Candidates of the rest retrained, one per accuracy stratum.
+    #[serde(default = "default_fidelity_sample")]
+    pub sample: usize,
+    /// Seeds each of the best `seed_top` candidates is retrained under at
+    /// one epoch (0: no repeatability study).
+    #[serde(default)]
+    pub seeds: u32,
+    /// The best candidates retrained under `seeds` seeds.
+    #[serde(default = "default_seed_top")]
+    pub seed_top: usize,
+}
+
+fn default_fidelity_epochs() -> u32 {
+    5
+}
+fn default_fidelity_top() -> usize {
+    5
+}
+fn default_fidelity_sample() -> usize {
+    10
+}
+fn default_seed_top() -> usize {
+    3
+}
+
+impl Default for FidelitySection {
+    fn default() -> Self {
+        FidelitySection {
+            enabled: false,
+            epochs: default_fidelity_epochs(),
+            top: default_fidelity_top(),
+            sample: default_fidelity_sample(),
+            seeds: 0,
+            seed_top: default_seed_top(),
+        }
+    }
 }
 
 fn default_dataset() -> PluginSection {
@@ -546,6 +602,7 @@ impl Default for RunConfig {
             prompts: PromptsSection::default(),
             plugins: PluginsSection::default(),
             executor: ExecutorSection::default(),
+            fidelity: FidelitySection::default(),
         }
     }
 }
@@ -700,6 +757,16 @@ fn check(c: &RunConfig) -> Result<(), String> {
     }
     if let Some(cycles) = &c.cycles {
         cycles.check()?;
+    }
+    let f = &c.fidelity;
+    if f.epochs == 0 {
+        return Err("[fidelity] epochs must be at least 1".into());
+    }
+    if f.enabled && f.top + f.sample == 0 && f.seeds == 0 {
+        return Err("[fidelity] retrains nothing: set top, sample or seeds".into());
+    }
+    if f.seeds > 0 && f.seed_top == 0 {
+        return Err("[fidelity] seed_top must be at least 1 when seeds is set".into());
     }
     check_executor(&c.executor)
 }

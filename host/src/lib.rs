@@ -23,6 +23,7 @@
 //! | [`corpus`] | fine-tuning sets: the LEMUR seed corpus, imported JSONL |
 //! | [`cycles`] | fine-tuning cycles: seed, generate, evaluate, select, fine-tune, resumable |
 //! | [`export`] | `nas export`: the best model, LEMUR-contract files, a fine-tuning corpus |
+//! | [`fidelity`] | `nas fidelity`: one-epoch scores against longer training and other seeds |
 //! | [`report`] | reports: HTML, Markdown, figures, CSV/JSON exports |
 //! | [`compare`] | comparing configurations over seeds, with confidence intervals |
 
@@ -37,6 +38,7 @@ pub mod datasets;
 pub mod executor;
 pub mod export;
 pub mod fetch;
+pub mod fidelity;
 pub mod metrics;
 pub mod paths;
 pub mod registry;

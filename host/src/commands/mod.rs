@@ -9,6 +9,7 @@ pub mod data;
 pub mod eval;
 pub mod eval_job;
 pub mod export;
+pub mod fidelity;
 pub mod models;
 pub mod plugins;
 pub mod report;

@@ -65,7 +65,10 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
     };
     let mut st = Store::open(&run_dir).usage()?;
     eprintln!("run directory: {}", run_dir.display());
-    execute(&config, created.roles, prepared, &mut st, replay, baseline, &run_dir)
+    execute(&config, created.roles, prepared, &mut st, replay, baseline, &run_dir)?;
+    drop(st);
+    let frozen = LoadedConfig { config, ..loaded };
+    super::fidelity::after_search(&mut registry, &frozen, &run_dir)
 }
 
 /// Runs `nas resume RUN_DIR`.
@@ -94,7 +97,9 @@ pub fn resume(plugins: &[PathBuf], run_dir: &Path) -> Result<(), Failure> {
     let prepared = session::prepare_dataset(created.dataset.as_mut(), &config.dataset).usage()?;
     crate::executor::check_nodes(&loaded, run_dir, &prepared.reference.dir, &registry).usage()?;
     eprintln!("resuming {} after iteration {}", run_dir.display(), st.last_iteration().usage()?);
-    execute(&config, created.roles, prepared, &mut st, replay, baseline, run_dir)
+    execute(&config, created.roles, prepared, &mut st, replay, baseline, run_dir)?;
+    drop(st);
+    super::fidelity::after_search(&mut registry, &loaded, run_dir)
 }
 
 struct Bar {

@@ -345,27 +345,96 @@ pub fn failure_color(kind: &str, fallback: usize) -> RGBColor {
     }
 }
 
-/// Accuracy against a cost (parameters or FLOPs), log scale, with the
-/// Pareto front over every run.
-struct Pareto<'a> {
-    groups: &'a [Group],
-    what: &'a str,
-    cost: fn(&nas_plugin_api::EvalReport) -> Option<u64>,
+/// A cost the Pareto front is drawn against.
+#[derive(Debug, Clone, Copy)]
+pub struct Axis {
+    /// File stem suffix (`params`, `flops`, `latency`, `memory`).
+    pub key: &'static str,
+    /// What it is, in words.
+    pub what: &'static str,
+    /// The cost of a report, when measured.
+    pub cost: fn(&nas_plugin_api::EvalReport) -> Option<f64>,
+    /// How a cost reads.
+    pub show: fn(f64) -> String,
 }
 
-impl Pareto<'_> {
-    fn points(&self) -> Vec<(usize, f64, f64)> {
-        let mut pts = Vec::new();
-        for (gi, g) in self.groups.iter().enumerate() {
-            for r in g.runs.iter().flat_map(|r| &r.records) {
+/// Every axis a Pareto front can be drawn over.
+pub const AXES: [Axis; 4] = [
+    Axis { key: "params", what: "parameters", cost: |r| r.params.map(|p| p as f64), show: si },
+    Axis { key: "flops", what: "FLOPs", cost: |r| r.flops.map(|p| p as f64), show: si },
+    Axis {
+        key: "latency",
+        what: "batch-1 latency (ms)",
+        cost: |r| r.latency_ms,
+        show: |v| if v >= 10.0 { format!("{v:.0} ms") } else { format!("{v:.2} ms") },
+    },
+    Axis {
+        key: "memory",
+        what: "peak training memory (MiB)",
+        cost: |r| r.peak_memory_bytes.map(|b| b as f64 / (1024.0 * 1024.0)),
+        show: |v| format!("{v:.0} MiB"),
+    },
+];
+
+/// The axes a report draws: those the runs' objectives name (a limit in
+/// `[search.limits]` or a weight in `[search.weights]`), else parameters
+/// and FLOPs.
+pub fn chosen_axes(groups: &[Group]) -> Vec<Axis> {
+    let mut keys: Vec<&str> = Vec::new();
+    for c in groups.iter().flat_map(|g| &g.runs).filter_map(|r| r.config.as_ref()) {
+        let (l, w) = (&c.search.limits, &c.search.weights);
+        let named = [
+            ("params", l.max_params.is_some() || w.per_million_params > 0.0),
+            ("flops", l.max_flops.is_some() || w.per_gflop > 0.0),
+            ("latency", l.max_latency_ms.is_some() || w.per_latency_ms > 0.0),
+            ("memory", l.max_memory_mb.is_some() || w.per_memory_gb > 0.0),
+        ];
+        keys.extend(named.iter().filter(|(_, on)| *on).map(|(k, _)| *k));
+    }
+    if keys.is_empty() {
+        keys = vec!["params", "flops"];
+    }
+    AXES.into_iter().filter(|a| keys.contains(&a.key)).collect()
+}
+
+/// A trained candidate on an axis: `(group, run label, iteration, cost,
+/// accuracy)`.
+pub type ParetoPoint<'a> = (usize, &'a str, u64, f64, f64);
+
+/// The trained candidates of every run with a positive cost on `axis`.
+pub fn pareto_points<'a>(groups: &'a [Group], axis: &Axis) -> Vec<ParetoPoint<'a>> {
+    let mut pts = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        for run in &g.runs {
+            for r in &run.records {
                 if let Outcome::Ok { report } = &r.outcome {
-                    if let Some(c) = (self.cost)(report).filter(|c| *c > 0) {
-                        pts.push((gi, c as f64, report.accuracy * 100.0));
+                    if let Some(c) = (axis.cost)(report).filter(|c| *c > 0.0 && c.is_finite()) {
+                        pts.push((gi, run.label.as_str(), r.iteration, c, report.accuracy));
                     }
                 }
             }
         }
-        pts
+    }
+    pts
+}
+
+/// The designs on the Pareto front of `axis`, by increasing cost.
+pub fn pareto_designs<'a>(groups: &'a [Group], axis: &Axis) -> Vec<ParetoPoint<'a>> {
+    let pts = pareto_points(groups, axis);
+    let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.3, p.4)).collect();
+    pareto_front(&xy).into_iter().map(|i| pts[i]).collect()
+}
+
+/// Accuracy against a cost, log scale, with the Pareto front over every run
+/// and its designs marked by iteration.
+struct Pareto<'a> {
+    groups: &'a [Group],
+    axis: Axis,
+}
+
+impl Pareto<'_> {
+    fn points(&self) -> Vec<(usize, f64, f64, u64)> {
+        pareto_points(self.groups, &self.axis).into_iter().map(|p| (p.0, p.3, p.4 * 100.0, p.2)).collect()
     }
 }
 
@@ -373,18 +442,19 @@ impl Draw for Pareto<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(de)?;
         let pts = self.points();
-        let title = format!("Accuracy against {} (Pareto front marked)", self.what);
+        let what = self.axis.what;
+        let title = format!("Accuracy against {what} (Pareto front marked)");
         if pts.is_empty() {
             ChartBuilder::on(root)
                 .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
                 .margin(16)
                 .build_cartesian_2d(0.0..1.0, 0.0..1.0)
                 .map_err(de)?;
-            return no_data(root, &format!("no trained candidate reported its {}", self.what));
+            return no_data(root, &format!("no trained candidate reported its {what}"));
         }
         // log10 of the cost on a linear axis, labelled with the cost itself:
         // ticks stay readable however narrow the range.
-        let pts: Vec<(usize, f64, f64)> = pts.into_iter().map(|(g, c, a)| (g, c.log10(), a)).collect();
+        let pts: Vec<(usize, f64, f64, u64)> = pts.into_iter().map(|(g, c, a, i)| (g, c.log10(), a, i)).collect();
         let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
         let pad = ((hi - lo) * 0.08).max(0.15);
@@ -397,10 +467,10 @@ impl Draw for Pareto<'_> {
             .map_err(de)?;
         chart
             .configure_mesh()
-            .x_desc(format!("{} (log scale)", self.what))
+            .x_desc(format!("{what} (log scale)"))
             .y_desc("test accuracy after one epoch (%)")
             .x_labels(8)
-            .x_label_formatter(&|v| si(10f64.powf(*v)))
+            .x_label_formatter(&|v| (self.axis.show)(10f64.powf(*v)))
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 16))
             .axis_desc_style((FONT, 18))
@@ -420,7 +490,8 @@ impl Draw for Pareto<'_> {
                 .legend(move |(x, y)| Circle::new((x + 8, y), 6, c.filled()));
         }
         let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.1, p.2)).collect();
-        let front: Vec<(f64, f64)> = pareto_front(&xy).into_iter().map(|i| xy[i]).collect();
+        let on_front = pareto_front(&xy);
+        let front: Vec<(f64, f64)> = on_front.iter().map(|&i| xy[i]).collect();
         let mut steps = Vec::new();
         for (i, &(x, y)) in front.iter().enumerate() {
             if i > 0 {
@@ -434,6 +505,11 @@ impl Draw for Pareto<'_> {
             .label("Pareto front")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], BLACK.stroke_width(2)));
         chart.draw_series(front.iter().map(|&p| Circle::new(p, 9, BLACK.stroke_width(2)))).map_err(de)?;
+        chart
+            .draw_series(on_front.iter().map(|&i| {
+                Text::new(format!("#{}", pts[i].3), (pts[i].1, pts[i].2 + 2.5), (FONT, 14).into_font().color(&BLACK))
+            }))
+            .map_err(de)?;
         legend(&mut chart, SeriesLabelPosition::LowerRight)
     }
 }
@@ -543,24 +619,22 @@ pub fn draw_all(
         dir,
         size,
     )?);
-    out.push(render(
-        &Pareto { groups, what: "parameters", cost: |r| r.params },
-        "pareto_params",
-        "Accuracy against parameters",
-        "Each trained candidate; the black steps join the Pareto front (no other candidate is both smaller and \
-         more accurate).",
-        dir,
-        size,
-    )?);
-    out.push(render(
-        &Pareto { groups, what: "FLOPs", cost: |r| r.flops },
-        "pareto_flops",
-        "Accuracy against FLOPs",
-        "Each trained candidate by its forward FLOPs per example; the black steps join the Pareto front.",
-        dir,
-        size,
-    )?);
+    for axis in chosen_axes(groups) {
+        out.push(render(
+            &Pareto { groups, axis },
+            &format!("pareto_{}", axis.key),
+            &format!("Accuracy against {}", axis.what),
+            &format!(
+                "Each trained candidate by its {}; the black steps join the Pareto front (no other candidate is both \
+                 cheaper and more accurate), its designs circled and labelled by iteration.",
+                axis.what
+            ),
+            dir,
+            size,
+        )?);
+    }
     out.extend(super::cycles::figures(groups, dir, options)?);
+    out.extend(super::fidelity::figures(groups, dir, options)?);
     Ok(out)
 }
 

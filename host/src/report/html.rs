@@ -183,7 +183,8 @@ fn top_table(groups: &[Group], n: usize) -> Option<Table> {
     if ranked.is_empty() {
         return None;
     }
-    let header = ["run", "iteration", "accuracy", "parameters", "FLOPs", "epoch s", "mode"].map(String::from).to_vec();
+    let header =
+        ["run", "iteration", "accuracy", "parameters", "FLOPs", "epoch s", "device s", "mode"].map(String::from).to_vec();
     let rows = ranked
         .iter()
         .take(n)
@@ -199,10 +200,26 @@ fn top_table(groups: &[Group], n: usize) -> Option<Table> {
                 report.and_then(|x| x.params).map_or_else(|| "-".into(), |p| super::figures::si(p as f64)),
                 report.and_then(|x| x.flops).map_or_else(|| "-".into(), |p| super::figures::si(p as f64)),
                 report.and_then(|x| x.epoch_seconds).map_or_else(|| "-".into(), |s| format!("{s:.1}")),
+                format!("{:.1}", r.device_seconds()),
                 r.mode.clone(),
             ]
         })
         .collect();
+    Some(Table { header, rows })
+}
+
+/// The designs on the Pareto front of each chosen axis.
+fn pareto_table(groups: &[Group]) -> Option<Table> {
+    let mut rows = Vec::new();
+    for axis in super::figures::chosen_axes(groups) {
+        for (_, run, iteration, cost, accuracy) in super::figures::pareto_designs(groups, &axis) {
+            rows.push(vec![axis.what.to_string(), run.to_string(), iteration.to_string(), pct(accuracy), (axis.show)(cost)]);
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let header = ["axis", "run", "iteration", "accuracy", "cost"].map(String::from).to_vec();
     Some(Table { header, rows })
 }
 
@@ -269,6 +286,7 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
     }
     let _ = write!(s, "<h2 id=\"runs\">Runs</h2>\n{}", runs_table(groups).html("runs"));
     s.push_str(&super::cycles::html(groups));
+    s.push_str(&super::fidelity::html(groups));
     s.push_str("<h2 id=\"figures\">Figures</h2>\n");
     for f in figures {
         let _ = write!(
@@ -286,6 +304,15 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
     }
     if let Some(t) = top_table(groups, 10) {
         let _ = write!(s, "<h2 id=\"top\">Top candidates</h2>\n{}", t.html("top"));
+    }
+    if let Some(t) = pareto_table(groups) {
+        let _ = write!(
+            s,
+            "<h2 id=\"pareto\">Pareto front</h2>\n<p class=\"note\">The designs no other trained candidate beats on \
+             both accuracy and the axis's cost, by axis (the objective's limits and weights choose the axes; \
+             parameters and FLOPs by default).</p>\n{}",
+            t.html("pareto")
+        );
     }
     s.push_str("<h2 id=\"best\">Best architecture</h2>\n");
     match best(groups) {
@@ -308,6 +335,9 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
                     .map_or(String::new(), |p| format!(", {} FLOPs", super::figures::si(p as f64))),
                 escape(r.code.as_deref().unwrap_or("(code not recorded)")),
             );
+            if let Some(note) = super::fidelity::best_note(run, r.iteration) {
+                let _ = write!(s, "<p class=\"note\" id=\"best-noise\">{}</p>\n", escape(&note));
+            }
         }
         None => s.push_str("<p>No candidate trained.</p>\n"),
     }
@@ -347,6 +377,7 @@ pub fn markdown(
     }
     let _ = write!(s, "\n## Runs\n\n{}\n", runs_table(groups).markdown());
     s.push_str(&super::cycles::markdown(groups));
+    s.push_str(&super::fidelity::markdown(groups));
     s.push_str("## Figures\n\n");
     for f in figures {
         let _ = write!(s, "![{t}](figures/{n}.png)\n\n*{t}.* {c}\n\n", t = f.title, n = f.name, c = f.caption);
@@ -357,15 +388,19 @@ pub fn markdown(
     if let Some(t) = top_table(groups, 10) {
         let _ = write!(s, "## Top candidates\n\n{}\n", t.markdown());
     }
+    if let Some(t) = pareto_table(groups) {
+        let _ = write!(s, "## Pareto front\n\n{}\n", t.markdown());
+    }
     s.push_str("## Best architecture\n\n");
     match best(groups) {
         Some((run, r, a)) => {
+            let _ = write!(s, "{} from `{}`, iteration {}.\n\n", pct(a), run.label, r.iteration);
+            if let Some(note) = super::fidelity::best_note(run, r.iteration) {
+                let _ = write!(s, "{note}\n\n");
+            }
             let _ = write!(
                 s,
-                "{} from `{}`, iteration {}.\n\n```python\n{}\n```\n",
-                pct(a),
-                run.label,
-                r.iteration,
+                "```python\n{}\n```\n",
                 r.code.as_deref().unwrap_or("(code not recorded)").trim_end()
             );
         }

@@ -10,7 +10,7 @@
 //! | `figures/*.svg`, `figures/*.png` | each figure in both formats |
 //! | `records.csv`, `records.json` | one flat row per iteration per run |
 //! | `records-full.jsonl` | every iteration record whole (prompts, answers, code), one per line |
-//! | `summary.json` | each run's metrics (and the comparison, for `nas compare`) |
+//! | `summary.json` | each run's metrics, device time by role, fidelity and seed studies (and the comparison, for `nas compare`) |
 //!
 //! Runs are grouped: `nas report` makes one group per run, `nas compare` one
 //! group per configuration with a run per seed.
@@ -18,6 +18,7 @@
 pub mod figures;
 pub mod comparison;
 pub mod cycles;
+pub mod fidelity;
 pub mod html;
 pub mod stats;
 
@@ -45,6 +46,9 @@ pub enum ReportError {
         /// Why.
         message: String,
     },
+    /// A run's retrainings could not be read.
+    #[error(transparent)]
+    Fidelity(#[from] crate::fidelity::FidelityError),
     /// A figure could not be drawn.
     #[error("figure `{name}`: {message}")]
     Figure {
@@ -78,6 +82,8 @@ pub struct RunData {
     pub records: Vec<IterationRecord>,
     /// Its metrics.
     pub summary: Summary,
+    /// Its retrainings (`nas fidelity`).
+    pub retrains: Vec<crate::fidelity::Retrain>,
 }
 
 impl RunData {
@@ -94,6 +100,7 @@ impl RunData {
             plugins: run.plugins,
             records: run.records,
             summary,
+            retrains: crate::fidelity::read(dir)?,
         })
     }
 
@@ -173,6 +180,16 @@ pub struct Row {
     pub train_loss: Option<f64>,
     /// Seconds of the training epoch.
     pub epoch_seconds: Option<f64>,
+    /// Inference latency at batch 1, ms.
+    pub latency_ms: Option<f64>,
+    /// Inference latency of a training-size batch, ms.
+    pub batch_latency_ms: Option<f64>,
+    /// The trainee's peak memory, bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// The seed the evaluator trained it with, as it reported.
+    pub train_seed: Option<u64>,
+    /// The evaluator's device seconds (else its wall seconds).
+    pub device_seconds: f64,
     /// Seconds in the evaluator.
     pub eval_seconds: f64,
     /// Seconds in LLM calls (both roles).
@@ -204,6 +221,8 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     Outcome::Failed { failure } => (None, Some(failure)),
                     Outcome::Duplicate { .. } => (None, None),
                 };
+                // A candidate over a limit keeps what was measured.
+                let measured = report.or(r.over_limit.as_ref());
                 out.push(Row {
                     group: g.name.clone(),
                     run: run.label.clone(),
@@ -221,6 +240,11 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     flops: report.and_then(|x| x.flops),
                     train_loss: report.and_then(|x| x.train_loss),
                     epoch_seconds: report.and_then(|x| x.epoch_seconds),
+                    latency_ms: measured.and_then(|x| x.latency_ms),
+                    batch_latency_ms: measured.and_then(|x| x.batch_latency_ms),
+                    peak_memory_bytes: measured.and_then(|x| x.peak_memory_bytes),
+                    train_seed: measured.and_then(|x| x.seed),
+                    device_seconds: r.device_seconds(),
                     eval_seconds: r.eval_seconds,
                     llm_seconds: r.generator_usage.seconds + r.improver_usage.seconds,
                     wall_seconds: r.wall_seconds,
@@ -288,6 +312,12 @@ pub struct RunSummary<'a> {
     pub tokens: u64,
     /// Evaluator plus LLM seconds.
     pub device_seconds: f64,
+    /// Device seconds by role (search evaluator, LLM roles, retraining).
+    pub device_time: fidelity::DeviceTime,
+    /// The proxy-fidelity studies.
+    pub fidelity: Vec<crate::fidelity::FidelitySummary>,
+    /// The seed-repeatability study.
+    pub seed_spreads: Vec<crate::fidelity::SeedSpread>,
     /// The metrics.
     pub summary: &'a Summary,
 }
@@ -341,6 +371,9 @@ pub fn write_exports(
                 plugins: &run.plugins,
                 tokens: run.tokens(),
                 device_seconds: run.device_seconds(),
+                device_time: fidelity::DeviceTime::of(run),
+                fidelity: crate::fidelity::fidelity_summaries(&run.retrains),
+                seed_spreads: crate::fidelity::seed_spreads(&run.retrains),
                 summary: &run.summary,
             })
         })
