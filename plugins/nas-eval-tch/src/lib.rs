@@ -53,7 +53,7 @@
 //! | `momentum` | 0.9 | SGD momentum |
 //! | `weight_decay` | 5e-4 | SGD weight decay |
 //! | `batch_size` | 128 | training batch size |
-//! | `seed` | 43 | seed of initialisation, shuffling and augmentation |
+//! | `seed` | 43 | seed of initialisation, shuffling and augmentation when the request has none (echoed in the report) |
 //! | `epochs` | 1 | training epochs (the proxy is one) |
 //! | `augment` | `"auto"` | `auto` (crop pad 4 + flip for 32×32 colour data), `crop_flip`, `none` |
 //! | `device` | `"auto"` | `auto`, `cpu`, `cuda`, `cuda:N` |
@@ -772,7 +772,6 @@ impl TchOneEpoch {
         }
         extra.insert("contract".into(), json!(pass.contract));
         extra.insert("export".into(), json!(pass.export));
-        let _ = job;
         Ok(EvalOutcome::Ok(EvalReport {
             accuracy,
             train_loss: r["train_loss"].as_f64(),
@@ -784,7 +783,7 @@ impl TchOneEpoch {
             latency_ms: None,
             batch_latency_ms: None,
             device_seconds: None,
-            seed: None,
+            seed: Some(job.seed),
             device: r["device"].as_str().unwrap_or("cpu").to_string(),
             total_seconds: None,
             extra,

@@ -351,3 +351,53 @@ fn save_model_writes_the_trained_module_as_torchscript_that_torch_loads() {
     let entries: Vec<_> = std::fs::read_dir(&out).expect("read").flatten().map(|e| e.file_name()).collect();
     assert_eq!(entries, ["nested"], "nothing else was written");
 }
+
+/// Python printing the largest absolute difference between the parameters
+/// of two saved TorchScript modules.
+const WEIGHT_DIFF: &str = r#"
+import sys, torch
+a, b = (dict(torch.jit.load(p).named_parameters()) for p in sys.argv[1:3])
+assert a.keys() == b.keys(), (a.keys(), b.keys())
+print(max((a[k] - b[k]).abs().max().item() for k in a))
+"#;
+
+fn weight_diff(a: &Path, b: &Path) -> f64 {
+    let python = nas_eval_tch::find_python(None).expect("the project's python");
+    let run = std::process::Command::new(&python).args(["-c", WEIGHT_DIFF]).arg(a).arg(b).output().expect("python runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    stdout.trim().parse().unwrap_or_else(|_| panic!("no number in {stdout:?}"))
+}
+
+#[test]
+fn the_request_seed_drives_initialisation_and_data_order_and_is_echoed() {
+    let _g = lock();
+    let mut e = evaluator(json!({"max_train_examples": 1000, "max_test_examples": 300}));
+    let data = fmnist();
+    let out = data_root().join("seeded-models");
+    let _ = std::fs::remove_dir_all(&out);
+    let source = read("tests/candidates/good_cnn.md");
+    let mut run = |id: &str, seed: Option<u64>| {
+        let dest = out.join(format!("{id}.pt"));
+        let req = EvalRequest {
+            candidate_id: id.into(),
+            source: source.clone(),
+            dataset: DatasetRef { dir: data.clone(), name: "test".into() },
+            time_limit_s: None,
+            seed,
+            save_model: Some(dest.clone()),
+        };
+        (ok(e.evaluate(&req).expect("evaluate"), id), dest)
+    };
+    let (a, a_model) = run("seed-1", Some(1));
+    let (b, b_model) = run("seed-2", Some(2));
+    let (a2, a2_model) = run("seed-1-again", Some(1));
+    let (default, _) = run("seed-default", None);
+    assert_eq!((a.seed, b.seed, a2.seed), (Some(1), Some(2), Some(1)), "the seed is echoed in the report");
+    assert_eq!(default.seed, Some(43), "without a request seed, the setting's (the paper's 43)");
+    assert_eq!(a.accuracy, a2.accuracy, "same seed, same accuracy");
+    assert_eq!(a.train_loss, a2.train_loss, "same seed, same training");
+    assert_eq!(weight_diff(&a_model, &a2_model), 0.0, "same seed, same trained weights");
+    assert!(weight_diff(&a_model, &b_model) > 1e-3, "another seed, other trained weights");
+    assert_ne!(a.train_loss, b.train_loss, "another seed, another training run");
+}
