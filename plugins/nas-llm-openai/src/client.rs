@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nas_plugin_api::text::{estimate_tokens, truncate_chars};
 use nas_plugin_api::{
-    ChatMessage, ChatRequest, ChatResponse, ChatRole, ErrorCode, HostContext, LlmBackend, PluginError, TokenUsage,
+    AdapterRef, ChatMessage, ChatRequest, ChatResponse, ChatRole, ErrorCode, HostContext, LlmBackend, PluginError,
+    TokenUsage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -142,6 +144,26 @@ pub struct OpenAiBackend {
     settings: OpenAiSettings,
     client: reqwest::blocking::Client,
     rng: u64,
+    /// LoRA adapters this backend had the server load (vLLM's
+    /// `load_lora_adapter`): served name → the PEFT directory loaded.
+    loaded: BTreeMap<String, PathBuf>,
+}
+
+/// What the server said to a `load_lora_adapter`.
+enum LoadAnswer {
+    Loaded,
+    /// A name the server already serves (loaded by an earlier process).
+    AlreadyLoaded,
+}
+
+/// How a request names its adapter on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AdapterUse {
+    /// No adapter (none asked, or scale 0): the base model.
+    Base,
+    /// The adapter's served name; with the directory to load it from, when
+    /// the request gives one.
+    Served { name: String, dir: Option<PathBuf> },
 }
 
 /// What an attempt that failed says about retrying.
@@ -231,7 +253,18 @@ impl OpenAiBackend {
             .map_err(|e| PluginError::internal(format!("[{id}] cannot build the HTTP client: {e}")))?;
         let template = settings.template.unwrap_or(d.template);
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|t| t.as_nanos() as u64).unwrap_or(0x9e37);
-        Ok(OpenAiBackend { id, base_url, model, api_key_env, api_key, template, settings, client, rng: seed | 1 })
+        Ok(OpenAiBackend {
+            id,
+            base_url,
+            model,
+            api_key_env,
+            api_key,
+            template,
+            settings,
+            client,
+            rng: seed | 1,
+            loaded: BTreeMap::new(),
+        })
     }
 
     /// The endpoint URL this backend posts to.
@@ -266,9 +299,9 @@ impl OpenAiBackend {
         stops
     }
 
-    fn body(&self, request: &ChatRequest) -> Value {
+    fn body(&self, request: &ChatRequest, model: &str) -> Value {
         let mut body = json!({
-            "model": self.model,
+            "model": model,
             "temperature": request.temperature.unwrap_or(self.settings.temperature),
             "top_p": request.top_p.unwrap_or(self.settings.top_p),
             "max_tokens": request.max_tokens.unwrap_or(self.settings.max_tokens),
@@ -305,8 +338,13 @@ impl OpenAiBackend {
     }
 
     /// One HTTP exchange, over by `deadline` (the call's) or `read_timeout_s`
-    /// from now, whichever comes first.
-    fn attempt(&self, url: &str, body: &Value, deadline: Instant) -> Result<Value, Failure> {
+    /// from now, whichever comes first: the status, `Retry-After` and body.
+    fn exchange(
+        &self,
+        url: &str,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<(reqwest::StatusCode, Option<f64>, String), Failure> {
         let per_attempt = Duration::from_secs_f64(self.settings.read_timeout_s);
         let left = deadline.saturating_duration_since(Instant::now());
         let (limit, bound) = if left < per_attempt { (left, Bound::Total) } else { (per_attempt, Bound::Attempt) };
@@ -326,6 +364,12 @@ impl OpenAiBackend {
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
         let text = self.read_body(url, resp, attempt_deadline, bound)?;
+        Ok((status, retry_after, text))
+    }
+
+    /// One chat exchange: the answer's JSON, or why it failed.
+    fn attempt(&self, url: &str, body: &Value, deadline: Instant) -> Result<Value, Failure> {
+        let (status, retry_after, text) = self.exchange(url, body, deadline)?;
         if status.is_success() {
             return serde_json::from_str(&text).map_err(|e| {
                 Failure::fatal(self.err(
@@ -531,27 +575,20 @@ impl OpenAiBackend {
     }
 }
 
-impl LlmBackend for OpenAiBackend {
-    fn complete(&mut self, request: &ChatRequest) -> Result<ChatResponse, PluginError> {
-        if request.messages.is_empty() {
-            return Err(PluginError::input(format!("[{}] a chat request needs at least one message", self.id)));
-        }
-        let started = Instant::now();
-        let deadline = started + self.total_timeout();
-        let url = self.endpoint();
-        let body = self.body(request);
+impl OpenAiBackend {
+    /// Runs `once` until it succeeds, fails for good, or the retries or the
+    /// time run out: the value and the attempts it took.
+    fn with_retries<T>(
+        &mut self,
+        deadline: Instant,
+        mut once: impl FnMut(&Self) -> Result<T, Failure>,
+    ) -> Result<(T, u32), PluginError> {
         let max_attempts = self.settings.max_retries + 1;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.attempt(&url, &body, deadline) {
-                Ok(v) => {
-                    // A well-formed HTTP answer that says nothing useful is not retried.
-                    let mut r = self.parse(&url, &v, request)?;
-                    r.latency_ms = started.elapsed().as_millis() as u64;
-                    r.attempts = attempt;
-                    return Ok(r);
-                }
+            let failure = match once(self) {
+                Ok(v) => return Ok((v, attempt)),
                 Err(f) => f,
             };
             let mut error = failure.error;
@@ -581,6 +618,199 @@ impl LlmBackend for OpenAiBackend {
                 return Err(error);
             }
             std::thread::sleep(wait);
+        }
+    }
+
+    /// How `adapter` is used on the server: its served name (vLLM serves a
+    /// LoRA adapter as a model of its own), the base model at scale 0.
+    fn adapter_use(&self, adapter: Option<&AdapterRef>) -> Result<AdapterUse, PluginError> {
+        let Some(adapter) = adapter else { return Ok(AdapterUse::Base) };
+        match adapter.scale {
+            Some(s) if s == 0.0 => return Ok(AdapterUse::Base),
+            Some(s) if s != 1.0 => {
+                return Err(self.err(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "adapter `{}` at scale {s}: an OpenAI-compatible server (vLLM) applies a LoRA adapter at \
+                         scale 1 only (0 asks for the base model); use `llm.local` for other scales",
+                        adapter.name
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        let name = adapter.name.trim();
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            return Err(self.err(
+                ErrorCode::InvalidInput,
+                format!("adapter name `{}`: the served name must be one word, not empty", adapter.name),
+            ));
+        }
+        Ok(AdapterUse::Served { name: name.to_string(), dir: adapter.peft_dir.clone() })
+    }
+
+    /// The model id a request goes to, after having the server load the
+    /// request's adapter if this backend has not yet (once per adapter).
+    fn served_model(&mut self, request: &ChatRequest, deadline: Instant) -> Result<String, PluginError> {
+        match self.adapter_use(request.adapter.as_ref())? {
+            AdapterUse::Base => Ok(self.model.clone()),
+            AdapterUse::Served { name, dir: None } => Ok(name),
+            AdapterUse::Served { name, dir: Some(dir) } => {
+                if self.loaded.get(&name) != Some(&dir) {
+                    if self.loaded.contains_key(&name) {
+                        // The same name for other files: serve the new ones.
+                        self.unload_adapter(&name, deadline)?;
+                    }
+                    self.load_adapter(&name, &dir, deadline)?;
+                }
+                Ok(name)
+            }
+        }
+    }
+
+    /// `POST {base_url}/load_lora_adapter`: the server loads the PEFT
+    /// adapter in `dir` (a path on the server's machine) and serves it as
+    /// model `name`. A name the server already serves from an earlier
+    /// process is unloaded and loaded again, so that it serves these files.
+    fn load_adapter(&mut self, name: &str, dir: &Path, deadline: Instant) -> Result<(), PluginError> {
+        let url = format!("{}/load_lora_adapter", self.base_url);
+        let body = json!({"lora_name": name, "lora_path": dir.to_string_lossy()});
+        let (answer, _) = self.with_retries(deadline, |s| s.load_once(&url, &body, name, dir, deadline))?;
+        if let LoadAnswer::AlreadyLoaded = answer {
+            self.unload_adapter(name, deadline)?;
+            let (again, _) = self.with_retries(deadline, |s| s.load_once(&url, &body, name, dir, deadline))?;
+            if let LoadAnswer::AlreadyLoaded = again {
+                return Err(self.err(
+                    ErrorCode::BadResponse,
+                    format!("{url}: the server still serves adapter `{name}` after unloading it"),
+                ));
+            }
+        }
+        self.loaded.insert(name.to_string(), dir.to_path_buf());
+        Ok(())
+    }
+
+    /// `POST {base_url}/unload_lora_adapter`; an adapter the server does not
+    /// know is already gone.
+    fn unload_adapter(&mut self, name: &str, deadline: Instant) -> Result<(), PluginError> {
+        let url = format!("{}/unload_lora_adapter", self.base_url);
+        let body = json!({"lora_name": name});
+        self.with_retries(deadline, |s| {
+            let (status, retry_after, text) = s.exchange(&url, &body, deadline)?;
+            let code = status.as_u16();
+            if status.is_success() || (code == 404 && text.contains("cannot be found")) {
+                Ok(())
+            } else {
+                Err(s.lora_failure(&url, code, retry_after, &text, name))
+            }
+        })?;
+        self.loaded.remove(name);
+        Ok(())
+    }
+
+    fn load_once(
+        &self,
+        url: &str,
+        body: &Value,
+        name: &str,
+        dir: &Path,
+        deadline: Instant,
+    ) -> Result<LoadAnswer, Failure> {
+        let (status, retry_after, text) = self.exchange(url, body, deadline)?;
+        let code = status.as_u16();
+        if status.is_success() {
+            return Ok(LoadAnswer::Loaded);
+        }
+        if code == 400 && text.contains("already been loaded") {
+            return Ok(LoadAnswer::AlreadyLoaded);
+        }
+        if code == 404 && text.contains("No adapter found") {
+            return Err(Failure::fatal(self.err(
+                ErrorCode::NotFound,
+                format!(
+                    "{url}: the server found no adapter at `{}` (HTTP 404): {}. The path must be a PEFT adapter \
+                     directory (adapter_config.json, adapter_model.safetensors) readable on the server's machine",
+                    dir.display(),
+                    server_message(&text).trim_end_matches('.')
+                ),
+            )));
+        }
+        Err(self.lora_failure(url, code, retry_after, &text, name))
+    }
+
+    /// A failed answer of the LoRA routes.
+    fn lora_failure(&self, url: &str, code: u16, retry_after: Option<f64>, text: &str, name: &str) -> Failure {
+        let server_msg = server_message(text);
+        let mut failure = match code {
+            404 | 405 => Failure::fatal(self.err(
+                ErrorCode::Unsupported,
+                format!(
+                    "{url}: the server does not load LoRA adapters at run time (HTTP {code}: {}), so it cannot \
+                     serve adapter `{name}`. Start vLLM with `--enable-lora` (and `--max-lora-rank` at least the \
+                     adapter's rank) and the environment variable VLLM_ALLOW_RUNTIME_LORA_UPDATING=True",
+                    server_msg.trim_end_matches('.')
+                ),
+            )),
+            401 | 403 => Failure::fatal(self.err(
+                ErrorCode::Unauthorized,
+                format!("{url}: the server refused the credentials (HTTP {code}): {server_msg}"),
+            )),
+            429 => Failure::transient(
+                self.err(ErrorCode::RateLimited, format!("{url}: rate-limited (HTTP 429): {server_msg}")),
+            ),
+            408 | 500..=599 => {
+                let kind = if matches!(code, 502..=504) { ErrorCode::Unreachable } else { ErrorCode::BadResponse };
+                Failure::transient(self.err(kind, format!("{url}: server error (HTTP {code}): {server_msg}")))
+            }
+            _ => Failure::fatal(self.err(
+                ErrorCode::InvalidInput,
+                format!(
+                    "{url}: the server refused adapter `{name}` (HTTP {code}): {}. vLLM loads adapters only when \
+                     started with `--enable-lora`, up to its `--max-lora-rank` and for the base model it serves",
+                    server_msg.trim_end_matches('.')
+                ),
+            )),
+        };
+        failure.error.retry_after_s = retry_after;
+        failure
+    }
+
+    /// One chat call to `model`.
+    fn chat(
+        &mut self,
+        request: &ChatRequest,
+        model: &str,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<ChatResponse, PluginError> {
+        let url = self.endpoint();
+        let body = self.body(request, model);
+        let (v, attempts) = self.with_retries(deadline, |s| s.attempt(&url, &body, deadline))?;
+        // A well-formed HTTP answer that says nothing useful is not retried.
+        let mut r = self.parse(&url, &v, request)?;
+        r.latency_ms = started.elapsed().as_millis() as u64;
+        r.attempts = attempts;
+        Ok(r)
+    }
+}
+
+impl LlmBackend for OpenAiBackend {
+    fn complete(&mut self, request: &ChatRequest) -> Result<ChatResponse, PluginError> {
+        if request.messages.is_empty() {
+            return Err(PluginError::input(format!("[{}] a chat request needs at least one message", self.id)));
+        }
+        let started = Instant::now();
+        let deadline = started + self.total_timeout();
+        let model = self.served_model(request, deadline)?;
+        match self.chat(request, &model, started, deadline) {
+            // A server restarted since the load has forgotten the adapter:
+            // load it again, once.
+            Err(e) if e.code == ErrorCode::NotFound && self.loaded.contains_key(&model) => {
+                self.loaded.remove(&model);
+                let model = self.served_model(request, deadline)?;
+                self.chat(request, &model, started, deadline)
+            }
+            other => other,
         }
     }
 }

@@ -481,3 +481,148 @@ fn a_model_the_server_does_not_serve_is_not_found_naming_the_model_and_the_serve
         assert!(e.message.contains("`gpt-9`") && e.message.contains(&server.base_url()), "{e}");
     }
 }
+
+/// A PEFT adapter directory as a fine-tuner writes it (the server checks
+/// only that `adapter_config.json` is there).
+fn peft_dir(root: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("adapter_config.json"), r#"{"peft_type": "LORA", "r": 8}"#).expect("write");
+    std::fs::write(dir.join("adapter_model.safetensors"), b"").expect("write");
+    dir
+}
+
+fn with_adapter(name: &str, dir: Option<&std::path::Path>, scale: Option<f32>) -> ChatRequest {
+    ChatRequest {
+        adapter: Some(nas_plugin_api::AdapterRef {
+            name: name.into(),
+            peft_dir: dir.map(|d| d.to_path_buf()),
+            gguf: None,
+            scale,
+        }),
+        ..ask("write Net")
+    }
+}
+
+/// (path, model or lora_name) of every request the server got.
+fn calls(server: &TestServer) -> Vec<(String, String)> {
+    server
+        .requests()
+        .iter()
+        .map(|r| {
+            let who = r.body.get("model").or_else(|| r.body.get("lora_name")).and_then(Value::as_str);
+            (r.path.clone(), who.unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_named_adapter_is_loaded_on_the_server_once_and_answers_as_its_own_model() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (one, two) = (peft_dir(tmp.path(), "cycle-1"), peft_dir(tmp.path(), "cycle-2"));
+    let server = TestServer::start();
+    server.serve_models(["test-model"]);
+    server.enable_lora_loading();
+    let mut b = backend(Family::Generic, &server.base_url(), json!({}));
+    for _ in 0..2 {
+        let r = b.complete(&with_adapter("cycle-1", Some(&one), None)).expect("answer");
+        assert!(r.content.starts_with("echo: "), "{r:?}");
+    }
+    b.complete(&with_adapter("cycle-2", Some(&two), Some(1.0))).expect("answer");
+    b.complete(&ask("write Net")).expect("the base model");
+    b.complete(&with_adapter("cycle-2", Some(&two), Some(0.0))).expect("scale 0 is the base model");
+    let load = "/v1/load_lora_adapter".to_string();
+    let chat = "/v1/chat/completions".to_string();
+    assert_eq!(
+        calls(&server),
+        vec![
+            (load.clone(), "cycle-1".into()),
+            (chat.clone(), "cycle-1".into()),
+            (chat.clone(), "cycle-1".into()),
+            (load, "cycle-2".into()),
+            (chat.clone(), "cycle-2".into()),
+            (chat.clone(), "test-model".into()),
+            (chat, "test-model".into()),
+        ]
+    );
+    let loads: Vec<Value> =
+        server.requests().into_iter().filter(|r| r.path.ends_with("/load_lora_adapter")).map(|r| r.body).collect();
+    assert_eq!(loads[0]["lora_path"], json!(one.to_string_lossy()));
+    assert_eq!(loads[1]["lora_path"], json!(two.to_string_lossy()));
+    assert_eq!(
+        server.loaded_adapters(),
+        vec![
+            ("cycle-1".into(), one.to_string_lossy().into_owned()),
+            ("cycle-2".into(), two.to_string_lossy().into_owned())
+        ]
+    );
+}
+
+#[test]
+fn adapters_on_a_server_without_runtime_lora_loading_are_a_typed_error_that_says_how_to_start_vllm() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = peft_dir(tmp.path(), "cycle-1");
+    let server = TestServer::start();
+    let mut b = backend(Family::Generic, &server.base_url(), json!({}));
+    let e = b.complete(&with_adapter("cycle-1", Some(&dir), None)).expect_err("no dynamic LoRA");
+    assert_eq!(e.code, ErrorCode::Unsupported, "{e}");
+    for needle in ["--enable-lora", "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True", "cycle-1", "HTTP 404"] {
+        assert!(e.message.contains(needle), "{needle:?} in {e}");
+    }
+    assert_eq!(server.requests().len(), 1, "one load attempt (not retried), no chat without the adapter");
+}
+
+#[test]
+fn adapter_files_the_server_cannot_find_and_scales_it_cannot_apply_are_refused_before_any_chat() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start();
+    server.enable_lora_loading();
+    let mut b = backend(Family::Generic, &server.base_url(), json!({}));
+    let missing = tmp.path().join("not-an-adapter");
+    let e = b.complete(&with_adapter("cycle-1", Some(&missing), None)).expect_err("no adapter there");
+    assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+    assert!(e.message.contains(&*missing.to_string_lossy()) && e.message.contains("readable on the server"), "{e}");
+    let dir = peft_dir(tmp.path(), "cycle-1");
+    let e = b.complete(&with_adapter("cycle-1", Some(&dir), Some(0.5))).expect_err("scale 0.5");
+    assert_eq!(e.code, ErrorCode::Unsupported, "{e}");
+    assert!(e.message.contains("scale 1 only"), "{e}");
+    assert!(server.requests().iter().all(|r| !r.path.ends_with("/chat/completions")));
+    assert!(server.loaded_adapters().is_empty());
+}
+
+#[test]
+fn an_adapter_name_left_loaded_by_an_earlier_process_or_forgotten_by_a_restarted_server_is_loaded_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (old, new) = (peft_dir(tmp.path(), "old"), peft_dir(tmp.path(), "new"));
+    let server = TestServer::start();
+    server.serve_models(["test-model"]);
+    server.enable_lora_loading();
+    backend(Family::Generic, &server.base_url(), json!({}))
+        .complete(&with_adapter("cycle-3", Some(&old), None))
+        .expect("an earlier process");
+    // A new process names other files with the same name: the server ends
+    // up serving the new ones.
+    let mut b = backend(Family::Generic, &server.base_url(), json!({}));
+    b.complete(&with_adapter("cycle-3", Some(&new), None)).expect("answer");
+    assert_eq!(server.loaded_adapters(), vec![("cycle-3".into(), new.to_string_lossy().into_owned())]);
+    // The server forgets it (a restart): the next call loads it again.
+    let unload = reqwest::blocking::Client::new()
+        .post(format!("{}/unload_lora_adapter", server.base_url()))
+        .json(&json!({"lora_name": "cycle-3"}))
+        .send()
+        .expect("unload");
+    assert!(unload.status().is_success());
+    let before = server.requests().len();
+    let r = b.complete(&with_adapter("cycle-3", Some(&new), None)).expect("loaded again");
+    assert!(r.content.starts_with("echo: "));
+    let tail: Vec<(String, String)> = calls(&server)[before..].to_vec();
+    assert_eq!(
+        tail,
+        vec![
+            ("/v1/chat/completions".into(), "cycle-3".into()),
+            ("/v1/load_lora_adapter".into(), "cycle-3".into()),
+            ("/v1/chat/completions".into(), "cycle-3".into()),
+        ]
+    );
+    assert_eq!(server.loaded_adapters().len(), 1);
+}
