@@ -401,3 +401,25 @@ fn the_request_seed_drives_initialisation_and_data_order_and_is_echoed() {
     assert!(weight_diff(&a_model, &b_model) > 1e-3, "another seed, other trained weights");
     assert_ne!(a.train_loss, b.train_loss, "another seed, another training run");
 }
+
+#[test]
+fn paper_style_files_use_torch_nn_f_and_tensor_without_importing_them() {
+    let _g = lock();
+    let mut e = evaluator(json!({"max_train_examples": 1000, "max_test_examples": 300}));
+    let data = fmnist();
+    let source = read("tests/candidates/paper_implicit.py");
+    assert!(source.starts_with("class Net(nn.Module):") && !source.contains("import"), "written as the paper's outputs are");
+    let r = ok(eval(&mut e, "implicit", &source, &data, None), "implicit");
+    assert_eq!(r.extra["contract"], "paper(in_shape, num_classes)");
+    assert_eq!(r.extra["export"], "script", "TorchScript resolves the names too");
+    assert!(r.accuracy > 0.5, "a valid design in the paper's style trains: {}", r.accuracy);
+
+    // An error keeps the file's own line numbers: the wrong flatten size
+    // fails on line 10 of the candidate, where `self.fc` is called.
+    let source = read("tests/candidates/paper_implicit_error.py");
+    assert!(source.lines().nth(9).is_some_and(|l| l.contains("return self.fc(")));
+    let f = failure(eval(&mut e, "implicit-error", &source, &data, None), "implicit-error");
+    assert_eq!(f.kind, FailureKind::Runtime, "{f:#?}");
+    assert_eq!(f.exception.as_deref(), Some("RuntimeError"), "not a NameError: {f:#?}");
+    assert!(f.traceback.contains("candidate.py\", line 10, in forward"), "{}", f.traceback);
+}

@@ -2,8 +2,9 @@
 
 Usage: python check.py REQUEST.json
 
-Reads the request (paths and the task), imports the candidate file, checks the
-code contract, runs a forward and backward pass on a dummy batch, and exports
+Reads the request (paths and the task), imports the candidate file (with
+`torch`, `nn`, `F` and `Tensor` already defined, as the paper's contract has
+it), checks the code contract, runs a forward and backward pass on a dummy batch, and exports
 the network to TorchScript at the request's `model_path`. Writes one JSON
 line on descriptor 3:
 
@@ -78,6 +79,12 @@ except (SyntaxError, ValueError) as e:
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+# The paper's contract: generated code may use these names without importing
+# them. They are set in the module's namespace before its code runs, so the
+# file is executed as written and tracebacks keep its own line numbers.
+CONTRACT_NAMES = {"torch": torch, "nn": nn, "F": F, "Tensor": torch.Tensor}
 
 torch.set_num_threads(max(1, int(REQUEST.get("threads", 1))))
 seed = int(REQUEST["seed"])
@@ -90,6 +97,7 @@ torch.manual_seed(seed)
 try:
     spec = importlib.util.spec_from_file_location("candidate", code_path)
     mod = importlib.util.module_from_spec(spec)
+    mod.__dict__.update(CONTRACT_NAMES)
     sys.modules["candidate"] = mod
     spec.loader.exec_module(mod)
 except SystemExit as e:
