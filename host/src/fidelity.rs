@@ -194,11 +194,11 @@ impl Retrains {
 }
 
 /// The retrainings recorded in a run (none when the run has no table);
-/// the store is only read.
+/// nothing is written.
 pub fn read(run_dir: &Path) -> Result<Vec<Retrain>, FidelityError> {
     let path = run_dir.join(DB_FILE);
     let sql = |source| FidelityError::Sql { path: path.clone(), source };
-    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql)?;
+    let conn = Connection::open(&path).map_err(sql)?;
     let exists: Option<String> = conn
         .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'retrains'", [], |r| r.get(0))
         .optional()

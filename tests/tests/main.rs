@@ -9,6 +9,7 @@ mod cycles;
 mod docs;
 mod export;
 mod fetch;
+mod fidelity;
 mod improve;
 mod properties;
 mod islands;
