@@ -9,7 +9,9 @@
 //! `Net(in_shape, num_classes)`) is wrapped: its class is renamed (every
 //! `Net` reference in code, `super(Net, self)` included; never inside
 //! strings, comments or attribute names) and a LEMUR `Net` that builds it
-//! is appended.
+//! is appended. The paper's contract lets generated code use `torch`, `nn`,
+//! `F` and `Tensor` without importing them: a wrapped file defines them in
+//! its header, and LEMUR code that imports no torch gets that one line first.
 //!
 //! ```
 //! use nas_host::export::lemur::{to_lemur, Contract};
@@ -298,18 +300,31 @@ class Net(_nas_nn.Module):
             self.optimizer.step()
 "#;
 
+/// The names the paper's contract defines for generated code (which may use
+/// them without importing them), as one line of Python.
+const CONTRACT_NAMES: &str = "import torch, torch.nn as nn, torch.nn.functional as F; from torch import Tensor  # the paper's contract: these names are predefined\n";
+
+/// Whether `code` imports torch itself (a line `import torch...` or `from torch...`).
+fn imports_torch(code: &str) -> bool {
+    code.lines().map(str::trim_start).any(|l| l.starts_with("import torch") || l.starts_with("from torch"))
+}
+
 /// The text of `code` in LEMUR's contract, and the contract it was written
 /// in (`recorded`: the evaluator's `extra.contract`, see [`detect`]). LEMUR
 /// code is returned unchanged.
 pub fn to_lemur(code: &str, recorded: Option<&str>) -> (String, Contract) {
     let contract = detect(code, recorded);
     if contract == Contract::Lemur {
-        return (code.to_string(), contract);
+        if imports_torch(code) {
+            return (code.to_string(), contract);
+        }
+        return (format!("{CONTRACT_NAMES}{code}"), contract);
     }
     let cls = fresh_name(code);
     let mut text = format!(
         "# Exported by `nas export` in LEMUR's contract (ABrain-One/nn-dataset). The candidate was written\n\
-         # in the paper's contract; its class `Net` is kept below as `{cls}`, built by the LEMUR `Net` at the end.\n\n"
+         # in the paper's contract; its class `Net` is kept below as `{cls}`, built by the LEMUR `Net` at the end.\n\
+         {CONTRACT_NAMES}\n"
     );
     text.push_str(rename(code, "Net", &cls).trim_end());
     text.push('\n');
@@ -382,6 +397,21 @@ x = Cand((1, 2, 3), 10) if isinstance(None, Cand) else r'Net\'s' + b"Net"
     }
 
     #[test]
+    fn code_relying_on_the_contract_names_gets_them_defined() {
+        // The paper's outputs import nothing: `torch`, `nn`, `F` and `Tensor` are predefined.
+        let paper = "class Net(nn.Module):\n    def forward(self, x: Tensor) -> Tensor:\n        return F.relu(torch.flatten(x, 1))\n";
+        let (text, c) = to_lemur(paper, None);
+        assert_eq!(c, Contract::Paper);
+        let names = text.find("import torch, torch.nn as nn, torch.nn.functional as F; from torch import Tensor");
+        let class = text.find("class NasCandidate(nn.Module):");
+        assert!(names.is_some() && names < class, "the names come before the candidate's code: {text}");
+        let lemur = "def supported_hyperparameters():\n    return {'lr'}\nclass Net(nn.Module):\n    def __init__(self, in_shape, out_shape, prm, device):\n        pass\n";
+        let (text, c) = to_lemur(lemur, None);
+        assert_eq!(c, Contract::Lemur);
+        assert_eq!(text, format!("{CONTRACT_NAMES}{lemur}"), "one line added, the code kept");
+    }
+
+    #[test]
     fn paper_code_is_wrapped_and_lemur_code_kept() {
         let paper = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super(Net, self).__init__()\n        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n";
         let (text, c) = to_lemur(paper, None);
@@ -392,7 +422,7 @@ x = Cand((1, 2, 3), 10) if isinstance(None, Cand) else r'Net\'s' + b"Net"
             text.contains("return NasCandidate(chw, num_classes)") && text.contains("def supported_hyperparameters")
         );
         assert_eq!(detect(&text, None), Contract::Lemur, "the wrapped file is LEMUR code by the same rule");
-        let lemur = "def supported_hyperparameters():\n    return {'lr'}\nclass Net(nn.Module):\n    def __init__(self, in_shape, out_shape, prm, device):\n        pass\n";
+        let lemur = "import torch.nn as nn\ndef supported_hyperparameters():\n    return {'lr'}\nclass Net(nn.Module):\n    def __init__(self, in_shape, out_shape, prm, device):\n        pass\n";
         assert_eq!(to_lemur(lemur, None), (lemur.to_string(), Contract::Lemur));
         // The new name never collides with one the code already uses.
         let (text, _) = to_lemur(&paper.replace("self.fc", "self.NasCandidate"), None);
