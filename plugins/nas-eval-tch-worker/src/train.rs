@@ -342,10 +342,154 @@ fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// The process's peak resident set since it was last reset (`VmHWM`).
+fn rss_high_water_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+unsafe extern "C" {
+    /// Resets the CUDA caching allocator's peak statistics of `device`;
+    /// answers the bytes allocated now, or -1 (`csrc/cuda_memory.cpp`).
+    fn nas_cuda_reset_peak(device: i32) -> i64;
+    /// The CUDA caching allocator's peak allocated bytes of `device` since
+    /// the last reset, or -1.
+    fn nas_cuda_peak_allocated(device: i32) -> i64;
+}
+
+/// The trainee's own peak memory: what its training, test and latency runs
+/// allocate above what the worker held before loading it (the resident
+/// dataset, the runtime).
+///
+/// - CUDA: the caching allocator's peak of allocated bytes (as
+///   `torch.cuda.max_memory_allocated` reports it) minus the bytes allocated
+///   when it started; when those statistics cannot be read, the device
+///   memory in use (sampled) minus its value at the start.
+/// - CPU: the worker's peak resident set minus its resident set at the
+///   start, after returning freed heap memory to the system (`malloc_trim`)
+///   so that an earlier candidate's freed memory is not counted as this
+///   one's; the peak is the kernel's high-water mark (`VmHWM`, reset through
+///   `/proc/self/clear_refs`) where it can be reset, else sampled at every
+///   step.
+struct MemoryMeter {
+    device: Device,
+    baseline: u64,
+    /// CPU: whether `VmHWM` was reset at the start.
+    hwm_reset: bool,
+    /// CUDA: whether the allocator's statistics answer.
+    allocator_stats: bool,
+    /// The sampled peak (resident set, or device memory in use).
+    sampled_peak: u64,
+}
+
+impl MemoryMeter {
+    fn start(device: Device) -> MemoryMeter {
+        match device {
+            Device::Cuda(i) => {
+                // SAFETY: a C function of this crate's shim that catches every
+                // C++ exception; it takes and returns plain integers.
+                let now = unsafe { nas_cuda_reset_peak(i as i32) };
+                let allocator_stats = now >= 0;
+                let baseline = if allocator_stats { now as u64 } else { cuda_used_bytes().unwrap_or(0) };
+                MemoryMeter { device, baseline, hwm_reset: false, allocator_stats, sampled_peak: baseline }
+            }
+            _ => {
+                // SAFETY: malloc_trim only returns free heap pages to the system.
+                unsafe { libc::malloc_trim(0) };
+                let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+                let baseline = rss_bytes().unwrap_or(0);
+                MemoryMeter { device, baseline, hwm_reset, allocator_stats: false, sampled_peak: baseline }
+            }
+        }
+    }
+
+    /// Takes a sample (cheap: one small /proc read, or nothing with the
+    /// allocator's statistics).
+    fn sample(&mut self) {
+        let now = match self.device {
+            Device::Cuda(_) if self.allocator_stats => return,
+            Device::Cuda(_) => cuda_used_bytes(),
+            _ => rss_bytes(),
+        };
+        self.sampled_peak = self.sampled_peak.max(now.unwrap_or(0));
+    }
+
+    /// The trainee's peak bytes and how they were measured.
+    fn finish(&mut self) -> (Option<u64>, &'static str) {
+        self.sample();
+        match self.device {
+            Device::Cuda(i) if self.allocator_stats => {
+                // SAFETY: as in `start`.
+                let peak = unsafe { nas_cuda_peak_allocated(i as i32) };
+                if peak >= 0 {
+                    return (
+                        Some((peak as u64).saturating_sub(self.baseline)),
+                        "CUDA allocator peak allocated bytes above the worker's own (max_memory_allocated)",
+                    );
+                }
+                (None, "CUDA allocator statistics unavailable")
+            }
+            Device::Cuda(_) => (
+                Some(self.sampled_peak.saturating_sub(self.baseline)),
+                "CUDA device memory in use above the worker's own (sampled)",
+            ),
+            _ => {
+                let hwm = if self.hwm_reset { rss_high_water_bytes().unwrap_or(0) } else { 0 };
+                let kind = if self.hwm_reset {
+                    "resident set peak (VmHWM) above the worker's own"
+                } else {
+                    "resident set above the worker's own (sampled per step)"
+                };
+                (Some(self.sampled_peak.max(hwm).saturating_sub(self.baseline)), kind)
+            }
+        }
+    }
+}
+
+/// Inference latency of `model` (eval mode, no gradients) on `batch`
+/// normalised test images on the device, in milliseconds: the median of
+/// timed runs after warm-up runs (at most 10 runs, fewer when one run takes
+/// long: about 2 s of timed runs in all).
+fn latency_ms(model: &tch::TrainableCModule, data: &Data, batch: i64, prepare: &dyn Fn(Tensor) -> Result<Tensor, TchError>) -> Result<f64, TchError> {
+    let nt = data.test_x.size()[0].max(1);
+    let idx = Tensor::f_arange(batch, (Kind::Int64, data.test_x.device()))?.f_remainder(nt)?;
+    let mut x = data.test_x.f_index_select(0, &idx)?;
+    if !data.resident_on_device {
+        x = x.f_to_device(data.device)?;
+    }
+    let x = prepare(x.f_to_kind(Kind::Float)?.f_mul(&data.scale)?.f_add(&data.shift)?)?;
+    let sync = || {
+        if let Device::Cuda(i) = data.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    tch::no_grad(|| -> Result<f64, TchError> {
+        let run = || -> Result<f64, TchError> {
+            let t = Instant::now();
+            let _ = model.forward_ts(&[&x])?;
+            sync();
+            Ok(t.elapsed().as_secs_f64() * 1000.0)
+        };
+        sync();
+        let first = run()?;
+        let warmup = if first > 500.0 { 0 } else { 2 };
+        for _ in 0..warmup {
+            run()?;
+        }
+        let runs = ((2000.0 / first.max(1e-3)) as usize).clamp(1, 10);
+        let mut times = (0..runs).map(|_| run()).collect::<Result<Vec<f64>, TchError>>()?;
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    })
+}
+
 fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     let t = |stage| move |e| Failure::Torch(stage, e);
     let total = Instant::now();
     let device = data.device;
+    let mut memory = MemoryMeter::start(device);
     tch::manual_seed(req.seed as i64);
     let vs = nn::VarStore::new(device);
     let mut model = tch::TrainableCModule::load(&req.model, vs.root()).map_err(t("load"))?;
@@ -359,8 +503,6 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         (s[1], s[2], s[3])
     };
     let bs = req.batch_size.max(1);
-    let mut peak_rss = rss_bytes().unwrap_or(0);
-    let mut peak_cuda: Option<u64> = None;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     let mut steps = 0i64;
     let train_started = Instant::now();
@@ -406,15 +548,13 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
             loss_sum =
                 loss_sum.f_add(&loss.detach().f_mul_scalar(len as f64).map_err(t("train"))?).map_err(t("train"))?;
             steps += 1;
+            if device == Device::Cpu || steps % 25 == 0 {
+                memory.sample();
+            }
             if steps % 25 == 0 {
                 let v = loss_sum.f_double_value(&[]).map_err(t("train"))?;
                 if !v.is_finite() {
                     return Err(Failure::NonFinite(steps));
-                }
-                if device == Device::Cpu {
-                    peak_rss = peak_rss.max(rss_bytes().unwrap_or(0));
-                } else if let Some(used) = cuda_used_bytes() {
-                    peak_cuda = Some(peak_cuda.unwrap_or(0).max(used));
                 }
             }
             start += len;
@@ -429,12 +569,7 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     if !train_loss.is_finite() {
         return Err(Failure::NonFinite(steps));
     }
-    peak_rss = peak_rss.max(rss_bytes().unwrap_or(0));
-    if device != Device::Cpu {
-        if let Some(used) = cuda_used_bytes() {
-            peak_cuda = Some(peak_cuda.unwrap_or(0).max(used));
-        }
-    }
+    memory.sample();
 
     // Test, in the order asked for; the predictions go back in that order.
     let test_started = Instant::now();
@@ -474,12 +609,22 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
             }
             preds.push(out.f_argmax(-1, false)?);
             start += len;
+            memory.sample();
         }
         Tensor::f_cat(&preds, 0)?.f_to_device(Device::Cpu)
     })
     .map_err(t("test"))?;
     let predictions = Vec::<i64>::try_from(&predictions).map_err(t("test"))?;
     let nt = nt.max(1);
+    let test_seconds = test_started.elapsed().as_secs_f64();
+
+    // Inference latency at batch 1 and at the training batch size.
+    let prepare = |x: Tensor| Ok(x);
+    let latency = latency_ms(&model, data, 1, &prepare).map_err(t("latency"))?;
+    memory.sample();
+    let batch_latency = latency_ms(&model, data, bs, &prepare).map_err(t("latency"))?;
+    let (peak_memory, peak_memory_kind) = memory.finish();
+    let device_seconds = total.elapsed().as_secs_f64();
     let save_error = req.save_to.as_ref().and_then(|path| save_trained(&model, device, path).err());
     Ok(json!({
         "saved_model": req.save_to.as_ref().filter(|_| save_error.is_none()),
@@ -489,10 +634,14 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         "params": params,
         "epoch_seconds": epoch_seconds,
         "images_per_second": n as f64 / epoch_seconds.max(1e-9),
-        "peak_memory_bytes": if device == Device::Cpu { Some(peak_rss) } else { peak_cuda },
-        "peak_memory_kind": if device == Device::Cpu { "process resident set (sampled)" } else { "CUDA device memory in use (sampled, whole device)" },
+        "peak_memory_bytes": peak_memory,
+        "peak_memory_kind": peak_memory_kind,
+        "latency_ms": latency,
+        "batch_latency_ms": batch_latency,
+        "latency_batch_size": bs,
+        "device_seconds": device_seconds,
         "device": device_name(device),
-        "test_seconds": test_started.elapsed().as_secs_f64(),
+        "test_seconds": test_seconds,
         "worker_seconds": total.elapsed().as_secs_f64(),
         "steps": steps,
         "train_examples": n,

@@ -765,7 +765,9 @@ impl TchOneEpoch {
             ));
         };
         let mut extra = std::collections::BTreeMap::new();
-        for key in ["test_seconds", "steps", "train_examples", "test_examples", "worker_seconds", "peak_memory_kind"] {
+        for key in
+            ["test_seconds", "steps", "train_examples", "test_examples", "worker_seconds", "peak_memory_kind", "latency_batch_size"]
+        {
             if !r[key].is_null() {
                 extra.insert(key.to_string(), r[key].clone());
             }
@@ -780,9 +782,9 @@ impl TchOneEpoch {
             epoch_seconds: r["epoch_seconds"].as_f64(),
             images_per_second: r["images_per_second"].as_f64(),
             peak_memory_bytes: r["peak_memory_bytes"].as_u64(),
-            latency_ms: None,
-            batch_latency_ms: None,
-            device_seconds: None,
+            latency_ms: r["latency_ms"].as_f64(),
+            batch_latency_ms: r["batch_latency_ms"].as_f64(),
+            device_seconds: r["device_seconds"].as_f64(),
             seed: Some(job.seed),
             device: r["device"].as_str().unwrap_or("cpu").to_string(),
             total_seconds: None,

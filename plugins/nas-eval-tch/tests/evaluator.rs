@@ -423,3 +423,34 @@ fn paper_style_files_use_torch_nn_f_and_tensor_without_importing_them() {
     assert_eq!(f.exception.as_deref(), Some("RuntimeError"), "not a NameError: {f:#?}");
     assert!(f.traceback.contains("candidate.py\", line 10, in forward"), "{}", f.traceback);
 }
+
+#[test]
+fn latency_memory_and_device_time_are_measured_and_plausible() {
+    let _g = lock();
+    let mut e = evaluator(json!({"max_train_examples": 1000, "max_test_examples": 300}));
+    let data = fmnist();
+    let cnn = ok(eval(&mut e, "cnn", &read("tests/candidates/good_cnn.md"), &data, None), "cnn");
+    let mlp = ok(eval(&mut e, "mlp", &read("tests/candidates/paper_noargs.py"), &data, None), "mlp");
+    for (id, r) in [("cnn", &cnn), ("mlp", &mlp)] {
+        let (one, batch) = (r.latency_ms.expect("latency_ms"), r.batch_latency_ms.expect("batch_latency_ms"));
+        assert!(one > 0.0 && one < 1000.0, "{id}: batch-1 latency {one} ms");
+        assert!(batch > one && batch < 10_000.0, "{id}: a batch of 128 takes longer than one example: {batch} vs {one} ms");
+        assert_eq!(r.extra["latency_batch_size"], 128, "{id}: the training batch size");
+        let device = r.device_seconds.expect("device_seconds");
+        let epoch = r.epoch_seconds.expect("epoch_seconds");
+        let total = r.total_seconds.expect("total_seconds");
+        assert!(device >= epoch && device <= total, "{id}: epoch {epoch} <= device {device} <= total {total} s");
+        let peak = r.peak_memory_bytes.expect("peak_memory_bytes");
+        assert!(peak < 3072 << 20, "{id}: within the sandbox's limit: {peak}");
+        eprintln!("{id}: latency {one:.3} ms, batch {batch:.3} ms, peak {peak} B ({}), device {device:.2} s", r.extra["peak_memory_kind"]);
+        assert!(r.extra["peak_memory_kind"].as_str().is_some_and(|k| k.contains("above the worker's own")), "{:?}", r.extra);
+    }
+    // The CNN keeps 128×32×28×28 activations (12.8 MB a layer) for its
+    // backward pass; the MLP's are a few hundred kilobytes: the figure is the
+    // trainee's own, not the worker's whole resident set (which holds
+    // libtorch and the dataset, hundreds of megabytes, for both).
+    let (c, m) = (cnn.peak_memory_bytes.unwrap_or(0), mlp.peak_memory_bytes.unwrap_or(0));
+    assert!(c > 12 << 20, "the CNN's activations: {c}");
+    assert!(m < c / 4, "the MLP uses far less than the CNN: {m} vs {c}");
+    assert!(cnn.batch_latency_ms > mlp.batch_latency_ms, "{:?} vs {:?}", cnn.batch_latency_ms, mlp.batch_latency_ms);
+}
