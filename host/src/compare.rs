@@ -327,6 +327,8 @@ pub fn plan(path: &Path) -> Result<Plan, CompareError> {
             plugin: PluginRef::Id("memory.window".into()),
             settings: toml::Table::from_iter([("k".to_string(), toml::Value::Integer(5))]),
             slots: None,
+            memory_budget_mb: None,
+            memory_estimate_mb: None,
         };
         arms.insert(0, ArmSpec { name: BASELINE_ARM.into(), memory: Some(memory), ..plain_arm() });
     }
@@ -425,7 +427,7 @@ fn check_name(path: &Path, what: &str, name: &str) -> Result<(), CompareError> {
 /// The base config changed as the arm says; checked as a run config.
 fn arm_config(path: &Path, dir: &Path, base: &RunConfig, arm: &ArmSpec) -> Result<RunConfig, CompareError> {
     let mut c = base.clone();
-    let fix = |s: &PluginSection| PluginSection { plugin: s.plugin.resolved(dir), settings: s.settings.clone(), slots: s.slots };
+    let fix = |s: &PluginSection| PluginSection { plugin: s.plugin.resolved(dir), ..s.clone() };
     if let Some(m) = &arm.memory {
         c.memory = fix(m);
     }

@@ -60,11 +60,28 @@ pub struct PluginSection {
     /// instance of the evaluator (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
+    /// `[evaluator]` only: device memory, in MB, that the evaluations in
+    /// flight may take together (the GPU's memory less a reserve for the LLM
+    /// server); an evaluation is admitted only while the expected peaks fit
+    /// (see `search::admission`). Unset: no memory admission control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget_mb: Option<u64>,
+    /// `[evaluator]` only: the peak, in MB, expected of a candidate before
+    /// any has been measured (default: the evaluator's `memory_limit_mb`
+    /// setting, else the budget shared evenly between the slots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_estimate_mb: Option<u64>,
 }
 
 impl PluginSection {
     fn builtin(id: &str) -> Self {
-        PluginSection { plugin: PluginRef::Builtin(id.to_string()), settings: toml::Table::new(), slots: None }
+        PluginSection {
+            plugin: PluginRef::Builtin(id.to_string()),
+            settings: toml::Table::new(),
+            slots: None,
+            memory_budget_mb: None,
+            memory_estimate_mb: None,
+        }
     }
 
     /// The settings as JSON, for the plugin.
@@ -277,6 +294,33 @@ pub struct SearchSection {
     /// this.
     #[serde(default)]
     pub max_device_hours: Option<f64>,
+    /// The evaluator's memory admission settings, taken from `[evaluator]`
+    /// when the config is parsed (not a `[search]` key).
+    #[serde(skip)]
+    pub evaluator_memory: EvaluatorMemory,
+}
+
+/// Memory admission control of the evaluations in flight, from
+/// `[evaluator] memory_budget_mb` and `memory_estimate_mb`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EvaluatorMemory {
+    /// The budget, MB (`None`: no admission control).
+    pub budget_mb: Option<u64>,
+    /// The peak expected before any is measured, MB (`None`: the budget
+    /// shared evenly between the slots).
+    pub estimate_mb: Option<u64>,
+}
+
+impl EvaluatorMemory {
+    /// The settings of an `[evaluator]` section: its keys, else the
+    /// evaluator's own `memory_limit_mb` setting as the estimate.
+    pub fn of(section: &PluginSection) -> EvaluatorMemory {
+        let limit = section.settings.get("memory_limit_mb").and_then(toml::Value::as_integer);
+        EvaluatorMemory {
+            budget_mb: section.memory_budget_mb,
+            estimate_mb: section.memory_estimate_mb.or_else(|| limit.and_then(|l| u64::try_from(l).ok())),
+        }
+    }
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -328,6 +372,7 @@ impl Default for SearchSection {
             limits: Limits::default(),
             weights: Weights::default(),
             max_device_hours: None,
+            evaluator_memory: EvaluatorMemory::default(),
         }
     }
 }
@@ -679,8 +724,9 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 
 /// Parses config text; `path` is only used in messages.
 pub fn parse(text: &str, path: &Path) -> Result<RunConfig, ConfigError> {
-    let config: RunConfig = parse_as(text, path)?;
+    let mut config: RunConfig = parse_as(text, path)?;
     check(&config).map_err(|message| ConfigError::Semantic { path: path.to_path_buf(), message })?;
+    config.search.evaluator_memory = EvaluatorMemory::of(&config.evaluator);
     Ok(config)
 }
 
@@ -747,6 +793,13 @@ fn check(c: &RunConfig) -> Result<(), String> {
             }
             if slots == 0 || slots > 64 {
                 return Err(format!("[evaluator] slots is {slots}; it must be between 1 and 64"));
+            }
+        }
+        for (key, value) in [("memory_budget_mb", section.memory_budget_mb), ("memory_estimate_mb", section.memory_estimate_mb)] {
+            match value {
+                Some(_) if name != "evaluator" => return Err(format!("[{name}] {key}: only the evaluator has it")),
+                Some(0) => return Err(format!("[evaluator] {key} must be at least 1")),
+                _ => {}
             }
         }
     }

@@ -221,6 +221,21 @@ pub struct IterationRecord {
     /// The objective's value under `[search] objective = "weighted"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
+    /// Evaluations of this iteration that ran out of memory while other
+    /// evaluations shared the device and were run again alone (`outcome` is
+    /// then the result alone). Which evaluations had company depends on
+    /// timing, like `eval_seconds`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eval_retries: Vec<EvalRetry>,
+}
+
+/// An evaluation run again alone because it ran out of memory beside others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRetry {
+    /// The failure of the attempt that had company (out of memory).
+    pub failure: CandidateFailure,
+    /// Seconds of that attempt.
+    pub seconds: f64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -310,6 +310,7 @@ mod tests {
             cycle: 0,
             over_limit: None,
             score: None,
+            eval_retries: Vec::new(),
         }
     }
 

@@ -247,3 +247,115 @@ fn islands_and_slots_killed_at_random_points_resume_to_the_uninterrupted_records
         records(&run_dirs(replay_dir.path()).pop().expect("replay run")).iter().map(comparable).collect();
     assert_eq!(replayed, reference, "a replay reproduces the records");
 }
+
+/// A config of 4 islands and 4 slots on a shared device of 100 MB whose
+/// candidates take 40 MB each (attempt 6's design 150 MB), with the
+/// `[evaluator]` keys `evaluator`.
+fn write_memory_config(dir: &Path, server: &TestServer, evaluator: &str) -> PathBuf {
+    let cfg = dir.join("run.toml");
+    let text = scripted_config(
+        server,
+        &format!(
+            r#"
+[run]
+name = "memory"
+output_dir = "runs"
+
+[search]
+max_iterations = 12
+islands = 4
+migration_interval = 0
+
+[evaluator]
+plugin = "eval.instant"
+slots = 4
+{evaluator}
+[evaluator.settings]
+delay_ms = 300
+peak_mb = 40
+device_mb = 100
+spans = "{spans}"
+
+[memory]
+plugin = "builtin:memory.window"
+"#,
+            spans = dir.join("spans.log").display(),
+        ),
+    );
+    std::fs::write(&cfg, text).expect("write config");
+    cfg
+}
+
+/// A server like [`server`] whose attempt 6 is a design too large for the
+/// device alone.
+fn memory_server() -> TestServer {
+    let server = TestServer::start();
+    server.set_responder(move |req: &RecordedRequest| {
+        let (role, attempt) = role_and_attempt(&req.body);
+        Some(Step::reply(if role == "generator" {
+            let design = net(attempt, 0.5 + (attempt % 7) as f64 * 0.05);
+            if attempt == 6 {
+                design.replace("        # accuracy", "        # peak_mb: 150\n        # accuracy")
+            } else {
+                design
+            }
+        } else {
+            format!("```json\n{{\"reason\": \"R{attempt}\", \"improvement_suggestions\": \"S{attempt} widen\"}}\n```")
+        }))
+    });
+    server
+}
+
+fn is_oom(o: &Outcome) -> bool {
+    matches!(o, Outcome::Failed { failure } if failure.kind == nas_plugin_api::FailureKind::OutOfMemory)
+}
+
+#[test]
+fn a_candidate_out_of_memory_beside_others_is_retried_alone_and_one_out_of_memory_alone_fails() {
+    let server = memory_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_memory_config(dir.path(), &server, "");
+    let out = nas(dir.path(), &["run", "--config", cfg.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert_eq!(recs.len(), 12);
+    for r in &recs {
+        if r.iteration == 6 {
+            assert!(is_oom(&r.outcome), "150 MB on a 100 MB device fails alone: {:?}", r.outcome);
+        } else {
+            assert!(matches!(r.outcome, Outcome::Ok { .. }), "{}: {:?}", r.iteration, r.outcome);
+            let peak = match &r.outcome {
+                Outcome::Ok { report } => report.peak_memory_bytes,
+                _ => None,
+            };
+            assert_eq!(peak, Some(40 << 20), "the trainee's own peak is recorded");
+        }
+        for retry in &r.eval_retries {
+            assert_eq!(retry.failure.kind, nas_plugin_api::FailureKind::OutOfMemory);
+        }
+    }
+    let retried: Vec<u64> = recs.iter().filter(|r| !r.eval_retries.is_empty()).map(|r| r.iteration).collect();
+    assert!(!retried.is_empty(), "four 40 MB evaluations at once on 100 MB: some ran out and were retried alone");
+    // What the records say survives a resume: the store holds the retries.
+    let raw = std::fs::read(run_dirs(dir.path()).pop().expect("run").join("run.sqlite")).expect("db");
+    assert!(String::from_utf8_lossy(&raw).contains("\"eval_retries\""));
+}
+
+#[test]
+fn evaluations_in_flight_fit_the_memory_budget() {
+    let server = memory_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_memory_config(dir.path(), &server, "memory_budget_mb = 100\nmemory_estimate_mb = 40");
+    let out = nas(dir.path(), &["run", "--config", cfg.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert_eq!(recs.len(), 12);
+    // Expected peak 40 MB × 1.25 = 50 MB: two fit the budget, never three.
+    let at_once = peak_evaluations(&dir.path().join("spans.log"));
+    assert!(at_once <= 2, "{at_once} evaluations at once on a budget of two");
+    for r in recs.iter().filter(|r| r.iteration != 6) {
+        assert!(matches!(r.outcome, Outcome::Ok { .. }), "{}: {:?}", r.iteration, r.outcome);
+        assert!(r.eval_retries.is_empty(), "{}: admitted within the budget, nothing ran out", r.iteration);
+    }
+    assert!(is_oom(&recs[5].outcome), "too large alone: {:?}", recs[5].outcome);
+}

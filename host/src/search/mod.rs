@@ -15,6 +15,7 @@
 //!
 //! and the whole iteration is committed to the run store in one transaction.
 
+pub mod admission;
 pub mod delta;
 pub mod extract;
 pub mod improver;
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use admission::Admission;
 use islands::{Migrations, OrderedArchive, Screen};
 use objective::ObjectiveFn;
 use pool::Pool;
@@ -42,7 +44,7 @@ use nas_plugin_api::{
 use serde::Serialize;
 
 use crate::config::{GenerationMode, PromptStyle, Repair, SearchSection};
-use crate::records::{IterationRecord, LlmCall, LlmRole, Outcome, RoleUsage};
+use crate::records::{EvalRetry, IterationRecord, LlmCall, LlmRole, Outcome, RoleUsage};
 use crate::store::{Store, StoreError};
 
 /// Longest suggestion kept in a memory entry.
@@ -252,6 +254,8 @@ struct Evaluated {
     repaired: Option<(String, repair::RepairNote)>,
     /// The report of a candidate that trained but broke a limit.
     over_limit: Option<EvalReport>,
+    /// Evaluations run again alone after running out of memory beside others.
+    retries: Vec<EvalRetry>,
 }
 
 /// Step 6–7's result: what the memory strategy chose, the Improver's advice
@@ -304,6 +308,7 @@ pub struct Search<'a> {
     interrupt: Arc<AtomicBool>,
     seed: u64,
     evaluators: Pool<Box<dyn Evaluator>>,
+    admission: Admission,
     generators: Pool<Box<dyn LlmBackend>>,
     improvers: Option<Pool<Box<dyn LlmBackend>>>,
     memory: Mutex<Box<dyn MemoryStrategy>>,
@@ -341,7 +346,14 @@ impl<'a> Search<'a> {
         interrupt: Arc<AtomicBool>,
     ) -> Self {
         let objective = ObjectiveFn { kind: cfg.objective, limits: cfg.limits, weights: cfg.weights };
+        let memory = cfg.evaluator_memory;
+        let slots = roles.evaluators.len().max(1) as u64;
+        let admission = Admission::new(
+            memory.budget_mb,
+            memory.estimate_mb.or(memory.budget_mb.map(|b| b / slots)).unwrap_or(0),
+        );
         Search {
+            admission,
             objective,
             cfg,
             dataset,
@@ -466,6 +478,9 @@ impl<'a> Search<'a> {
                 _ => None,
             };
             self.archive.restore(r.iteration, evaluated);
+            if let Some(peak) = peak_of(&r.outcome) {
+                self.admission.observe(peak);
+            }
             chains[islands::locate(r.iteration, n).0 as usize].records.push(r.clone());
         }
         for e in entries {
@@ -711,15 +726,22 @@ impl<'a> Search<'a> {
                     seconds: 0.0,
                     repaired: None,
                     over_limit: None,
+                    retries: Vec::new(),
                 }))
             }
             (Ok(_), Screen::Duplicate(of, similarity)) => {
-                return Ok(Ok(Evaluated { outcome: Outcome::Duplicate { of, similarity }, seconds: 0.0, repaired: None, over_limit: None }))
+                return Ok(Ok(Evaluated {
+                    outcome: Outcome::Duplicate { of, similarity },
+                    seconds: 0.0,
+                    repaired: None,
+                    over_limit: None,
+                    retries: Vec::new(),
+                }))
             }
             (Ok(code), Screen::Novel) => code,
         };
         locked(progress).stage(t, Stage::Evaluating);
-        let (outcome, seconds) = self.evaluate_code(t, code)?;
+        let (outcome, seconds, mut retries) = self.evaluate_code(t, code)?;
         let mismatch = match (&outcome, self.cfg.repair) {
             (Outcome::Failed { failure }, Repair::Flatten) => {
                 repair::flatten_mismatch(failure).map(|m| (m, failure.clone()))
@@ -731,20 +753,32 @@ impl<'a> Search<'a> {
         });
         let Some((fixed, note)) = repaired else {
             let (outcome, over_limit) = self.objective.judge(outcome);
-            return Ok(Ok(Evaluated { outcome, seconds, repaired: None, over_limit }));
+            return Ok(Ok(Evaluated { outcome, seconds, repaired: None, over_limit, retries }));
         };
-        let (outcome, more) = self.evaluate_code(t, &fixed)?;
+        let (outcome, more, more_retries) = self.evaluate_code(t, &fixed)?;
+        retries.extend(more_retries);
         let (outcome, over_limit) = self.objective.judge(outcome);
-        Ok(Ok(Evaluated { outcome, seconds: seconds + more, repaired: Some((fixed, note)), over_limit }))
+        Ok(Ok(Evaluated { outcome, seconds: seconds + more, repaired: Some((fixed, note)), over_limit, retries }))
     }
 
     /// One evaluation of `code` at iteration `t`: the journaled outcome when
-    /// resuming, else the evaluator's, journaled as soon as it returns.
-    fn evaluate_code(&self, t: u64, code: &str) -> Result<(Outcome, f64), SearchError> {
+    /// resuming, else the evaluator's, journaled as soon as it returns. An
+    /// evaluation that ran out of memory while others were in flight is run
+    /// again alone (see [`admission`]); the attempt with company is
+    /// journaled first, under [`crowded_key`], so a resumed run records the
+    /// same retry.
+    fn evaluate_code(&self, t: u64, code: &str) -> Result<(Outcome, f64, Vec<EvalRetry>), SearchError> {
+        let journaled_retry = |st: &Store| -> Result<Vec<EvalRetry>, SearchError> {
+            Ok(match st.journaled_evaluation(t, &crowded_key(code))? {
+                Some((Outcome::Failed { failure }, seconds)) => vec![EvalRetry { failure, seconds }],
+                _ => Vec::new(),
+            })
+        };
         if let Some((outcome, seconds)) = locked(&self.store).journaled_evaluation(t, code)? {
-            return Ok((outcome, seconds));
+            self.observe(&outcome);
+            let retries = journaled_retry(&locked(&self.store))?;
+            return Ok((outcome, seconds, retries));
         }
-        let e0 = Instant::now();
         let request = EvalRequest {
                 candidate_id: format!("iteration-{t}"),
                 source: code.to_string(),
@@ -753,14 +787,45 @@ impl<'a> Search<'a> {
                 seed: Some(self.seed),
                 save_model: None,
         };
-        let result = self.evaluators.with(|e| e.evaluate(&request)).map_err(SearchError::Evaluator)?;
-        let seconds = e0.elapsed().as_secs_f64();
-        let outcome = match result {
-            EvalOutcome::Ok(report) => Outcome::Ok { report },
-            EvalOutcome::Failed(failure) => Outcome::Failed { failure },
+        let mut retries = journaled_retry(&locked(&self.store))?;
+        let (outcome, seconds) = if retries.is_empty() {
+            let e0 = Instant::now();
+            let ticket = self.admission.admit();
+            let result = self.evaluators.with(|e| e.evaluate(&request)).map_err(SearchError::Evaluator)?;
+            let crowded = ticket.crowded();
+            drop(ticket);
+            let seconds = e0.elapsed().as_secs_f64();
+            match result {
+                EvalOutcome::Failed(failure) if crowded && failure.kind == FailureKind::OutOfMemory => {
+                    let first = Outcome::Failed { failure: failure.clone() };
+                    locked(&self.store).journal_evaluation(t, &crowded_key(code), &first, seconds)?;
+                    retries.push(EvalRetry { failure, seconds });
+                    self.evaluate_alone(&request)?
+                }
+                other => (outcome_of(other), seconds),
+            }
+        } else {
+            // Killed after the attempt with company: run it alone now.
+            self.evaluate_alone(&request)?
         };
+        self.observe(&outcome);
         locked(&self.store).journal_evaluation(t, code, &outcome, seconds)?;
-        Ok((outcome, seconds))
+        Ok((outcome, seconds, retries))
+    }
+
+    /// An evaluation with no other in flight.
+    fn evaluate_alone(&self, request: &EvalRequest) -> Result<(Outcome, f64), SearchError> {
+        let e0 = Instant::now();
+        let _alone = self.admission.alone();
+        let result = self.evaluators.with(|e| e.evaluate(request)).map_err(SearchError::Evaluator)?;
+        Ok((outcome_of(result), e0.elapsed().as_secs_f64()))
+    }
+
+    /// Takes a measured peak into the admission's expectation.
+    fn observe(&self, outcome: &Outcome) {
+        if let Some(peak) = peak_of(outcome) {
+            self.admission.observe(peak);
+        }
     }
 
     /// Steps 6–7: the memory strategy's selection, the Prompt Improver's
@@ -916,6 +981,28 @@ impl<'a> Search<'a> {
 
 
 
+/// The search's outcome of an evaluator's.
+fn outcome_of(result: EvalOutcome) -> Outcome {
+    match result {
+        EvalOutcome::Ok(report) => Outcome::Ok { report },
+        EvalOutcome::Failed(failure) => Outcome::Failed { failure },
+    }
+}
+
+/// The peak memory a trained candidate's report measured.
+fn peak_of(outcome: &Outcome) -> Option<u64> {
+    match outcome {
+        Outcome::Ok { report } => report.peak_memory_bytes,
+        Outcome::Failed { .. } | Outcome::Duplicate { .. } => None,
+    }
+}
+
+/// The journal key of an evaluation's attempt that ran out of memory beside
+/// others (a text no candidate's code equals: the code behind a header).
+fn crowded_key(code: &str) -> String {
+    format!("# attempt with company, out of memory\n{code}")
+}
+
 /// The dataset as the generator's and the Improver's templates see it
 /// (also what fine-tuning examples are rendered with).
 pub fn dataset_context(m: &DatasetManifest, title: &str) -> serde_json::Value {
@@ -999,6 +1086,7 @@ fn assemble(
         cycle: 0,
         over_limit: evaluated.over_limit,
         score: None,
+        eval_retries: evaluated.retries,
     }
 }
 
