@@ -110,6 +110,12 @@ pub struct TrainRequest {
     /// indices); the predictions come back in this order. Empty: file order.
     #[serde(default)]
     pub test_order: Vec<i64>,
+    /// Run forward passes under bfloat16 autocast (training, test, latency).
+    #[serde(default)]
+    pub bf16: bool,
+    /// Hold 4-D weights and input batches in channels-last memory order.
+    #[serde(default)]
+    pub channels_last: bool,
 }
 
 struct Data {
@@ -357,6 +363,42 @@ unsafe extern "C" {
     /// The CUDA caching allocator's peak allocated bytes of `device` since
     /// the last reset, or -1.
     fn nas_cuda_peak_allocated(device: i32) -> i64;
+    /// Turns bfloat16 autocast on or off for a device type (0 CPU, 1 CUDA)
+    /// on this thread; 0, or -1 on an error.
+    fn nas_autocast_bf16(device_type: i32, enabled: i32) -> i64;
+}
+
+/// bfloat16 autocast on this thread while it lives.
+struct Autocast {
+    device_type: i32,
+}
+
+impl Autocast {
+    fn bf16(device: Device) -> Result<Autocast, TchError> {
+        let device_type = i32::from(matches!(device, Device::Cuda(_)));
+        // SAFETY: a C function of this crate's shim that catches every C++
+        // exception; it takes and returns plain integers.
+        if unsafe { nas_autocast_bf16(device_type, 1) } != 0 {
+            return Err(TchError::Torch("bfloat16 autocast could not be enabled".into()));
+        }
+        Ok(Autocast { device_type })
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        // SAFETY: as in `Autocast::bf16`.
+        unsafe { nas_autocast_bf16(self.device_type, 0) };
+    }
+}
+
+/// `x` in channels-last memory order (NHWC strides, same shape) when it has
+/// four dimensions.
+fn to_channels_last(x: &Tensor) -> Result<Tensor, TchError> {
+    if x.dim() != 4 {
+        return Ok(x.shallow_clone());
+    }
+    x.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])
 }
 
 /// The trainee's own peak memory: what its training, test and latency runs
@@ -494,6 +536,21 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     let vs = nn::VarStore::new(device);
     let mut model = tch::TrainableCModule::load(&req.model, vs.root()).map_err(t("load"))?;
     let params: i64 = vs.trainable_variables().iter().map(|v| v.numel() as i64).sum();
+    if req.channels_last {
+        tch::no_grad(|| -> Result<(), TchError> {
+            for mut v in vs.trainable_variables() {
+                if v.dim() == 4 {
+                    let cl = to_channels_last(&v)?;
+                    v.set_data(&cl);
+                }
+            }
+            Ok(())
+        })
+        .map_err(t("load"))?;
+    }
+    let prepare = |x: Tensor| if req.channels_last { to_channels_last(&x) } else { Ok(x) };
+    let _autocast = if req.bf16 { Some(Autocast::bf16(device).map_err(t("load"))?) } else { None };
+    let mut output_kind = None;
     let mut opt = nn::Sgd { momentum: req.momentum, dampening: 0.0, wd: req.weight_decay, nesterov: false }
         .build(&vs, req.lr)
         .map_err(t("train"))?;
@@ -527,9 +584,11 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
                 .f_to_kind(Kind::Float)
                 .and_then(|x| x.f_mul(&data.scale))
                 .and_then(|x| x.f_add(&data.shift))
+                .and_then(|x| prepare(x))
                 .map_err(t("train"))?;
             let out = model.forward_ts(&[&x]).map_err(t("train"))?;
             if steps == 0 {
+                output_kind = Some(format!("{:?}", out.kind()));
                 let size = out.size();
                 if size != [len, req.num_classes] {
                     return Err(Failure::Shape(format!(
@@ -598,7 +657,7 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
             if !data.resident_on_device {
                 x = x.to_device(device);
             }
-            let x = x.f_to_kind(Kind::Float)?.f_mul(&data.scale)?.f_add(&data.shift)?;
+            let x = prepare(x.f_to_kind(Kind::Float)?.f_mul(&data.scale)?.f_add(&data.shift)?)?;
             let out = model.forward_ts(&[&x])?;
             if out.size() != [len, req.num_classes] {
                 return Err(TchError::Shape(format!(
@@ -619,12 +678,12 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     let test_seconds = test_started.elapsed().as_secs_f64();
 
     // Inference latency at batch 1 and at the training batch size.
-    let prepare = |x: Tensor| Ok(x);
     let latency = latency_ms(&model, data, 1, &prepare).map_err(t("latency"))?;
     memory.sample();
     let batch_latency = latency_ms(&model, data, bs, &prepare).map_err(t("latency"))?;
     let (peak_memory, peak_memory_kind) = memory.finish();
     let device_seconds = total.elapsed().as_secs_f64();
+    drop(_autocast);
     let save_error = req.save_to.as_ref().and_then(|path| save_trained(&model, device, path).err());
     Ok(json!({
         "saved_model": req.save_to.as_ref().filter(|_| save_error.is_none()),
@@ -639,6 +698,9 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         "latency_ms": latency,
         "batch_latency_ms": batch_latency,
         "latency_batch_size": bs,
+        "bf16": req.bf16,
+        "channels_last": req.channels_last,
+        "output_dtype": output_kind,
         "device_seconds": device_seconds,
         "device": device_name(device),
         "test_seconds": test_seconds,

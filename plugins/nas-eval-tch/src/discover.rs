@@ -75,10 +75,11 @@ pub fn find_worker(setting: Option<&Path>) -> Result<PathBuf, PluginError> {
     ))
 }
 
-/// Checks that `python` imports torch; the error says how to set it up.
-pub fn check_torch(python: &Path) -> Result<String, PluginError> {
+/// Checks that `python` imports torch; answers its version and how many CUDA
+/// devices it sees. The error says how to set it up.
+pub fn check_torch(python: &Path) -> Result<(String, usize), PluginError> {
     let out = Command::new(python)
-        .args(["-c", "import torch; print(torch.__version__)"])
+        .args(["-c", "import torch; print(torch.__version__); print(torch.cuda.device_count())"])
         .env("PYTHONNOUSERSITE", "1")
         .output()
         .map_err(|e| {
@@ -95,7 +96,11 @@ pub fn check_torch(python: &Path) -> Result<String, PluginError> {
             format!("[{PLUGIN_ID}] `import torch` fails in `{}` ({last}); install it with `{} -m pip install torch==2.11.0 numpy`, or set `python` / NAS_PYTHON to a Python that has it", python.display(), python.display()),
         ));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(str::trim);
+    let version = lines.next().unwrap_or_default().to_string();
+    let cuda_devices = lines.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    Ok((version, cuda_devices))
 }
 
 /// Where Debian's dataset packages install (raw data, labels included).

@@ -70,6 +70,8 @@
 //! | `omp_wait_policy` | `"auto"` | OpenMP waiting: `auto` (passive when the machine is busy), `active`, `passive` |
 //! | `extra_read_paths` | `[]` | more paths the sandbox may read (e.g. a libtorch elsewhere) |
 //! | `keep_scratch` | false | keep each candidate's scratch directory |
+//! | `bf16` | false | bfloat16 autocast for forward passes (training, test, latency); the paper's recipe is fp32 |
+//! | `channels_last` | false | channels-last memory order for 4-D weights and input batches |
 //!
 //! ## Example
 //!
@@ -198,6 +200,10 @@ pub struct Settings {
     pub extra_read_paths: Vec<PathBuf>,
     /// Keep candidates' scratch directories.
     pub keep_scratch: bool,
+    /// bfloat16 autocast for the forward passes.
+    pub bf16: bool,
+    /// Channels-last memory order for 4-D weights and inputs.
+    pub channels_last: bool,
 }
 
 impl Default for Settings {
@@ -224,6 +230,8 @@ impl Default for Settings {
             omp_wait_policy: OmpWaitPolicy::Auto,
             extra_read_paths: Vec::new(),
             keep_scratch: false,
+            bf16: false,
+            channels_last: false,
         }
     }
 }
@@ -255,6 +263,23 @@ impl Settings {
             return bad(format!("`device` must be auto, cpu, cuda or cuda:N, got `{d}`"));
         }
         Ok(())
+    }
+}
+
+/// Refuses a CUDA device that this machine does not have (`cuda` or
+/// `cuda:N` with `cuda_devices` ≤ N), when the plugin is created rather than
+/// at the first evaluation.
+fn check_device(device: &str, cuda_devices: usize) -> Result<(), PluginError> {
+    let wanted = match device {
+        "cuda" => Some(0),
+        d => d.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()),
+    };
+    match wanted {
+        Some(n) if n >= cuda_devices => Err(PluginError::config(format!(
+            "[{PLUGIN_ID}] settings: `device = \"{device}\"` was asked for, but torch sees {cuda_devices} CUDA device(s) on this machine; \
+             use `device = \"cpu\"` or `\"auto\"` (CUDA when there is one), or run where the GPU is"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -405,7 +430,8 @@ impl TchOneEpoch {
         settings.extra_read_paths = settings.extra_read_paths.iter().map(|p| ctx.resolve(p.clone())).collect();
         let python = find_python(settings.python.as_deref())?;
         let worker_path = find_worker(settings.worker_path.as_deref())?;
-        discover::check_torch(&python)?;
+        let (_, cuda_devices) = discover::check_torch(&python)?;
+        check_device(&settings.device, cuda_devices)?;
         let python = std::path::absolute(&python).unwrap_or(python);
         let worker_path = worker_path.canonicalize().unwrap_or(worker_path);
         // This instance's own directory (below the host's scratch when given), removed on drop.
@@ -698,6 +724,7 @@ impl TchOneEpoch {
             "weight_decay": self.settings.weight_decay, "batch_size": self.settings.batch_size, "seed": job.seed,
             "epochs": self.settings.epochs, "augment": augment, "num_classes": job.manifest.num_classes,
             "save_to": trained_path, "test_order": order,
+            "bf16": self.settings.bf16, "channels_last": self.settings.channels_last,
         });
         let remaining = job.deadline.saturating_duration_since(Instant::now());
         let worker = self.worker.as_mut().expect("ensure_worker started it");
@@ -766,7 +793,18 @@ impl TchOneEpoch {
         };
         let mut extra = std::collections::BTreeMap::new();
         for key in
-            ["test_seconds", "steps", "train_examples", "test_examples", "worker_seconds", "peak_memory_kind", "latency_batch_size"]
+            [
+            "test_seconds",
+            "steps",
+            "train_examples",
+            "test_examples",
+            "worker_seconds",
+            "peak_memory_kind",
+            "latency_batch_size",
+            "bf16",
+            "channels_last",
+            "output_dtype",
+        ]
         {
             if !r[key].is_null() {
                 extra.insert(key.to_string(), r[key].clone());
@@ -1151,6 +1189,17 @@ mod tests {
         let s: Settings = PluginError::parse_config(PLUGIN_ID, &json!({})).expect("valid");
         assert_eq!((s.lr, s.momentum, s.weight_decay, s.batch_size, s.seed), (0.01, 0.9, 5e-4, 128, 43));
         s.validate().expect("valid");
+    }
+
+    #[test]
+    fn a_missing_cuda_device_is_refused_with_a_clear_error() {
+        let e = check_device("cuda", 0).expect_err("no CUDA device");
+        assert_eq!(e.code, nas_plugin_api::ErrorCode::InvalidConfig);
+        assert!(e.message.contains("device = \"cuda\"") && e.message.contains("0 CUDA device"), "{e}");
+        assert!(check_device("cuda:1", 1).is_err(), "device 1 of one");
+        check_device("cuda:0", 1).expect("present");
+        check_device("auto", 0).expect("auto falls back to the CPU");
+        check_device("cpu", 0).expect("cpu");
     }
 
     #[test]

@@ -454,3 +454,40 @@ fn latency_memory_and_device_time_are_measured_and_plausible() {
     assert!(m < c / 4, "the MLP uses far less than the CNN: {m} vs {c}");
     assert!(cnn.batch_latency_ms > mlp.batch_latency_ms, "{:?} vs {:?}", cnn.batch_latency_ms, mlp.batch_latency_ms);
 }
+
+#[test]
+fn bf16_channels_last_and_epochs_are_settings() {
+    let _g = lock();
+    let data = fmnist();
+    let mut e = evaluator(json!({
+        "max_train_examples": 1000, "max_test_examples": 300, "epochs": 2, "bf16": true, "channels_last": true,
+    }));
+    let r = ok(eval(&mut e, "bf16", &read("tests/candidates/good_cnn.md"), &data, None), "bf16");
+    assert_eq!((r.extra["bf16"].clone(), r.extra["channels_last"].clone()), (json!(true), json!(true)));
+    assert_eq!(r.extra["output_dtype"], "BFloat16", "the forward pass ran under bfloat16 autocast: {:?}", r.extra);
+    assert_eq!(r.extra["steps"], 2 * 8, "two epochs of ⌈1000/128⌉ steps");
+    assert!(r.accuracy > 0.6, "trains in bfloat16 and channels-last: {}", r.accuracy);
+    assert!(r.latency_ms.is_some() && r.batch_latency_ms.is_some());
+    // The defaults: the paper's fp32, one epoch.
+    let mut e = evaluator(json!({"max_train_examples": 1000, "max_test_examples": 300}));
+    let r = ok(eval(&mut e, "fp32", &read("tests/candidates/good_cnn.md"), &data, None), "fp32");
+    assert_eq!((r.extra["bf16"].clone(), r.extra["channels_last"].clone()), (json!(false), json!(false)));
+    assert_eq!(r.extra["output_dtype"], "Float");
+    assert_eq!(r.extra["steps"], 8);
+}
+
+#[test]
+fn a_cuda_device_that_is_missing_is_refused_when_the_plugin_is_created() {
+    let lib = NativeLibrary::from_ref(nas_eval_tch::library());
+    let info = lib.plugins().expect("list").remove(0);
+    let mut missing = vec!["cuda:99"];
+    if !Path::new("/dev/nvidia0").exists() {
+        missing.push("cuda");
+    }
+    for device in missing {
+        let err = lib.create(&info, &json!({"device": device}), &HostContext::default()).expect_err(device);
+        assert_eq!(err.code, ErrorCode::InvalidConfig, "{err}");
+        assert!(err.message.contains(&format!("`device = \"{device}\"` was asked for")), "{err}");
+        assert!(err.message.contains("CUDA device(s) on this machine"), "{err}");
+    }
+}
