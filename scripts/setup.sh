@@ -65,6 +65,18 @@ then
   .venv/bin/pip install -q "${TUNE_PACKAGES[@]}"
 fi
 
+# ONNX export of the best model (`nas export`): torch.onnx writes it with
+# onnx, onnxruntime loads it back to compare its outputs with the module's.
+ONNX_PACKAGES=(onnx==1.23.2 onnxruntime==1.32.0)
+if ! .venv/bin/python - "${ONNX_PACKAGES[@]}" 2>/dev/null <<'EOF'
+import sys, importlib.metadata as md
+sys.exit(any(md.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+EOF
+then
+  step "ONNX packages: ${ONNX_PACKAGES[*]}"
+  .venv/bin/pip install -q "${ONNX_PACKAGES[@]}"
+fi
+
 # 3. Build (release: the main job and the tests share one build).
 step "cargo build --release --workspace"
 export VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1

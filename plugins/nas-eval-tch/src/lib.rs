@@ -122,6 +122,7 @@ pub const PLUGIN_ID: &str = "eval.tch-one-epoch";
 
 const CHECK_PY: &str = include_str!("python/check.py");
 const METER_PY: &str = include_str!("python/meter.py");
+const ONNX_PY: &str = include_str!("python/onnx_export.py");
 
 nas_plugin_api::plugin_library!(
     /// The plugins of this crate: [`TchOneEpochFactory`].
@@ -375,7 +376,7 @@ impl Scratch {
             std::fs::create_dir_all(d).map_err(|e| PluginError::io(d, e))?;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(|e| PluginError::io(d, e))?;
         }
-        for (name, text) in [("check.py", CHECK_PY), ("meter.py", METER_PY)] {
+        for (name, text) in [("check.py", CHECK_PY), ("meter.py", METER_PY), ("onnx_export.py", ONNX_PY)] {
             let p = dirs.bin.join(name);
             write_readable(&p, text.as_bytes())?;
         }
@@ -579,7 +580,103 @@ impl TchOneEpoch {
             Ok(v) => v,
             Err(failure) => return Ok(failure),
         };
-        self.score(job, &pass, &report, &order, flops)
+        let mut outcome = self.score(job, &pass, &report, &order, flops)?;
+        if let (EvalOutcome::Ok(r), Some(dest)) = (&mut outcome, &job.request.save_model) {
+            let onnx = dest.with_extension("onnx");
+            let _ = std::fs::remove_file(&onnx);
+            match self.export_onnx(job, dest, &onnx) {
+                Ok(facts) => {
+                    r.extra.insert("onnx".into(), facts);
+                }
+                Err(e) => {
+                    eprintln!("[{PLUGIN_ID}] the ONNX export of {} failed: {e}", job.request.candidate_id);
+                    r.extra.insert("onnx_error".into(), json!(e));
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Exports the trained TorchScript module at `trained` to ONNX at
+    /// `dest` in a sandboxed Python (`python/onnx_export.py`: torch.onnx,
+    /// then onnx.checker and onnxruntime against the module's outputs);
+    /// answers what the check found, or why there is no ONNX file. Never a
+    /// candidate failure: the candidate trained and scored.
+    fn export_onnx(&mut self, job: &Job<'_>, trained: &Path, dest: &Path) -> Result<Value, String> {
+        let dir = job.cand_dir.join("onnx");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        self.caps.make_writable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let model = dir.join("model.pt");
+        std::fs::copy(trained, &model).map_err(|e| format!("copying {}: {e}", trained.display()))?;
+        let _ = std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o644));
+        let out = dir.join("model.onnx");
+        let req_path = dir.join("request.json");
+        let req = json!({
+            "model_path": model, "onnx_path": out, "in_shape": job.manifest.input_shape, "threads": self.threads.min(4),
+        });
+        write_readable(&req_path, req.to_string().as_bytes()).map_err(|e| e.to_string())?;
+        // Its own time: the export of a trained model is not the candidate's evaluation.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let policy = self.policy(
+            std::slice::from_ref(&self.dirs.bin),
+            std::slice::from_ref(&dir),
+            &[job.dataset_dir.to_path_buf()],
+            Some(300 * self.threads.min(4) as u64),
+            false,
+        );
+        let io = |e: std::io::Error| format!("starting the sandboxed ONNX export: {e}");
+        let (log_r, log_w) = sandbox::pipe().map_err(io)?;
+        let (ans_r, ans_w) = sandbox::pipe().map_err(io)?;
+        let null: OwnedFd = std::fs::File::open("/dev/null").map_err(io)?.into();
+        let log_w2 = log_w.try_clone().map_err(io)?;
+        let launch = sandbox::Launch {
+            program: self.python.clone(),
+            args: vec!["-I".into(), self.dirs.bin.join("onnx_export.py").into(), req_path.into()],
+            env: self.child_env(&dir, self.threads.min(4)),
+            cwd: dir.clone(),
+            fds: vec![null, log_w, log_w2, ans_w],
+        };
+        let mut child = sandbox::spawn(launch, &policy, &self.caps).map_err(io)?;
+        let log = output::Tail::spawn(log_r, CHECK_LOG_TAIL);
+        let answer = output::Tail::spawn(ans_r, CHECK_ANSWER_MAX);
+        let finished = loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break true,
+                Ok(None) if Instant::now() >= deadline => break false,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(format!("waiting for the ONNX export: {e}")),
+            }
+        };
+        child.kill_all();
+        let _ = child.wait();
+        drop(child);
+        answer.wait_closed(Duration::from_millis(500));
+        log.wait_closed(Duration::from_millis(500));
+        if !finished {
+            return Err("the ONNX export ran past 300 s".into());
+        }
+        let bytes = answer.bytes();
+        let Some(facts) = bytes
+            .split(|&b| b == b'\n')
+            .rev()
+            .find_map(|l| serde_json::from_slice::<Value>(l).ok().filter(Value::is_object))
+        else {
+            return Err(format!("the ONNX export ended without an answer: {}", log.text(1500)));
+        };
+        if facts["ok"] != json!(true) {
+            return Err(untrusted_text(&facts["error"], 2000));
+        }
+        match take_model(&out, dest).map_err(|e| e.to_string())? {
+            Ok(()) => {}
+            Err(_) => return Err("the ONNX export wrote no regular model.onnx".into()),
+        }
+        Ok(json!({
+            "file": dest,
+            "opset": facts["opset"],
+            "checked_with": untrusted_text(&facts["checked_with"], 32),
+            "max_abs_diff": facts["max_abs_diff"],
+        }))
     }
 
     /// Runs the checker in the sandbox: `Ok(pass)` when it says the code

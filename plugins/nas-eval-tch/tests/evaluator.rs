@@ -491,3 +491,70 @@ fn a_cuda_device_that_is_missing_is_refused_when_the_plugin_is_created() {
         assert!(err.message.contains("CUDA device(s) on this machine"), "{err}");
     }
 }
+
+/// Python that runs the saved TorchScript module and its ONNX twin (with
+/// onnxruntime) on the normalised test images: prints the largest output
+/// difference and the share of equal predictions.
+const ONNX_ROUND_TRIP: &str = r#"
+import json, struct, sys
+import torch, onnxruntime
+pt, onnx_path, data_dir = sys.argv[1:4]
+manifest = json.load(open(data_dir + "/manifest.json"))
+raw = open(data_dir + "/" + manifest["splits"]["test"]["file"], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+t = header["images"]
+a, b = t["data_offsets"]
+x = torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=torch.uint8).reshape(t["shape"])[:300].float() / 255.0
+x = (x - torch.tensor(manifest["mean"]).view(1, -1, 1, 1)) / torch.tensor(manifest["std"]).view(1, -1, 1, 1)
+with torch.no_grad():
+    expected = torch.jit.load(pt)(x)
+session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+print((got - expected).abs().max().item(), (got.argmax(-1) == expected.argmax(-1)).float().mean().item())
+"#;
+
+#[test]
+fn save_model_writes_an_onnx_twin_checked_against_the_torchscript_module() {
+    let _g = lock();
+    let mut e = evaluator(json!({"max_train_examples": 1000, "max_test_examples": 300}));
+    let data = fmnist();
+    let out = data_root().join("onnx-models");
+    let _ = std::fs::remove_dir_all(&out);
+    let dest = out.join("best/model.pt");
+    let req = EvalRequest {
+        candidate_id: "onnx".into(),
+        source: read("tests/candidates/good_cnn.md"),
+        dataset: DatasetRef { dir: data.clone(), name: "test".into() },
+        time_limit_s: None,
+        seed: None,
+        save_model: Some(dest.clone()),
+    };
+    let r = ok(e.evaluate(&req).expect("evaluate"), "onnx");
+    let onnx = out.join("best/model.onnx");
+    assert!(dest.is_file() && onnx.is_file(), "TorchScript and ONNX beside it: {:?}", r.extra.get("onnx_error"));
+    let facts = &r.extra["onnx"];
+    assert_eq!(facts["checked_with"], "onnxruntime", "{facts}");
+    assert!(facts["max_abs_diff"].as_f64().is_some_and(|d| d < 1e-3), "{facts}");
+
+    // The round trip, independently: onnxruntime on real test images gives
+    // the TorchScript module's logits and predictions.
+    let python = nas_eval_tch::find_python(None).expect("the project's python");
+    let run = std::process::Command::new(&python)
+        .args(["-c", ONNX_ROUND_TRIP])
+        .arg(&dest)
+        .arg(&onnx)
+        .arg(&data)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let figures: Vec<f64> = stdout.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(figures.len(), 2, "{stdout}");
+    assert!(figures[0] < 1e-3, "largest logit difference {}", figures[0]);
+    assert_eq!(figures[1], 1.0, "the same predictions on all 300 test images");
+
+    // Without save_model, nothing is exported.
+    let plain = ok(eval(&mut e, "plain", &read("tests/candidates/paper_noargs.py"), &data, None), "plain");
+    assert!(!plain.extra.contains_key("onnx") && !plain.extra.contains_key("onnx_error"));
+}
