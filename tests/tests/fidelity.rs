@@ -387,3 +387,47 @@ fn max_device_hours_counts_the_evaluators_device_seconds() {
     let md = std::fs::read_to_string(run.join("report/summary.md")).expect("md");
     assert!(md.contains("1.2500 of 1 (125.0%)"), "device hours against the budget:\n{md}");
 }
+
+/// Networks for the fixture's tiny dataset (1×8×8 images, two classes).
+fn tiny_net(hidden: usize) -> String {
+    fence(&format!(
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        c, h, w = in_shape\n        self.body = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, {hidden}), nn.ReLU(), nn.Linear({hidden}, num_classes))\n\n    def forward(self, x):\n        return self.body(x)\n"
+    ))
+}
+
+#[test]
+fn fidelity_through_the_real_evaluator_trains_longer_with_the_runs_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = scripted((1..=3).map(|i| tiny_net(4 * i)).collect(), advice(3));
+    let cfg = write_scripted_run(
+        dir.path(),
+        &server,
+        "tch",
+        "max_iterations = 3\nnovelty_filter = false",
+        "\n[evaluator]\nplugin = \"builtin:eval.tch-one-epoch\"\n[evaluator.settings]\ndevice = \"cpu\"\nmemory_limit_mb = 3072\ncpu_threads = 2\nmax_processes = 64\n",
+    );
+    let out = nas_tests::nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = run_dirs(dir.path()).pop().expect("run");
+    assert!(records(&run).iter().all(|r| r.outcome.accuracy().is_some()), "all three trained");
+
+    let out = nas_tests::nas_with_evaluator(dir.path(), &["fidelity", s(&run), "--epochs", "3", "--top", "2", "--sample", "1"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let all = rows(&run, Study::Fidelity);
+    assert_eq!(all.len(), 3);
+    for r in &all {
+        let Outcome::Ok { report } = &r.outcome else { panic!("trained: {:?}", r.outcome) };
+        assert_eq!(report.seed, Some(43), "the run's seed reached the trainer");
+        assert!((0.0..=1.0).contains(&report.accuracy));
+        assert_eq!(r.epochs, 3);
+    }
+    let x: Vec<f64> = all.iter().map(|r| r.proxy_accuracy).collect();
+    let y: Vec<f64> = all.iter().filter_map(Retrain::accuracy).collect();
+    let summary = fidelity::fidelity_summaries(&fidelity::read(&run).expect("rows")).remove(0);
+    match summary.spearman {
+        Some(e) => assert!((e.value - naive_spearman(&x, &y)).abs() < 1e-12, "{e:?}"),
+        // A side without spread has no rank correlation.
+        None => assert!(x.iter().all(|v| *v == x[0]) || y.iter().all(|v| *v == y[0]), "{x:?} {y:?}"),
+    }
+}
