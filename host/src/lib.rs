@@ -45,6 +45,7 @@ pub mod registry;
 pub mod records;
 pub mod report;
 pub mod run_dir;
+pub mod run_lock;
 pub mod search;
 pub mod session;
 pub mod slurm;

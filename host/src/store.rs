@@ -47,6 +47,55 @@ pub enum StoreError {
     /// The directory is not a run.
     #[error("`{0}` is not a run directory (no {DB_FILE})")]
     NotARun(PathBuf),
+    /// The database file is damaged (truncated, overwritten, not SQLite);
+    /// nothing was written to it.
+    #[error("run store `{path}` is damaged: {detail}; it was left as it is (restore it from a copy)")]
+    Damaged {
+        /// The database.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// What is wrong with the file at `path` when its header shows it is not a
+/// whole SQLite database: not one at all, or shorter than the pages its
+/// header counts (a truncated copy). `None` when the header is sound or the
+/// file cannot be read (opening it then says why).
+fn header_damage(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut header = [0u8; 100];
+    if len < header.len() as u64 {
+        return Some(format!("{len} bytes, shorter than an SQLite header (100 bytes)"));
+    }
+    file.read_exact(&mut header).ok()?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return Some("not an SQLite database (its first bytes are not the SQLite header)".into());
+    }
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536u64,
+        n => u64::from(n),
+    };
+    let pages = u64::from(u32::from_be_bytes([header[28], header[29], header[30], header[31]]));
+    let counter = &header[24..28];
+    let valid_for = &header[92..96];
+    // With a write-ahead log (or a rollback journal) beside it, the file
+    // may lag its header until the log is checkpointed: SQLite reads the
+    // log and judges.
+    let beside = |suffix: &str| {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        std::fs::metadata(PathBuf::from(name)).is_ok_and(|m| m.len() > 0)
+    };
+    if counter == valid_for && pages > 0 && page_size * pages > len && !beside("-wal") && !beside("-journal") {
+        return Some(format!(
+            "truncated: its header counts {pages} pages of {page_size} bytes ({} bytes), the file has {len}",
+            page_size * pages
+        ));
+    }
+    None
 }
 
 /// An open run store.
@@ -63,7 +112,12 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
-        r.map_err(|source| StoreError::Sql { path: self.path.clone(), source })
+        r.map_err(|source| match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                StoreError::Damaged { path: self.path.clone(), detail: source.to_string() }
+            }
+            _ => StoreError::Sql { path: self.path.clone(), source },
+        })
     }
 
     fn record_err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -110,10 +164,37 @@ impl Store {
         if !path.is_file() {
             return Err(StoreError::NotARun(run_dir.to_path_buf()));
         }
+        if let Some(detail) = header_damage(&path) {
+            return Err(StoreError::Damaged { path, detail });
+        }
         let conn = Connection::open(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
         let store = Store { conn, path };
         store.sql(store.conn.execute_batch("PRAGMA synchronous=FULL;"))?;
         Ok(store)
+    }
+
+    /// Checks the whole database (SQLite's `quick_check`) before a writer
+    /// continues a run, so a damaged store is reported, not written to.
+    pub fn verify(&self) -> Result<(), StoreError> {
+        let damaged = |detail: String| StoreError::Damaged { path: self.path.clone(), detail };
+        let problems: Vec<String> = match self.conn.prepare("PRAGMA quick_check").and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0)).and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        }) {
+            Ok(rows) => rows,
+            Err(e) => return Err(damaged(e.to_string())),
+        };
+        match problems.as_slice() {
+            [ok] if ok == "ok" => {}
+            [] => return Err(damaged("the integrity check returned nothing".into())),
+            many => return Err(damaged(many.iter().take(3).cloned().collect::<Vec<_>>().join("; "))),
+        }
+        // The run's own tables are there (an empty file is a valid, empty
+        // SQLite database).
+        self.conn
+            .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0))
+            .and_then(|_| self.conn.query_row("SELECT COUNT(*) FROM iterations", [], |r| r.get::<_, i64>(0)))
+            .map_err(|e| damaged(e.to_string()))?;
+        Ok(())
     }
 
     /// Writes the write-ahead log into the database file (before the

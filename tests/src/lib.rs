@@ -9,6 +9,8 @@ use std::sync::{Mutex, OnceLock};
 
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 
+pub mod torture;
+
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root").to_path_buf()

@@ -5,6 +5,7 @@
 
 mod conformance;
 mod corpus;
+mod crash;
 mod cycles;
 mod docs;
 mod export;

@@ -45,6 +45,7 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
         meta.push(("replay_of", abs.to_string_lossy().into_owned()));
     }
     session::create_run_dir(&run_dir, &config, &loaded.dir, &meta).usage()?;
+    let _lock = crate::run_lock::RunLock::acquire(&run_dir).usage()?;
     // Plugins get their scratch space inside the run directory, so they are
     // created once it exists; a run whose plugins cannot start is removed.
     let ctx = session::host_context(&loaded.dir, Some(&run_dir));
@@ -73,10 +74,16 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
 
 /// Runs `nas resume RUN_DIR`.
 pub fn resume(plugins: &[PathBuf], run_dir: &Path) -> Result<(), Failure> {
+    if !run_dir::is_run(run_dir) {
+        return Err(Failure::Usage(crate::store::StoreError::NotARun(run_dir.to_path_buf()).into()));
+    }
+    // One writer at a time, held until this process ends.
+    let _lock = crate::run_lock::RunLock::acquire(run_dir).usage()?;
     if super::cycles::is_cycles_run(run_dir) {
         return super::cycles::resume(plugins, run_dir);
     }
     let mut st = Store::open(run_dir).usage()?;
+    st.verify().usage()?;
     let loaded = crate::config::load(&run_dir.join(run_dir::CONFIG_FILE)).usage()?;
     let config_dir = st.meta("config_dir").usage()?.map(PathBuf::from).unwrap_or_else(|| loaded.dir.clone());
     let loaded = LoadedConfig { dir: config_dir.clone(), ..loaded };
@@ -214,8 +221,13 @@ fn execute(
             Ok(())
         }
         Err(e) => {
-            st.set_meta("status", "failed").usage()?;
-            st.set_meta("stop_reason", &e.to_string()).usage()?;
+            // The status is a note for reports: when it cannot be written
+            // (the disk that stopped the run is still full), the error that
+            // stopped the run is the one to show.
+            let noted = st.set_meta("status", "failed").and_then(|()| st.set_meta("stop_reason", &e.to_string()));
+            if let Err(note) = noted {
+                eprintln!("warning: {note}");
+            }
             println!("{summary}");
             Err(Failure::Run(anyhow!(
                 "the run stopped after iteration {}: {e}. Nothing recorded is lost; fix the cause and continue with `nas resume {}`",
