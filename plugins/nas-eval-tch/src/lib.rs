@@ -31,12 +31,20 @@
 //!    evaluation, and the accuracy is computed here against the labels,
 //!    which never leave this process.
 //!
+//! Generated code may use `torch`, `nn`, `F` and `Tensor` without importing
+//! them (the paper's contract): the check defines them in the candidate's
+//! module namespace before running its file as written. The worker also
+//! measures the inference latency (batch 1 and the training batch size), the
+//! trainee's own peak memory and the device seconds of the evaluation.
+//!
 //! When the request sets [`EvalRequest::save_model`], the worker saves the
 //! trained module (TorchScript, eval mode, CPU tensors; its input is the
 //! normalised image batch `[N,C,H,W]`, normalised with the manifest's
 //! mean/std) into its own scratch directory, and this plugin copies it to the
 //! requested path once the candidate scored; a candidate that failed writes
-//! nothing.
+//! nothing. The plugin then exports it to ONNX beside it (`.onnx`, checked
+//! with onnxruntime against the module in a sandboxed Python,
+//! `python/onnx_export.py`).
 //!
 //! Every process that runs candidate code starts in the [`sandbox`]: PID 1
 //! of its own PID namespace (dies with the host, takes everything it started
