@@ -89,6 +89,17 @@ pub fn run(plugins: &[PathBuf], args: &ExportArgs) -> Result<(), Failure> {
         ),
         _ => println!("  best/model.pt       not written: {}", retrained.note.as_deref().unwrap_or("no model")),
     }
+    if retrained.model_written {
+        let extra = retrained.report.as_ref().map(|r| &r.extra);
+        match (extra.and_then(|e| e.get("onnx")), extra.and_then(|e| e.get("onnx_error"))) {
+            (Some(o), _) if best_dir.join("model.onnx").is_file() => println!(
+                "  best/model.onnx     ONNX (opset {}), outputs checked with {} (largest difference {})",
+                o["opset"], o["checked_with"].as_str().unwrap_or("?"), o["max_abs_diff"]
+            ),
+            (_, Some(e)) => println!("  best/model.onnx     not written: {}", e.as_str().unwrap_or_default()),
+            _ => println!("  best/model.onnx     not written: the evaluator does not export ONNX"),
+        }
+    }
     println!("  best/info.json      run, iteration, accuracy, params, FLOPs, dataset, evaluator settings");
     let wrapped = lemur.iter().filter(|f| f.contract == export::lemur::Contract::Paper).count();
     println!(
@@ -230,6 +241,14 @@ fn info(run: &Run, best: &Candidate<'_>, retrained: &Retrained) -> Value {
     } else {
         Value::Null
     };
+    let extra = retrained.report.as_ref().map(|r| &r.extra);
+    let onnx = extra.and_then(|e| e.get("onnx")).filter(|_| retrained.model_written).map(|o| {
+        let mut o = o.clone();
+        o["file"] = json!("model.onnx");
+        o["format"] =
+            json!("ONNX: input `input` float [N, C, H, W] normalised as for model.pt, output `logits` [N, num_classes]");
+        o
+    });
     json!({
         "run": run.dir,
         "run_name": run.name,
@@ -244,6 +263,8 @@ fn info(run: &Run, best: &Candidate<'_>, retrained: &Retrained) -> Value {
         "reevaluated": retrained.report,
         "model": model,
         "model_note": retrained.note,
+        "onnx": onnx,
+        "onnx_note": extra.and_then(|e| e.get("onnx_error")),
         "dataset": dataset,
         "evaluator": {
             "plugin": c.evaluator.plugin.to_string(),
