@@ -266,8 +266,8 @@ says otherwise.\n\n\
 `nas run` (the release binary, as a user runs it) against `llm.openai` and a chat-completions server on loopback \
 (nas-llm-test-server) that answers the Code Generator after {GENERATOR_MS} ms and the Prompt Improver after \
 {IMPROVER_MS} ms when alone, and batches: every other request in flight when one arrives stretches its answer by \
-{slow:.0}% (a vLLM or SGLang server decoding a batch of 4 serves each sequence about a quarter slower than one \
-alone, still about 3× the tokens per second). The instant evaluator fixture holds each evaluation {EVAL_MS} ms. \
+{slow:.0}% (an assumed model of a vLLM or SGLang server decoding a batch: with 4 sequences each is served about a \
+quarter slower than alone, about 3× the tokens per second in all; not measured here). The instant evaluator fixture holds each evaluation {EVAL_MS} ms. \
 So the LLM is {share:.0}% of an iteration run alone — the paper's regime, scaled down about 1:20 in time (its \
 recorded log: about 55 s per iteration, most of it the two LLM answers). Memory strategy `memory.window`, \
 migration every 5 iterations of an island, every design distinct (no duplicates). The three arms ran one after \
