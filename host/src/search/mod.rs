@@ -774,7 +774,9 @@ impl<'a> Search<'a> {
                 _ => Vec::new(),
             })
         };
-        if let Some((outcome, seconds)) = locked(&self.store).journaled_evaluation(t, code)? {
+        // The store's guard is dropped before the body locks it again.
+        let journaled = locked(&self.store).journaled_evaluation(t, code)?;
+        if let Some((outcome, seconds)) = journaled {
             self.observe(&outcome);
             let retries = journaled_retry(&locked(&self.store))?;
             return Ok((outcome, seconds, retries));
