@@ -54,9 +54,11 @@ fn start_server() -> TestServer {
                 None => "I would try a deeper network with residual connections next.".into(),
             }))
         } else {
-            Some(Step::reply(
-                "```json\n{\"reason\": \"underfits\", \"improvement_suggestions\": \"S-widen the first block to 64 channels\"}\n```",
-            ))
+            // A diagnosis of its own per attempt: a repeated one is not memory.
+            Some(Step::reply(format!(
+                "```json\n{{\"reason\": \"underfits after attempt {attempt}\", \"improvement_suggestions\": \"S-widen the first block to {} channels\"}}\n```",
+                32 + 16 * attempt
+            )))
         }
     });
     server

@@ -154,10 +154,13 @@ fn apply_fuzzy(parent: &str, hunks: &[Hunk]) -> Result<String, PatchError> {
 
 /// Applies a unified diff to `parent`.
 pub fn apply(parent: &str, diff: &str) -> Result<(String, Applied), PatchError> {
-    if let Ok(patch) = diffy::Patch::from_str(diff) {
-        if !patch.hunks().is_empty() {
-            if let Ok(out) = diffy::apply(parent, &patch) {
-                return Ok((out, Applied::Exact));
+    let blanks = blank_context_restored(diff);
+    for text in [Some(diff), blanks.as_deref()].into_iter().flatten() {
+        if let Ok(patch) = diffy::Patch::from_str(text) {
+            if !patch.hunks().is_empty() {
+                if let Ok(out) = diffy::apply(parent, &patch) {
+                    return Ok((out, Applied::Exact));
+                }
             }
         }
     }
@@ -171,9 +174,53 @@ pub fn apply(parent: &str, diff: &str) -> Result<(String, Applied), PatchError> 
     apply_fuzzy(parent, &hunks).map(|s| (s, Applied::Fuzzy))
 }
 
+/// The diff with each empty line inside a hunk (by its header's counts) read
+/// as the blank context line it stands for (`" "`): editors, chat front ends
+/// and models strip the lone space. `None` when there is none to restore.
+fn blank_context_restored(diff: &str) -> Option<String> {
+    let counts = |h: &str| -> Option<(usize, usize)> {
+        let mut parts = h.strip_prefix("@@ ")?.split_whitespace();
+        let count = |r: &str| r.split_once(',').map_or(Some(1), |(_, n)| n.parse().ok());
+        Some((count(parts.next()?.strip_prefix('-')?)?, count(parts.next()?.strip_prefix('+')?)?))
+    };
+    let (mut old, mut new, mut changed) = (0usize, 0usize, false);
+    let mut out = Vec::new();
+    for line in diff.split('\n') {
+        if old == 0 && new == 0 {
+            if let Some((o, n)) = line.starts_with("@@").then(|| counts(line)).flatten() {
+                (old, new) = (o, n);
+            }
+            out.push(line.to_string());
+            continue;
+        }
+        match line.chars().next() {
+            None => {
+                out.push(" ".to_string());
+                changed = true;
+                (old, new) = (old.saturating_sub(1), new.saturating_sub(1));
+            }
+            Some(' ') => (old, new) = (old.saturating_sub(1), new.saturating_sub(1)),
+            Some('-') => old = old.saturating_sub(1),
+            Some('+') => new = new.saturating_sub(1),
+            _ => {}
+        }
+        if !line.is_empty() {
+            out.push(line.to_string());
+        }
+    }
+    changed.then(|| out.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_lines_in_a_hunk_are_blank_context_and_apply_exactly() {
+        let parent = "a\nb\n\nc\nd\n";
+        let diff = "--- a/net.py\n+++ b/net.py\n@@ -1,5 +1,5 @@\n a\n-b\n+B\n\n c\n d\n";
+        assert_eq!(apply(parent, diff).expect("applies"), ("a\nB\n\nc\nd\n".to_string(), Applied::Exact));
+    }
 
     const PARENT: &str = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.conv = nn.Conv2d(1, 16, 3)\n        self.fc = nn.Linear(16 * 26 * 26, 10)\n\n    def forward(self, x):\n        x = self.conv(x).relu()\n        return self.fc(x.flatten(1))\n";
 
