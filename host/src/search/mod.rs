@@ -867,7 +867,10 @@ impl<'a> Search<'a> {
             }
             d.memory_state = d.selection.state.clone();
         }
-        let (result, feedback) = describe_outcome(outcome);
+        let (result, mut feedback) = describe_outcome(outcome);
+        if let (Some(note), Outcome::Ok { .. }) = (code.and_then(softmax_note), outcome) {
+            feedback = Some(feedback.map_or_else(|| note.to_string(), |f| format!("{f}\n{note}")));
+        }
         let ctx = serde_json::json!({
             "dataset": self.dataset_ctx(),
             "best": chain.best.as_ref().filter(|b| b.accuracy.is_some() || self.cfg.use_best_reference).map(Best::prompt_context),
@@ -1097,8 +1100,24 @@ fn assemble(
 fn failure_hint(outcome: &Outcome) -> Option<String> {
     match outcome {
         Outcome::Failed { failure } => repair::flatten_mismatch(failure).map(|m| repair::plain_words(&m)),
-        Outcome::Ok { .. } | Outcome::Duplicate { .. } => None,
+        // Small models answer "make this change" with the design unchanged.
+        Outcome::Duplicate { of, .. } => Some(format!(
+            "That answer was attempt {of}'s design again, so it was not trained. This time the code must differ from it: make the change below."
+        )),
+        Outcome::Ok { .. } => None,
     }
+}
+
+/// A design that ends in a softmax feeds probabilities to a loss that
+/// expects logits (cross-entropy applies its own log-softmax): it trains, but
+/// slowly. Said in the feedback because small models rarely notice it.
+fn softmax_note(code: &str) -> Option<&'static str> {
+    let forward = code.split("def forward").nth(1)?;
+    let ends_in_softmax = code.contains("nn.Softmax(") && forward.contains("softmax")
+        || ["F.softmax(", "torch.softmax(", ".softmax(dim"].iter().any(|p| forward.contains(p));
+    ends_in_softmax.then_some(
+        "The network applies a softmax to its output, but the training loss (cross-entropy) expects raw logits and applies its own: remove the softmax from forward.",
+    )
 }
 
 /// The result line and the evaluator feedback the Improver reads.
@@ -1145,5 +1164,25 @@ fn describe_outcome(outcome: &Outcome) -> (String, Option<String>) {
                 similarity * 100.0
             )),
         ),
+    }
+}
+
+#[cfg(test)]
+mod feedback_tests {
+    use super::*;
+
+    #[test]
+    fn a_design_ending_in_softmax_is_named_and_one_without_is_not() {
+        let with = "class Net(nn.Module):\n    def __init__(self):\n        self.softmax = nn.Softmax(dim=1)\n    def forward(self, x):\n        return self.softmax(self.fc(x))\n";
+        let functional = "class Net(nn.Module):\n    def forward(self, x):\n        return F.softmax(self.fc(x), dim=1)\n";
+        let without = "class Net(nn.Module):\n    def forward(self, x):\n        return self.fc(x)\n";
+        assert!(softmax_note(with).is_some() && softmax_note(functional).is_some());
+        assert_eq!(softmax_note(without), None);
+    }
+
+    #[test]
+    fn a_duplicate_tells_the_generator_to_change_the_code() {
+        let hint = failure_hint(&Outcome::Duplicate { of: 3, similarity: 1.0 }).expect("a hint");
+        assert!(hint.contains("attempt 3") && hint.contains("must differ"), "{hint}");
     }
 }
