@@ -284,7 +284,8 @@ pub struct Progress {
 
 /// Retrains `planned` under each of `seeds` for `epochs` epochs through
 /// `evaluator` (created with those epochs), recording each as it returns and
-/// skipping those recorded. Stops before the next retraining once
+/// skipping those recorded, each within `time_limit_s` when given (else the
+/// evaluator's own limit). Stops before the next retraining once
 /// `interrupt` is set. `each` sees every new row.
 #[allow(clippy::too_many_arguments)]
 pub fn execute(
@@ -295,6 +296,7 @@ pub fn execute(
     planned: &[Planned],
     epochs: u32,
     seeds: &[u64],
+    time_limit_s: Option<f64>,
     interrupt: &AtomicBool,
     mut each: impl FnMut(&Retrain),
 ) -> Result<Progress, FidelityError> {
@@ -313,7 +315,7 @@ pub fn execute(
                 candidate_id: format!("{}-e{epochs}-s{seed}-iteration-{}", study.as_str(), p.iteration),
                 source: p.code.clone(),
                 dataset: dataset.clone(),
-                time_limit_s: None,
+                time_limit_s,
                 seed: Some(seed),
                 save_model: None,
             };

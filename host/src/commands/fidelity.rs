@@ -123,6 +123,13 @@ fn studies(registry: &mut Registry, loaded: &LoadedConfig, run_dir: &Path, tasks
         if study == Study::Fidelity {
             section.settings.insert("epochs".into(), toml::Value::Integer(i64::from(epochs)));
         }
+        // A time limit set for one epoch grows with the epochs.
+        let time_limit_s = c
+            .evaluator
+            .settings
+            .get("time_limit_s")
+            .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+            .map(|t| t * f64::from(epochs));
         let (_, evaluator) =
             session::create(registry, loaded, "evaluator", &section, PluginKind::Evaluator, &ctx).usage()?;
         let mut evaluator =
@@ -148,6 +155,7 @@ fn studies(registry: &mut Registry, loaded: &LoadedConfig, run_dir: &Path, tasks
             &planned,
             epochs,
             &seeds,
+            time_limit_s,
             &interrupt,
             |r| {
                 n += 1;

@@ -336,7 +336,7 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
                 escape(r.code.as_deref().unwrap_or("(code not recorded)")),
             );
             if let Some(note) = super::fidelity::best_note(run, r.iteration) {
-                let _ = write!(s, "<p class=\"note\" id=\"best-noise\">{}</p>\n", escape(&note));
+                let _ = writeln!(s, "<p class=\"note\" id=\"best-noise\">{}</p>", escape(&note));
             }
         }
         None => s.push_str("<p>No candidate trained.</p>\n"),
