@@ -677,10 +677,18 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     let nt = nt.max(1);
     let test_seconds = test_started.elapsed().as_secs_f64();
 
-    // Inference latency at batch 1 and at the training batch size.
-    let latency = latency_ms(&model, data, 1, &prepare).map_err(t("latency"))?;
-    memory.sample();
-    let batch_latency = latency_ms(&model, data, bs, &prepare).map_err(t("latency"))?;
+    // Inference latency at batch 1 and at the training batch size. A
+    // module that trained and predicted the test set but fails here (one
+    // that keeps state across calls) is scored without latencies: the
+    // error is reported beside them, never as the candidate's failure.
+    let latencies = latency_ms(&model, data, 1, &prepare).and_then(|one| {
+        memory.sample();
+        Ok((one, latency_ms(&model, data, bs, &prepare)?))
+    });
+    let (latency, batch_latency, latency_error) = match latencies {
+        Ok((one, batch)) => (Some(one), Some(batch), None),
+        Err(e) => (None, None, Some(nas_truncate(e.to_string().lines().last().unwrap_or_default(), 400))),
+    };
     let (peak_memory, peak_memory_kind) = memory.finish();
     let device_seconds = total.elapsed().as_secs_f64();
     drop(_autocast);
@@ -698,6 +706,7 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         "latency_ms": latency,
         "batch_latency_ms": batch_latency,
         "latency_batch_size": bs,
+        "latency_error": latency_error,
         "bf16": req.bf16,
         "channels_last": req.channels_last,
         "output_dtype": output_kind,

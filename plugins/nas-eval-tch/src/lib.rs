@@ -284,7 +284,9 @@ fn check_device(device: &str, cuda_devices: usize) -> Result<(), PluginError> {
         d => d.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()),
     };
     match wanted {
-        Some(n) if n >= cuda_devices => Err(PluginError::config(format!(
+        // `Unsupported`, not `InvalidConfig`: the setting is right, this
+        // machine lacks the device (the same config runs on the GPU box).
+        Some(n) if n >= cuda_devices => Err(PluginError::unsupported(format!(
             "[{PLUGIN_ID}] settings: `device = \"{device}\"` was asked for, but torch sees {cuda_devices} CUDA device(s) on this machine; \
              use `device = \"cpu\"` or `\"auto\"` (CUDA when there is one), or run where the GPU is"
         ))),
@@ -906,6 +908,7 @@ impl TchOneEpoch {
             "worker_seconds",
             "peak_memory_kind",
             "latency_batch_size",
+            "latency_error",
             "bf16",
             "channels_last",
             "output_dtype",
@@ -1299,7 +1302,7 @@ mod tests {
     #[test]
     fn a_missing_cuda_device_is_refused_with_a_clear_error() {
         let e = check_device("cuda", 0).expect_err("no CUDA device");
-        assert_eq!(e.code, nas_plugin_api::ErrorCode::InvalidConfig);
+        assert_eq!(e.code, nas_plugin_api::ErrorCode::Unsupported);
         assert!(e.message.contains("device = \"cuda\"") && e.message.contains("0 CUDA device"), "{e}");
         assert!(check_device("cuda:1", 1).is_err(), "device 1 of one");
         check_device("cuda:0", 1).expect("present");
