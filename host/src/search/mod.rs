@@ -207,6 +207,10 @@ struct Chain {
     records: Vec<IterationRecord>,
     entries: Vec<MemoryEntry>,
     best: Option<Best>,
+    /// The epoch whose migrant this island was waiting for when the run
+    /// stopped (its neighbour had not finished that epoch): taken first on
+    /// resume, as the live run would have.
+    pending_migrant: Option<u64>,
 }
 
 impl Chain {
@@ -469,7 +473,13 @@ impl<'a> Search<'a> {
         let baseline =
             self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None, score: None });
         let mut chains: Vec<Chain> =
-            (0..n).map(|island| Chain { island, records: Vec::new(), entries: Vec::new(), best: baseline.clone() }).collect();
+            (0..n).map(|island| Chain {
+                island,
+                records: Vec::new(),
+                entries: Vec::new(),
+                best: baseline.clone(),
+                pending_migrant: None,
+            }).collect();
         for r in &records {
             let evaluated = match (&r.code, &r.outcome) {
                 (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) => Some(novelty::signature(
@@ -513,8 +523,9 @@ impl<'a> Search<'a> {
                 let Some(own) = &pre[i] else { continue };
                 self.migrations.publish(epoch, i as u64, own.clone());
                 let from = (i + n as usize - 1) % n as usize;
-                if let Some(theirs) = &pre[from] {
-                    Best::offer_migrant(&mut c.best, theirs.as_ref());
+                match &pre[from] {
+                    Some(theirs) => Best::offer_migrant(&mut c.best, theirs.as_ref()),
+                    None => c.pending_migrant = Some(epoch),
                 }
             }
             epoch += 1;
@@ -574,6 +585,11 @@ impl<'a> Search<'a> {
     /// One island's chain, iteration after iteration, until the run stops.
     fn island(&self, mut chain: Chain, progress: &Mutex<&mut dyn Progress>) -> Result<(), SearchError> {
         let n = self.islands();
+        if let Some(epoch) = chain.pending_migrant.take() {
+            let from = (chain.island + n - 1) % n;
+            let migrant = self.migrations.take(epoch, from, &|| self.stopping());
+            Best::offer_migrant(&mut chain.best, migrant.as_ref());
+        }
         loop {
             let k = chain.records.len() as u64 + 1;
             let t = islands::iteration(chain.island, k, n);
