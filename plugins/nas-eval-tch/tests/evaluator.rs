@@ -486,7 +486,7 @@ fn a_cuda_device_that_is_missing_is_refused_when_the_plugin_is_created() {
     }
     for device in missing {
         let err = lib.create(&info, &json!({"device": device}), &HostContext::default()).expect_err(device);
-        assert_eq!(err.code, ErrorCode::InvalidConfig, "{err}");
+        assert_eq!(err.code, ErrorCode::Unsupported, "{err}");
         assert!(err.message.contains(&format!("`device = \"{device}\"` was asked for")), "{err}");
         assert!(err.message.contains("CUDA device(s) on this machine"), "{err}");
     }
