@@ -267,7 +267,8 @@ pub fn code_answer(code: &str) -> String {
 
 /// A diff answer: the diff in one diff block.
 pub fn diff_answer(diff: &str) -> String {
-    format!("```diff\n{}\n```", diff.trim_end())
+    // Only the final newline goes: a hunk may end in a blank context line (" ").
+    format!("```diff\n{}\n```", diff.trim_end_matches('\n'))
 }
 
 /// The unified diff from `baseline` to `target` (`--- a/net.py`,

@@ -208,7 +208,23 @@ fn blank_context_restored(diff: &str) -> Option<String> {
             out.push(line.to_string());
         }
     }
-    changed.then(|| out.join("\n"))
+    // The last hunk's trailing blank context lines, trimmed off with the
+    // answer's trailing whitespace (only when nothing but context is left).
+    if old > 0 && old == new {
+        if out.last().is_some_and(String::is_empty) {
+            out.pop();
+        }
+        out.extend(std::iter::repeat_n(" ".to_string(), old));
+        out.push(String::new());
+        changed = true;
+    }
+    changed.then(|| {
+        let mut text = out.join("\n");
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text
+    })
 }
 
 #[cfg(test)]
@@ -220,6 +236,10 @@ mod tests {
         let parent = "a\nb\n\nc\nd\n";
         let diff = "--- a/net.py\n+++ b/net.py\n@@ -1,5 +1,5 @@\n a\n-b\n+B\n\n c\n d\n";
         assert_eq!(apply(parent, diff).expect("applies"), ("a\nB\n\nc\nd\n".to_string(), Applied::Exact));
+        // The hunk's last context line (blank) trimmed off the answer.
+        let parent = "a\nb\nc\n\nd\n";
+        let diff = "--- a/net.py\n+++ b/net.py\n@@ -1,4 +1,4 @@\n a\n-b\n+B\n c";
+        assert_eq!(apply(parent, diff).expect("applies"), ("a\nB\nc\n\nd\n".to_string(), Applied::Exact));
     }
 
     const PARENT: &str = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.conv = nn.Conv2d(1, 16, 3)\n        self.fc = nn.Linear(16 * 26 * 26, 10)\n\n    def forward(self, x):\n        x = self.conv(x).relu()\n        return self.fc(x.flatten(1))\n";
