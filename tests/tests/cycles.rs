@@ -75,6 +75,9 @@ fn answer(t: u64) -> String {
 /// same first-attempt prompt, so the seed is what tells them apart.
 fn server() -> TestServer {
     let server = TestServer::start();
+    // Speaks vLLM's runtime LoRA API: each cycle's PEFT adapter is loaded
+    // and asked for by name.
+    server.enable_lora_loading();
     server.set_responder(|req: &RecordedRequest| {
         let seed = req.body["seed"].as_u64().unwrap_or(RUN_SEED + 16);
         Some(Step::reply(answer((seed - RUN_SEED) / 16)))
@@ -256,6 +259,11 @@ fn a_cycles_run_killed_during_generation_and_fine_tunes_ends_as_an_uninterrupted
     assert!(stdout.contains("Cycle  Valid (%)") && stdout.contains("Total Train Prompts"), "{stdout}");
     assert!(stdout.contains("cycle 0 (seed): 4 training examples"), "{stdout}");
     assert!(stdout.contains("stopped: completed 2 cycles"), "{stdout}");
+    let loaded = server.loaded_adapters();
+    assert!(
+        !loaded.is_empty() && loaded.iter().all(|(_, path)| Path::new(path).join("adapter_config.json").is_file()),
+        "each cycle's PEFT adapter is loaded on the server: {loaded:?}"
+    );
 
     // The same, killed three times.
     let killed = d.join("killed");
