@@ -102,6 +102,48 @@ fn header_damage(path: &Path) -> Option<String> {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The file's identity while this store holds it open (see [`held`]).
+    held: Option<FileId>,
+}
+
+/// A file by device and inode.
+type FileId = (u64, u64);
+
+/// The run stores this process holds open, by file, with how many
+/// connections hold each. SQLite's locks are POSIX record locks, which a
+/// process loses on a file as soon as it closes *any* descriptor of it: the
+/// header check below opens the file itself, so it runs only when no store
+/// of this process has the file open (else another process, believing
+/// itself the last, would delete the write-ahead log under this one).
+fn held() -> std::sync::MutexGuard<'static, std::collections::HashMap<FileId, usize>> {
+    static HELD: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<FileId, usize>>> =
+        std::sync::OnceLock::new();
+    HELD.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn hold(path: &Path) -> Option<FileId> {
+    let id = file_id(path)?;
+    *held().entry(id).or_insert(0) += 1;
+    Some(id)
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(id) = self.held.take() {
+            let mut held = held();
+            if let Some(n) = held.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&id);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -128,7 +170,8 @@ impl Store {
     pub fn create(run_dir: &Path) -> Result<Store, StoreError> {
         let path = run_dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
-        let store = Store { conn, path };
+        let held = hold(&path);
+        let store = Store { conn, path, held };
         store.sql(store.conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
@@ -164,11 +207,15 @@ impl Store {
         if !path.is_file() {
             return Err(StoreError::NotARun(run_dir.to_path_buf()));
         }
-        if let Some(detail) = header_damage(&path) {
-            return Err(StoreError::Damaged { path, detail });
+        let open_here = file_id(&path).is_some_and(|id| held().contains_key(&id));
+        if !open_here {
+            if let Some(detail) = header_damage(&path) {
+                return Err(StoreError::Damaged { path, detail });
+            }
         }
         let conn = Connection::open(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
-        let store = Store { conn, path };
+        let held = hold(&path);
+        let store = Store { conn, path, held };
         store.sql(store.conn.execute_batch("PRAGMA synchronous=FULL;"))?;
         Ok(store)
     }
