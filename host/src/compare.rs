@@ -279,7 +279,9 @@ pub fn plan(path: &Path) -> Result<Plan, CompareError> {
         if !seen.insert(arm.name.clone()) {
             return Err(invalid(path, format!("two arms are named `{}`", arm.name)));
         }
-        if let Some(key) = arm.cycles.as_ref().and_then(|t| t.keys().find(|k| matches!(k.as_str(), "cycles" | "candidates"))) {
+        if let Some(key) =
+            arm.cycles.as_ref().and_then(|t| t.keys().find(|k| matches!(k.as_str(), "cycles" | "candidates")))
+        {
             return Err(invalid(
                 path,
                 format!(
@@ -458,7 +460,9 @@ fn arm_config(path: &Path, dir: &Path, base: &RunConfig, arm: &ArmSpec) -> Resul
     }
     if let Some(changes) = &arm.cycles {
         let mut table = match &c.cycles {
-            Some(cy) => toml::Table::try_from(cy).map_err(|e| invalid(path, format!("arm `{}`: [cycles]: {e}", arm.name)))?,
+            Some(cy) => {
+                toml::Table::try_from(cy).map_err(|e| invalid(path, format!("arm `{}`: [cycles]: {e}", arm.name)))?
+            }
             None => toml::Table::new(),
         };
         for (k, v) in changes {

@@ -194,7 +194,10 @@ pub struct Limits {
 impl Limits {
     /// Whether any limit is set.
     pub fn any(&self) -> bool {
-        self.max_params.is_some() || self.max_flops.is_some() || self.max_latency_ms.is_some() || self.max_memory_mb.is_some()
+        self.max_params.is_some()
+            || self.max_flops.is_some()
+            || self.max_latency_ms.is_some()
+            || self.max_memory_mb.is_some()
     }
 }
 
@@ -769,7 +772,8 @@ fn check(c: &RunConfig) -> Result<(), String> {
     if s.objective == Objective::Weighted && w == &Weights::default() {
         return Err("[search] objective = \"weighted\" needs at least one weight in [search.weights]".into());
     }
-    if [w.per_million_params, w.per_gflop, w.per_latency_ms, w.per_memory_gb].iter().any(|x| !x.is_finite() || *x < 0.0) {
+    if [w.per_million_params, w.per_gflop, w.per_latency_ms, w.per_memory_gb].iter().any(|x| !x.is_finite() || *x < 0.0)
+    {
         return Err("[search.weights] must be finite and not negative".into());
     }
     if let Some(h) = s.max_device_hours {
@@ -795,7 +799,9 @@ fn check(c: &RunConfig) -> Result<(), String> {
                 return Err(format!("[evaluator] slots is {slots}; it must be between 1 and 64"));
             }
         }
-        for (key, value) in [("memory_budget_mb", section.memory_budget_mb), ("memory_estimate_mb", section.memory_estimate_mb)] {
+        for (key, value) in
+            [("memory_budget_mb", section.memory_budget_mb), ("memory_estimate_mb", section.memory_estimate_mb)]
+        {
             match value {
                 Some(_) if name != "evaluator" => return Err(format!("[{name}] {key}: only the evaluator has it")),
                 Some(0) => return Err(format!("[evaluator] {key} must be at least 1")),
@@ -828,7 +834,9 @@ fn check_executor(e: &ExecutorSection) -> Result<(), String> {
     if e.is_local() {
         let local = ExecutorSection { kind: ExecutorKind::Local, ..ExecutorSection::default() };
         if e != &local {
-            return Err("[executor]: only `kind` applies to local evaluation; the other keys are for kind = \"slurm\"".into());
+            return Err(
+                "[executor]: only `kind` applies to local evaluation; the other keys are for kind = \"slurm\"".into()
+            );
         }
         return Ok(());
     }

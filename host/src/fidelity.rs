@@ -511,7 +511,8 @@ pub fn fidelity_summaries(rows: &[Retrain]) -> Vec<FidelitySummary> {
     lengths
         .into_iter()
         .map(|epochs| {
-            let mine: Vec<&Retrain> = rows.iter().filter(|r| r.study == Study::Fidelity && r.epochs == epochs).collect();
+            let mine: Vec<&Retrain> =
+                rows.iter().filter(|r| r.study == Study::Fidelity && r.epochs == epochs).collect();
             let trained: Vec<(&Retrain, f64)> = mine.iter().filter_map(|r| r.accuracy().map(|a| (*r, a))).collect();
             let proxy: Vec<f64> = trained.iter().map(|(r, _)| r.proxy_accuracy).collect();
             let long: Vec<f64> = trained.iter().map(|(_, a)| *a).collect();

@@ -59,13 +59,8 @@ impl RunLock {
     pub fn acquire(run_dir: &Path) -> Result<RunLock, RunLockError> {
         let path = run_dir.join(LOCK_FILE);
         let io = |source| RunLockError::Io { dir: run_dir.to_path_buf(), path: path.clone(), source };
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
+        let mut file =
+            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io)?;
         loop {
             // SAFETY: flock(2) on a descriptor owned by `file`, which
             // outlives the call.

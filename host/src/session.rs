@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use nas_plugin_api::{
-    ChatRequest, ChatResponse, DatasetLoader, ErrorCode, Evaluator, FineTuner, HostContext, LlmBackend,
-    MemoryStrategy, PluginError, PluginInstance, PluginKind,
+    ChatRequest, ChatResponse, DatasetLoader, ErrorCode, Evaluator, FineTuner, HostContext, LlmBackend, MemoryStrategy,
+    PluginError, PluginInstance, PluginKind,
 };
 
 use crate::config::{self, ConfigError, LoadedConfig, PluginSection, RunConfig};
@@ -74,7 +74,11 @@ pub enum SessionError {
 pub fn load_config(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     match path {
         Some(path) => config::load(path),
-        None => Ok(LoadedConfig { config: RunConfig::embedded(), path: PathBuf::from("(defaults)"), dir: PathBuf::from(".") }),
+        None => Ok(LoadedConfig {
+            config: RunConfig::embedded(),
+            path: PathBuf::from("(defaults)"),
+            dir: PathBuf::from("."),
+        }),
     }
 }
 
@@ -124,9 +128,9 @@ pub fn frozen(loaded: &LoadedConfig) -> RunConfig {
 /// Reads `[search] baseline`, when set.
 pub fn read_baseline(config: &RunConfig) -> Result<Option<String>, SessionError> {
     match &config.search.baseline {
-        Some(p) => std::fs::read_to_string(p)
-            .map(Some)
-            .map_err(|source| SessionError::Baseline { path: p.clone(), source }),
+        Some(p) => {
+            std::fs::read_to_string(p).map(Some).map_err(|source| SessionError::Baseline { path: p.clone(), source })
+        }
         None => Ok(None),
     }
 }
@@ -251,7 +255,9 @@ pub fn create_plugins(
     };
     let tuner = match &c.tuner {
         Some(section) => Some(
-            one(make("tuner", section, PluginKind::Tune, 1)?).into_tune().map_err(|_| wrong("tuner", PluginKind::Tune))?,
+            one(make("tuner", section, PluginKind::Tune, 1)?)
+                .into_tune()
+                .map_err(|_| wrong("tuner", PluginKind::Tune))?,
         ),
         None => None,
     };

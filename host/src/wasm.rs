@@ -193,10 +193,22 @@ pub fn load_component(path: &Path, options: &WasmOptions) -> Result<WasmLibrary,
     let linker = make_linker(engine, manifest.kind)
         .map_err(|e| fail(WasmLoadStep::World, format!("cannot set up the host imports: {e}")))?;
     let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
-        fail(WasmLoadStep::World, format!("`{shown}` does not fit the {} world: {e}", world_of(manifest.kind).map(|w| w.world).unwrap_or_default()))
+        fail(
+            WasmLoadStep::World,
+            format!(
+                "`{shown}` does not fit the {} world: {e}",
+                world_of(manifest.kind).map(|w| w.world).unwrap_or_default()
+            ),
+        )
     })?;
     let pre = Pre::new(manifest.kind, instance_pre).map_err(|e| {
-        fail(WasmLoadStep::World, format!("`{shown}` does not export the {} world: {e}", world_of(manifest.kind).map(|w| w.world).unwrap_or_default()))
+        fail(
+            WasmLoadStep::World,
+            format!(
+                "`{shown}` does not export the {} world: {e}",
+                world_of(manifest.kind).map(|w| w.world).unwrap_or_default()
+            ),
+        )
     })?;
 
     let info = PluginInfo {

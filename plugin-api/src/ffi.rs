@@ -178,9 +178,7 @@ impl PluginServer {
             serde_json::to_string(&v).map(RString::from).map_err(|e| PluginError::internal(e.to_string()))
         }
         let kind = self.instance.kind();
-        let unsupported = || {
-            PluginError::unsupported(format!("plugin `{}` ({kind}) has no method `{name}`", self.id))
-        };
+        let unsupported = || PluginError::unsupported(format!("plugin `{}` ({kind}) has no method `{name}`", self.id));
         let method = Method::parse(name).ok_or_else(unsupported)?;
         if method.kind() != kind {
             return Err(unsupported());
@@ -189,8 +187,12 @@ impl PluginServer {
         match (&mut self.instance, method) {
             (PluginInstance::Llm(p), Method::LlmComplete) => reply(p.complete(&parse::<ChatRequest>(n, input)?)?),
             (PluginInstance::Dataset(p), Method::DatasetDescribe) => reply(p.describe()?),
-            (PluginInstance::Dataset(p), Method::DatasetPrepare) => reply(p.prepare(&parse::<PrepareRequest>(n, input)?)?),
-            (PluginInstance::Evaluator(p), Method::EvalEvaluate) => reply(p.evaluate(&parse::<EvalRequest>(n, input)?)?),
+            (PluginInstance::Dataset(p), Method::DatasetPrepare) => {
+                reply(p.prepare(&parse::<PrepareRequest>(n, input)?)?)
+            }
+            (PluginInstance::Evaluator(p), Method::EvalEvaluate) => {
+                reply(p.evaluate(&parse::<EvalRequest>(n, input)?)?)
+            }
             (PluginInstance::Memory(p), Method::MemorySelect) => reply(p.select(&parse::<MemoryInput>(n, input)?)?),
             (PluginInstance::Tune(p), Method::TuneTune) => reply(p.tune(&parse::<TuneRequest>(n, input)?)?),
             // Checked above: a method reaches here only with an instance of

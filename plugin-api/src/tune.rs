@@ -181,10 +181,9 @@ mod tests {
         };
         let json = serde_json::to_string(&r).expect("serialises");
         assert_eq!(serde_json::from_str::<TuneRequest>(&json).expect("parses"), r);
-        let minimal: TuneRequest = serde_json::from_str(
-            r#"{"job_id":"j","base":{"path":"/m"},"train_set":"/t","out_dir":"/o"}"#,
-        )
-        .expect("optional fields default");
+        let minimal: TuneRequest =
+            serde_json::from_str(r#"{"job_id":"j","base":{"path":"/m"},"train_set":"/t","out_dir":"/o"}"#)
+                .expect("optional fields default");
         assert_eq!(minimal.settings, TuneSettings::default());
         let a: Adapter = serde_json::from_str(r#"{"dir":"/a"}"#).expect("adapter fields default");
         assert!(a.loss_curve.is_empty() && a.gguf.is_none());

@@ -180,7 +180,9 @@ fn check_section() -> String {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the timing script prints JSON");
     let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
     let list = |x: &serde_json::Value| {
-        x.as_array().map(|a| a.iter().map(|s| format!("{:.2}", f(s))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+        x.as_array()
+            .map(|a| a.iter().map(|s| format!("{:.2}", f(s))).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
     };
     let median = |x: &serde_json::Value| {
         let mut s: Vec<f64> = x.as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default();
@@ -204,12 +206,8 @@ thread, Fashion-MNIST's shape (1×28×28, 10 classes), three small candidates, 3
     if let Some(rows) = v["rows"].as_object() {
         for (name, r) in rows {
             let (c, w) = (median(&r["cold"]), median(&r["warm"]));
-            text += &format!(
-                "| {name} | {c:.2} | {w:.3} | {:.2} | {} | {} |\n",
-                c - w,
-                list(&r["cold"]),
-                list(&r["warm"])
-            );
+            text +=
+                &format!("| {name} | {c:.2} | {w:.3} | {:.2} | {} | {} |\n", c - w, list(&r["cold"]), list(&r["warm"]));
         }
     }
     let (c, w) = (f(&v["median_cold_s"]), f(&v["median_warm_s"]));

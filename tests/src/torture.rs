@@ -311,9 +311,7 @@ pub fn torture(cfg: &TortureConfig) -> TortureReport {
                             }
                         })
                     }
-                    KillMoment::AfterCommit => {
-                        (committed(dir.path()) >= seen_commits + nth.min(2)).then(Instant::now)
-                    }
+                    KillMoment::AfterCommit => (committed(dir.path()) >= seen_commits + nth.min(2)).then(Instant::now),
                 };
             }
             if due.is_some_and(|d| Instant::now() >= d) {

@@ -118,8 +118,7 @@ fn memory_strategies_pass_the_kit() {
 #[test]
 fn llm_backends_over_http_pass_the_kit_against_the_loopback_server() {
     std::env::set_var("NAS_CONFORMANCE_KEY", "sk-conformance-5");
-    let plugins: Vec<Registered> =
-        builtins(PluginKind::Llm).into_iter().filter(|p| p.info.id != "llm.local").collect();
+    let plugins: Vec<Registered> = builtins(PluginKind::Llm).into_iter().filter(|p| p.info.id != "llm.local").collect();
     assert!(plugins.len() >= 4, "{plugins:?}");
     let mut reports = Vec::new();
     for p in &plugins {
@@ -281,7 +280,10 @@ fn dataset_loaders_pass_the_kit_on_small_releases_in_their_real_formats() {
         without["root"] = json!(empty);
         let PluginInstance::Dataset(mut loader) = create(p, &without, &ctx) else { unreachable!("same plugin") };
         let cache = tmp.path().join("prepared-without").join(name);
-        reports.push((format!("{} without its release", p.info.id), check_dataset_missing_release(loader.as_mut(), &cache)));
+        reports.push((
+            format!("{} without its release", p.info.id),
+            check_dataset_missing_release(loader.as_mut(), &cache),
+        ));
     }
     assert_all_passed(&reports);
 }
@@ -322,7 +324,9 @@ fn small_evaluation(id: &str) -> Value {
             "python": venv_python(),
             "worker_path": eval_worker_bin(),
         }),
-        other => panic!("no small-evaluation settings for the built-in evaluator `{other}`: add them to small_evaluation"),
+        other => {
+            panic!("no small-evaluation settings for the built-in evaluator `{other}`: add them to small_evaluation")
+        }
     }
 }
 

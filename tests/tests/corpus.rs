@@ -14,7 +14,9 @@ use nas_host::corpus::wheel::{self, LemurWheel};
 use nas_host::search::delta;
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 use nas_plugin_api::{ChatRole, TrainingExample};
-use nas_tests::{build_cdylib, eval_worker_bin, nas_bin, records, role_and_attempt, run_dirs, target_dir, text, venv_python};
+use nas_tests::{
+    build_cdylib, eval_worker_bin, nas_bin, records, role_and_attempt, run_dirs, target_dir, text, venv_python,
+};
 
 /// The wheel, fetched (resumable, sha256-verified) once per cache.
 fn lemur_wheel() -> PathBuf {
@@ -81,7 +83,11 @@ fn index(dir: &Path) -> Vec<std::collections::HashMap<String, String>> {
 fn count(stdout: &str, line: &str, word: &str) -> usize {
     let l = stdout.lines().find(|l| l.starts_with(line)).unwrap_or_else(|| panic!("no `{line}` line in:\n{stdout}"));
     let at = l.find(word).unwrap_or_else(|| panic!("no `{word}` in `{l}`"));
-    l[..at].split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no number before `{word}` in `{l}`"))
+    l[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before `{word}` in `{l}`"))
 }
 
 /// Runs a Python script under the project's Python with arguments; returns
@@ -99,7 +105,14 @@ fn the_wheel_holds_thousands_of_models_and_its_statistics_read_as_python_reads_t
     let mut w = LemurWheel::open(&path).expect("opens");
     assert!(w.models().len() > 10_000, "{} model files", w.models().len());
     let datasets = w.classification_datasets();
-    for (d, at_least) in [("cifar-10", 8_000), ("svhn", 2_500), ("mnist", 2_000), ("celeba-gender", 2_000), ("cifar-100", 1_500), ("imagenette", 1_500)] {
+    for (d, at_least) in [
+        ("cifar-10", 8_000),
+        ("svhn", 2_500),
+        ("mnist", 2_000),
+        ("celeba-gender", 2_000),
+        ("cifar-100", 1_500),
+        ("imagenette", 1_500),
+    ] {
         assert!(datasets.get(d).is_some_and(|n| *n >= at_least), "{d}: {datasets:?}");
     }
     let stats = w.first_epoch_stats("cifar-10");
@@ -153,7 +166,10 @@ fn a_cifar10_corpus_of_whole_files_is_python_in_the_search_contract_and_says_its
         lemur_corpus(dir.path(), &["--dataset", "cifar10", "--min-accuracy", "0.5", "--top", "150", "--out", s(&out)]);
     assert!(count(&stdout, "LEMUR", "model files") > 10_000, "{stdout}");
     assert!(count(&stdout, "statistics:", "models with statistics") > 4_000, "{stdout}");
-    assert!(count(&stdout, "left out:", "below") > 1_000, "most cifar-10 models are below 50% after one epoch: {stdout}");
+    assert!(
+        count(&stdout, "left out:", "below") > 1_000,
+        "most cifar-10 models are below 50% after one epoch: {stdout}"
+    );
     assert!(count(&stdout, "left out:", "near-duplicates") > 0, "{stdout}");
     assert_eq!(count(&stdout, "examples:", "("), 150, "{stdout}");
     let ex = examples(&out);
@@ -176,7 +192,8 @@ fn a_cifar10_corpus_of_whole_files_is_python_in_the_search_contract_and_says_its
 fn every_delta_example_applies_to_its_baseline_giving_the_target() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("d");
-    let stdout = lemur_corpus(dir.path(), &["--dataset", "cifar10", "--mode", "delta", "--top", "120", "--out", s(&out)]);
+    let stdout =
+        lemur_corpus(dir.path(), &["--dataset", "cifar10", "--mode", "delta", "--top", "120", "--out", s(&out)]);
     let ex = examples(&out);
     let rows = index(&out);
     assert_eq!(ex.len(), rows.len());
@@ -209,11 +226,17 @@ fn fashion_mnist_offers_the_nearest_statistics_and_a_sample_trains_in_the_real_e
     let out = nas(dir.path(), &["corpus", "lemur", "--dataset", "fashion-mnist", "--out", "x", "--wheel", s(&w)]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("no statistics for `fashion-mnist`") && stderr.contains("--statistics-from mnist"), "{stderr}");
+    assert!(
+        stderr.contains("no statistics for `fashion-mnist`") && stderr.contains("--statistics-from mnist"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--statistics-from none"), "{stderr}");
 
     let c = dir.path().join("c");
-    lemur_corpus(dir.path(), &["--dataset", "fashion-mnist", "--statistics-from", "mnist", "--min-accuracy", "0.98", "--out", s(&c)]);
+    lemur_corpus(
+        dir.path(),
+        &["--dataset", "fashion-mnist", "--statistics-from", "mnist", "--min-accuracy", "0.98", "--out", s(&c)],
+    );
     let ex = examples(&c);
     assert!(ex[0].messages[1].content.contains("(batch, 1, 28, 28)"), "the prompts are Fashion-MNIST's");
     let rows = index(&c);
@@ -222,7 +245,8 @@ fn fashion_mnist_offers_the_nearest_statistics_and_a_sample_trains_in_the_real_e
         let code = nas_plugin_api::text::extract_code(&ex[i].answer).expect("a python block");
         let file = dir.path().join(format!("{name}.py"));
         std::fs::write(&file, code).expect("write");
-        let run = nas(dir.path(), &["eval", s(&file), "--dataset", "fashion-mnist", "--max-train-examples", "500", "--json"]);
+        let run =
+            nas(dir.path(), &["eval", s(&file), "--dataset", "fashion-mnist", "--max-train-examples", "500", "--json"]);
         let (stdout, stderr) = text(&run);
         assert!(run.status.success(), "{name}:\n{stdout}\n{stderr}");
         let outcome: serde_json::Value = serde_json::from_str(&stdout).expect("JSON outcome");
@@ -312,7 +336,8 @@ fn the_prompts_are_those_a_search_sends_and_an_export_corpus_imports_as_recorded
     assert_eq!(got[0].messages, recorded.generator_prompt);
     assert_eq!(got[0].answer, format!("```python\n{}\n```", LINEAR.trim_end()));
     assert_eq!(got[1].source, format!("file:{}:1", s(&mine)));
-    std::fs::write(&mine, format!("{own}\n{{\"messages\": [{{\"role\": \"user\", \"content\": \"u\"}}]}}\n")).expect("write");
+    std::fs::write(&mine, format!("{own}\n{{\"messages\": [{{\"role\": \"user\", \"content\": \"u\"}}]}}\n"))
+        .expect("write");
     let out = nas(dir.path(), &["corpus", "import", s(&mine), "--out", s(&imported)]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

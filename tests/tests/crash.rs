@@ -186,10 +186,9 @@ fn a_second_resume_of_a_run_is_refused_naming_the_run_and_the_holder() {
     let cfg = TortureConfig { kills: 0, seed: 0, iterations: 3, llm_ms: 0, eval_ms: 0 };
     let (server, _) = slow_scripted_server(0);
     let file = torture::write_config(dir.path(), &server, &cfg);
-    let config = std::fs::read_to_string(&file).expect("read").replace(
-        "delay_ms = 0",
-        &format!("delay_ms = 0\nhold = \"{}\"", hold.display()),
-    );
+    let config = std::fs::read_to_string(&file)
+        .expect("read")
+        .replace("delay_ms = 0", &format!("delay_ms = 0\nhold = \"{}\"", hold.display()));
     std::fs::write(&file, config).expect("write");
 
     // A run stopped by SIGKILL in its second evaluation.

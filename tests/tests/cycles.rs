@@ -48,10 +48,39 @@ fn net(name: &str, body: &[&str], forward: &str, acc: f64) -> String {
 /// The designs of the seed corpus.
 fn seed_designs() -> Vec<String> {
     vec![
-        net("mlp", &["self.flat = nn.Flatten()", "self.fc1 = nn.Linear(64, 32)", "self.fc2 = nn.Linear(32, num_classes)"], "return self.fc2(torch.relu(self.fc1(self.flat(x))))", 0.6),
-        net("conv", &["self.conv = nn.Conv2d(1, 4, 3, padding=1)", "self.pool = nn.AdaptiveAvgPool2d(1)", "self.head = nn.Linear(4, num_classes)"], "return self.head(self.pool(torch.relu(self.conv(x))).flatten(1))", 0.7),
-        net("bn", &["self.c = nn.Conv2d(1, 6, 3)", "self.b = nn.BatchNorm2d(6)", "self.g = nn.AdaptiveMaxPool2d(1)", "self.o = nn.Linear(6, num_classes)"], "return self.o(self.g(self.b(self.c(x)).relu()).flatten(1))", 0.65),
-        net("tanh", &["self.lin = nn.Linear(64, 48)", "self.act = nn.Tanh()", "self.out = nn.Linear(48, num_classes)"], "return self.out(self.act(self.lin(x.flatten(1))))", 0.5),
+        net(
+            "mlp",
+            &["self.flat = nn.Flatten()", "self.fc1 = nn.Linear(64, 32)", "self.fc2 = nn.Linear(32, num_classes)"],
+            "return self.fc2(torch.relu(self.fc1(self.flat(x))))",
+            0.6,
+        ),
+        net(
+            "conv",
+            &[
+                "self.conv = nn.Conv2d(1, 4, 3, padding=1)",
+                "self.pool = nn.AdaptiveAvgPool2d(1)",
+                "self.head = nn.Linear(4, num_classes)",
+            ],
+            "return self.head(self.pool(torch.relu(self.conv(x))).flatten(1))",
+            0.7,
+        ),
+        net(
+            "bn",
+            &[
+                "self.c = nn.Conv2d(1, 6, 3)",
+                "self.b = nn.BatchNorm2d(6)",
+                "self.g = nn.AdaptiveMaxPool2d(1)",
+                "self.o = nn.Linear(6, num_classes)",
+            ],
+            "return self.o(self.g(self.b(self.c(x)).relu()).flatten(1))",
+            0.65,
+        ),
+        net(
+            "tanh",
+            &["self.lin = nn.Linear(64, 48)", "self.act = nn.Tanh()", "self.out = nn.Linear(48, num_classes)"],
+            "return self.out(self.act(self.lin(x.flatten(1))))",
+            0.5,
+        ),
     ]
 }
 
@@ -107,7 +136,8 @@ fn seed_file(dir: &Path) -> PathBuf {
 }
 
 fn models() -> (PathBuf, PathBuf) {
-    let dir = std::env::var_os("NAS_TEST_MODELS_DIR").map(PathBuf::from).unwrap_or_else(nas_llm_local::default_models_dir);
+    let dir =
+        std::env::var_os("NAS_TEST_MODELS_DIR").map(PathBuf::from).unwrap_or_else(nas_llm_local::default_models_dir);
     let opts = nas_llm_local::FetchOptions { verbose: true, ..nas_llm_local::FetchOptions::default() };
     let gguf = nas_llm_local::fetch_model(MODEL, &dir, &opts).expect("the 0.5B model can be fetched and verified");
     (gguf, dir)
@@ -323,7 +353,9 @@ fn a_cycles_run_killed_during_generation_and_fine_tunes_ends_as_an_uninterrupted
         resumed == &serde_json::json!([1]) || resumed == &serde_json::json!([2]),
         "the killed fine-tune went on from its checkpoint: {resumed}"
     );
-    let evals = |name: &str| std::fs::read_to_string(d.join(name)).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>();
+    let evals = |name: &str| {
+        std::fs::read_to_string(d.join(name)).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()
+    };
     assert_eq!(evals("reference-evals").len(), 6, "one evaluation per candidate");
     let again = evals("killed-evals");
     assert!((6..=8).contains(&again.len()), "at most the two killed evaluations again: {again:?}");
@@ -339,7 +371,10 @@ fn a_cycles_run_killed_during_generation_and_fine_tunes_ends_as_an_uninterrupted
     let replayed = d.join("replayed");
     let out = run_to_end(d, &["cycles", "--replay", s(&reference), "--run-dir", s(&replayed)]);
     assert!(text(&out).0.contains("stopped: completed 2 cycles"));
-    assert_eq!(a.iter().map(essence).collect::<Vec<_>>(), records_of(&replayed).iter().map(essence).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(essence).collect::<Vec<_>>(),
+        records_of(&replayed).iter().map(essence).collect::<Vec<_>>()
+    );
     for (x, y) in sa.iter().zip(&states_of(&replayed)) {
         assert_eq!(x.train_sha256, y.train_sha256);
         assert_eq!(y.tune_attempts, 0, "a replay trains nothing");

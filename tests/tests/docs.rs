@@ -50,7 +50,8 @@ fn toml_blocks(file: &Path, markdown: &str) -> Vec<Block> {
                     let mut words = info.split_whitespace();
                     let language = words.next().unwrap_or_default().to_string();
                     let rest = words.collect::<Vec<_>>().join(" ");
-                    open = Some((i + 1, indent, if language == "toml" { rest } else { format!("\0{language}") }, vec![]));
+                    open =
+                        Some((i + 1, indent, if language == "toml" { rest } else { format!("\0{language}") }, vec![]));
                 }
             }
             Some((start, indent, kind, lines)) => {
@@ -285,11 +286,17 @@ fn a_block_that_does_not_parse_or_says_not_what_it_is_is_refused() {
     assert!(e.contains("modle"), "{e}");
     let e = check_block("compare", "[compare]\nseeds = []\n").expect_err("no seeds");
     assert!(e.contains("seeds"), "{e}");
-    let e = check_block("wasm-manifest", "id = \"memory.x\"\nkind = \"memory\"\nversion = \"0.1.0\"\napi_version = \"1.0\"\nsha256 = \"5117fee2...\"\n")
-        .expect_err("a cut hash");
+    let e = check_block(
+        "wasm-manifest",
+        "id = \"memory.x\"\nkind = \"memory\"\nversion = \"0.1.0\"\napi_version = \"1.0\"\nsha256 = \"5117fee2...\"\n",
+    )
+    .expect_err("a cut hash");
     assert!(e.contains("sha256"), "{e}");
     let cargo = |edition: &str, lib: &str| {
-        check_block("cargo", &format!("[package]\nname = \"p\"\nversion = \"0.1.0\"\nedition = \"{edition}\"\n[lib]\n{lib}\n"))
+        check_block(
+            "cargo",
+            &format!("[package]\nname = \"p\"\nversion = \"0.1.0\"\nedition = \"{edition}\"\n[lib]\n{lib}\n"),
+        )
     };
     let e = cargo("2077", "crate-type = [\"cdylib\"]").expect_err("no such edition");
     assert!(e.contains("2077"), "{e}");
@@ -300,7 +307,13 @@ fn a_block_that_does_not_parse_or_says_not_what_it_is_is_refused() {
     assert!(e.contains("does not say what the block is"), "{e}");
     check_block("settings memory.window", "k = 3\n").expect("a valid table");
 
-    let blocks = toml_blocks(Path::new("x.md"), "text\n\n  ```toml run\n  [search]\n  max_iterations = 2\n  ```\n```sh\nls\n```\n");
+    let blocks = toml_blocks(
+        Path::new("x.md"),
+        "text\n\n  ```toml run\n  [search]\n  max_iterations = 2\n  ```\n```sh\nls\n```\n",
+    );
     assert_eq!(blocks.len(), 1);
-    assert_eq!((blocks[0].line, blocks[0].kind.as_str(), blocks[0].text.as_str()), (3, "run", "[search]\nmax_iterations = 2\n"));
+    assert_eq!(
+        (blocks[0].line, blocks[0].kind.as_str(), blocks[0].text.as_str()),
+        (3, "run", "[search]\nmax_iterations = 2\n")
+    );
 }

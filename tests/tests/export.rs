@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nas_host::search::novelty;
 use nas_host::records::{IterationRecord, Outcome};
+use nas_host::search::novelty;
 use nas_llm_test_server::TestServer;
 use nas_tests::{
     assert_usage_error, build_cdylib, fence, nas_with_evaluator as nas, records, run_dirs, s, text, venv_python,

@@ -311,7 +311,10 @@ fn budget_run(dir: &Path, search: &str, eval_settings: &str) -> (PathBuf, String
         &server,
         "b",
         &format!("max_iterations = 12\nnovelty_filter = false\n{search}"),
-        &format!("\n[evaluator]\nplugin = \"eval.instant\"\n[evaluator.settings]\nlog = \"{}\"\n{eval_settings}\n", log.display()),
+        &format!(
+            "\n[evaluator]\nplugin = \"eval.instant\"\n[evaluator.settings]\nlog = \"{}\"\n{eval_settings}\n",
+            log.display()
+        ),
     );
     let out = nas(dir, &["run", "--config", s(&cfg)]);
     let (stdout, stderr) = text(&out);
@@ -411,7 +414,10 @@ fn fidelity_through_the_real_evaluator_trains_longer_with_the_runs_seed() {
     let run = run_dirs(dir.path()).pop().expect("run");
     assert!(records(&run).iter().all(|r| r.outcome.accuracy().is_some()), "all three trained");
 
-    let out = nas_tests::nas_with_evaluator(dir.path(), &["fidelity", s(&run), "--epochs", "3", "--top", "2", "--sample", "1"]);
+    let out = nas_tests::nas_with_evaluator(
+        dir.path(),
+        &["fidelity", s(&run), "--epochs", "3", "--top", "2", "--sample", "1"],
+    );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let all = rows(&run, Study::Fidelity);

@@ -131,5 +131,9 @@ fn copied_diagnoses_stay_out_of_memory_and_flatten_mismatches_are_named_and_repa
     let note = repaired[0].repair.as_ref().expect("the repair is recorded");
     assert!(note.before.contains("16 * 7 * 7") && note.after.contains("nn.Linear(3136, num_classes)"), "{note:?}");
     assert!(repaired[0].code.as_deref().is_some_and(|c| c.contains("nn.Linear(3136, num_classes)")));
-    assert_eq!(note.original(repaired[0].code.as_deref().expect("code")), MISMATCH.trim_end(), "the record gives back the generated code");
+    assert_eq!(
+        note.original(repaired[0].code.as_deref().expect("code")),
+        MISMATCH.trim_end(),
+        "the record gives back the generated code"
+    );
 }

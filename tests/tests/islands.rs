@@ -143,7 +143,8 @@ fn islands_run_side_by_side_share_the_archive_and_migrate_their_best() {
     // Migration: after its 2nd iteration each island takes the best of the
     // island before it in the ring when it is better, so after the first
     // epoch no island's best is below its neighbour's best of that epoch.
-    let best_after = |island: u64, k: u64| recs[(k as usize - 1) * 3 + island as usize].best.map(|b| b.1).unwrap_or(0.0);
+    let best_after =
+        |island: u64, k: u64| recs[(k as usize - 1) * 3 + island as usize].best.map(|b| b.1).unwrap_or(0.0);
     for island in 0..3u64 {
         let from = (island + 2) % 3;
         let third = recs[(2 * 3 + island) as usize].best.map(|b| b.1).unwrap_or(0.0);

@@ -329,8 +329,7 @@ fn budgets_stop_the_run_and_say_why() {
         net("        self.fc = nn.Linear(20, num_classes)\n        # accuracy: 0.95"),
         net("        self.fc = nn.Linear(30, num_classes)\n        # accuracy: 0.70"),
     ];
-    let server =
-        scripted(generator, vec![ADVICE.into()]);
+    let server = scripted(generator, vec![ADVICE.into()]);
     let cfg = write_config(dir.path(), &server, "max_iterations = 10\ntarget_accuracy = 0.9", 5, "");
     let out = nas(dir.path(), &["run", "--config", cfg.to_str().expect("utf-8")]);
     let (stdout, stderr) = text(&out);

@@ -294,8 +294,14 @@ pub fn run(plugins: &[PathBuf], args: &CompareArgs) -> Result<(), Failure> {
     }
 
     let groups = groups(&plan)?;
-    let comparison =
-        report::comparison::compare(&plan.name, &groups, &plan.baseline, &plan.seeds, &plan.checkpoints, plan.max_iterations);
+    let comparison = report::comparison::compare(
+        &plan.name,
+        &groups,
+        &plan.baseline,
+        &plan.seeds,
+        &plan.checkpoints,
+        plan.max_iterations,
+    );
     let (header, rows) = comparison.table();
     println!("{}", super::text_table(&header, &rows, true));
     if let Some((header, rows)) = report::cycles::by_arm_table(&groups) {

@@ -216,7 +216,11 @@ pub fn lemur(plugins: &[PathBuf], args: &CorpusLemurArgs) -> Result<(), Failure>
         c.near_duplicates,
         args.novelty_threshold,
         c.beyond_top,
-        if mode == GenerationMode::Delta { format!(", {} with no baseline near enough", c.no_baseline) } else { String::new() }
+        if mode == GenerationMode::Delta {
+            format!(", {} with no baseline near enough", c.no_baseline)
+        } else {
+            String::new()
+        }
     );
     println!(
         "examples: {} ({}) -> {}",

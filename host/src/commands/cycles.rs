@@ -96,7 +96,10 @@ pub fn resume(plugins: &[PathBuf], run_dir: &Path) -> Result<(), Failure> {
     let st = Store::open(run_dir).usage()?;
     let loaded = crate::config::load(&run_dir.join(run_dir::CONFIG_FILE)).usage()?;
     if loaded.config.cycles.is_none() {
-        return Err(Failure::Usage(anyhow!("{} is not a cycles run; continue it with `nas resume`", run_dir.display())));
+        return Err(Failure::Usage(anyhow!(
+            "{} is not a cycles run; continue it with `nas resume`",
+            run_dir.display()
+        )));
     }
     let config_dir = st.meta("config_dir").usage()?.map(PathBuf::from).unwrap_or_else(|| loaded.dir.clone());
     let loaded = LoadedConfig { dir: config_dir, ..loaded };

@@ -6,8 +6,8 @@ use anyhow::anyhow;
 use nas_plugin_api::{DatasetDescription, DatasetLoader, PluginInstance, PluginKind, MANIFEST_FILE};
 
 use crate::cli::DataCommand;
-use crate::commands::{Failure, UsageContext};
 use crate::commands::plugins::print_table;
+use crate::commands::{Failure, UsageContext};
 use crate::registry::{PluginRef, Registry};
 
 fn settings(root: Option<&Path>) -> serde_json::Value {

@@ -94,7 +94,9 @@ pub fn run(plugins: &[PathBuf], args: &ExportArgs) -> Result<(), Failure> {
         match (extra.and_then(|e| e.get("onnx")), extra.and_then(|e| e.get("onnx_error"))) {
             (Some(o), _) if best_dir.join("model.onnx").is_file() => println!(
                 "  best/model.onnx     ONNX (opset {}), outputs checked with {} (largest difference {})",
-                o["opset"], o["checked_with"].as_str().unwrap_or("?"), o["max_abs_diff"]
+                o["opset"],
+                o["checked_with"].as_str().unwrap_or("?"),
+                o["max_abs_diff"]
             ),
             (_, Some(e)) => println!("  best/model.onnx     not written: {}", e.as_str().unwrap_or_default()),
             _ => println!("  best/model.onnx     not written: the evaluator does not export ONNX"),
@@ -245,8 +247,9 @@ fn info(run: &Run, best: &Candidate<'_>, retrained: &Retrained) -> Value {
     let onnx = extra.and_then(|e| e.get("onnx")).filter(|_| retrained.model_written).map(|o| {
         let mut o = o.clone();
         o["file"] = json!("model.onnx");
-        o["format"] =
-            json!("ONNX: input `input` float [N, C, H, W] normalised as for model.pt, output `logits` [N, num_classes]");
+        o["format"] = json!(
+            "ONNX: input `input` float [N, C, H, W] normalised as for model.pt, output `logits` [N, num_classes]"
+        );
         o
     });
     json!({

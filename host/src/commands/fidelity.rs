@@ -182,10 +182,15 @@ fn studies(registry: &mut Registry, loaded: &LoadedConfig, run_dir: &Path, tasks
         }
         if progress.interrupted {
             println!("stopped: interrupted");
-            println!("continue with: nas fidelity {}{}", run_dir.display(), match *task {
-                Task::Fidelity { epochs, top, sample } => format!(" --epochs {epochs} --top {top} --sample {sample}"),
-                Task::Seeds { seeds, top } => format!(" --seeds {seeds} --seed-top {top}"),
-            });
+            println!(
+                "continue with: nas fidelity {}{}",
+                run_dir.display(),
+                match *task {
+                    Task::Fidelity { epochs, top, sample } =>
+                        format!(" --epochs {epochs} --top {top} --sample {sample}"),
+                    Task::Seeds { seeds, top } => format!(" --seeds {seeds} --seed-top {top}"),
+                }
+            );
             return Ok(());
         }
     }

@@ -1,8 +1,8 @@
 //! `nas models list` and `nas models fetch`.
 
 use crate::cli::ModelsCommand;
-use crate::commands::{Failure, UsageContext};
 use crate::commands::plugins::print_table;
+use crate::commands::{Failure, UsageContext};
 
 /// Runs a `nas models` command.
 pub fn run(cmd: ModelsCommand) -> Result<(), Failure> {

@@ -199,7 +199,9 @@ fn execute(
     );
     let result = match search.run(&mut bar) {
         // Ctrl-C cancelled Slurm jobs in flight: the run is interrupted.
-        Err(search::SearchError::Evaluator(e)) if interrupt.load(Ordering::SeqCst) && crate::executor::is_interruption(&e) => {
+        Err(search::SearchError::Evaluator(e))
+            if interrupt.load(Ordering::SeqCst) && crate::executor::is_interruption(&e) =>
+        {
             Ok(StopReason::Interrupted)
         }
         other => other,

@@ -327,7 +327,12 @@ fn hyperparameter_keys(code: &str, prm: &str) -> Vec<String> {
         }
     }
     if let Some(at) = code.find("def supported_hyperparameters") {
-        let body: String = code[at..].lines().skip(1).take_while(|l| l.starts_with([' ', '\t']) || l.trim().is_empty()).collect::<Vec<_>>().join("\n");
+        let body: String = code[at..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with([' ', '\t']) || l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
         let mut rest = body.as_str();
         while let Some(p) = rest.find(['\'', '"']) {
             let q = rest[p..].chars().next().unwrap_or('\'');
@@ -365,14 +370,20 @@ pub fn to_search_contract(
     let class_at = lines
         .iter()
         .rposition(|l| {
-            l.strip_prefix("class ").and_then(|r| r.trim_start().strip_prefix("Net")).is_some_and(|r| r.trim_start().starts_with(['(', ':']))
+            l.strip_prefix("class ")
+                .and_then(|r| r.trim_start().strip_prefix("Net"))
+                .is_some_and(|r| r.trim_start().starts_with(['(', ':']))
         })
         .ok_or(NotConvertible::NoNet)?;
     let class_end = block_end(&lines, class_at, 0);
-    let body_indent =
-        lines[class_at + 1..class_end].iter().find(|l| is_code(l)).map(|l| indent_of(l)).ok_or(NotConvertible::NoInit)?;
+    let body_indent = lines[class_at + 1..class_end]
+        .iter()
+        .find(|l| is_code(l))
+        .map(|l| indent_of(l))
+        .ok_or(NotConvertible::NoInit)?;
     let at_body = |l: &str, what: &str| indent_of(l) == body_indent && l.trim_start().starts_with(what);
-    let init_at = (class_at + 1..class_end).find(|&i| at_body(lines[i], "def __init__")).ok_or(NotConvertible::NoInit)?;
+    let init_at =
+        (class_at + 1..class_end).find(|&i| at_body(lines[i], "def __init__")).ok_or(NotConvertible::NoInit)?;
     // The header: up to the `:` after the parameters' closing parenthesis.
     let mut depth = 0usize;
     let mut params = String::new();
@@ -439,8 +450,8 @@ pub fn to_search_contract(
     let value_of = |key: &str| {
         hyperparameters.get(key).and_then(python_literal).unwrap_or_else(|| default_hyperparameter(key).to_string())
     };
-    let in_simple = p.in_shape == "in_shape"
-        && uses(0).all(|o| matches!(o.kind, Use::Index(1..=3) | Use::Index(-3..=-1)));
+    let in_simple =
+        p.in_shape == "in_shape" && uses(0).all(|o| matches!(o.kind, Use::Index(1..=3) | Use::Index(-3..=-1)));
     let out_simple = uses(1).all(|o| matches!(o.kind, Use::Index(0) | Use::Index(-1)));
     let prm_simple = uses(2).all(|o| matches!(o.kind, Use::Key(_)));
     let dev_simple = uses(3).all(|o| o.kind == Use::Value);
@@ -490,9 +501,9 @@ pub fn to_search_contract(
     // unless something else calls them.
     let mut removed: Vec<(usize, usize)> = Vec::new();
     for method in ["def train_setup", "def learn"] {
-        if let Some(start) = (class_at + 1..class_end).find(|&i| {
-            at_body(lines[i], method) && lines[i].trim_start()[method.len()..].trim_start().starts_with('(')
-        }) {
+        if let Some(start) = (class_at + 1..class_end)
+            .find(|&i| at_body(lines[i], method) && lines[i].trim_start()[method.len()..].trim_start().starts_with('('))
+        {
             let end = block_end(&lines, start, body_indent).min(class_end);
             let name = &method[4..];
             let elsewhere: String = lines
@@ -586,13 +597,8 @@ pub fn to_search_contract(
         if let Some(attr) = lhs.strip_prefix("self.").filter(|a| a.chars().all(is_ident_char)) {
             let dropped_value = replaced_values.iter().any(|v| v == rhs) && rhs != "num_classes";
             if dropped_value {
-                let rest: String = lines2
-                    .iter()
-                    .enumerate()
-                    .filter(|(m, _)| *m != n)
-                    .map(|(_, l)| *l)
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let rest: String =
+                    lines2.iter().enumerate().filter(|(m, _)| *m != n).map(|(_, l)| *l).collect::<Vec<_>>().join("\n");
                 if !mentions(&rest, &format!("self.{attr}")) {
                     keep[n] = false;
                 }

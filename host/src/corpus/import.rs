@@ -75,12 +75,16 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<(TrainingExample, usize)>, CorpusEr
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let n = i + 1;
-        let line = line.map_err(|e| CorpusError::Malformed { path: path.to_path_buf(), line: n, message: e.to_string() })?;
+        let line =
+            line.map_err(|e| CorpusError::Malformed { path: path.to_path_buf(), line: n, message: e.to_string() })?;
         if line.trim().is_empty() {
             continue;
         }
-        let mut example =
-            parse_line(&line).map_err(|message| CorpusError::Malformed { path: path.to_path_buf(), line: n, message })?;
+        let mut example = parse_line(&line).map_err(|message| CorpusError::Malformed {
+            path: path.to_path_buf(),
+            line: n,
+            message,
+        })?;
         if example.source.is_empty() {
             example.source = format!("file:{}:{n}", path.display());
         }

@@ -575,10 +575,8 @@ pub fn write(dir: &Path, corpus: &Corpus, summary: &serde_json::Value) -> Result
     let path = dir.join(TRAIN_FILE);
     let mut jsonl = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io_err(&path))?);
     for (example, _) in &corpus.examples {
-        let line = serde_json::to_string(example).map_err(|e| CorpusError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        let line = serde_json::to_string(example)
+            .map_err(|e| CorpusError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
         writeln!(jsonl, "{line}").map_err(io_err(&path))?;
     }
     jsonl.flush().map_err(io_err(&path))?;
@@ -680,7 +678,9 @@ mod tests {
         assert_eq!(row.accuracy, Some(0.9));
         assert_eq!(ex.source, "lemur:A");
         assert!(ex.messages[1].content.contains("(batch, 1, 28, 28)"));
-        assert!(ex.answer.starts_with("```python\n") && ex.answer.contains("def __init__(self, in_shape, num_classes):"));
+        assert!(
+            ex.answer.starts_with("```python\n") && ex.answer.contains("def __init__(self, in_shape, num_classes):")
+        );
         assert!(ex.answer.contains("nn.Dropout(0.1)"), "the run's dropout: {}", ex.answer);
         let top1 = LemurOptions { top: Some(1), ..opts.clone() };
         let c1 = lemur_corpus(&mut wheel(), &setup(), &top1).expect("builds").counts;
@@ -706,7 +706,10 @@ mod tests {
             let diff = nas_plugin_api::text::extract_diff(&ex.answer).expect("a diff block");
             let (code, _) = delta::apply(&corpus.models[baseline], &diff).expect("applies");
             assert_eq!(code, corpus.models[&row.model]);
-            assert!(ex.messages[1].content.contains(corpus.models[baseline].trim_end()), "the prompt shows the baseline as it is");
+            assert!(
+                ex.messages[1].content.contains(corpus.models[baseline].trim_end()),
+                "the prompt shows the baseline as it is"
+            );
         }
         // C is the least accurate: nothing to diff from.
         assert!(corpus.counts.no_baseline >= 1);

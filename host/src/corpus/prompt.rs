@@ -92,7 +92,10 @@ mod tests {
         let full = setup.full().expect("renders");
         assert_eq!(full.len(), 2);
         let user = &full[1].content;
-        assert!(user.contains("CIFAR-10") && user.contains("(batch, 3, 32, 32)") && user.contains("airplane"), "{user}");
+        assert!(
+            user.contains("CIFAR-10") && user.contains("(batch, 3, 32, 32)") && user.contains("airplane"),
+            "{user}"
+        );
         assert!(user.contains("attempt 1") && user.contains("random crop"), "{user}");
         let delta = setup.delta("class Net: parent\n").expect("renders");
         assert!(delta[1].content.contains("class Net: parent") && delta[1].content.contains("```diff"));

@@ -107,10 +107,7 @@ pub fn ensure(dir: &Path, opts: &FetchOptions) -> Result<PathBuf, CorpusError> {
                 verify(&path)?;
                 Ok(path)
             }
-            Err(pip) => Err(CorpusError::Fetch(format!(
-                "{reason}; {pip}\n{}",
-                fetch::manual_instructions(&files)
-            ))),
+            Err(pip) => Err(CorpusError::Fetch(format!("{reason}; {pip}\n{}", fetch::manual_instructions(&files)))),
         },
         Err(e) => Err(CorpusError::Fetch(e.to_string())),
     }
@@ -240,7 +237,8 @@ pub fn parse_first_epoch(text: &str) -> Result<(Option<ModelStats>, usize), Stri
             skipped += 1;
             continue;
         };
-        let accuracy = fields.get("accuracy").and_then(Value::as_f64).filter(|a| a.is_finite() && (0.0..=1.0).contains(a));
+        let accuracy =
+            fields.get("accuracy").and_then(Value::as_f64).filter(|a| a.is_finite() && (0.0..=1.0).contains(a));
         let Some(accuracy) = accuracy else {
             skipped += 1;
             continue;
@@ -498,9 +496,14 @@ mod tests {
     fn dataset_names_map_onto_lemur_and_fashion_mnist_offers_mnist() {
         assert_eq!(match_dataset("cifar10", "cifar"), DatasetMatch::Same { lemur: "cifar-10".into(), note: None });
         assert_eq!(match_dataset("data.cifar100", ""), DatasetMatch::Same { lemur: "cifar-100".into(), note: None });
-        assert!(matches!(match_dataset("celeba", "imagenette"), DatasetMatch::Same { ref lemur, note: Some(_) } if lemur == "celeba-gender"));
+        assert!(
+            matches!(match_dataset("celeba", "imagenette"), DatasetMatch::Same { ref lemur, note: Some(_) } if lemur == "celeba-gender")
+        );
         assert!(matches!(match_dataset("fashion-mnist", "mnist"), DatasetMatch::Nearest { lemur: "mnist", .. }));
-        assert!(matches!(match_dataset("image-folder", "imagenette"), DatasetMatch::Nearest { lemur: "imagenette", .. }));
+        assert!(matches!(
+            match_dataset("image-folder", "imagenette"),
+            DatasetMatch::Nearest { lemur: "imagenette", .. }
+        ));
         assert_eq!(match_dataset("tiny", ""), DatasetMatch::None);
     }
 

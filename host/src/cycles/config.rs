@@ -269,7 +269,9 @@ impl CyclesSection {
         }
         if !s.is_lemur() {
             if s.min_accuracy > 0.0 {
-                return Err("[cycles.seed] min_accuracy needs LEMUR's statistics; a file seed has none (use top)".into());
+                return Err(
+                    "[cycles.seed] min_accuracy needs LEMUR's statistics; a file seed has none (use top)".into()
+                );
             }
             if s.statistics_from.is_some() || s.wheel.is_some() {
                 return Err("[cycles.seed] statistics_from and wheel are for source = \"lemur\"".into());

@@ -91,7 +91,8 @@ pub fn base_model(config: &RunConfig, ctx: &HostContext) -> Result<ModelRef, Cyc
     let settings = match &cy.base_model {
         Some(m) => serde_json::json!({ "model": m }),
         None => {
-            let local = matches!(&config.generator.plugin, PluginRef::Builtin(id) | PluginRef::Id(id) if id == "llm.local");
+            let local =
+                matches!(&config.generator.plugin, PluginRef::Builtin(id) | PluginRef::Id(id) if id == "llm.local");
             if !local {
                 return Err(CycleError::Setup(format!(
                     "[cycles] base_model: the generator is `{}`, so name the GGUF file (or catalogue model) the tuner trains; it must be the base the generator serves",
@@ -118,7 +119,8 @@ fn records_of(records: &[IterationRecord], c: u64) -> Vec<&IterationRecord> {
 fn jsonl(examples: &[TrainingExample]) -> Result<Vec<u8>, CycleError> {
     let mut out = Vec::new();
     for e in examples {
-        let line = serde_json::to_string(e).map_err(|e| CycleError::Inconsistent(format!("a training example: {e}")))?;
+        let line =
+            serde_json::to_string(e).map_err(|e| CycleError::Inconsistent(format!("a training example: {e}")))?;
         out.extend_from_slice(line.as_bytes());
         out.push(b'\n');
     }
@@ -265,12 +267,18 @@ impl Driver {
             Some(dir) => {
                 let other = Store::open(dir)?;
                 let theirs = log::read(&other, 0)?.ok_or_else(|| {
-                    CycleError::Setup(format!("--replay {}: not a cycles run with a seed (no cycle 0 recorded)", dir.display()))
+                    CycleError::Setup(format!(
+                        "--replay {}: not a cycles run with a seed (no cycle 0 recorded)",
+                        dir.display()
+                    ))
                 })?;
                 let path = dir.join(&theirs.train_file);
                 let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
                 if sha256_hex(&bytes) != theirs.train_sha256 {
-                    return Err(CycleError::Inconsistent(format!("{}: not the seed recorded in the replayed run", path.display())));
+                    return Err(CycleError::Inconsistent(format!(
+                        "{}: not the seed recorded in the replayed run",
+                        path.display()
+                    )));
                 }
                 (bytes, serde_json::json!({"source": "replay", "file": path}))
             }
@@ -279,7 +287,14 @@ impl Driver {
                 let m = &self.s.dataset.manifest;
                 let setup = PromptSetup::new(self.prompts(), m, &self.s.dataset.title, &self.s.config.search);
                 let cy = self.cy();
-                let built = seed::build(&cy.seed, &self.s.config_dir, self.s.config.search.mode, &setup, m, self.s.config.run.seed)?;
+                let built = seed::build(
+                    &cy.seed,
+                    &self.s.config_dir,
+                    self.s.config.search.mode,
+                    &setup,
+                    m,
+                    self.s.config.run.seed,
+                )?;
                 (jsonl(&built.examples)?, built.summary)
             }
         };
@@ -505,9 +520,14 @@ impl Driver {
         }
         let init_adapter = match (cy.train_from, prev) {
             (TrainFrom::Previous, Some(p)) => {
-                let a = p.adapter.as_ref().ok_or_else(|| CycleError::Inconsistent(format!("cycle {}: no adapter", p.cycle)))?;
+                let a = p
+                    .adapter
+                    .as_ref()
+                    .ok_or_else(|| CycleError::Inconsistent(format!("cycle {}: no adapter", p.cycle)))?;
                 Some(a.peft_dir.clone().ok_or_else(|| {
-                    CycleError::Setup("train_from = \"previous\" needs the tuner's PEFT adapter, and it wrote none".into())
+                    CycleError::Setup(
+                        "train_from = \"previous\" needs the tuner's PEFT adapter, and it wrote none".into(),
+                    )
                 })?)
             }
             _ => None,
@@ -527,7 +547,11 @@ impl Driver {
         obs.note(&format!(
             "cycle {c}: fine-tuning adapter {c} on {} examples{}",
             state.train_examples,
-            if state.tune_attempts > 1 { format!(" (attempt {}, from its last checkpoint)", state.tune_attempts) } else { String::new() }
+            if state.tune_attempts > 1 {
+                format!(" (attempt {}, from its last checkpoint)", state.tune_attempts)
+            } else {
+                String::new()
+            }
         ));
         let tuner = self.s.tuner.as_mut().ok_or_else(|| CycleError::Setup("no [tuner]".into()))?;
         let t0 = Instant::now();

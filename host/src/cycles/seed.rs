@@ -118,7 +118,9 @@ fn lemur(
         let available = w.classification_datasets();
         if !available.contains_key(name) {
             let list = available.keys().cloned().collect::<Vec<_>>().join(", ");
-            return Err(CycleError::Seed(format!("statistics_from: LEMUR has no statistics named `{name}` (it has {list}, or \"none\")")));
+            return Err(CycleError::Seed(format!(
+                "statistics_from: LEMUR has no statistics named `{name}` (it has {list}, or \"none\")"
+            )));
         }
     }
     let statistic: Statistic = section.statistic.parse().map_err(CycleError::Seed)?;
@@ -199,14 +201,21 @@ mod tests {
     const PARENT: &str = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n";
 
     fn example(user: &str, answer: &str) -> TrainingExample {
-        TrainingExample { messages: vec![ChatMessage::system("s"), ChatMessage::user(user)], answer: answer.into(), source: String::new() }
+        TrainingExample {
+            messages: vec![ChatMessage::system("s"), ChatMessage::user(user)],
+            answer: answer.into(),
+            source: String::new(),
+        }
     }
 
     #[test]
     fn designs_come_from_whole_files_and_from_diffs_applied_to_their_parent() {
         let full = example("write a net", &corpus::code_answer(PARENT));
         assert_eq!(design(&full).as_deref(), Some(PARENT.trim_end()));
-        let wider = PARENT.replace("nn.Linear(784, num_classes)", "nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, num_classes))");
+        let wider = PARENT.replace(
+            "nn.Linear(784, num_classes)",
+            "nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, num_classes))",
+        );
         let (diff, _) = corpus::unified_diff(PARENT, &wider);
         let prompt = format!("Parent design (attempt 0):\n```python\n{}\n```\nAnswer with a diff.", PARENT.trim_end());
         let delta = example(&prompt, &corpus::diff_answer(&diff));
@@ -219,7 +228,8 @@ mod tests {
 
     #[test]
     fn parents_are_a_seeded_draw_without_copies() {
-        let designs: Vec<String> = (0..10).map(|i| format!("class Net{i}: pass")).chain(["class Net0: pass".to_string()]).collect();
+        let designs: Vec<String> =
+            (0..10).map(|i| format!("class Net{i}: pass")).chain(["class Net0: pass".to_string()]).collect();
         let a = draw_parents(&designs, 4, 7);
         assert_eq!(a.len(), 4);
         assert_eq!(a, draw_parents(&designs, 4, 7), "the same seed draws the same parents");

@@ -154,16 +154,19 @@ pub(crate) mod tests {
     fn valid_accurate_and_novel_candidates_are_selected_in_order() {
         let seed = net(8, "");
         let mut known = Known::new([&seed]);
-        let deep = net(16, "        self.a = nn.BatchNorm2d(16)\n        self.b = nn.GELU()\n        self.c = nn.Dropout(0.2)\n");
+        let deep = net(
+            16,
+            "        self.a = nn.BatchNorm2d(16)\n        self.b = nn.GELU()\n        self.c = nn.Dropout(0.2)\n",
+        );
         let wide = net(64, "        self.x = nn.LayerNorm(64)\n        self.y = nn.SiLU()\n        self.z = nn.MaxPool2d(2)\n        self.w = nn.Identity()\n");
         let failed = Outcome::Failed { failure: CandidateFailure::new("train", FailureKind::Runtime, "boom") };
         let records = [
-            record(1, &seed, ok(0.9)),       // a copy of the seed: not novel
-            record(2, &deep, ok(0.3)),       // below the threshold
-            record(3, &deep, ok(0.5)),       // selected
-            record(4, &deep, ok(0.6)),       // a copy of iteration 3: not novel
-            record(5, &wide, failed),        // not valid
-            record(6, &wide, ok(0.40)),      // at the threshold: selected
+            record(1, &seed, ok(0.9)),  // a copy of the seed: not novel
+            record(2, &deep, ok(0.3)),  // below the threshold
+            record(3, &deep, ok(0.5)),  // selected
+            record(4, &deep, ok(0.6)),  // a copy of iteration 3: not novel
+            record(5, &wide, failed),   // not valid
+            record(6, &wide, ok(0.40)), // at the threshold: selected
         ];
         let refs: Vec<&IterationRecord> = records.iter().collect();
         let criteria = Criteria { min_accuracy: 0.40, novelty_threshold: 0.90 };

@@ -80,7 +80,9 @@ fn row(c: u64, records: &[IterationRecord], state: Option<&CycleState>) -> Cycle
         train_prompts: state.filter(|_| selected_phase).map(|s| s.train_examples),
         answer_lines: (!lines.is_empty()).then(|| lines.iter().sum::<usize>() as f64 / lines.len() as f64),
         phase: state.map_or_else(|| "generating".to_string(), |s| s.phase.to_string()),
-        loss: state.and_then(|s| s.adapter.as_ref()).and_then(|a| Some((a.loss_curve.first()?.loss, a.loss_curve.last()?.loss))),
+        loss: state
+            .and_then(|s| s.adapter.as_ref())
+            .and_then(|a| Some((a.loss_curve.first()?.loss, a.loss_curve.last()?.loss))),
     }
 }
 

@@ -143,7 +143,10 @@ fn sh_quote(p: &Path) -> String {
 
 /// A candidate id as part of a file or job name.
 fn plain(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).take(64).collect()
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .take(64)
+        .collect()
 }
 
 fn store_error(e: crate::store::StoreError) -> PluginError {
@@ -164,7 +167,10 @@ impl Cluster {
     }
 
     pub(super) fn attempt_dir(&self, candidate_id: &str, sha: &str, attempt: u32) -> PathBuf {
-        self.settings.shared_dir.join(format!("{}-{}", plain(candidate_id), job::short(sha))).join(format!("attempt-{attempt}"))
+        self.settings
+            .shared_dir
+            .join(format!("{}-{}", plain(candidate_id), job::short(sha)))
+            .join(format!("attempt-{attempt}"))
     }
 
     pub(super) fn script(&self, dir: &Path, probe: bool) -> String {
@@ -266,7 +272,10 @@ impl Cluster {
         let until = Instant::now() + d;
         while Instant::now() < until {
             if self.interrupted() {
-                return Err(PluginError::new(nas_plugin_api::ErrorCode::Unknown, format!("{INTERRUPTED} (before submitting)")));
+                return Err(PluginError::new(
+                    nas_plugin_api::ErrorCode::Unknown,
+                    format!("{INTERRUPTED} (before submitting)"),
+                ));
             }
             std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
         }
@@ -290,7 +299,8 @@ impl Cluster {
             request: request.clone(),
         };
         let path = dir.join(REQUEST_FILE);
-        let bytes = serde_json::to_vec(&job_request).map_err(|e| infra(format!("cannot write {}: {e}", path.display())))?;
+        let bytes =
+            serde_json::to_vec(&job_request).map_err(|e| infra(format!("cannot write {}: {e}", path.display())))?;
         job::write_atomically(&path, &bytes).map_err(|e| infra(format!("cannot write {}: {e}", path.display())))?;
         let attempt = Attempt {
             candidate_id: request.candidate_id.clone(),
@@ -500,12 +510,21 @@ impl Cluster {
             }
             if let Some((since, status)) = &ended {
                 let completed = status.as_ref().is_some_and(|s| s.state == JobState::Completed) || status.is_none();
-                let wait = if completed { self.settings.result_wait } else { self.settings.result_wait.min(Duration::from_secs(2)) };
+                let wait = if completed {
+                    self.settings.result_wait
+                } else {
+                    self.settings.result_wait.min(Duration::from_secs(2))
+                };
                 if since.elapsed() >= wait {
                     // The accounting database may know more by now (the
                     // exit code, who cancelled it).
                     let last = status.as_ref().map(|s| {
-                        self.slurm.status(id).ok().flatten().filter(|n| n.state.is_finished()).unwrap_or_else(|| s.clone())
+                        self.slurm
+                            .status(id)
+                            .ok()
+                            .flatten()
+                            .filter(|n| n.state.is_finished())
+                            .unwrap_or_else(|| s.clone())
                     });
                     if let Some(s) = &last {
                         self.note(a, s, &mut ran)?;
@@ -603,7 +622,9 @@ impl Cluster {
                     self.settings.result_wait.as_secs()
                 ),
             ),
-            JobState::Failed => (JobFault::JobFailed, format!("job {} failed{exit}{on} without a result{output}", s.id)),
+            JobState::Failed => {
+                (JobFault::JobFailed, format!("job {} failed{exit}{on} without a result{output}", s.id))
+            }
             JobState::Cancelled => (
                 JobFault::Cancelled,
                 match s.cancelled_by {

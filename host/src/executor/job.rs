@@ -332,7 +332,8 @@ mod tests {
         let mut r = result(ok(0.8));
         r.format = 2;
         assert!(check_result(&r, &expected).unwrap_err().contains("format"));
-        let mut r = result(EvalOutcome::Ok(EvalReport { accuracy: 0.5, epoch_seconds: Some(-1.0), ..Default::default() }));
+        let mut r =
+            result(EvalOutcome::Ok(EvalReport { accuracy: 0.5, epoch_seconds: Some(-1.0), ..Default::default() }));
         assert!(check_result(&r, &expected).unwrap_err().contains("epoch_seconds"));
         r.outcome = Some(ok(0.5));
         r.eval_seconds = f64::NAN;

@@ -169,9 +169,9 @@ impl Settings {
         };
         let nas_command = match &e.nas_command {
             Some(p) => command(p),
-            None => std::env::current_exe()
-                .and_then(|p| p.canonicalize())
-                .map_err(|e| ExecutorError::Config(format!("cannot tell where this nas binary is ({e}): set nas_command")))?,
+            None => std::env::current_exe().and_then(|p| p.canonicalize()).map_err(|e| {
+                ExecutorError::Config(format!("cannot tell where this nas binary is ({e}): set nas_command"))
+            })?,
         };
         let settings = Settings {
             jobs: e.jobs.unwrap_or_else(|| c.search.islands.max(c.evaluator.slots.unwrap_or(1))).max(1),
@@ -187,8 +187,13 @@ impl Settings {
             probe_timeout: seconds(e.probe_timeout_s),
         };
         let mut commands = e.commands.clone();
-        for p in [&mut commands.sbatch, &mut commands.squeue, &mut commands.sacct, &mut commands.scancel, &mut commands.sinfo]
-        {
+        for p in [
+            &mut commands.sbatch,
+            &mut commands.squeue,
+            &mut commands.sacct,
+            &mut commands.scancel,
+            &mut commands.sinfo,
+        ] {
             *p = command(p);
         }
         let mut slurm = Slurm::new(commands);
@@ -229,7 +234,8 @@ pub fn slurm_evaluators(
     if loaded.config.executor.is_local() {
         return Ok(None);
     }
-    let run_dir = run_dir.ok_or_else(|| ExecutorError::Config("Slurm evaluates the candidates of a run only".into()))?;
+    let run_dir =
+        run_dir.ok_or_else(|| ExecutorError::Config("Slurm evaluates the candidates of a run only".into()))?;
     let reference = loaded.config.evaluator.plugin.resolved(&loaded.dir);
     let found = registry
         .resolve(&reference, PluginKind::Evaluator)

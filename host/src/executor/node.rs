@@ -50,14 +50,15 @@ fn slurm_job_id() -> Option<u64> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, NodeError> {
-    let bytes = job::read_capped(path, MAX_REQUEST_BYTES)
-        .map_err(NodeError::Request)?
-        .ok_or_else(|| NodeError::Request(format!("{} does not exist (is the folder shared with this node?)", path.display())))?;
+    let bytes = job::read_capped(path, MAX_REQUEST_BYTES).map_err(NodeError::Request)?.ok_or_else(|| {
+        NodeError::Request(format!("{} does not exist (is the folder shared with this node?)", path.display()))
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| NodeError::Request(format!("{}: {e}", path.display())))
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), NodeError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| NodeError::Write { path: path.to_path_buf(), source: e.into() })?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| NodeError::Write { path: path.to_path_buf(), source: e.into() })?;
     job::write_atomically(path, &bytes).map_err(|source| NodeError::Write { path: path.to_path_buf(), source })
 }
 
@@ -88,8 +89,7 @@ fn create_evaluator(
     let config_file = run_dir.join(crate::run_dir::CONFIG_FILE);
     let loaded = crate::config::load(&config_file).map_err(|e| PluginError::config(e.to_string()))?;
     let loaded = LoadedConfig { dir: config_dir.to_path_buf(), ..loaded };
-    let mut registry =
-        session::registry(plugins).map_err(|e| PluginError::new(ErrorCode::NotFound, e.to_string()))?;
+    let mut registry = session::registry(plugins).map_err(|e| PluginError::new(ErrorCode::NotFound, e.to_string()))?;
     let mut ctx = session::host_context(config_dir, Some(run_dir));
     ctx.scratch_dir = Some(scratch.to_path_buf());
     let section = loaded.config.evaluator.clone();

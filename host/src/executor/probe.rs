@@ -105,7 +105,13 @@ impl SlurmExecutor {
         Ok(report)
     }
 
-    fn wait_for_answer(&self, id: JobId, dir: &Path, nonce: &str, started: Instant) -> Result<ProbeAnswer, ExecutorError> {
+    fn wait_for_answer(
+        &self,
+        id: JobId,
+        dir: &Path,
+        nonce: &str,
+        started: Instant,
+    ) -> Result<ProbeAnswer, ExecutorError> {
         let cluster = self.cluster();
         let settings = cluster.settings();
         let mut polled: Option<Instant> = None;
@@ -137,7 +143,11 @@ impl SlurmExecutor {
                     // The accounting database may know the exit code by now.
                     let what = match cluster.slurm().status(id) {
                         Ok(Some(s)) if s.state.is_finished() && s.exit_code.is_some() => {
-                            format!("ended {} (exit {})", s.state, s.exit_code.map(|e| e.to_string()).unwrap_or_default())
+                            format!(
+                                "ended {} (exit {})",
+                                s.state,
+                                s.exit_code.map(|e| e.to_string()).unwrap_or_default()
+                            )
                         }
                         _ => what.clone(),
                     };
@@ -158,9 +168,13 @@ impl SlurmExecutor {
                         ended = Some((Instant::now(), format!("ended {}{exit}", s.state)));
                     }
                     Ok(Some(s)) => {
-                        if s.state == JobState::Pending && !said_pending && started.elapsed() > Duration::from_secs(10) {
+                        if s.state == JobState::Pending && !said_pending && started.elapsed() > Duration::from_secs(10)
+                        {
                             said_pending = true;
-                            eprintln!("the probe job {id} waits in the queue ({})", s.reason.clone().unwrap_or_default());
+                            eprintln!(
+                                "the probe job {id} waits in the queue ({})",
+                                s.reason.clone().unwrap_or_default()
+                            );
                         }
                         last = format!("{}{}", s.state, s.reason.map(|r| format!(", {r}")).unwrap_or_default());
                     }

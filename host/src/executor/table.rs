@@ -280,9 +280,7 @@ impl JobTable {
     /// The attempts at one evaluation, the first first.
     pub fn attempts(&self, candidate_id: &str, code_sha256: &str) -> Result<Vec<Attempt>, StoreError> {
         self.query(
-            &format!(
-                "SELECT {COLUMNS} FROM slurm_jobs WHERE candidate_id = ?1 AND code_sha256 = ?2 ORDER BY attempt"
-            ),
+            &format!("SELECT {COLUMNS} FROM slurm_jobs WHERE candidate_id = ?1 AND code_sha256 = ?2 ORDER BY attempt"),
             params![candidate_id, code_sha256],
         )
     }

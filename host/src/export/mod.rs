@@ -20,9 +20,9 @@ use nas_plugin_api::{ChatMessage, EvalReport};
 use serde_json::{json, Value};
 
 use crate::config::{self, LoadedConfig};
-use crate::search::novelty;
 use crate::records::{IterationRecord, Outcome};
 use crate::run_dir::RecordedRun;
+use crate::search::novelty;
 use crate::store::StoreError;
 
 /// An export problem.

@@ -121,7 +121,8 @@ fn html_table(header: &[String], rows: &[Vec<String>]) -> String {
 
 fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
     let cell = |c: &String| c.replace('|', "\\|");
-    let mut s = format!("| {} |\n|{}\n", header.iter().map(cell).collect::<Vec<_>>().join(" | "), "---|".repeat(header.len()));
+    let mut s =
+        format!("| {} |\n|{}\n", header.iter().map(cell).collect::<Vec<_>>().join(" | "), "---|".repeat(header.len()));
     for r in rows {
         let _ = writeln!(s, "| {} |", r.iter().map(cell).collect::<Vec<_>>().join(" | "));
     }
@@ -158,7 +159,14 @@ pub fn markdown(groups: &[Group]) -> String {
     let mut s = format!("## Fine-tuning cycles\n\n{NOTE}\n\n");
     for run in &runs {
         let (header, rows) = run_table(run);
-        let _ = write!(s, "### {}\n\n{} {}\n\n{}\n", run.label, seed_line(run), pooled(run), markdown_table(&header, &rows));
+        let _ = write!(
+            s,
+            "### {}\n\n{} {}\n\n{}\n",
+            run.label,
+            seed_line(run),
+            pooled(run),
+            markdown_table(&header, &rows)
+        );
     }
     s
 }
@@ -215,12 +223,17 @@ pub fn by_arm(groups: &[Group]) -> Vec<ArmCycle> {
             let accs: Vec<f64> = recs.iter().filter_map(|r| r.outcome.accuracy()).collect();
             let good = accs.iter().filter(|a| **a >= crate::metrics::GOOD_ACCURACY).count() as u64;
             let lines: Vec<f64> = recs.iter().filter_map(|r| select::answer_lines(r)).map(|l| l as f64).collect();
-            let rows: Vec<&CycleRow> = per_run.iter().filter_map(|(rows, _)| rows.iter().find(|r| r.cycle == c)).collect();
+            let rows: Vec<&CycleRow> =
+                per_run.iter().filter_map(|(rows, _)| rows.iter().find(|r| r.cycle == c)).collect();
             let bests: Vec<f64> = match c {
                 0 => per_run
                     .iter()
                     .filter_map(|(_, run)| {
-                        run.records.iter().filter(|r| r.cycle >= 1).filter_map(|r| r.outcome.accuracy()).reduce(f64::max)
+                        run.records
+                            .iter()
+                            .filter(|r| r.cycle >= 1)
+                            .filter_map(|r| r.outcome.accuracy())
+                            .reduce(f64::max)
                     })
                     .collect(),
                 _ => rows.iter().filter_map(|r| r.best).collect(),
@@ -230,7 +243,11 @@ pub fn by_arm(groups: &[Group]) -> Vec<ArmCycle> {
                 _ => rows.iter().map(|r| r.unique_models as f64).collect(),
             };
             let prompts: Vec<f64> = match c {
-                0 => per_run.iter().filter_map(|(rows, _)| rows.iter().rev().find_map(|r| r.train_prompts)).map(|n| n as f64).collect(),
+                0 => per_run
+                    .iter()
+                    .filter_map(|(rows, _)| rows.iter().rev().find_map(|r| r.train_prompts))
+                    .map(|n| n as f64)
+                    .collect(),
                 _ => rows.iter().filter_map(|r| r.train_prompts).map(|n| n as f64).collect(),
             };
             out.push(ArmCycle {
@@ -304,7 +321,9 @@ impl Draw for ByCycle<'_> {
         root.fill(&WHITE).map_err(de)?;
         let n = self.runs.iter().flat_map(|r| r.rows.iter().map(|x| x.cycle)).max().unwrap_or(1).max(1) as f64;
         let panels: [(&str, Metric); 4] = [
-            ("Valid (%)", |r| (r.valid_rate.n > 0).then(|| (r.valid_rate.value, Some((r.valid_rate.low, r.valid_rate.high))))),
+            ("Valid (%)", |r| {
+                (r.valid_rate.n > 0).then(|| (r.valid_rate.value, Some((r.valid_rate.low, r.valid_rate.high))))
+            }),
             ("Best (%)", |r| r.best.map(|b| (b, None))),
             ("Mean (%)", |r| r.mean.map(|m| (m, None))),
             ("≥40% of valid (%)", |r| {
@@ -331,7 +350,9 @@ impl Draw for ByCycle<'_> {
                 let pts: Vec<(f64, f64, Option<(f64, f64)>)> = run
                     .rows
                     .iter()
-                    .filter_map(|r| metric(r).map(|(v, ci)| (r.cycle as f64, v * 100.0, ci.map(|(l, h)| (l * 100.0, h * 100.0)))))
+                    .filter_map(|r| {
+                        metric(r).map(|(v, ci)| (r.cycle as f64, v * 100.0, ci.map(|(l, h)| (l * 100.0, h * 100.0))))
+                    })
                     .collect();
                 let line = chart
                     .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), c.stroke_width(2)))
@@ -339,7 +360,9 @@ impl Draw for ByCycle<'_> {
                 line.label(run.label.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
                 chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, c.filled()))).map_err(de)?;
-                let bars = pts.iter().filter_map(|p| p.2.map(|(l, h)| PathElement::new(vec![(p.0, l), (p.0, h)], c.stroke_width(1))));
+                let bars = pts
+                    .iter()
+                    .filter_map(|p| p.2.map(|(l, h)| PathElement::new(vec![(p.0, l), (p.0, h)], c.stroke_width(1))));
                 chart.draw_series(bars).map_err(de)?;
             }
             if self.runs.len() > 1 {
@@ -362,7 +385,9 @@ impl Draw for Losses<'_> {
             .states
             .iter()
             .filter(|s| s.adapter_from.is_none())
-            .filter_map(|s| s.adapter.as_ref().map(|a| (s.cycle, a.loss_curve.iter().map(|p| (p.step as f64, p.loss)).collect())))
+            .filter_map(|s| {
+                s.adapter.as_ref().map(|a| (s.cycle, a.loss_curve.iter().map(|p| (p.step as f64, p.loss)).collect()))
+            })
             .filter(|(_, pts): &(u64, Vec<(f64, f64)>)| !pts.is_empty())
             .collect();
         let steps = curves.iter().flat_map(|(_, p)| p.iter().map(|x| x.0)).fold(1.0, f64::max);

@@ -35,10 +35,7 @@ fn every_run(groups: &[Group]) -> impl Iterator<Item = &RunData> {
 
 /// The fidelity studies of each run that has any.
 pub fn summaries(groups: &[Group]) -> Vec<(&RunData, Vec<FidelitySummary>)> {
-    every_run(groups)
-        .map(|r| (r, fidelity::fidelity_summaries(&r.retrains)))
-        .filter(|(_, s)| !s.is_empty())
-        .collect()
+    every_run(groups).map(|r| (r, fidelity::fidelity_summaries(&r.retrains))).filter(|(_, s)| !s.is_empty()).collect()
 }
 
 /// The fidelity table: a row per run and length of training.
@@ -75,10 +72,9 @@ pub fn moved_table(groups: &[Group], n: usize) -> Option<Table> {
     if all.is_empty() {
         return None;
     }
-    let header =
-        ["run", "iteration", "chosen as", "1 epoch", "longer", "rank at 1 epoch", "rank after", "moved"]
-            .map(String::from)
-            .to_vec();
+    let header = ["run", "iteration", "chosen as", "1 epoch", "longer", "rank at 1 epoch", "rank after", "moved"]
+        .map(String::from)
+        .to_vec();
     let mut rows = Vec::new();
     for (run, ss) in &all {
         for s in ss {
@@ -316,7 +312,8 @@ pub fn figures(groups: &[Group], dir: &Path, options: &ReportOptions) -> Result<
     let many = all.len() > 1;
     for (i, (run, ss)) in all.iter().enumerate() {
         for s in ss {
-            let name = if many { format!("fidelity_{}_e{}", i + 1, s.epochs) } else { format!("fidelity_e{}", s.epochs) };
+            let name =
+                if many { format!("fidelity_{}_e{}", i + 1, s.epochs) } else { format!("fidelity_e{}", s.epochs) };
             out.push(render(
                 &Scatter { label: &run.label, summary: s },
                 &name,

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::figures::Figure;
 use super::{Group, ReportOptions, RunData};
-use crate::report::comparison::Comparison;
 use crate::records::{IterationRecord, Outcome};
+use crate::report::comparison::Comparison;
 
 /// Escapes text for HTML.
 pub fn escape(s: &str) -> String {
@@ -183,8 +183,9 @@ fn top_table(groups: &[Group], n: usize) -> Option<Table> {
     if ranked.is_empty() {
         return None;
     }
-    let header =
-        ["run", "iteration", "accuracy", "parameters", "FLOPs", "epoch s", "device s", "mode"].map(String::from).to_vec();
+    let header = ["run", "iteration", "accuracy", "parameters", "FLOPs", "epoch s", "device s", "mode"]
+        .map(String::from)
+        .to_vec();
     let rows = ranked
         .iter()
         .take(n)
@@ -213,7 +214,13 @@ fn pareto_table(groups: &[Group]) -> Option<Table> {
     let mut rows = Vec::new();
     for axis in super::figures::chosen_axes(groups) {
         for (_, run, iteration, cost, accuracy) in super::figures::pareto_designs(groups, &axis) {
-            rows.push(vec![axis.what.to_string(), run.to_string(), iteration.to_string(), pct(accuracy), (axis.show)(cost)]);
+            rows.push(vec![
+                axis.what.to_string(),
+                run.to_string(),
+                iteration.to_string(),
+                pct(accuracy),
+                (axis.show)(cost),
+            ]);
         }
     }
     if rows.is_empty() {
@@ -398,11 +405,7 @@ pub fn markdown(
             if let Some(note) = super::fidelity::best_note(run, r.iteration) {
                 let _ = write!(s, "{note}\n\n");
             }
-            let _ = write!(
-                s,
-                "```python\n{}\n```\n",
-                r.code.as_deref().unwrap_or("(code not recorded)").trim_end()
-            );
+            let _ = write!(s, "```python\n{}\n```\n", r.code.as_deref().unwrap_or("(code not recorded)").trim_end());
         }
         None => s.push_str("No candidate trained.\n"),
     }

@@ -15,10 +15,10 @@
 //! Runs are grouped: `nas report` makes one group per run, `nas compare` one
 //! group per configuration with a run per seed.
 
-pub mod figures;
 pub mod comparison;
 pub mod cycles;
 pub mod fidelity;
+pub mod figures;
 pub mod html;
 pub mod stats;
 

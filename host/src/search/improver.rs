@@ -292,10 +292,8 @@ mod tests {
 ```"#,
         );
         assert!(rejection(&copied, None).is_some_and(|r| r.contains("reason")), "{copied:?}");
-        let described = parse(&format!(
-            "{{\"reason\": \"x\", \"improvement_suggestions\": \"{}\"}}",
-            ANSWER_KEYS[2].description
-        ));
+        let described =
+            parse(&format!("{{\"reason\": \"x\", \"improvement_suggestions\": \"{}\"}}", ANSWER_KEYS[2].description));
         assert!(rejection(&described, None).is_some_and(|r| r.contains("improvement_suggestions")));
         let real = parse(
             r#"{"reason": "fc1 expects 12544 inputs but the two poolings leave 64x7x7 = 3136", "improvement_suggestions": "Set fc1 = nn.Linear(3136, 256)."}"#,

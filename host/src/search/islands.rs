@@ -97,7 +97,11 @@ impl OrderedArchive {
             if stopping() {
                 return Screen::Stopped;
             }
-            entries = self.changed.wait_timeout(entries, Duration::from_millis(200)).unwrap_or_else(PoisonError::into_inner).0;
+            entries = self
+                .changed
+                .wait_timeout(entries, Duration::from_millis(200))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         let Some(sig) = sig else {
             entries.insert(t, Entry::Nothing);
@@ -142,7 +146,11 @@ pub struct Migrations<B> {
 
 impl<B: Clone> Default for Migrations<B> {
     fn default() -> Self {
-        Migrations { published: Mutex::new(BTreeMap::new()), stopped: Mutex::new(BTreeMap::new()), changed: Condvar::new() }
+        Migrations {
+            published: Mutex::new(BTreeMap::new()),
+            stopped: Mutex::new(BTreeMap::new()),
+            changed: Condvar::new(),
+        }
     }
 }
 
@@ -172,8 +180,11 @@ impl<B: Clone> Migrations<B> {
             if lock(&self.stopped).get(&from).is_some_and(|last| *last < epoch) || stopping() {
                 return None;
             }
-            published =
-                self.changed.wait_timeout(published, Duration::from_millis(200)).unwrap_or_else(PoisonError::into_inner).0;
+            published = self
+                .changed
+                .wait_timeout(published, Duration::from_millis(200))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }

@@ -38,8 +38,8 @@ use pool::Pool;
 use nas_plugin_api::text::truncate_chars;
 use nas_plugin_api::{
     CandidateFailure, ChatMessage, ChatRequest, ChatResponse, DatasetManifest, DatasetRef, EvalOutcome, EvalReport,
-    EvalRequest,
-    Evaluator, FailureKind, LlmBackend, MemoryEntry, MemoryInput, MemorySelection, MemoryStrategy, PluginError,
+    EvalRequest, Evaluator, FailureKind, LlmBackend, MemoryEntry, MemoryInput, MemorySelection, MemoryStrategy,
+    PluginError,
 };
 use serde::Serialize;
 
@@ -352,10 +352,8 @@ impl<'a> Search<'a> {
         let objective = ObjectiveFn { kind: cfg.objective, limits: cfg.limits, weights: cfg.weights };
         let memory = cfg.evaluator_memory;
         let slots = roles.evaluators.len().max(1) as u64;
-        let admission = Admission::new(
-            memory.budget_mb,
-            memory.estimate_mb.or(memory.budget_mb.map(|b| b / slots)).unwrap_or(0),
-        );
+        let admission =
+            Admission::new(memory.budget_mb, memory.estimate_mb.or(memory.budget_mb.map(|b| b / slots)).unwrap_or(0));
         Search {
             admission,
             objective,
@@ -472,14 +470,15 @@ impl<'a> Search<'a> {
         let n = self.islands();
         let baseline =
             self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None, score: None });
-        let mut chains: Vec<Chain> =
-            (0..n).map(|island| Chain {
+        let mut chains: Vec<Chain> = (0..n)
+            .map(|island| Chain {
                 island,
                 records: Vec::new(),
                 entries: Vec::new(),
                 best: baseline.clone(),
                 pending_migrant: None,
-            }).collect();
+            })
+            .collect();
         for r in &records {
             let evaluated = match (&r.code, &r.outcome) {
                 (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) => Some(novelty::signature(
@@ -568,7 +567,8 @@ impl<'a> Search<'a> {
     /// them.
     fn finish_island(&self, island: u64) {
         let n = self.islands();
-        let count = locked(&self.committed).iter().filter(|r| islands::locate(r.iteration, n).0 == island).count() as u64;
+        let count =
+            locked(&self.committed).iter().filter(|r| islands::locate(r.iteration, n).0 == island).count() as u64;
         let interval = self.cfg.migration_interval.max(1);
         self.migrations.stop(island, count / interval);
         let mut k = count + 1;
@@ -798,12 +798,12 @@ impl<'a> Search<'a> {
             return Ok((outcome, seconds, retries));
         }
         let request = EvalRequest {
-                candidate_id: format!("iteration-{t}"),
-                source: code.to_string(),
-                dataset: self.dataset.reference.clone(),
-                time_limit_s: None,
-                seed: Some(self.seed),
-                save_model: None,
+            candidate_id: format!("iteration-{t}"),
+            source: code.to_string(),
+            dataset: self.dataset.reference.clone(),
+            time_limit_s: None,
+            seed: Some(self.seed),
+            save_model: None,
         };
         let mut retries = journaled_retry(&locked(&self.store))?;
         let (outcome, seconds) = if retries.is_empty() {
@@ -1000,8 +1000,6 @@ impl<'a> Search<'a> {
     }
 }
 
-
-
 /// The search's outcome of an evaluator's.
 fn outcome_of(result: EvalOutcome) -> Outcome {
     match result {
@@ -1190,7 +1188,8 @@ mod feedback_tests {
     #[test]
     fn a_design_ending_in_softmax_is_named_and_one_without_is_not() {
         let with = "class Net(nn.Module):\n    def __init__(self):\n        self.softmax = nn.Softmax(dim=1)\n    def forward(self, x):\n        return self.softmax(self.fc(x))\n";
-        let functional = "class Net(nn.Module):\n    def forward(self, x):\n        return F.softmax(self.fc(x), dim=1)\n";
+        let functional =
+            "class Net(nn.Module):\n    def forward(self, x):\n        return F.softmax(self.fc(x), dim=1)\n";
         let without = "class Net(nn.Module):\n    def forward(self, x):\n        return self.fc(x)\n";
         assert!(softmax_note(with).is_some() && softmax_note(functional).is_some());
         assert_eq!(softmax_note(without), None);

@@ -62,7 +62,11 @@ impl ObjectiveFn {
         }
         if let (Some(max), Some(f)) = (l.max_flops, r.flops) {
             if f > max {
-                out.push(format!("{:.1} MFLOPs per example, over the limit of {:.1}", f as f64 / 1e6, max as f64 / 1e6));
+                out.push(format!(
+                    "{:.1} MFLOPs per example, over the limit of {:.1}",
+                    f as f64 / 1e6,
+                    max as f64 / 1e6
+                ));
             }
         }
         if let (Some(max), Some(ms)) = (l.max_latency_ms, r.latency_ms) {
@@ -97,7 +101,10 @@ impl ObjectiveFn {
             broken.join("; ")
         );
         let report = report.clone();
-        (Outcome::Failed { failure: CandidateFailure::new("objective", FailureKind::Constraint, message) }, Some(report))
+        (
+            Outcome::Failed { failure: CandidateFailure::new("objective", FailureKind::Constraint, message) },
+            Some(report),
+        )
     }
 
     /// The limits as the prompts state them.

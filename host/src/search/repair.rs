@@ -91,7 +91,8 @@ pub fn repair_flatten(
     failure: &CandidateFailure,
 ) -> Option<(String, RepairNote)> {
     let calls = linear_calls(code);
-    let matching: Vec<&LinearCall> = calls.iter().filter(|c| eval(&c.first_arg, in_shape) == Some(m.expected)).collect();
+    let matching: Vec<&LinearCall> =
+        calls.iter().filter(|c| eval(&c.first_arg, in_shape) == Some(m.expected)).collect();
     let call = match (matching.as_slice(), calls.as_slice()) {
         ([one], _) => *one,
         ([], [only]) if eval(&only.first_arg, in_shape).is_none() => only,

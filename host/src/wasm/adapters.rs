@@ -76,10 +76,12 @@ impl DatasetLoader for WasmDataset {
 
     fn prepare(&mut self, request: &PrepareRequest) -> Result<DatasetManifest, PluginError> {
         let arg = convert::prepare_request(request);
-        let out =
-            self.0.call(Method::DatasetPrepare.as_str(), Some(&request.cache_dir), Some(&request.cache_dir), |store, bound| {
-                bound_as!(bound, Dataset, "dataset").nas_plugin_dataset().call_prepare(store, &arg)
-            })?;
+        let out = self.0.call(
+            Method::DatasetPrepare.as_str(),
+            Some(&request.cache_dir),
+            Some(&request.cache_dir),
+            |store, bound| bound_as!(bound, Dataset, "dataset").nas_plugin_dataset().call_prepare(store, &arg),
+        )?;
         // The guest writes the split files; the host writes manifest.json
         // from what it returned, after checking it.
         let manifest = convert::manifest(out)?;

@@ -98,8 +98,11 @@ impl WasmManifest {
     /// Checks fields that serde cannot.
     pub fn check(&self) -> Result<(), String> {
         if self.kind.role().and_then(|r| r.wasm).is_none() {
-            let kinds: Vec<&str> =
-                PluginKind::ALL.into_iter().filter(|k| k.role().is_some_and(|r| r.wasm.is_some())).map(PluginKind::as_str).collect();
+            let kinds: Vec<&str> = PluginKind::ALL
+                .into_iter()
+                .filter(|k| k.role().is_some_and(|r| r.wasm.is_some()))
+                .map(PluginKind::as_str)
+                .collect();
             let why = match self.kind.role() {
                 Some(role) => format!(" (a {} is a native plugin only)", role.noun),
                 None => String::new(),

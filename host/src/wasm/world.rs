@@ -13,7 +13,10 @@ use super::{WIT_PACKAGE, WIT_VERSION};
 pub(super) fn world_of(kind: PluginKind) -> Result<WasmWorld, String> {
     match kind.role() {
         Some(role) => role.wasm.ok_or_else(|| {
-            format!("the {} role has no WebAssembly world: {} plugins are native libraries (`.so`)", role.noun, role.noun)
+            format!(
+                "the {} role has no WebAssembly world: {} plugins are native libraries (`.so`)",
+                role.noun, role.noun
+            )
         }),
         None => Err("its kind is not one this host knows".into()),
     }
@@ -103,7 +106,10 @@ pub(super) fn check_world(engine: &Engine, component: &Component, kind: PluginKi
                     "targets nas:plugin@{version} (it exports `{name}`), and this host speaks {WIT_PACKAGE}: rebuild it against plugin-api/wit of this host"
                 ));
             }
-            let other = PluginKind::ALL.into_iter().filter(|k| *k != kind).find_map(|k| world_of(k).ok().filter(|o| o.interface == iface));
+            let other = PluginKind::ALL
+                .into_iter()
+                .filter(|k| *k != kind)
+                .find_map(|k| world_of(k).ok().filter(|o| o.interface == iface));
             if let Some(other) = other {
                 return Err(format!(
                     "targets the {} world (it exports `{name}`), but its manifest says kind = \"{}\", whose world is {world}",

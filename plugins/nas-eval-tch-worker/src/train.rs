@@ -219,7 +219,11 @@ impl Worker {
         let train_y = train_y.ok_or_else(|| format!("{}: no labels", req.train.describe()))?;
         let (test_x, _) = read_split(&req.test_images, None, false)?;
         if test_x.size()[1..] != train_x.size()[1..] {
-            return Err(format!("test images {:?} and training images {:?} differ in shape", test_x.size(), train_x.size()));
+            return Err(format!(
+                "test images {:?} and training images {:?} differ in shape",
+                test_x.size(),
+                train_x.size()
+            ));
         }
         let channels = train_x.size()[1];
         if req.mean.len() as i64 != channels || req.std.len() as i64 != channels {
@@ -494,7 +498,12 @@ impl MemoryMeter {
 /// normalised test images on the device, in milliseconds: the median of
 /// timed runs after warm-up runs (at most 10 runs, fewer when one run takes
 /// long: about 2 s of timed runs in all).
-fn latency_ms(model: &tch::TrainableCModule, data: &Data, batch: i64, prepare: &dyn Fn(Tensor) -> Result<Tensor, TchError>) -> Result<f64, TchError> {
+fn latency_ms(
+    model: &tch::TrainableCModule,
+    data: &Data,
+    batch: i64,
+    prepare: &dyn Fn(Tensor) -> Result<Tensor, TchError>,
+) -> Result<f64, TchError> {
     let nt = data.test_x.size()[0].max(1);
     let idx = Tensor::f_arange(batch, (Kind::Int64, data.test_x.device()))?.f_remainder(nt)?;
     let mut x = data.test_x.f_index_select(0, &idx)?;

@@ -27,7 +27,8 @@ impl HeldOut {
     /// given), writes its images alone to `images_path`, keeps the labels.
     pub fn prepare(split: &Path, max: Option<u64>, images_path: &Path) -> Result<HeldOut, PluginError> {
         let bytes = std::fs::read(split).map_err(|e| PluginError::io(split, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(split, format!("not a safetensors file: {e}")))?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| corrupt(split, format!("not a safetensors file: {e}")))?;
         let images = st.tensor("images").map_err(|e| corrupt(split, format!("`images`: {e}")))?;
         let labels = st.tensor("labels").map_err(|e| corrupt(split, format!("`labels`: {e}")))?;
         let shape = images.shape().to_vec();
@@ -109,7 +110,10 @@ pub fn random_u64() -> u64 {
             got += n as usize;
         } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             // No kernel entropy (never on Linux ≥ 3.17): fall back to the clock.
-            return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            return std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
         }
     }
     u64::from_ne_bytes(buf)

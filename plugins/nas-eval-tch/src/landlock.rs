@@ -150,13 +150,7 @@ pub fn add_read_rule(ruleset_fd: i32, parent_fd: i32, abi: u32) -> i64 {
     // SAFETY: `rule` is a valid landlock_path_beneath_attr; both descriptors
     // are owned by the caller for the duration of the call.
     unsafe {
-        libc::syscall(
-            libc::SYS_landlock_add_rule,
-            ruleset_fd,
-            RULE_PATH_BENEATH,
-            &rule as *const PathBeneathAttr,
-            0u32,
-        )
+        libc::syscall(libc::SYS_landlock_add_rule, ruleset_fd, RULE_PATH_BENEATH, &rule as *const PathBeneathAttr, 0u32)
     }
 }
 

@@ -558,7 +558,16 @@ impl TchOneEpoch {
         self.caps.make_writable(&cand_dir).map_err(|e| PluginError::io(&cand_dir, e))?;
         self.models += 1;
         let model = self.dirs.inbox.join(format!("model-{}.pt", self.models));
-        let job = Job { request, code: &code, dataset_dir: &dataset_dir, manifest: &manifest, cand_dir: &cand_dir, model: &model, deadline, seed };
+        let job = Job {
+            request,
+            code: &code,
+            dataset_dir: &dataset_dir,
+            manifest: &manifest,
+            cand_dir: &cand_dir,
+            model: &model,
+            deadline,
+            seed,
+        };
         let result = self.check_and_train(&job);
         if !self.settings.keep_scratch {
             let _ = std::fs::remove_dir_all(&cand_dir);
@@ -751,7 +760,10 @@ impl TchOneEpoch {
             return Ok(Err(failed_tb(
                 "check",
                 FailureKind::Timeout,
-                format!("checking and exporting ran past the time limit of {:.0} s", secs_left(request, &self.settings)),
+                format!(
+                    "checking and exporting ran past the time limit of {:.0} s",
+                    secs_left(request, &self.settings)
+                ),
                 log_tail,
             )));
         };
@@ -798,12 +810,19 @@ impl TchOneEpoch {
                 _ => "check",
             };
             let message = untrusted_text(&check["message"], 2000);
-            let mut f = CandidateFailure::new(stage, kind, if message.is_empty() { "the check failed".into() } else { message });
+            let mut f = CandidateFailure::new(
+                stage,
+                kind,
+                if message.is_empty() { "the check failed".into() } else { message },
+            );
             f.exception = check["exception"].as_str().map(|_| untrusted_text(&check["exception"], 100));
             f.traceback = untrusted_text(&check["traceback"], 4000);
             return Ok(Err(EvalOutcome::Failed(f)));
         }
-        Ok(Ok(CheckPass { contract: untrusted_text(&check["contract"], 64), export: untrusted_text(&check["export"], 16) }))
+        Ok(Ok(CheckPass {
+            contract: untrusted_text(&check["contract"], 64),
+            export: untrusted_text(&check["export"], 16),
+        }))
     }
 
     /// Trains and tests the model in the worker: its report and the test
@@ -866,8 +885,11 @@ impl TchOneEpoch {
         }
         if let Some(f) = answer.get("failure") {
             let kind: FailureKind = serde_json::from_value(f["kind"].clone()).unwrap_or(FailureKind::Runtime);
-            let mut fail =
-                CandidateFailure::new(f["stage"].as_str().unwrap_or("train"), kind, f["message"].as_str().unwrap_or(""));
+            let mut fail = CandidateFailure::new(
+                f["stage"].as_str().unwrap_or("train"),
+                kind,
+                f["message"].as_str().unwrap_or(""),
+            );
             fail.exception = f["exception"].as_str().map(str::to_string);
             fail.traceback = f["traceback"].as_str().unwrap_or_default().to_string();
             return Ok(Err(EvalOutcome::Failed(fail)));
@@ -895,12 +917,15 @@ impl TchOneEpoch {
             return Ok(failed(
                 "test",
                 FailureKind::Runtime,
-                format!("the training worker answered {} predictions for {} test examples", predictions.len(), order.len()),
+                format!(
+                    "the training worker answered {} predictions for {} test examples",
+                    predictions.len(),
+                    order.len()
+                ),
             ));
         };
         let mut extra = std::collections::BTreeMap::new();
-        for key in
-            [
+        for key in [
             "test_seconds",
             "steps",
             "train_examples",
@@ -912,8 +937,7 @@ impl TchOneEpoch {
             "bf16",
             "channels_last",
             "output_dtype",
-        ]
-        {
+        ] {
             if !r[key].is_null() {
                 extra.insert(key.to_string(), r[key].clone());
             }
@@ -989,7 +1013,10 @@ impl TchOneEpoch {
         }
         let split = |name: &str| -> Result<PathBuf, PluginError> {
             let p = manifest.split_path(dataset_dir, name).ok_or_else(|| {
-                PluginError::new(nas_plugin_api::ErrorCode::Corrupt, format!("{}: no `{name}` split", dataset_dir.display()))
+                PluginError::new(
+                    nas_plugin_api::ErrorCode::Corrupt,
+                    format!("{}: no `{name}` split", dataset_dir.display()),
+                )
             })?;
             p.canonicalize().map_err(|e| PluginError::io(&p, e))
         };
@@ -997,7 +1024,10 @@ impl TchOneEpoch {
         if train_file == test_file {
             return Err(PluginError::new(
                 nas_plugin_api::ErrorCode::Corrupt,
-                format!("{}: the train and test splits are one file; the test labels cannot be held out", dataset_dir.display()),
+                format!(
+                    "{}: the train and test splits are one file; the test labels cannot be held out",
+                    dataset_dir.display()
+                ),
             ));
         }
         self.held_out = None;
@@ -1030,7 +1060,9 @@ impl TchOneEpoch {
             &policy,
             &self.caps,
         )
-        .map_err(|e| PluginError::internal(format!("starting the training worker {}: {e}", self.worker_path.display())))?;
+        .map_err(|e| {
+            PluginError::internal(format!("starting the training worker {}: {e}", self.worker_path.display()))
+        })?;
         let load = json!({
             "op": "load", "train": {"fd": 4}, "test_images": {"fd": 5}, "device": self.settings.device,
             "max_train_examples": self.settings.max_train_examples,
@@ -1083,7 +1115,13 @@ impl TchOneEpoch {
         if self.meter_failed {
             return;
         }
-        let policy = self.policy(&[self.dirs.bin.clone(), self.dirs.inbox.clone()], std::slice::from_ref(&self.dirs.meter), &[], None, false);
+        let policy = self.policy(
+            &[self.dirs.bin.clone(), self.dirs.inbox.clone()],
+            std::slice::from_ref(&self.dirs.meter),
+            &[],
+            None,
+            false,
+        );
         match worker::Server::start(
             self.python.clone(),
             vec!["-I".into(), self.dirs.bin.join("meter.py").into()],
@@ -1164,7 +1202,8 @@ const CHECK_ANSWER_MAX: usize = 1 << 20;
 /// scratch) to `dest`, reading it as a regular file only (never through a
 /// symbolic link the candidate left there).
 fn take_model(exported: &Path, dest: &Path) -> Result<Result<(), EvalOutcome>, PluginError> {
-    let src = match std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(exported) {
+    let src = match std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(exported)
+    {
         Ok(f) => f,
         Err(_) => {
             return Ok(Err(failed(

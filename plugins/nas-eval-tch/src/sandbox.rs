@@ -336,7 +336,8 @@ fn remove_base(kind: &CgroupKind) {
 /// Whether process `pid` exists.
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks existence.
-    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// Kills what is left in the control groups of evaluator processes that
@@ -647,7 +648,8 @@ pub fn spawn(launch: Launch, policy: &Policy, caps: &Capabilities) -> std::io::R
     let mut flags: libc::c_int = 0;
     match caps.isolation {
         Isolation::Full { .. } => {
-            flags |= libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+            flags |=
+                libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
         }
         Isolation::Network { .. } => flags |= libc::CLONE_NEWNET,
         Isolation::None => {}
@@ -735,7 +737,9 @@ pub fn spawn(launch: Launch, policy: &Policy, caps: &Capabilities) -> std::io::R
     // address space with one thread and runs `run_child`, which makes only
     // async-signal-safe system calls on data prepared above and never
     // returns (execve or _exit).
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
+    };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -958,7 +962,8 @@ unsafe fn drop_capabilities(f: &ChildFail) {
         inheritable: u32,
     }
     let header = Header { version: 0x2008_0522, pid: 0 };
-    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }, Data { effective: 0, permitted: 0, inheritable: 0 }];
+    let data =
+        [Data { effective: 0, permitted: 0, inheritable: 0 }, Data { effective: 0, permitted: 0, inheritable: 0 }];
     // SAFETY: capset with a v3 header and two data structs, as the ABI expects.
     if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } != 0 {
         f.fail(Step::Caps);
@@ -1009,13 +1014,17 @@ unsafe fn build_root(m: &MountPlan, f: &ChildFail) {
                     }
                 }
                 MountOp::Bind { src, dst, attr, remount } => {
-                    if libc::mount(src.as_ptr(), dst.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+                    if libc::mount(src.as_ptr(), dst.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null())
+                        != 0
+                    {
                         f.fail(Step::Bind);
                     }
                     set_attr(dst, *attr, true, *remount, f);
                 }
                 MountOp::Tmpfs { dst, data, flags } => {
-                    if libc::mount(c"tmpfs".as_ptr(), dst.as_ptr(), c"tmpfs".as_ptr(), *flags, data.as_ptr().cast()) != 0 {
+                    if libc::mount(c"tmpfs".as_ptr(), dst.as_ptr(), c"tmpfs".as_ptr(), *flags, data.as_ptr().cast())
+                        != 0
+                    {
                         f.fail(Step::Tmpfs);
                     }
                 }
@@ -1058,7 +1067,7 @@ unsafe fn set_attr(path: &CString, attr: u64, recursive: bool, remount: libc::c_
     }
     let a = MountAttr { attr_set: attr, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let flags: libc::c_uint = if recursive { 0x8000 } else { 0 }; // AT_RECURSIVE
-    // SAFETY: `a` is a valid struct mount_attr of the size passed.
+                                                                  // SAFETY: `a` is a valid struct mount_attr of the size passed.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -1191,25 +1200,26 @@ fn follow(p: &Path, links: &mut BTreeMap<PathBuf, PathBuf>) -> Option<PathBuf> {
 fn plan_mounts(root_dir: &Path, policy: &Policy, cwd: &Path) -> std::io::Result<MountPlan> {
     let mut links: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
-    let add_bind = |p: &Path, access: Access, entries: &mut BTreeMap<PathBuf, Entry>, links: &mut BTreeMap<PathBuf, PathBuf>| {
-        if p.starts_with("/proc") {
-            entries.insert(PathBuf::from("/proc"), Entry::Proc);
-            return;
-        }
-        if p == Path::new("/dev/shm") {
-            entries.insert(PathBuf::from("/dev/shm"), Entry::Tmpfs { data: "mode=1777,size=1m" });
-            return;
-        }
-        let Some(real) = follow(p, links) else { return };
-        let Ok(meta) = std::fs::metadata(&real) else { return };
-        let device = real.starts_with("/dev/");
-        let dir = meta.is_dir();
-        let access = match entries.get(&real) {
-            Some(Entry::Bind { access: a, .. }) => access.max(*a),
-            _ => access,
+    let add_bind =
+        |p: &Path, access: Access, entries: &mut BTreeMap<PathBuf, Entry>, links: &mut BTreeMap<PathBuf, PathBuf>| {
+            if p.starts_with("/proc") {
+                entries.insert(PathBuf::from("/proc"), Entry::Proc);
+                return;
+            }
+            if p == Path::new("/dev/shm") {
+                entries.insert(PathBuf::from("/dev/shm"), Entry::Tmpfs { data: "mode=1777,size=1m" });
+                return;
+            }
+            let Some(real) = follow(p, links) else { return };
+            let Ok(meta) = std::fs::metadata(&real) else { return };
+            let device = real.starts_with("/dev/");
+            let dir = meta.is_dir();
+            let access = match entries.get(&real) {
+                Some(Entry::Bind { access: a, .. }) => access.max(*a),
+                _ => access,
+            };
+            entries.insert(real, Entry::Bind { access, device, dir });
         };
-        entries.insert(real, Entry::Bind { access, device, dir });
-    };
     for p in &policy.read {
         add_bind(p, Access::Read, &mut entries, &mut links);
     }
@@ -1226,9 +1236,12 @@ fn plan_mounts(root_dir: &Path, policy: &Policy, cwd: &Path) -> std::io::Result<
     }
     if entries.keys().any(|k| k.starts_with("/dev")) {
         entries.insert(PathBuf::from("/dev"), Entry::Tmpfs { data: "mode=0755,size=64k" });
-        for (name, target) in
-            [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
-        {
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
             entries.entry(Path::new("/dev").join(name)).or_insert(Entry::Symlink(PathBuf::from(target)));
         }
     }
@@ -1550,7 +1563,12 @@ mod tests {
     #[test]
     fn the_mount_plan_binds_parents_first_and_hides_below_binds() {
         let policy = Policy {
-            read: vec![PathBuf::from("/usr"), PathBuf::from("/etc/passwd"), PathBuf::from("/proc"), PathBuf::from("/dev/null")],
+            read: vec![
+                PathBuf::from("/usr"),
+                PathBuf::from("/etc/passwd"),
+                PathBuf::from("/proc"),
+                PathBuf::from("/dev/null"),
+            ],
             write: vec![std::env::temp_dir()],
             hide: vec![PathBuf::from("/usr/share")],
             ..Policy::default()

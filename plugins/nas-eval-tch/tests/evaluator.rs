@@ -363,7 +363,8 @@ print(max((a[k] - b[k]).abs().max().item() for k in a))
 
 fn weight_diff(a: &Path, b: &Path) -> f64 {
     let python = nas_eval_tch::find_python(None).expect("the project's python");
-    let run = std::process::Command::new(&python).args(["-c", WEIGHT_DIFF]).arg(a).arg(b).output().expect("python runs");
+    let run =
+        std::process::Command::new(&python).args(["-c", WEIGHT_DIFF]).arg(a).arg(b).output().expect("python runs");
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     stdout.trim().parse().unwrap_or_else(|_| panic!("no number in {stdout:?}"))
@@ -408,7 +409,10 @@ fn paper_style_files_use_torch_nn_f_and_tensor_without_importing_them() {
     let mut e = evaluator(json!({"max_train_examples": 1000, "max_test_examples": 300}));
     let data = fmnist();
     let source = read("tests/candidates/paper_implicit.py");
-    assert!(source.starts_with("class Net(nn.Module):") && !source.contains("import"), "written as the paper's outputs are");
+    assert!(
+        source.starts_with("class Net(nn.Module):") && !source.contains("import"),
+        "written as the paper's outputs are"
+    );
     let r = ok(eval(&mut e, "implicit", &source, &data, None), "implicit");
     assert_eq!(r.extra["contract"], "paper(in_shape, num_classes)");
     assert_eq!(r.extra["export"], "script", "TorchScript resolves the names too");
@@ -434,7 +438,10 @@ fn latency_memory_and_device_time_are_measured_and_plausible() {
     for (id, r) in [("cnn", &cnn), ("mlp", &mlp)] {
         let (one, batch) = (r.latency_ms.expect("latency_ms"), r.batch_latency_ms.expect("batch_latency_ms"));
         assert!(one > 0.0 && one < 1000.0, "{id}: batch-1 latency {one} ms");
-        assert!(batch > one && batch < 10_000.0, "{id}: a batch of 128 takes longer than one example: {batch} vs {one} ms");
+        assert!(
+            batch > one && batch < 10_000.0,
+            "{id}: a batch of 128 takes longer than one example: {batch} vs {one} ms"
+        );
         assert_eq!(r.extra["latency_batch_size"], 128, "{id}: the training batch size");
         let device = r.device_seconds.expect("device_seconds");
         let epoch = r.epoch_seconds.expect("epoch_seconds");
@@ -442,8 +449,15 @@ fn latency_memory_and_device_time_are_measured_and_plausible() {
         assert!(device >= epoch && device <= total, "{id}: epoch {epoch} <= device {device} <= total {total} s");
         let peak = r.peak_memory_bytes.expect("peak_memory_bytes");
         assert!(peak < 3072 << 20, "{id}: within the sandbox's limit: {peak}");
-        eprintln!("{id}: latency {one:.3} ms, batch {batch:.3} ms, peak {peak} B ({}), device {device:.2} s", r.extra["peak_memory_kind"]);
-        assert!(r.extra["peak_memory_kind"].as_str().is_some_and(|k| k.contains("above the worker's own")), "{:?}", r.extra);
+        eprintln!(
+            "{id}: latency {one:.3} ms, batch {batch:.3} ms, peak {peak} B ({}), device {device:.2} s",
+            r.extra["peak_memory_kind"]
+        );
+        assert!(
+            r.extra["peak_memory_kind"].as_str().is_some_and(|k| k.contains("above the worker's own")),
+            "{:?}",
+            r.extra
+        );
     }
     // The CNN keeps 128×32×28×28 activations (12.8 MB a layer) for its
     // backward pass; the MLP's are a few hundred kilobytes: the figure is the

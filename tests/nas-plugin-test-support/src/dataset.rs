@@ -199,7 +199,8 @@ fn read_header(path: &Path) -> Result<(BTreeMap<String, Tensor>, u64), String> {
     let mut tensors = BTreeMap::new();
     for (name, t) in header.as_object().into_iter().flatten().filter(|(k, _)| k.as_str() != "__metadata__") {
         let shape = t["shape"].as_array().map(|s| s.iter().filter_map(Value::as_u64).map(|d| d as usize).collect());
-        let offsets: Option<Vec<u64>> = t["data_offsets"].as_array().map(|o| o.iter().filter_map(Value::as_u64).collect());
+        let offsets: Option<Vec<u64>> =
+            t["data_offsets"].as_array().map(|o| o.iter().filter_map(Value::as_u64).collect());
         match (t["dtype"].as_str(), shape, offsets.as_deref()) {
             (Some(dtype), Some(shape), Some(&[start, end])) => {
                 tensors.insert(name.clone(), Tensor { dtype: dtype.into(), shape, start, end });
@@ -350,6 +351,10 @@ mod tests {
         assert!(r.all_passed(), "{r}");
         let mut present = Toy { raw: tmp.path().to_path_buf(), label: 0, prepared: 0 };
         let r = check_dataset_missing_release(&mut present, &tmp.path().join("cache2"));
-        assert_eq!(r.failures().iter().map(|c| c.name).collect::<Vec<_>>(), ["missing_release_is_an_error", "no_manifest_left"], "{r}");
+        assert_eq!(
+            r.failures().iter().map(|c| c.name).collect::<Vec<_>>(),
+            ["missing_release_is_an_error", "no_manifest_left"],
+            "{r}"
+        );
     }
 }

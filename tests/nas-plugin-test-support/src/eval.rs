@@ -2,9 +2,7 @@
 //! (values, not errors), and the same source under the same seed scores the
 //! same.
 
-use nas_plugin_api::{
-    DatasetManifest, DatasetRef, EvalOutcome, EvalReport, EvalRequest, Evaluator, FailureKind,
-};
+use nas_plugin_api::{DatasetManifest, DatasetRef, EvalOutcome, EvalReport, EvalRequest, Evaluator, FailureKind};
 
 use crate::{must, Report};
 

@@ -122,9 +122,7 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<R
 /// Calls into a plugin that must succeed: a panic or a `PluginError` is the
 /// check's failure, named after `what`.
 pub(crate) fn must<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, String> {
-    guarded(f)
-        .map_err(|p| format!("{what} {p}"))?
-        .map_err(|e| format!("{what} failed: {e} ({})", e.code.as_str()))
+    guarded(f).map_err(|p| format!("{what} {p}"))?.map_err(|e| format!("{what} failed: {e} ({})", e.code.as_str()))
 }
 
 /// Checks that a call that must fail returned a `PluginError` (not a panic,
@@ -137,7 +135,9 @@ pub(crate) fn must_fail<T: std::fmt::Debug>(
     match guarded(f).map_err(|p| format!("{what} {p}"))? {
         Ok(v) => Err(format!("{what} succeeded: {v:?}")),
         Err(e) if e.code == nas_plugin_api::ErrorCode::Panic => Err(format!("{what} panicked behind the door: {e}")),
-        Err(e) if e.message.trim().is_empty() => Err(format!("{what} failed with an empty message ({})", e.code.as_str())),
+        Err(e) if e.message.trim().is_empty() => {
+            Err(format!("{what} failed with an empty message ({})", e.code.as_str()))
+        }
         Err(e) => Ok(e),
     }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use nas_host::executor::table::{Attempt, AttemptState, JobFault, JobTable};
 use nas_host::records::{IterationRecord, Outcome};
 use nas_llm_test_server::TestServer;
-use nas_tests::{fence, nas, nas_bin, nas_with_evaluator, records, run_dirs, s, scripted, scripted_config, text, ADVICE};
+use nas_tests::{
+    fence, nas, nas_bin, nas_with_evaluator, records, run_dirs, s, scripted, scripted_config, text, ADVICE,
+};
 
 use super::{cluster, exclusive, kill_slurmd, restart_cluster, shared, wait_until, Cluster};
 
@@ -58,7 +60,11 @@ impl Setup {
 
     /// Candidates the instant evaluator evaluated (on the nodes), in order.
     fn evaluated(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path().join("evaluated.log")).unwrap_or_default().lines().map(String::from).collect()
+        std::fs::read_to_string(self.path().join("evaluated.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     fn run_dir(&self) -> PathBuf {
@@ -103,7 +109,9 @@ impl Running {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
-                Err(_) => panic!("{n} lines with {needle:?} not within {limit:?}; stderr so far:\n{}", self.seen.join("\n")),
+                Err(_) => {
+                    panic!("{n} lines with {needle:?} not within {limit:?}; stderr so far:\n{}", self.seen.join("\n"))
+                }
             }
         }
     }
@@ -511,7 +519,8 @@ fn refusing_qos(limit: i64) -> &'static str {
         .unwrap_or(true)
     {
         sacctmgr(&["add", "qos", QOS]);
-        let user = String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout).trim().to_string();
+        let user =
+            String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout).trim().to_string();
         sacctmgr(&["modify", "user", &user, "set", &format!("qos+={QOS}")]);
     }
     sacctmgr(&["modify", "qos", QOS, "set", &format!("MaxSubmitJobsPerUser={limit}")]);
@@ -577,7 +586,10 @@ fn attempts_used_up_stop_the_run_resumable_and_resume_submits_again() {
     let out = nas(setup.path(), &["resume", s(&run)]);
     assert!(out.status.success(), "{:?}", text(&out));
     let first = attempts_of(&run, 1);
-    assert_eq!(first.iter().map(|a| a.state).collect::<Vec<_>>(), [AttemptState::Fault, AttemptState::Fault, AttemptState::Done]);
+    assert_eq!(
+        first.iter().map(|a| a.state).collect::<Vec<_>>(),
+        [AttemptState::Fault, AttemptState::Fault, AttemptState::Done]
+    );
     assert_eq!(records(&run).len(), 2);
 }
 
@@ -590,7 +602,10 @@ fn nodes_that_cannot_run_nas_stop_the_run_at_start_with_the_reason() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     let error = stderr.lines().find(|l| l.starts_with("error: ")).expect("an error line");
-    assert!(error.contains("probe job") && error.contains("/nonexistent/nas") && error.contains("nas_command"), "{error}");
+    assert!(
+        error.contains("probe job") && error.contains("/nonexistent/nas") && error.contains("nas_command"),
+        "{error}"
+    );
     assert!(error.contains("exit 127"), "{error}");
     assert!(run_dirs(setup.path()).is_empty(), "a run that cannot start leaves no run directory");
     assert!(setup.evaluated().is_empty());
@@ -612,9 +627,8 @@ fn ctrl_c_cancels_the_jobs_in_flight_and_the_run_resumes() {
     let (code, stderr) = running.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "an interrupted run ends well: {stderr}");
     assert!(stderr.contains(&format!("cancelled Slurm job {id}")), "{stderr}");
-    let cancelled = super::wait_for(&cluster.slurm, nas_host::slurm::JobId(id), Duration::from_secs(30), |s| {
-        s.state.is_finished()
-    });
+    let cancelled =
+        super::wait_for(&cluster.slurm, nas_host::slurm::JobId(id), Duration::from_secs(30), |s| s.state.is_finished());
     assert_eq!(cancelled.state, nas_host::slurm::JobState::Cancelled, "{cancelled:?}");
     assert_eq!(attempts_of(&run, 1)[0].state, AttemptState::Interrupted);
     let status = nas_host::store::Store::open(&run).expect("store").meta("status").expect("meta");

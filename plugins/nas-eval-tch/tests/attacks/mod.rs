@@ -112,10 +112,9 @@ fn the_trainer_cannot_read_the_test_labels() {
     report("read_test_split", summary(&outcome));
     match outcome {
         EvalOutcome::Ok(r) => assert!(r.accuracy < 0.5, "read the test labels while scored: {}", r.accuracy),
-        EvalOutcome::Failed(f) => assert!(
-            matches!(f.kind, FailureKind::Runtime | FailureKind::Sandbox),
-            "expected the read to fail: {f:#?}"
-        ),
+        EvalOutcome::Failed(f) => {
+            assert!(matches!(f.kind, FailureKind::Runtime | FailureKind::Sandbox), "expected the read to fail: {f:#?}")
+        }
     }
 }
 
@@ -126,7 +125,9 @@ fn the_checker_cannot_read_any_dataset() {
     let outcome = eval(&mut e, "bake-labels", &read("tests/hostile/bake_labels.py"), &fmnist(), None);
     report("bake_labels", summary(&outcome));
     match outcome {
-        EvalOutcome::Ok(r) => panic!("read the labels under /usr/share/datasets at check time and scored {}", r.accuracy),
+        EvalOutcome::Ok(r) => {
+            panic!("read the labels under /usr/share/datasets at check time and scored {}", r.accuracy)
+        }
         EvalOutcome::Failed(f) => {
             assert!(matches!(f.kind, FailureKind::Runtime | FailureKind::Sandbox), "{f:#?}");
             assert!(f.exception.as_deref().is_some_and(|x| x.ends_with("Error")), "{f:#?}");
@@ -346,7 +347,11 @@ fn killing_the_host_leaves_nothing_running_or_on_disk() {
     }
     report(
         "hang_forever (host SIGKILLed)",
-        format!("{} processes of the candidate left running {:.1} s after the kill", left.len(), killed.elapsed().as_secs_f64()),
+        format!(
+            "{} processes of the candidate left running {:.1} s after the kill",
+            left.len(),
+            killed.elapsed().as_secs_f64()
+        ),
     );
     assert!(left.is_empty(), "still running after the host was killed: {left:?}");
 
