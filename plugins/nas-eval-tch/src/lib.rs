@@ -53,6 +53,24 @@
 //! group (process and memory limits), rlimits, no inherited descriptors,
 //! bounded output, and Landlock. See `docs/sandbox.md`.
 //!
+//! **The warm checker** (`warm_checker`, on by default where the sandbox has
+//! its own PID namespace and Landlock): one sandboxed Python imports torch
+//! once (`python/zygote.py`, the first process of its PID namespace,
+//! non-dumpable) and forks a child per candidate. Before the candidate's
+//! code runs, the child takes the cold checker's descriptors (output and
+//! answer pipes made for this check, passed over a unix socket), its CPU
+//! limit, its candidate directory, and stacks a Landlock ruleset that leaves
+//! it the cold checker's rights only (read the toolchain, write its own
+//! candidate directory); then it runs `check.py` as `python -I check.py`
+//! would. When the child ends, or at the time limit, everything it started
+//! is killed (`kill(-1)` from the namespace's first process) before the next
+//! child is forked. A zygote that dies or fails is not the candidate's
+//! failure: that candidate is checked cold (the time lost is not charged to
+//! it) and the next check starts a new zygote; after three failures in a row
+//! the evaluator stays cold. The report says which checker ran
+//! (`extra.check`: `warm` or `cold`) and how long the check took
+//! (`extra.check_seconds`).
+//!
 //! ## Settings
 //!
 //! | key | default | meaning |
@@ -80,6 +98,7 @@
 //! | `keep_scratch` | false | keep each candidate's scratch directory |
 //! | `bf16` | false | bfloat16 autocast for forward passes (training, test, latency); the paper's recipe is fp32 |
 //! | `channels_last` | false | channels-last memory order for 4-D weights and input batches |
+//! | `warm_checker` | true | check each candidate in a fresh fork of a sandboxed Python that imported torch once (the zygote), instead of a fresh `python -I check.py` (which imports torch every time); used where the sandbox has its own PID namespace and Landlock, else the cold checker (said at startup) |
 //!
 //! ## Example
 //!
@@ -106,6 +125,7 @@ mod held_out;
 mod landlock;
 pub mod output;
 pub mod sandbox;
+mod warm;
 mod worker;
 
 use std::os::fd::OwnedFd;
@@ -131,6 +151,7 @@ pub const PLUGIN_ID: &str = "eval.tch-one-epoch";
 const CHECK_PY: &str = include_str!("python/check.py");
 const METER_PY: &str = include_str!("python/meter.py");
 const ONNX_PY: &str = include_str!("python/onnx_export.py");
+const ZYGOTE_PY: &str = include_str!("python/zygote.py");
 
 nas_plugin_api::plugin_library!(
     /// The plugins of this crate: [`TchOneEpochFactory`].
@@ -213,6 +234,8 @@ pub struct Settings {
     pub bf16: bool,
     /// Channels-last memory order for 4-D weights and inputs.
     pub channels_last: bool,
+    /// Check candidates in forks of a Python that imported torch once.
+    pub warm_checker: bool,
 }
 
 impl Default for Settings {
@@ -241,6 +264,7 @@ impl Default for Settings {
             keep_scratch: false,
             bf16: false,
             channels_last: false,
+            warm_checker: true,
         }
     }
 }
@@ -334,6 +358,15 @@ pub struct TchOneEpoch {
     meter: Option<worker::Server>,
     meter_failed: bool,
     models: u64,
+    /// The warm checker's zygote, once started.
+    zygote: Option<warm::Zygote>,
+    /// Why the warm checker is not used (off, unsupported here, or failing).
+    warm_off: Option<String>,
+    /// Failures of the warm checker in a row.
+    warm_failures: u32,
+    zygotes: u64,
+    /// Which checker checked the current candidate, and in how many seconds.
+    last_check: Option<(&'static str, f64)>,
 }
 
 impl std::fmt::Debug for TchOneEpoch {
@@ -357,6 +390,8 @@ struct Scratch {
     worker: PathBuf,
     /// The meter's own directory.
     meter: PathBuf,
+    /// The candidates' directories (each the only writable place of its checker).
+    checks: PathBuf,
     _lock: std::fs::File,
 }
 
@@ -379,14 +414,17 @@ impl Scratch {
             inbox: root.join("inbox"),
             worker: root.join("worker"),
             meter: root.join("meter"),
+            checks: root.join("checks"),
             root,
             _lock: lock,
         };
-        for d in [&dirs.root, &dirs.bin, &dirs.inbox, &dirs.worker, &dirs.meter] {
+        for d in [&dirs.root, &dirs.bin, &dirs.inbox, &dirs.worker, &dirs.meter, &dirs.checks] {
             std::fs::create_dir_all(d).map_err(|e| PluginError::io(d, e))?;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(|e| PluginError::io(d, e))?;
         }
-        for (name, text) in [("check.py", CHECK_PY), ("meter.py", METER_PY), ("onnx_export.py", ONNX_PY)] {
+        for (name, text) in
+            [("check.py", CHECK_PY), ("meter.py", METER_PY), ("onnx_export.py", ONNX_PY), ("zygote.py", ZYGOTE_PY)]
+        {
             let p = dirs.bin.join(name);
             write_readable(&p, text.as_bytes())?;
         }
@@ -464,9 +502,27 @@ impl TchOneEpoch {
         hide.extend(ctx.data_dir.iter().cloned());
         let caps = sandbox::Capabilities::probe_with(&dirs.root, &read_paths, &python, &["-I", "-c", ""]);
         eprintln!("[{PLUGIN_ID}] {}", caps.describe());
+        // `checks/` itself stays the host's: only each candidate's directory
+        // in it is made writable for the sandbox.
         for d in [&dirs.worker, &dirs.meter] {
             caps.make_writable(d).map_err(|e| PluginError::io(d, e))?;
         }
+        let warm_off = if !settings.warm_checker {
+            Some("off (`warm_checker = false`)".to_string())
+        } else if !caps.full_isolation() {
+            Some("not used: the sandbox has no PID namespace of its own here".to_string())
+        } else if caps.landlock_abi.is_none() {
+            Some("not used: no Landlock here (a child could not be confined to its own directory)".to_string())
+        } else {
+            None
+        };
+        eprintln!(
+            "[{PLUGIN_ID}] warm checker: {}",
+            warm_off.as_deref().unwrap_or(
+                "on (each candidate is checked in a fresh fork of a sandboxed Python that imported torch once, \
+                 confined by a stacked Landlock ruleset to its own directory; all it started is killed when it ends)"
+            )
+        );
         Ok(TchOneEpoch {
             settings,
             python,
@@ -483,6 +539,11 @@ impl TchOneEpoch {
             meter: None,
             meter_failed: false,
             models: 0,
+            zygote: None,
+            warm_off,
+            warm_failures: 0,
+            zygotes: 0,
+            last_check: None,
         })
     }
 
@@ -552,13 +613,13 @@ impl TchOneEpoch {
         let manifest = DatasetManifest::load(&dataset_dir)?;
 
         // Scratch for this candidate.
-        let cand_dir = self.dirs.root.join(format!("cand-{}", sanitize(&request.candidate_id)));
+        let cand_dir = self.dirs.checks.join(format!("cand-{}", sanitize(&request.candidate_id)));
         let _ = std::fs::remove_dir_all(&cand_dir);
         std::fs::create_dir_all(&cand_dir).map_err(|e| PluginError::io(&cand_dir, e))?;
         self.caps.make_writable(&cand_dir).map_err(|e| PluginError::io(&cand_dir, e))?;
         self.models += 1;
         let model = self.dirs.inbox.join(format!("model-{}.pt", self.models));
-        let job = Job {
+        let mut job = Job {
             request,
             code: &code,
             dataset_dir: &dataset_dir,
@@ -568,7 +629,7 @@ impl TchOneEpoch {
             deadline,
             seed,
         };
-        let result = self.check_and_train(&job);
+        let result = self.check_and_train(&mut job);
         if !self.settings.keep_scratch {
             let _ = std::fs::remove_dir_all(&cand_dir);
         }
@@ -582,8 +643,9 @@ impl TchOneEpoch {
 
     /// The steps of one evaluation after extraction: check (a gate), take
     /// the exported model, train and test it, measure it, score it.
-    fn check_and_train(&mut self, job: &Job<'_>) -> Result<EvalOutcome, PluginError> {
+    fn check_and_train(&mut self, job: &mut Job<'_>) -> Result<EvalOutcome, PluginError> {
         self.ensure_meter();
+        self.last_check = None;
         let pass = match self.check(job)? {
             Ok(pass) => pass,
             Err(failure) => return Ok(failure),
@@ -600,6 +662,10 @@ impl TchOneEpoch {
             Err(failure) => return Ok(failure),
         };
         let mut outcome = self.score(job, &pass, &report, &order, flops)?;
+        if let (EvalOutcome::Ok(r), Some((path, secs))) = (&mut outcome, self.last_check) {
+            r.extra.insert("check".into(), json!(path));
+            r.extra.insert("check_seconds".into(), json!((secs * 1000.0).round() / 1000.0));
+        }
         if let (EvalOutcome::Ok(r), Some(dest)) = (&mut outcome, &job.request.save_model) {
             let onnx = dest.with_extension("onnx");
             let _ = std::fs::remove_file(&onnx);
@@ -698,9 +764,9 @@ impl TchOneEpoch {
         }))
     }
 
-    /// Runs the checker in the sandbox: `Ok(pass)` when it says the code
-    /// passed (untrusted), `Err(failure)` otherwise.
-    fn check(&mut self, job: &Job<'_>) -> Result<Result<CheckPass, EvalOutcome>, PluginError> {
+    /// Checks the candidate (warm when the warm checker serves, else cold):
+    /// `Ok(pass)` when the check says the code passed (untrusted), `Err(failure)` otherwise.
+    fn check(&mut self, job: &mut Job<'_>) -> Result<Result<CheckPass, EvalOutcome>, PluginError> {
         let (request, cand_dir) = (job.request, job.cand_dir);
         let code_path = cand_dir.join("candidate.py");
         write_readable(&code_path, job.code.as_bytes())?;
@@ -712,10 +778,128 @@ impl TchOneEpoch {
             "threads": self.threads.min(4),
         });
         write_readable(&req_path, check_req.to_string().as_bytes())?;
+        let started = Instant::now();
+        if self.warm_off.is_none() {
+            match self.check_warm(job, &req_path) {
+                Ok(verdict) => {
+                    self.warm_failures = 0;
+                    self.last_check = Some(("warm", started.elapsed().as_secs_f64()));
+                    return Ok(verdict);
+                }
+                Err(why) => {
+                    // Not the candidate's failure: it is checked cold, and
+                    // the time the warm attempt took is not charged to it.
+                    job.deadline += started.elapsed();
+                    self.warm_failed(&request.candidate_id, &why);
+                }
+            }
+        }
+        let cold_started = Instant::now();
+        let verdict = self.check_cold(job, &req_path)?;
+        self.last_check = Some(("cold", cold_started.elapsed().as_secs_f64()));
+        Ok(verdict)
+    }
 
+    /// CPU seconds of a check: the time left on every thread the checker may use.
+    fn check_cpu_s(&self, deadline: Instant) -> u64 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        (remaining.as_secs() + 2) * self.threads.min(4) as u64
+    }
+
+    /// Starts the zygote unless one serves for this dataset and device.
+    fn ensure_zygote(&mut self, job: &Job<'_>) -> Result<(), String> {
+        let gpu = self.settings.device != "cpu";
+        let key = json!({"dataset": job.dataset_dir, "gpu": gpu});
+        if let Some(z) = &mut self.zygote {
+            if z.key == key && z.alive() {
+                return Ok(());
+            }
+            if let Some(z) = self.zygote.take() {
+                z.shutdown();
+            }
+        }
+        let bin = std::slice::from_ref(&self.dirs.bin);
+        let hide = [job.dataset_dir.to_path_buf()];
+        // The zygote may write the directory of all candidates' directories;
+        // each child keeps only the cold checker's rights: the same read
+        // rules, and its own directory (added by the child) to write.
+        let policy = self.policy(bin, std::slice::from_ref(&self.dirs.checks), &hide, None, gpu);
+        let child = self.policy(bin, &[], &hide, None, gpu);
+        let read = sandbox::expand_excluding(&child.read, &child.hide);
+        self.zygotes += 1;
+        let config_path = self.dirs.bin.join(format!("zygote-{}.json", self.zygotes));
+        let config = json!({"landlock_abi": self.caps.landlock_abi, "read": read, "write": child.write});
+        write_readable(&config_path, config.to_string().as_bytes()).map_err(|e| e.to_string())?;
+        let mut z = warm::Zygote::start(
+            self.python.clone(),
+            vec!["-I".into(), self.dirs.bin.join("zygote.py").into(), config_path.into()],
+            self.child_env(&self.dirs.checks, self.threads.min(4)),
+            self.dirs.checks.clone(),
+            &policy,
+            &self.caps,
+            key,
+        )
+        .map_err(|e| format!("starting it: {e}"))?;
+        if let Err(e) = z.wait_ready(Duration::from_secs(120)) {
+            z.shutdown();
+            return Err(format!("starting it: {e}"));
+        }
+        self.zygote = Some(z);
+        Ok(())
+    }
+
+    /// Notes a failure of the warm checker (not the candidate's): the zygote
+    /// goes; after three in a row the evaluator stays with the cold checker.
+    fn warm_failed(&mut self, candidate: &str, why: &str) {
+        let served = self.zygote.as_ref().map_or(0, |z| z.served);
+        if let Some(z) = self.zygote.take() {
+            z.shutdown();
+        }
+        self.warm_failures += 1;
+        eprintln!(
+            "[{PLUGIN_ID}] the warm checker failed while checking {candidate} ({why}; it had answered {served} \
+             check(s)); checking it cold"
+        );
+        if self.warm_failures >= 3 {
+            eprintln!("[{PLUGIN_ID}] the warm checker failed three times in a row: the cold checker from now on");
+            self.warm_off = Some(format!("off after three failures in a row (the last: {why})"));
+        }
+    }
+
+    /// The check in a fresh child of the zygote; `Err` when the zygote gave
+    /// no verdict (never the candidate's failure).
+    fn check_warm(&mut self, job: &Job<'_>, req_path: &Path) -> Result<Result<CheckPass, EvalOutcome>, String> {
+        self.ensure_zygote(job)?;
+        let cpu_s = self.check_cpu_s(job.deadline);
+        let io = |e: std::io::Error| format!("making the check's pipes: {e}");
+        let (log_r, log_w) = sandbox::pipe().map_err(io)?;
+        let (ans_r, ans_w) = sandbox::pipe().map_err(io)?;
+        let log = output::Tail::spawn(log_r, CHECK_LOG_TAIL);
+        let answer = output::Tail::spawn(ans_r, CHECK_ANSWER_MAX);
         let remaining = job.deadline.saturating_duration_since(Instant::now());
-        // CPU seconds: the time left on every thread the checker may use.
-        let cpu_s = (remaining.as_secs() + 2) * self.threads.min(4) as u64;
+        let home = job.cand_dir.display().to_string();
+        let req = json!({
+            "dir": job.cand_dir,
+            "argv": [self.dirs.bin.join("check.py"), req_path],
+            "env": {"HOME": home, "TMPDIR": home},
+            "cpu_s": cpu_s,
+            "timeout_s": remaining.as_secs_f64(),
+        });
+        let z = self.zygote.as_mut().expect("ensure_zygote started it");
+        // The zygote kills the child at the time limit; a little more for it to say so.
+        let ended = match z.check(&req, log_w, ans_w, job.deadline + Duration::from_secs(5)) {
+            Ok(ended) => ended,
+            Err(e) => return Err(format!("{e}; {}", z.output_tail().trim())),
+        };
+        answer.wait_closed(Duration::from_millis(500));
+        log.wait_closed(Duration::from_millis(500));
+        Ok(self.verdict(job, ended.status, ended.oom, ended.cpu, cpu_s, &answer, &log))
+    }
+
+    /// The cold check: a fresh `python -I check.py request.json` in the sandbox.
+    fn check_cold(&mut self, job: &Job<'_>, req_path: &Path) -> Result<Result<CheckPass, EvalOutcome>, PluginError> {
+        let cand_dir = job.cand_dir;
+        let cpu_s = self.check_cpu_s(job.deadline);
         let policy = self.policy(
             std::slice::from_ref(&self.dirs.bin),
             &[cand_dir.to_path_buf()],
@@ -755,17 +939,34 @@ impl TchOneEpoch {
         drop(child);
         answer.wait_closed(Duration::from_millis(500));
         log.wait_closed(Duration::from_millis(500));
+        Ok(self.verdict(job, status, oom, cpu, cpu_s, &answer, &log))
+    }
+
+    /// The verdict of a check that ended with `status` (`None`: past the
+    /// time limit), from what it wrote on its answer channel (a gate) and
+    /// its output.
+    #[allow(clippy::too_many_arguments)]
+    fn verdict(
+        &self,
+        job: &Job<'_>,
+        status: Option<std::process::ExitStatus>,
+        oom: bool,
+        cpu: Duration,
+        cpu_s: u64,
+        answer: &output::Tail,
+        log: &output::Tail,
+    ) -> Result<CheckPass, EvalOutcome> {
         let log_tail = log.text(3000);
         let Some(status) = status else {
-            return Ok(Err(failed_tb(
+            return Err(failed_tb(
                 "check",
                 FailureKind::Timeout,
                 format!(
                     "checking and exporting ran past the time limit of {:.0} s",
-                    secs_left(request, &self.settings)
+                    secs_left(job.request, &self.settings)
                 ),
                 log_tail,
-            )));
+            ));
         };
         // The last JSON object written on the answer channel.
         let bytes = answer.bytes();
@@ -801,7 +1002,7 @@ impl TchOneEpoch {
                     ),
                 ),
             };
-            return Ok(Err(failed_tb("check", kind, msg, log_tail)));
+            return Err(failed_tb("check", kind, msg, log_tail));
         };
         if check["ok"] != json!(true) {
             let kind: FailureKind = serde_json::from_value(check["kind"].clone()).unwrap_or(FailureKind::Runtime);
@@ -817,12 +1018,9 @@ impl TchOneEpoch {
             );
             f.exception = check["exception"].as_str().map(|_| untrusted_text(&check["exception"], 100));
             f.traceback = untrusted_text(&check["traceback"], 4000);
-            return Ok(Err(EvalOutcome::Failed(f)));
+            return Err(EvalOutcome::Failed(f));
         }
-        Ok(Ok(CheckPass {
-            contract: untrusted_text(&check["contract"], 64),
-            export: untrusted_text(&check["export"], 16),
-        }))
+        Ok(CheckPass { contract: untrusted_text(&check["contract"], 64), export: untrusted_text(&check["export"], 16) })
     }
 
     /// Trains and tests the model in the worker: its report and the test
@@ -1271,6 +1469,9 @@ impl Drop for TchOneEpoch {
         }
         if let Some(m) = self.meter.take() {
             m.shutdown();
+        }
+        if let Some(z) = self.zygote.take() {
+            z.shutdown();
         }
         if !self.settings.keep_scratch {
             let _ = std::fs::remove_dir_all(&self.dirs.root);

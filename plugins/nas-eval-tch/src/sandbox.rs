@@ -1499,6 +1499,26 @@ impl Sandboxed {
         false
     }
 
+    /// How many processes the kernel's out-of-memory killer has killed in
+    /// this tree's control group so far (0 without one): for a persistent
+    /// tree, the difference across a request says whether it fired then.
+    pub fn oom_kill_count(&self) -> u64 {
+        let mut n = 0;
+        for g in &self.cgroups {
+            for (file, key) in [("memory.events", "oom_kill"), ("memory.oom_control", "oom_kill")] {
+                if let Ok(text) = std::fs::read_to_string(g.join(file)) {
+                    for line in text.lines() {
+                        let mut it = line.split_whitespace();
+                        if it.next() == Some(key) {
+                            n += it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                        }
+                    }
+                }
+            }
+        }
+        n
+    }
+
     /// Peak memory of the tree, when the control group records it.
     pub fn peak_memory_bytes(&self) -> Option<u64> {
         for g in &self.cgroups {

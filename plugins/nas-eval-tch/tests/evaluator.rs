@@ -10,6 +10,7 @@
 
 mod attacks;
 mod common;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

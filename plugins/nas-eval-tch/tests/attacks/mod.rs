@@ -270,15 +270,18 @@ fn descriptors_left_open_by_the_host_are_not_inherited() {
     assert!(!f.message.contains(&path.display().to_string()), "{}", f.message);
 }
 
-/// Processes whose command line contains `marker`.
+/// Processes whose command line or working directory contains `marker`
+/// (a cold checker's command line names the candidate's request; a child of
+/// the warm checker has the warm checker's command line, and works in the
+/// candidate's directory).
 fn processes_with(marker: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(marker) {
-                out.push(pid);
-            }
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd")).map(|c| c.display().to_string()).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(marker) || cwd.contains(marker) {
+            out.push(pid);
         }
     }
     out
