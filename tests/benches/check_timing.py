@@ -7,11 +7,15 @@ build the net, forward and backward on a dummy batch, TorchScript export and
 reload) on a few small candidates, two ways, alternating:
 
 - cold: a fresh `python -I check.py request.json` per candidate, as the
-  evaluator starts it today (this script does not add the sandbox: Landlock,
-  namespaces and cgroups are set up around the same process);
+  evaluator's cold checker (`warm_checker = false`) starts it (this script
+  does not add the sandbox: Landlock, namespaces and cgroups are set up
+  around the same process);
 - warm: one process that imported torch once, and a fork of it per
-  candidate that runs the same `check.py` (what a warm checker gives each
-  candidate: a fresh child with torch already imported).
+  candidate that runs the same `check.py` (what the evaluator's warm checker
+  gives each candidate: a fresh child with torch already imported).
+
+The same comparison through the evaluator itself, in the sandbox:
+`cargo bench -p nas-eval-tch --bench check_bench` (docs/results/check-bench.md).
 
 Also times a bare `python -I -c "import torch"`. Prints one JSON object.
 """

@@ -195,10 +195,13 @@ eval.tch-one-epoch checks each candidate in a sandboxed Python process running i
 `import torch`, build the net, forward and backward on a dummy batch of 2, TorchScript export, reload and run). \
 Measured by `tests/benches/check_timing.py` with the project's Python (Python {py}, torch {torch}), 1 intra-op \
 thread, Fashion-MNIST's shape (1×28×28, 10 classes), three small candidates, 3 rounds, cold and warm alternating:\n\n\
-- **cold**: a fresh `python -I check.py request.json` per candidate, the process the evaluator starts today \
-(without the sandbox around it: Landlock, namespaces, cgroups and rlimits add process setup on top);\n\
+- **cold**: a fresh `python -I check.py request.json` per candidate, the process the evaluator's cold checker \
+(`warm_checker = false`) starts (without the sandbox around it: Landlock, namespaces, cgroups and rlimits add \
+process setup on top);\n\
 - **warm**: a parent that imported torch once, and a fork of it per candidate running the same `check.py` \
-(what a warm checker gives each candidate: a fresh child with torch already imported).\n\n\
+(what the evaluator's warm checker, on by default, gives each candidate: a fresh child with torch already \
+imported; measured through the evaluator, in the sandbox, by `cargo bench -p nas-eval-tch --bench check_bench`: \
+`docs/results/check-bench.md`).\n\n\
 | candidate | cold s (median) | warm s (median) | saved s | cold runs | warm runs |\n|---|---|---|---|---|---|\n",
         py = v["python"].as_str().unwrap_or("?"),
         torch = v["torch"].as_str().unwrap_or("?"),
