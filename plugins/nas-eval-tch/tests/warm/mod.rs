@@ -216,3 +216,25 @@ fn the_warm_checker_is_a_setting() {
     assert!(r.extra["check_seconds"].as_f64().is_some_and(|s| s > 0.0), "{:?}", r.extra);
     assert!(zygotes(&dir).is_empty(), "no zygote when it is off");
 }
+
+#[test]
+fn memory_and_fork_bombs_in_the_warm_checker_end_as_their_kind_and_the_zygote_serves_on() {
+    let _g = lock();
+    let dir = scratch("bombs");
+    let mut e = small_evaluator(&dir, json!({}));
+    let r = ok(eval(&mut e, "first", &read("tests/candidates/paper_noargs.py"), &fmnist(), None), "first");
+    assert_eq!(r.extra["check"], "warm");
+    let z = zygote(&dir);
+    // The memory limit covers the zygote and its child together: the
+    // kernel's OOM killer takes the child (the larger), not the zygote.
+    let f = failure(eval(&mut e, "memory-bomb", &read("tests/hostile/memory_bomb.py"), &fmnist(), Some(60.0)), "mem");
+    assert_eq!(f.kind, FailureKind::OutOfMemory, "{f:#?}");
+    assert_eq!(zygote(&dir), z, "the zygote survived the memory bomb");
+    let f = failure(eval(&mut e, "fork-bomb", &read("tests/hostile/fork_bomb.py"), &fmnist(), Some(10.0)), "fork");
+    assert!(matches!(f.kind, FailureKind::Timeout | FailureKind::Sandbox), "{f:#?}");
+    assert_eq!(zygote(&dir), z, "the zygote survived the fork bomb");
+    assert!(children(z).is_empty(), "nothing left in the zygote's namespace: {:?}", children(z));
+    let r = ok(eval(&mut e, "after", &read("tests/candidates/paper_noargs.py"), &fmnist(), None), "after");
+    assert_eq!(r.extra["check"], "warm");
+    assert_eq!(zygote(&dir), z);
+}
