@@ -161,7 +161,9 @@ fn main() {
     let (cold_first, cold_path, _) = evaluate(&mut cold, "warm-up-cold", CANDIDATES[0].1, &data);
     let (warm_first, warm_path, _) = evaluate(&mut warm, "warm-up-warm", CANDIDATES[0].1, &data);
     assert_eq!((cold_path.as_str(), warm_path.as_str()), ("cold", "warm"), "each instance checks its own way");
-    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> =
+    // Per candidate: its name, cold and warm check seconds, cold and warm evaluation seconds.
+    type Row = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut rows: Vec<Row> =
         CANDIDATES.iter().map(|(n, _)| (*n, Vec::new(), Vec::new(), Vec::new(), Vec::new())).collect();
     for round in 0..rounds {
         for (k, (name, source)) in CANDIDATES.iter().enumerate() {

@@ -945,7 +945,7 @@ impl TchOneEpoch {
     /// The verdict of a check that ended with `status` (`None`: past the
     /// time limit), from what it wrote on its answer channel (a gate) and
     /// its output.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::result_large_err)]
     fn verdict(
         &self,
         job: &Job<'_>,
