@@ -47,9 +47,9 @@ const TOP: usize = 5;
 /// Strata of the rest, one candidate retrained from each.
 const SAMPLE: usize = 15;
 /// Training examples of the slice (the first N of the training split).
-const MAX_TRAIN: u64 = 10000;
+const MAX_TRAIN: u64 = 20000;
 /// Test examples of the slice.
-const MAX_TEST: u64 = 2000;
+const MAX_TEST: u64 = 5000;
 /// The search's novelty threshold (the default); no two designs may reach it.
 const NOVELTY_THRESHOLD: f64 = 0.90;
 /// Delta-NAS's reported Spearman rho of its proxy against 50 epochs.
@@ -569,10 +569,11 @@ machine).",
         if one_epoch.is_empty() { f64::NAN } else { one_epoch.iter().sum::<f64>() / one_epoch.len() as f64 };
     let wall = match run_wall {
         Some(run_wall) => format!(
-            "- `nas run` (20 candidates, one epoch each, with checks, FLOP counts and latency measurement): {}; the \
+            "- `nas run` ({} candidates, one epoch each, with checks, FLOP counts and latency measurement): {}; the \
 evaluations {} of it (mean training epoch {mean_epoch:.1} s)\n\
 - `nas fidelity` ({} retrainings of {EPOCHS} epochs{}): {}; the retrainings {}\n\
 - the whole benchmark (run, study, `nas report`): **{}**\n",
+            recs.len(),
             minutes(run_wall),
             minutes(search_eval),
             rows.len(),
@@ -624,7 +625,7 @@ designs; it says how far the one-epoch ranking holds within the first few epochs
 ## Per candidate\n\n\
 Best at {EPOCHS} epochs first. Ranks: 1 = most accurate, ties share the average; moved = places risen with the \
 longer training. Params from the search's evaluation.\n\n{table}\n{failed}{not_trained}\
-## Wall time\n\n{wall}\n{moved}",
+## Wall time\n\n{wall}\n{moved}\n{history}",
         cpu = cpu(),
         torch = torch_version(),
         load_after = load(),
@@ -641,6 +642,23 @@ longer training. Params from the search's evaluation.\n\n{table}\n{failed}{not_t
         } else {
             format!("Retrainings that failed (left out of rho and tau):\n\n{}\n", failed_retrains.concat())
         },
+        history = history(
+            &out_path,
+            &format!(
+                "- {}: {}; {} / {} examples; rho {}, tau {}; {} candidates; {:.1} min",
+                utc_now(),
+                match &external {
+                    Some(dir) => format!("run `{}`", dir.display()),
+                    None => "the fixture designs".into(),
+                },
+                settings.get("max_train_examples").map_or_else(|| "all".into(), |v| v.to_string()),
+                settings.get("max_test_examples").map_or_else(|| "all".into(), |v| v.to_string()),
+                show(rho, rho_low, rho_high).replace("**", ""),
+                show(tau, tau_low, tau_high).replace("**", ""),
+                trained.len(),
+                total_wall / 60.0
+            )
+        ),
         not_trained = if not_trained.is_empty() {
             String::new()
         } else {
@@ -658,6 +676,38 @@ longer training. Params from the search's evaluation.\n\n{table}\n{failed}{not_t
         show(tau, tau_low, tau_high)
     );
     assert!(cross_check, "rho/tau computed here differ from nas's");
+}
+
+/// The current UTC time, minutes.
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown time".into())
+}
+
+/// The "Runs" section: the lines of the file's previous one, then `line`
+/// (so figures of other slices and runs stay beside the latest).
+fn history(path: &Path, line: &str) -> String {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines: Vec<String> = old
+        .split("\n## Runs\n")
+        .nth(1)
+        .map(|rest| {
+            rest.lines()
+                .take_while(|l| !l.starts_with("## "))
+                .filter(|l| l.starts_with("- "))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    lines.push(line.to_string());
+    format!(
+        "## Runs\n\nEvery run of this benchmark that wrote this file, latest last (the sections above are the latest's):\n\n{}\n",
+        lines.join("\n")
+    )
 }
 
 /// `nas fidelity`'s own lines on the candidates that moved most, quoted.
