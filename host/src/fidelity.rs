@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use nas_plugin_api::{DatasetRef, EvalOutcome, EvalRequest, Evaluator, PluginError};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{IterationRecord, Outcome};
@@ -114,7 +114,7 @@ impl Retrain {
 
 /// The `retrains` table of a run store.
 pub struct Retrains {
-    conn: Connection,
+    conn: crate::store::Held,
     path: PathBuf,
 }
 
@@ -133,7 +133,7 @@ impl Retrains {
     /// Opens the table of the run in `run_dir`, creating it if needed.
     pub fn open(run_dir: &Path) -> Result<Retrains, FidelityError> {
         let path = run_dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|source| FidelityError::Sql { path: path.clone(), source })?;
+        let conn = crate::store::connect(&path).map_err(|source| FidelityError::Sql { path: path.clone(), source })?;
         let t = Retrains { conn, path };
         t.sql(t.conn.execute_batch("PRAGMA synchronous=FULL;"))?;
         t.sql(t.conn.execute_batch(SCHEMA))?;
@@ -198,7 +198,7 @@ impl Retrains {
 pub fn read(run_dir: &Path) -> Result<Vec<Retrain>, FidelityError> {
     let path = run_dir.join(DB_FILE);
     let sql = |source| FidelityError::Sql { path: path.clone(), source };
-    let conn = Connection::open(&path).map_err(sql)?;
+    let conn = crate::store::connect(&path).map_err(sql)?;
     let exists: Option<String> = conn
         .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'retrains'", [], |r| r.get(0))
         .optional()

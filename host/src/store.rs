@@ -100,10 +100,8 @@ fn header_damage(path: &Path) -> Option<String> {
 
 /// An open run store.
 pub struct Store {
-    conn: Connection,
+    conn: Held,
     path: PathBuf,
-    /// The file's identity while this store holds it open (see [`held`]).
-    held: Option<FileId>,
 }
 
 /// A file by device and inode.
@@ -112,9 +110,13 @@ type FileId = (u64, u64);
 /// The run stores this process holds open, by file, with how many
 /// connections hold each. SQLite's locks are POSIX record locks, which a
 /// process loses on a file as soon as it closes *any* descriptor of it: the
-/// header check below opens the file itself, so it runs only when no store
-/// of this process has the file open (else another process, believing
-/// itself the last, would delete the write-ahead log under this one).
+/// header check below opens the file itself, so it runs only when no
+/// connection of this process has the file open (else another process,
+/// believing itself the last, would delete the write-ahead log under this
+/// one). Every connection to a run store in the host goes through
+/// [`connect`], which registers it here; the registry's lock is held from
+/// before a connection opens until it is registered, and over a header
+/// check, so the two never interleave.
 fn held() -> std::sync::MutexGuard<'static, std::collections::HashMap<FileId, usize>> {
     static HELD: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<FileId, usize>>> =
         std::sync::OnceLock::new();
@@ -126,15 +128,31 @@ fn file_id(path: &Path) -> Option<FileId> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-fn hold(path: &Path) -> Option<FileId> {
-    let id = file_id(path)?;
-    *held().entry(id).or_insert(0) += 1;
-    Some(id)
+/// A connection to a run store, registered in [`held`] until it is closed.
+pub(crate) struct Held {
+    // Fields drop in order: the connection closes, then its registration ends.
+    conn: Connection,
+    _hold: Hold,
 }
 
-impl Drop for Store {
+impl std::ops::Deref for Held {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+struct Hold(Option<FileId>);
+
+impl Drop for Hold {
     fn drop(&mut self) {
-        if let Some(id) = self.held.take() {
+        if let Some(id) = self.0.take() {
             let mut held = held();
             if let Some(n) = held.get_mut(&id) {
                 *n -= 1;
@@ -144,6 +162,29 @@ impl Drop for Store {
             }
         }
     }
+}
+
+/// Opens a connection to the run store at `path` (the database file),
+/// registered so that no header check of this process closes a descriptor
+/// of the file while the connection holds its locks. Every connection to a
+/// run store in the host is made here.
+pub(crate) fn connect(path: &Path) -> rusqlite::Result<Held> {
+    let mut held = held();
+    let conn = Connection::open(path)?;
+    let id = file_id(path);
+    if let Some(id) = id {
+        *held.entry(id).or_insert(0) += 1;
+    }
+    Ok(Held { conn, _hold: Hold(id) })
+}
+
+/// [`header_damage`], unless a connection of this process holds the file.
+fn header_damage_unheld(path: &Path) -> Option<String> {
+    let held = held();
+    if file_id(path).is_some_and(|id| held.contains_key(&id)) {
+        return None;
+    }
+    header_damage(path)
 }
 
 impl std::fmt::Debug for Store {
@@ -169,9 +210,8 @@ impl Store {
     /// Creates the database of a new run in `run_dir`.
     pub fn create(run_dir: &Path) -> Result<Store, StoreError> {
         let path = run_dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
-        let held = hold(&path);
-        let store = Store { conn, path, held };
+        let conn = connect(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
+        let store = Store { conn, path };
         store.sql(store.conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
@@ -207,15 +247,11 @@ impl Store {
         if !path.is_file() {
             return Err(StoreError::NotARun(run_dir.to_path_buf()));
         }
-        let open_here = file_id(&path).is_some_and(|id| held().contains_key(&id));
-        if !open_here {
-            if let Some(detail) = header_damage(&path) {
-                return Err(StoreError::Damaged { path, detail });
-            }
+        if let Some(detail) = header_damage_unheld(&path) {
+            return Err(StoreError::Damaged { path, detail });
         }
-        let conn = Connection::open(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
-        let held = hold(&path);
-        let store = Store { conn, path, held };
+        let conn = connect(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
+        let store = Store { conn, path };
         store.sql(store.conn.execute_batch("PRAGMA synchronous=FULL;"))?;
         Ok(store)
     }
@@ -407,6 +443,47 @@ mod tests {
     use super::*;
     use crate::records::RoleUsage;
     use nas_plugin_api::{CandidateFailure, ChatMessage, ChatResponse, EvalReport, FailureKind};
+
+    /// Another process reads the store and closes its connection while
+    /// this one has it open through two connections, the second opened
+    /// (with its header check) while the first held the file: the write-ahead
+    /// log must survive, and what this process writes after must reach the
+    /// other. Closing a descriptor of the file in the header check would
+    /// have dropped this process's locks, and the other process, believing
+    /// itself the last, would have deleted the log under it.
+    #[test]
+    fn a_reader_in_another_process_does_not_take_the_log_from_under_a_store_opened_beside_a_connection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::create(dir.path()).expect("create"));
+        let path = dir.path().join(DB_FILE);
+        let first = connect(&path).expect("first connection");
+        let _: i64 = first.query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0)).expect("read");
+        let store = Store::open(dir.path()).expect("open beside it");
+        store.set_meta("before", "1").expect("write");
+        let read_in_child = |key: &str| -> String {
+            let out = std::process::Command::new("python3")
+                .arg("-c")
+                .arg(
+                    "import sqlite3, sys\n\
+                     c = sqlite3.connect(sys.argv[1])\n\
+                     r = c.execute('SELECT value FROM meta WHERE key = ?', (sys.argv[2],)).fetchall()\n\
+                     c.close()\n\
+                     print(r[0][0] if r else '')",
+                )
+                .arg(&path)
+                .arg(key)
+                .output()
+                .expect("python3 runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(read_in_child("before"), "1");
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        assert!(wal.exists(), "the other process deleted the write-ahead log of a store open here");
+        store.set_meta("after", "2").expect("write after");
+        assert_eq!(read_in_child("after"), "2", "a write of this process did not reach the other");
+        drop(first);
+    }
 
     fn record(i: u64, outcome: Outcome) -> IterationRecord {
         IterationRecord {

@@ -225,7 +225,12 @@ fn a_second_resume_of_a_run_is_refused_naming_the_run_and_the_holder() {
     assert!(stderr.contains(s(&run)), "the error names the run:\n{stderr}");
     assert!(stderr.contains(&format!("pid {}", a.id())), "the error names the holder:\n{stderr}");
     assert!(stderr.contains("in use"), "{stderr}");
-    assert_eq!(committed(&run), 0, "the refused resume did nothing");
+    // `nas cycles --resume` takes the same lock.
+    let out = nas(dir.path(), &["cycles", "--resume", s(&run)]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("in use") && stderr.contains(&format!("pid {}", a.id())), "{stderr}");
+    assert_eq!(committed(&run), 0, "the refused resumes did nothing");
 
     // The first goes on and finishes alone; afterwards the run is free.
     std::fs::remove_file(&hold).expect("release");

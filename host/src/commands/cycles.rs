@@ -31,6 +31,12 @@ pub fn is_cycles_run(dir: &Path) -> bool {
 /// Runs `nas cycles`.
 pub fn run(plugins: &[PathBuf], args: &CyclesArgs) -> Result<(), Failure> {
     if let Some(dir) = &args.resume {
+        if !run_dir::is_run(dir) {
+            return Err(Failure::Usage(crate::store::StoreError::NotARun(dir.to_path_buf()).into()));
+        }
+        // One writer at a time, as for `nas resume` (which takes the lock
+        // before it comes to [`resume`]).
+        let _lock = crate::run_lock::RunLock::acquire(dir).usage()?;
         return resume(plugins, dir);
     }
     let config_path = match (&args.config, &args.replay) {
@@ -77,6 +83,7 @@ pub fn run(plugins: &[PathBuf], args: &CyclesArgs) -> Result<(), Failure> {
         meta.push(("replay_of", dir.to_string_lossy().into_owned()));
     }
     session::create_run_dir(&run_dir, &config, &loaded.dir, &meta).usage()?;
+    let _lock = crate::run_lock::RunLock::acquire(&run_dir).usage()?;
     let loaded = LoadedConfig { config: config.clone(), ..loaded };
     let started = setup(&mut registry, &loaded, &run_dir, replay_dir.clone(), baseline, true);
     let setup = match started {
@@ -91,9 +98,11 @@ pub fn run(plugins: &[PathBuf], args: &CyclesArgs) -> Result<(), Failure> {
     execute(setup, &mut st, &run_dir)
 }
 
-/// Runs `nas resume RUN_DIR` (or `nas cycles --resume`) for a cycles run.
+/// Runs `nas resume RUN_DIR` (or `nas cycles --resume`) for a cycles run;
+/// the caller holds the run lock.
 pub fn resume(plugins: &[PathBuf], run_dir: &Path) -> Result<(), Failure> {
     let st = Store::open(run_dir).usage()?;
+    st.verify().usage()?;
     let loaded = crate::config::load(&run_dir.join(run_dir::CONFIG_FILE)).usage()?;
     if loaded.config.cycles.is_none() {
         return Err(Failure::Usage(anyhow!(

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{StoreError, DB_FILE};
@@ -203,7 +203,7 @@ const COLUMNS: &str = "candidate_id, iteration, code_sha256, attempt, name, nonc
 
 /// The table, through a connection of its own to the run store.
 pub struct JobTable {
-    conn: Connection,
+    conn: crate::store::Held,
     path: PathBuf,
 }
 
@@ -250,7 +250,7 @@ impl JobTable {
         if !path.is_file() {
             return Err(StoreError::NotARun(run_dir.to_path_buf()));
         }
-        let conn = Connection::open(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
+        let conn = crate::store::connect(&path).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
         let table = JobTable { conn, path };
         // The search writes through its own connection: wait for it rather
         // than fail.
