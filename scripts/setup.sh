@@ -5,6 +5,9 @@
 #
 #   scripts/setup.sh                 # system packages, virtualenv, build
 #   scripts/setup.sh --model NAME    # ... and fetch an LLM (repeatable)
+#   scripts/setup.sh --tests         # build the test binaries too (what
+#                                    # scripts/test.sh runs), in the same
+#                                    # build, so nothing is compiled twice
 #
 # Environment: NAS_HOME (default ~/.cache/nas) is where models and data go.
 set -euo pipefail
@@ -12,9 +15,11 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 MODELS=()
+TESTS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) MODELS+=("$2"); shift 2 ;;
+    --tests) TESTS=1; shift ;;
     *) echo "setup.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -77,10 +82,22 @@ then
   .venv/bin/pip install -q "${ONNX_PACKAGES[@]}"
 fi
 
-# 3. Build (release: the main job and the tests share one build).
-step "cargo build --release --workspace"
+# 3. Build (release: the main job and the tests share one build). With
+#    --tests, the test binaries are built in the same cargo invocation: the
+#    tests' dev-dependencies change the features of shared crates (wasmtime's
+#    among them), so a plain build followed by `cargo test` would compile
+#    those crates, and everything above them, twice.
 export VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1
-cargo build --release --workspace --quiet
+if [ "$TESTS" -eq 1 ]; then
+  step "cargo test --release --workspace --no-run"
+  cargo test --release --workspace --no-run --quiet
+  # The `nas` binary as the tests build it (nas_tests::nas_bin), for the
+  # model fetch below.
+  cargo build --release -p nas-host --bin nas --quiet
+else
+  step "cargo build --release --workspace"
+  cargo build --release --workspace --quiet
+fi
 
 # 4. Models.
 for m in "${MODELS[@]}"; do

@@ -8,7 +8,8 @@
 # /tmp), and scripts/slurm-cluster.sh's own (NAS_SLURM_CPUS, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --model qwen2.5-coder-0.5b
+# --tests: the test binaries are built with the rest, in one cargo build.
+scripts/setup.sh --model qwen2.5-coder-0.5b --tests
 export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1
 # The wasm tests build C guests from source; with this set they fail (not
 # skip) when the toolchain is missing, so a broken setup cannot pass quietly.
