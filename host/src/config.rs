@@ -347,6 +347,15 @@ fn default_max_iterations() -> u64 {
 fn default_novelty() -> f64 {
     0.90
 }
+
+/// The novelty threshold of the embedded defaults. Their compact prompt asks
+/// for one change to the best design, and one change to a net of a few dozen
+/// lines (a softmax removed, a width doubled, a dropout added) leaves 0.90 to
+/// 0.95 of its shingles in common: at the default 0.90 the filter took the
+/// very edits the prompt asks for as duplicates of the best (a generator
+/// that removed the softmax it was told to remove was not trained). At 0.98
+/// a design given back unchanged (1.0) is still a duplicate.
+pub const COMPACT_NOVELTY: f64 = 0.98;
 fn yes() -> bool {
     true
 }
@@ -658,12 +667,13 @@ impl Default for RunConfig {
 impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
-    /// productive (`[search] repair = "flatten"`, `prompt_style = "compact"`).
-    /// `docs/config.md` lists them.
+    /// productive (`[search] repair = "flatten"`, `prompt_style = "compact"`,
+    /// `novelty_threshold` [`COMPACT_NOVELTY`]). `docs/config.md` lists them.
     pub fn embedded() -> RunConfig {
         let mut c = RunConfig::default();
         c.search.repair = Repair::Flatten;
         c.search.prompt_style = PromptStyle::Compact;
+        c.search.novelty_threshold = COMPACT_NOVELTY;
         c
     }
 
@@ -887,6 +897,37 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text, Path::new("run.toml")).expect_err("should fail").to_string()
+    }
+
+    /// The design of an embedded run's first iteration, and the edit its
+    /// generator made next (the softmax removed, as the feedback said).
+    const FIRST: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super(Net, self).__init__()\n        C, H, W = in_shape\n        self.conv1 = nn.Conv2d(C, 32, kernel_size=3, padding=1)\n        self.bn1 = nn.BatchNorm2d(32)\n        self.relu1 = nn.ReLU()\n        self.pool1 = nn.MaxPool2d(kernel_size=2, stride=2)\n        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)\n        self.bn2 = nn.BatchNorm2d(64)\n        self.relu2 = nn.ReLU()\n        self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)\n        self.fc1 = nn.Linear(64 * 7 * 7, 128)\n        self.relu3 = nn.ReLU()\n        self.fc2 = nn.Linear(128, num_classes)\n        self.softmax = nn.Softmax(dim=1)\n\n    def forward(self, x):\n        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))\n        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))\n        x = x.view(x.size(0), -1)\n        x = self.relu3(self.fc1(x))\n        x = self.fc2(x)\n        x = self.softmax(x)\n        return x\n";
+
+    #[test]
+    fn the_embedded_defaults_train_one_change_to_the_best_design_and_not_the_same_design_again() {
+        use crate::search::novelty::Archive;
+        let c = RunConfig::embedded();
+        assert!((c.search.novelty_threshold - COMPACT_NOVELTY).abs() < 1e-12);
+        let mut archive = Archive::default();
+        archive.add(1, crate::search::novelty::signature(FIRST));
+        let edits = [
+            FIRST
+                .replace("        self.softmax = nn.Softmax(dim=1)\n", "")
+                .replace("        x = self.softmax(x)\n", ""),
+            FIRST
+                .replace("nn.Conv2d(32, 64", "nn.Conv2d(32, 128")
+                .replace("BatchNorm2d(64)", "BatchNorm2d(128)")
+                .replace("64 * 7", "128 * 7"),
+            FIRST.replace("kernel_size=3, padding=1", "kernel_size=5, padding=2"),
+        ];
+        for edit in &edits {
+            let sig = crate::search::novelty::signature(edit);
+            assert!(archive.twin(&sig, c.search.novelty_threshold).is_none(), "one change is trained:\n{edit}");
+        }
+        // The same design again, laid out differently, is a duplicate.
+        let again = FIRST.replace("    ", "  ") + "\n# unchanged\n";
+        let sig = crate::search::novelty::signature(&again);
+        assert!(archive.twin(&sig, c.search.novelty_threshold).is_some(), "the same design again is a duplicate");
     }
 
     #[test]
