@@ -267,6 +267,13 @@ pub struct SearchSection {
     /// an answer still not a diagnosis is recorded and opens no memory entry.
     #[serde(default = "one_retry")]
     pub diagnosis_retries: u32,
+    /// How many times the generator is asked again, within the same
+    /// iteration, when its answer is a near-duplicate of a design already
+    /// evaluated (0, the paper's method: the duplicate is recorded and the
+    /// iteration ends). The embedded defaults ask once more: a small model
+    /// told to change the best design often gives it back unchanged.
+    #[serde(default)]
+    pub duplicate_retries: u32,
     /// How the generator's prompt is written (`paper` or `compact`).
     #[serde(default)]
     pub prompt_style: PromptStyle,
@@ -376,6 +383,7 @@ impl Default for SearchSection {
             novelty_filter: true,
             repair: Repair::Off,
             diagnosis_retries: one_retry(),
+            duplicate_retries: 0,
             prompt_style: PromptStyle::Paper,
             islands: one_island(),
             migration_interval: default_migration_interval(),
@@ -674,6 +682,7 @@ impl RunConfig {
         c.search.repair = Repair::Flatten;
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
+        c.search.duplicate_retries = 1;
         c
     }
 

@@ -227,6 +227,26 @@ pub struct IterationRecord {
     /// timing, like `eval_seconds`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eval_retries: Vec<EvalRetry>,
+    /// Answers of the generator that were near-duplicates of a design
+    /// already evaluated, each followed by a request to change the code
+    /// (`[search] duplicate_retries`), in order. `generator_prompt` stays
+    /// the first request (what a fine-tuning corpus pairs with the code) and
+    /// `generator_response` is the last answer, which `code` comes from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regenerated: Vec<Regenerated>,
+}
+
+/// A generator answer asked again because it repeated an evaluated design.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regenerated {
+    /// The iteration whose design it repeated.
+    pub of: u64,
+    /// Its similarity to that design.
+    pub similarity: f64,
+    /// The answer that repeated it.
+    pub answer: String,
+    /// What the generator was told next.
+    pub retry: String,
 }
 
 /// An evaluation run again alone because it ran out of memory beside others.

@@ -516,6 +516,7 @@ mod tests {
             over_limit: None,
             score: None,
             eval_retries: Vec::new(),
+            regenerated: Vec::new(),
         }
     }
 

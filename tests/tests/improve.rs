@@ -43,6 +43,10 @@ fn server() -> TestServer {
 }
 
 fn write_config(dir: &Path, server: &TestServer, repair: &str) -> PathBuf {
+    write_config_with(dir, server, &format!("repair = \"{repair}\""))
+}
+
+fn write_config_with(dir: &Path, server: &TestServer, search: &str) -> PathBuf {
     let cfg = dir.join("run.toml");
     std::fs::write(
         &cfg,
@@ -54,7 +58,7 @@ output_dir = "runs"
 
 [search]
 max_iterations = 2
-repair = "{repair}"
+{search}
 
 [dataset]
 plugin = "builtin:data.fashion-mnist"
@@ -136,4 +140,70 @@ fn copied_diagnoses_stay_out_of_memory_and_flatten_mismatches_are_named_and_repa
         MISMATCH.trim_end(),
         "the record gives back the generated code"
     );
+}
+
+/// GOOD, wider: one change to it.
+const WIDER: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(16 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";
+
+/// Recorded from a run on the embedded model: advice copied from the
+/// history onto a design that has no softmax.
+const STALE: &str = "```json\n{\"reason\": \"The current design applies a softmax to its output, but the training loss (cross-entropy) expects raw logits.\", \"inspiration\": \"The softmax layer is unnecessary.\", \"improvement_suggestions\": \"Replace the line x = self.softmax(x) with x = x. This will remove the softmax layer from the network.\"}\n```";
+
+#[test]
+fn a_design_given_back_unchanged_is_asked_for_again_and_stale_advice_stays_out_of_memory() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
+        let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+        let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+        Some(Step::reply(if system.contains("expert deep-learning engineer") {
+            // Attempt 2 first gives attempt 1's design back unchanged.
+            fence(if user.contains("will not be trained") { WIDER } else { GOOD })
+        } else {
+            STALE.to_string()
+        }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let search = "duplicate_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"";
+    let cfg = write_config_with(dir.path(), &server, search);
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = run_dirs(dir.path()).pop().expect("run");
+    let recs = records(&run);
+    assert_eq!(recs.len(), 2);
+    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+
+    // The stale advice was asked again, then recorded as not a diagnosis.
+    let advice = recs[0].advice.as_ref().expect("advice kept in the record");
+    assert_eq!(
+        advice.rejected.as_deref(),
+        Some("it asks to replace `self.softmax`, which this design does not have"),
+        "{advice:?}"
+    );
+    assert_eq!(recs[0].improver_usage.calls, 2);
+    let memory = Store::open(&run).expect("store").memory().expect("memory");
+    assert!(memory.is_empty(), "stale advice opened a memory entry: {memory:?}");
+    assert!(!recs[1].generator_prompt[1].content.contains("self.softmax"), "{}", recs[1].generator_prompt[1].content);
+
+    // Attempt 2's first answer repeated attempt 1; asked once more, it
+    // changed the design, which trained.
+    let again = &recs[1].regenerated;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].of, again[0].similarity), (1, 1.0));
+    assert!(again[0].answer.contains("nn.Conv2d(in_shape[0], 8, 3"), "{}", again[0].answer);
+    assert!(again[0].retry.contains("attempt 1's design again"), "{}", again[0].retry);
+    assert_eq!(recs[1].generator_usage.calls, 2);
+    assert_eq!(recs[1].generator_prompt.len(), 2, "the record keeps the first request");
+    assert!(recs[1].code.as_deref().is_some_and(|c| c.contains("nn.Conv2d(in_shape[0], 16, 3")));
+    assert!(matches!(recs[1].outcome, Outcome::Ok { .. }), "{:?}", recs[1].outcome);
+
+    // Replayed from the run's journal, the same exchange gives the same records.
+    drop(server);
+    let replay_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config_with(replay_dir.path(), &TestServer::start(), search);
+    let out = nas_with_evaluator(replay_dir.path(), &["run", "--replay", s(&run), "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let replayed = records(&run_dirs(replay_dir.path()).pop().expect("replay run"));
+    assert_eq!(replayed[1].regenerated, recs[1].regenerated);
+    assert_eq!(replayed[1].code, recs[1].code);
 }

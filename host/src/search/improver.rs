@@ -9,6 +9,10 @@
 
 use std::collections::BTreeSet;
 
+use nas_plugin_api::text::truncate_chars;
+
+use super::SUGGESTION_CHARS;
+
 pub use crate::records::Advice;
 
 /// One key of the answer's JSON object and what it must hold, as the
@@ -56,10 +60,28 @@ fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
     a.intersection(b).count() as f64 / union as f64
 }
 
+/// What an Improver answer is checked against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checked<'a> {
+    /// The previous iteration's answer.
+    pub previous: Option<&'a Advice>,
+    /// The chain's earlier diagnoses (its memory entries), with what came
+    /// of each.
+    pub earlier: &'a [nas_plugin_api::MemoryEntry],
+    /// The code of the design being diagnosed, when it has code.
+    pub code: Option<&'a str>,
+}
+
+/// How alike two diagnoses must be (word sets of both the problem and the
+/// suggestion) to be the same one.
+const SAME_DIAGNOSIS: f64 = 0.9;
+
 /// Why an answer is not a diagnosis, or `None` when it is one: it says
 /// nothing, copies the answer format's descriptions (or an old template's
-/// placeholders), or repeats the previous diagnosis word for word.
-pub fn rejection(advice: &Advice, previous: Option<&Advice>) -> Option<String> {
+/// placeholders), repeats the previous diagnosis or one already tried, or
+/// asks to replace or remove something the design does not have (a small
+/// model copies the history's advice onto a design that already took it).
+pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     let (problem, suggestions) = (words(&advice.problem), words(&advice.suggestions));
     if suggestions.len() < 2 {
         return Some("it gives no suggestion".into());
@@ -73,13 +95,71 @@ pub fn rejection(advice: &Advice, previous: Option<&Advice>) -> Option<String> {
             }
         }
     }
-    if let Some(p) = previous.filter(|p| p.rejected.is_none()) {
-        let same_problem = problem.is_empty() || jaccard(&problem, &words(&p.problem)) >= 0.9;
-        if same_problem && jaccard(&suggestions, &words(&p.suggestions)) >= 0.9 {
+    let same = |p: &str, s: &str| {
+        (problem.is_empty() || jaccard(&problem, &words(p)) >= SAME_DIAGNOSIS)
+            && jaccard(&words(&truncate_chars(&advice.suggestions, SUGGESTION_CHARS)), &words(s)) >= SAME_DIAGNOSIS
+    };
+    if let Some(p) = checked.previous.filter(|p| p.rejected.is_none()) {
+        if same(&p.problem, &truncate_chars(&p.suggestions, SUGGESTION_CHARS)) {
             return Some("it repeats the previous diagnosis".into());
         }
     }
+    if let Some(e) = checked.earlier.iter().rev().find(|e| e.outcome.is_some() && same(&e.problem, &e.suggestion)) {
+        return Some(format!(
+            "it repeats the diagnosis of attempt {}, which was already tried ({})",
+            e.iteration,
+            e.outcome.as_deref().unwrap_or_default()
+        ));
+    }
+    checked.code.and_then(|code| absent_target(&advice.suggestions, code))
+}
+
+/// Layer words a suggestion may ask to remove, looked up in the code as
+/// they are (case-insensitively).
+const LAYER_WORDS: [&str; 7] = ["softmax", "dropout", "batchnorm", "maxpool", "avgpool", "sigmoid", "tanh"];
+
+/// The first thing a "replace"/"remove" sentence of `suggestions` names —
+/// an attribute `self.<name>` or a layer word — when `code` does not have
+/// it. Sentences that also add or insert are left alone.
+fn absent_target(suggestions: &str, code: &str) -> Option<String> {
+    let code_lower = code.to_lowercase();
+    for sentence in suggestions.split(['\n', ';']).flat_map(|l| l.split(". ")) {
+        let lower = sentence.to_lowercase();
+        let ws = words(&lower);
+        if ws.contains("add") || ws.contains("insert") {
+            continue;
+        }
+        let Some((verb, at)) = ["replace", "remove", "delete"]
+            .iter()
+            .filter_map(|v| word_at(&lower, v).map(|i| (*v, i + v.len())))
+            .min_by_key(|(_, i)| *i)
+        else {
+            continue;
+        };
+        let rest = &lower[at..];
+        let attribute = rest.find("self.").map(|i| {
+            let name: String = rest[i + 5..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            (i, format!("self.{name}"))
+        });
+        let layer = LAYER_WORDS.iter().filter_map(|w| rest.find(w).map(|i| (i, w.to_string()))).min();
+        let target = match (attribute, layer) {
+            (Some(a), Some(l)) => Some(if a.0 <= l.0 { a } else { l }),
+            (a, l) => a.or(l),
+        };
+        if let Some((_, thing)) = target.filter(|(_, t)| t != "self." && !code_lower.contains(t.as_str())) {
+            return Some(format!("it asks to {verb} `{thing}`, which this design does not have"));
+        }
+    }
     None
+}
+
+/// Where `word` starts in `text` as a whole word.
+fn word_at(text: &str, word: &str) -> Option<usize> {
+    text.match_indices(word).map(|(i, _)| i).find(|&i| {
+        let before = text[..i].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
+        let after = text[i + word.len()..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+        before && after
+    })
 }
 
 /// Reads an Improver answer. Never fails: an answer with no structure
@@ -283,6 +363,7 @@ fn lenient(text: &str) -> Option<Advice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nas_plugin_api::MemoryEntry;
 
     #[test]
     fn template_copies_and_repeats_are_not_diagnoses() {
@@ -291,19 +372,84 @@ mod tests {
 {"reason": "the main problem with the current design, or why it scored what it did", "inspiration": "a known architecture or technique to borrow from", "improvement_suggestions": "Add BatchNorm after each conv."}
 ```"#,
         );
-        assert!(rejection(&copied, None).is_some_and(|r| r.contains("reason")), "{copied:?}");
+        assert!(rejection(&copied, &Checked::default()).is_some_and(|r| r.contains("reason")), "{copied:?}");
         let described =
             parse(&format!("{{\"reason\": \"x\", \"improvement_suggestions\": \"{}\"}}", ANSWER_KEYS[2].description));
-        assert!(rejection(&described, None).is_some_and(|r| r.contains("improvement_suggestions")));
+        assert!(rejection(&described, &Checked::default()).is_some_and(|r| r.contains("improvement_suggestions")));
         let real = parse(
             r#"{"reason": "fc1 expects 12544 inputs but the two poolings leave 64x7x7 = 3136", "improvement_suggestions": "Set fc1 = nn.Linear(3136, 256)."}"#,
         );
-        assert_eq!(rejection(&real, None), None);
+        assert_eq!(rejection(&real, &Checked::default()), None);
         let again = parse(
             r#"{"reason": "fc1 expects 12544 inputs but the two poolings leave 64x7x7 = 3136.", "improvement_suggestions": "set fc1 = nn.Linear(3136, 256)"}"#,
         );
-        assert_eq!(rejection(&again, Some(&real)).as_deref(), Some("it repeats the previous diagnosis"));
-        assert!(rejection(&parse("{}"), None).is_some());
+        assert_eq!(
+            rejection(&again, &Checked { previous: Some(&real), ..Default::default() }).as_deref(),
+            Some("it repeats the previous diagnosis")
+        );
+        assert!(rejection(&parse("{}"), &Checked::default()).is_some());
+    }
+
+    /// The design a run's Improver diagnosed at attempt 2 (89.05 %): its
+    /// softmax was removed at that attempt.
+    const NO_SOFTMAX: &str = "class Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        self.fc1 = nn.Linear(64 * 7 * 7, 128)\n        self.relu3 = nn.ReLU()\n        self.fc2 = nn.Linear(128, num_classes)\n    def forward(self, x):\n        x = self.relu3(self.fc1(x.flatten(1)))\n        return self.fc2(x)\n";
+
+    #[test]
+    fn advice_to_remove_what_the_design_does_not_have_is_not_a_diagnosis() {
+        // Recorded: the 1.5B Improver copied attempt 1's advice onto attempt
+        // 2, which had already taken it.
+        let stale = parse(
+            r#"```json
+{"reason": "The current design applies a softmax to its output, but the training loss (cross-entropy) expects raw logits and applies its own softmax layer.", "inspiration": "The softmax layer is unnecessary for classification tasks.", "improvement_suggestions": "Replace the line x = self.softmax(x) with x = x. This will remove the softmax layer from the network."}
+```"#,
+        );
+        let checked = Checked { code: Some(NO_SOFTMAX), ..Default::default() };
+        assert_eq!(
+            rejection(&stale, &checked).as_deref(),
+            Some("it asks to replace `self.softmax`, which this design does not have")
+        );
+        let with_softmax = format!("{NO_SOFTMAX}        self.softmax = nn.Softmax(dim=1)\n");
+        assert_eq!(rejection(&stale, &Checked { code: Some(&with_softmax), ..Default::default() }), None);
+        let bare = parse(
+            r#"{"reason": "it ends in a softmax", "improvement_suggestions": "Remove the softmax at the end of forward."}"#,
+        );
+        assert!(rejection(&bare, &checked).is_some_and(|r| r.contains("`softmax`")));
+        for fine in [
+            r#"{"reason": "fc1 is narrow", "improvement_suggestions": "Replace self.fc1 = nn.Linear(3136, 128) with nn.Linear(3136, 256)."}"#,
+            r#"{"reason": "no regularisation", "improvement_suggestions": "Add dropout: self.drop = nn.Dropout(0.3) before self.fc2, and replace nothing else."}"#,
+            r#"{"reason": "too shallow", "improvement_suggestions": "Add a third conv block with 128 channels."}"#,
+        ] {
+            assert_eq!(rejection(&parse(fine), &checked), None, "{fine}");
+        }
+    }
+
+    #[test]
+    fn a_diagnosis_already_tried_is_not_given_again() {
+        let tried = MemoryEntry {
+            iteration: 4,
+            problem: "fc1 is too narrow for 3136 features".into(),
+            suggestion: "Set fc1 = nn.Linear(3136, 256).".into(),
+            outcome: Some("accuracy: 88.68%".into()),
+            accuracy: Some(0.8868),
+            failure_kind: None,
+            best_before: Some(0.8905),
+        };
+        let earlier = [tried.clone()];
+        let again = parse(
+            r#"{"reason": "fc1 is too narrow for 3136 features.", "improvement_suggestions": "set fc1 = nn.Linear(3136, 256)"}"#,
+        );
+        let checked = Checked { earlier: &earlier, ..Default::default() };
+        assert_eq!(
+            rejection(&again, &checked).as_deref(),
+            Some("it repeats the diagnosis of attempt 4, which was already tried (accuracy: 88.68%)")
+        );
+        // Still open (its result not in yet): the previous-diagnosis rule decides.
+        let open = [MemoryEntry { outcome: None, ..tried }];
+        assert_eq!(rejection(&again, &Checked { earlier: &open, ..Default::default() }), None);
+        let other = parse(
+            r#"{"reason": "only two conv blocks", "improvement_suggestions": "Add a third conv block with 128 channels."}"#,
+        );
+        assert_eq!(rejection(&other, &checked), None);
     }
 
     #[test]

@@ -76,6 +76,51 @@ impl OrderedArchive {
         self.changed.notify_all();
     }
 
+    /// Waits until every iteration before `t` is known; `None` when
+    /// `stopping` turns true first.
+    fn known_before<'a>(&'a self, t: u64, stopping: &dyn Fn() -> bool) -> Option<MutexGuard<'a, BTreeMap<u64, Entry>>> {
+        let mut entries = lock(&self.entries);
+        loop {
+            let known = entries.range(..t).count() as u64;
+            if known + 1 >= t {
+                return Some(entries);
+            }
+            if stopping() {
+                return None;
+            }
+            entries = self
+                .changed
+                .wait_timeout(entries, Duration::from_millis(200))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The most similar evaluated design before `t` at or above `threshold`.
+    fn twin(entries: &BTreeMap<u64, Entry>, t: u64, sig: &Signature, threshold: f64) -> Option<(u64, f64)> {
+        entries
+            .range(..t)
+            .filter_map(|(i, e)| match e {
+                Entry::Evaluated(s) => Some((*i, s.similarity(sig))),
+                Entry::Nothing => None,
+            })
+            .filter(|(_, sim)| *sim >= threshold)
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+    }
+
+    /// What [`screen`](Self::screen) would answer for candidate `t`, without
+    /// recording it: the generator is asked again before a near-duplicate is
+    /// decided.
+    pub fn probe(&self, t: u64, sig: &Signature, threshold: f64, stopping: &dyn Fn() -> bool) -> Screen {
+        let Some(entries) = self.known_before(t, stopping) else {
+            return Screen::Stopped;
+        };
+        match Self::twin(&entries, t, sig, threshold) {
+            Some((of, sim)) => Screen::Duplicate(of, sim),
+            None => Screen::Novel,
+        }
+    }
+
     /// Decides candidate `t`: waits until every iteration before `t` is
     /// known, compares `sig` with the evaluated ones (when `filter`), and
     /// records the answer. `sig` is `None` when the candidate has no code.
@@ -88,38 +133,15 @@ impl OrderedArchive {
         filter: bool,
         stopping: &dyn Fn() -> bool,
     ) -> Screen {
-        let mut entries = lock(&self.entries);
-        loop {
-            let known = entries.range(..t).count() as u64;
-            if known + 1 >= t {
-                break;
-            }
-            if stopping() {
-                return Screen::Stopped;
-            }
-            entries = self
-                .changed
-                .wait_timeout(entries, Duration::from_millis(200))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let Some(mut entries) = self.known_before(t, stopping) else {
+            return Screen::Stopped;
+        };
         let Some(sig) = sig else {
             entries.insert(t, Entry::Nothing);
             self.changed.notify_all();
             return Screen::Novel;
         };
-        let twin = if filter {
-            entries
-                .range(..t)
-                .filter_map(|(i, e)| match e {
-                    Entry::Evaluated(s) => Some((*i, s.similarity(&sig))),
-                    Entry::Nothing => None,
-                })
-                .filter(|(_, sim)| *sim >= threshold)
-                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
-        } else {
-            None
-        };
+        let twin = if filter { Self::twin(&entries, t, &sig, threshold) } else { None };
         let screen = match twin {
             Some((of, sim)) => {
                 entries.insert(t, Entry::Nothing);

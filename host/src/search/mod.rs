@@ -44,7 +44,7 @@ use nas_plugin_api::{
 use serde::Serialize;
 
 use crate::config::{GenerationMode, PromptStyle, Repair, SearchSection};
-use crate::records::{EvalRetry, IterationRecord, LlmCall, LlmRole, Outcome, RoleUsage};
+use crate::records::{EvalRetry, IterationRecord, LlmCall, LlmRole, Outcome, Regenerated, RoleUsage};
 use crate::store::{Store, StoreError};
 
 /// Longest suggestion kept in a memory entry.
@@ -248,6 +248,7 @@ struct Generated {
     parent: Option<Parent>,
     code: Result<String, CandidateFailure>,
     diff: Option<String>,
+    regenerated: Vec<Regenerated>,
 }
 
 /// Steps 2–3's result.
@@ -695,14 +696,43 @@ impl<'a> Search<'a> {
             ChatMessage::system(self.prompts.render("system_generator.md", &ctx)?),
             ChatMessage::user(self.prompts.render(template, &ctx)?),
         ];
-        let response = match self.llm(t, LlmRole::Generator, 0, prompt.clone())? {
+        let mut messages = prompt.clone();
+        let mut response = match self.llm(t, LlmRole::Generator, 0, prompt.clone())? {
             Ok(r) => r,
             Err(stop) => return Ok(Err(stop)),
         };
         let mut usage = RoleUsage::default();
         usage.add(&response);
-        let (code, diff) = take_code(&response.content, parent.as_ref());
-        Ok(Ok(Generated { prompt, response, usage, parent, code, diff }))
+        let (mut code, mut diff) = take_code(&response.content, parent.as_ref());
+        let mut regenerated = Vec::new();
+        while self.cfg.novelty_filter && (regenerated.len() as u32) < self.cfg.duplicate_retries {
+            let Ok(c) = &code else { break };
+            let (of, similarity) =
+                match self.archive.probe(t, &novelty::signature(c), self.cfg.novelty_threshold, &|| self.stopping()) {
+                    Screen::Stopped => return Ok(Err(self.stop_now())),
+                    Screen::Novel => break,
+                    Screen::Duplicate(of, similarity) => (of, similarity),
+                };
+            let retry = self.prompts.render(
+                "generator_retry.md",
+                &serde_json::json!({
+                    "of": of,
+                    "similarity_pct": format!("{:.0}%", similarity * 100.0),
+                    "suggestions": ctx["suggestions"],
+                    "delta": parent.is_some(),
+                }),
+            )?;
+            messages.push(ChatMessage::assistant(response.content.clone()));
+            messages.push(ChatMessage::user(retry.clone()));
+            regenerated.push(Regenerated { of, similarity, answer: response.content.clone(), retry });
+            response = match self.llm(t, LlmRole::Generator, regenerated.len() as u32, messages.clone())? {
+                Ok(r) => r,
+                Err(stop) => return Ok(Err(stop)),
+            };
+            usage.add(&response);
+            (code, diff) = take_code(&response.content, parent.as_ref());
+        }
+        Ok(Ok(Generated { prompt, response, usage, parent, code, diff, regenerated }))
     }
 
     /// The parent a cycle's candidate `t` is asked to change: a seeded
@@ -901,6 +931,12 @@ impl<'a> Search<'a> {
             ChatMessage::user(self.prompts.render("improver.md", &ctx)?),
         ];
         let previous = chain.records.last().and_then(|r| r.advice.as_ref());
+        // What a suggestion may ask to replace or remove: this design's code
+        // and the best design's (the one a compact prompt asks to change).
+        let designs = code.map(|c| match &chain.best {
+            Some(b) => format!("{c}\n{}", b.code),
+            None => c.to_string(),
+        });
         let mut messages = prompt.clone();
         let mut seq = 0;
         let (response, advice) = loop {
@@ -910,7 +946,10 @@ impl<'a> Search<'a> {
             };
             d.usage.add(&response);
             let mut advice = improver::parse(&response.content);
-            advice.rejected = improver::rejection(&advice, previous);
+            advice.rejected = improver::rejection(
+                &advice,
+                &improver::Checked { previous, earlier: &chain.entries, code: designs.as_deref() },
+            );
             match &advice.rejected {
                 Some(why) if seq < self.cfg.diagnosis_retries => {
                     messages.push(ChatMessage::assistant(response.content.clone()));
@@ -1106,6 +1145,7 @@ fn assemble(
         over_limit: evaluated.over_limit,
         score: None,
         eval_retries: evaluated.retries,
+        regenerated: generated.regenerated,
     }
 }
 

@@ -5,7 +5,8 @@
 //! looked up in the user's `[prompts] dir` first, then in the family's set
 //! (`host/prompts/<family>/`), then in the common set
 //! (`host/prompts/common/`). The files: `system_generator.md`,
-//! `generator.md`, `generator_delta.md`, `system_improver.md`,
+//! `generator.md`, `generator_delta.md`, `generator_retry.md` (asked when
+//! an answer repeats an evaluated design), `system_improver.md`,
 //! `improver.md`, `improver_retry.md` (asked when an answer is not a
 //! diagnosis), and the pieces they include (`task.md`, `hints.md`,
 //! `answer_format.md`, `previous.md`).
@@ -21,6 +22,7 @@ const COMMON: &[(&str, &str)] = &[
     ("task.md", include_str!("../../prompts/common/task.md")),
     ("generator.md", include_str!("../../prompts/common/generator.md")),
     ("generator_delta.md", include_str!("../../prompts/common/generator_delta.md")),
+    ("generator_retry.md", include_str!("../../prompts/common/generator_retry.md")),
     ("improver.md", include_str!("../../prompts/common/improver.md")),
     ("improver_retry.md", include_str!("../../prompts/common/improver_retry.md")),
     ("answer_format.md", include_str!("../../prompts/common/answer_format.md")),
