@@ -676,7 +676,8 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = "flatten"`, `prompt_style = "compact"`,
-    /// `novelty_threshold` [`COMPACT_NOVELTY`]). `docs/config.md` lists them.
+    /// `novelty_threshold` [`COMPACT_NOVELTY`], `duplicate_retries = 1`).
+    /// `docs/config.md` lists them.
     pub fn embedded() -> RunConfig {
         let mut c = RunConfig::default();
         c.search.repair = Repair::Flatten;
@@ -945,6 +946,8 @@ mod tests {
         assert_eq!(c.memory.plugin, PluginRef::Builtin("memory.window".into()));
         assert_eq!(c.search.max_iterations, 20);
         assert!((c.search.novelty_threshold - 0.9).abs() < 1e-12);
+        assert_eq!(c.search.duplicate_retries, 0, "the paper's method records a duplicate and moves on");
+        assert_eq!(RunConfig::embedded().search.duplicate_retries, 1);
     }
 
     #[test]

@@ -170,6 +170,12 @@ pub struct Row {
     pub failure_message: Option<String>,
     /// The twin of a duplicate.
     pub duplicate_of: Option<u64>,
+    /// Generator answers that repeated an evaluated design and were asked
+    /// for again (`[search] duplicate_retries`).
+    pub regenerated: u64,
+    /// Why the Prompt Improver's answer was not taken as a diagnosis (it
+    /// then opened no memory entry).
+    pub diagnosis_rejected: Option<String>,
     /// The parent in delta mode.
     pub parent: Option<u64>,
     /// Trainable parameters.
@@ -235,6 +241,8 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     failure_stage: failure.map(|f| f.stage.clone()),
                     failure_message: failure.map(|f| f.message.clone()),
                     duplicate_of: r.outcome.duplicate_of(),
+                    regenerated: r.regenerated.len() as u64,
+                    diagnosis_rejected: r.advice.as_ref().and_then(|a| a.rejected.clone()),
                     parent: r.parent,
                     params: report.and_then(|x| x.params),
                     flops: report.and_then(|x| x.flops),

@@ -95,9 +95,15 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
             }
         }
     }
+    // The same problem, and the same suggestion or the same first sentence
+    // of it (small models repeat the change and add an explanation).
+    let suggestion = truncate_chars(&advice.suggestions, SUGGESTION_CHARS);
     let same = |p: &str, s: &str| {
+        let first = |text: &str| words(text.split(". ").next().unwrap_or_default());
+        let (mine, theirs) = (first(suggestion), first(s));
         (problem.is_empty() || jaccard(&problem, &words(p)) >= SAME_DIAGNOSIS)
-            && jaccard(&words(&truncate_chars(&advice.suggestions, SUGGESTION_CHARS)), &words(s)) >= SAME_DIAGNOSIS
+            && (jaccard(&words(suggestion), &words(s)) >= SAME_DIAGNOSIS
+                || mine.len() >= 5 && jaccard(&mine, &theirs) >= SAME_DIAGNOSIS)
     };
     if let Some(p) = checked.previous.filter(|p| p.rejected.is_none()) {
         if same(&p.problem, &truncate_chars(&p.suggestions, SUGGESTION_CHARS)) {
@@ -443,6 +449,11 @@ mod tests {
             rejection(&again, &checked).as_deref(),
             Some("it repeats the diagnosis of attempt 4, which was already tried (accuracy: 88.68%)")
         );
+        // Recorded: the same change with a sentence of explanation added.
+        let explained = parse(
+            r#"{"reason": "fc1 is too narrow for 3136 features", "improvement_suggestions": "Set fc1 = nn.Linear(3136, 256). This gives the head more room to separate the ten classes."}"#,
+        );
+        assert!(rejection(&explained, &checked).is_some_and(|r| r.contains("attempt 4")));
         // Still open (its result not in yet): the previous-diagnosis rule decides.
         let open = [MemoryEntry { outcome: None, ..tried }];
         assert_eq!(rejection(&again, &Checked { earlier: &open, ..Default::default() }), None);
