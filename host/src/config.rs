@@ -268,12 +268,13 @@ pub struct SearchSection {
     #[serde(default = "one_retry")]
     pub diagnosis_retries: u32,
     /// How many times the generator is asked again, within the same
-    /// iteration, when its answer is a near-duplicate of a design already
-    /// evaluated (0, the paper's method: the duplicate is recorded and the
-    /// iteration ends). The embedded defaults ask once more: a small model
-    /// told to change the best design often gives it back unchanged.
+    /// iteration, when its answer has no code, has no `forward`, or is a
+    /// near-duplicate of a design already evaluated (0, the paper's method:
+    /// the answer is recorded as it is and the iteration ends). The embedded
+    /// defaults ask once more: a small model told to change the best design
+    /// often gives it back unchanged, or stops after `__init__`.
     #[serde(default)]
-    pub duplicate_retries: u32,
+    pub generation_retries: u32,
     /// How the generator's prompt is written (`paper` or `compact`).
     #[serde(default)]
     pub prompt_style: PromptStyle,
@@ -383,7 +384,7 @@ impl Default for SearchSection {
             novelty_filter: true,
             repair: Repair::Off,
             diagnosis_retries: one_retry(),
-            duplicate_retries: 0,
+            generation_retries: 0,
             prompt_style: PromptStyle::Paper,
             islands: one_island(),
             migration_interval: default_migration_interval(),
@@ -676,14 +677,14 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = "flatten"`, `prompt_style = "compact"`,
-    /// `novelty_threshold` [`COMPACT_NOVELTY`], `duplicate_retries = 1`).
+    /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 1`).
     /// `docs/config.md` lists them.
     pub fn embedded() -> RunConfig {
         let mut c = RunConfig::default();
         c.search.repair = Repair::Flatten;
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
-        c.search.duplicate_retries = 1;
+        c.search.generation_retries = 1;
         c
     }
 
@@ -946,8 +947,8 @@ mod tests {
         assert_eq!(c.memory.plugin, PluginRef::Builtin("memory.window".into()));
         assert_eq!(c.search.max_iterations, 20);
         assert!((c.search.novelty_threshold - 0.9).abs() < 1e-12);
-        assert_eq!(c.search.duplicate_retries, 0, "the paper's method records a duplicate and moves on");
-        assert_eq!(RunConfig::embedded().search.duplicate_retries, 1);
+        assert_eq!(c.search.generation_retries, 0, "the paper's method records a duplicate and moves on");
+        assert_eq!(RunConfig::embedded().search.generation_retries, 1);
     }
 
     #[test]

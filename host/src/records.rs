@@ -227,23 +227,25 @@ pub struct IterationRecord {
     /// timing, like `eval_seconds`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eval_retries: Vec<EvalRetry>,
-    /// Answers of the generator that were near-duplicates of a design
-    /// already evaluated, each followed by a request to change the code
-    /// (`[search] duplicate_retries`), in order. `generator_prompt` stays
-    /// the first request (what a fine-tuning corpus pairs with the code) and
-    /// `generator_response` is the last answer, which `code` comes from.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Answers of the generator that were asked for again within the
+    /// iteration (`[search] generation_retries`), in order: one with no
+    /// code, with no `forward`, or a near-duplicate of an evaluated design.
+    /// `generator_prompt` stays the first request (what a fine-tuning corpus
+    /// pairs with the code) and `generator_response` is the last answer,
+    /// which `code` comes from.
     pub regenerated: Vec<Regenerated>,
 }
 
-/// A generator answer asked again because it repeated an evaluated design.
+/// A generator answer asked for again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Regenerated {
-    /// The iteration whose design it repeated.
-    pub of: u64,
+    /// The iteration whose design it repeated, when it was a near-duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<u64>,
     /// Its similarity to that design.
-    pub similarity: f64,
-    /// The answer that repeated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f64>,
+    /// The answer.
     pub answer: String,
     /// What the generator was told next.
     pub retry: String,

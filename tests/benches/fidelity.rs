@@ -38,6 +38,8 @@ use nas_host::fidelity::{self, Retrain, Study};
 use nas_host::records::{IterationRecord, Outcome};
 use nas_host::search::novelty;
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
+use nas_plugin_test_support::machine::{cpu, load};
+use nas_tests::stats::{kendall, ranks_desc, spearman};
 use nas_tests::{eval_worker_bin, fence, nas_bin, records, role_and_attempt, target_dir, venv_python, workspace_root};
 
 /// Epochs of the longer training.
@@ -222,72 +224,6 @@ k = 5
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// Average ranks with 1 = the highest, written out: 1 + the values above +
-/// half the others equal.
-fn ranks_desc(x: &[f64]) -> Vec<f64> {
-    (0..x.len())
-        .map(|i| {
-            let above = x.iter().filter(|v| **v > x[i]).count() as f64;
-            let equal = x.iter().filter(|v| **v == x[i]).count() as f64 - 1.0;
-            1.0 + above + equal / 2.0
-        })
-        .collect()
-}
-
-/// Spearman's rho: Pearson's r of the average ranks.
-fn spearman(x: &[f64], y: &[f64]) -> f64 {
-    let (rx, ry) = (ranks_desc(x), ranks_desc(y));
-    let n = x.len() as f64;
-    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
-    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
-    cov / (vx * vy).sqrt()
-}
-
-/// Kendall's tau-b, by counting every pair.
-fn kendall(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len();
-    let (mut c, mut d, mut tx, mut ty) = (0.0, 0.0, 0.0, 0.0);
-    for i in 0..n {
-        for j in i + 1..n {
-            let sx = if x[i] == x[j] { 0.0 } else { (x[i] - x[j]).signum() };
-            let sy = if y[i] == y[j] { 0.0 } else { (y[i] - y[j]).signum() };
-            if sx == 0.0 {
-                tx += 1.0;
-            }
-            if sy == 0.0 {
-                ty += 1.0;
-            }
-            if sx * sy > 0.0 {
-                c += 1.0;
-            } else if sx * sy < 0.0 {
-                d += 1.0;
-            }
-        }
-    }
-    let pairs = (n * (n - 1) / 2) as f64;
-    (c - d) / ((pairs - tx) * (pairs - ty)).sqrt()
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn cpu() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
-    let cores = info.lines().filter(|l| l.starts_with("processor")).count();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
-        .map(|kb| format!(", {:.0} GiB memory", kb / 1024.0 / 1024.0))
-        .unwrap_or_default();
-    format!("{} ({cores} cores{mem})", model.unwrap_or("unknown CPU"))
 }
 
 fn torch_version() -> String {

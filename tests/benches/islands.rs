@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nas_host::records::Outcome;
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
+use nas_plugin_test_support::machine::{cpu, load};
 use nas_tests::{build_cdylib, fence, nas_bin, records, role_and_attempt, run_dirs, venv_python, workspace_root};
 
 /// The generator's answer time alone on the server, ms.
@@ -144,19 +145,6 @@ plugin = "builtin:memory.window"
     let trained = recs.iter().filter(|r| matches!(r.outcome, Outcome::Ok { .. })).count();
     let peak_llm = *peak.lock().unwrap_or_else(|e| e.into_inner());
     Measured { wall_s, iterations: recs.len(), trained, peak_llm }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn cpu() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
-    let cores = info.lines().filter(|l| l.starts_with("processor")).count();
-    format!("{} ({cores} cores)", model.unwrap_or("unknown CPU"))
 }
 
 /// The checker section: cold against warm, from `check_timing.py`.

@@ -9,6 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 
+pub mod stats;
 pub mod torture;
 
 /// The repository root.

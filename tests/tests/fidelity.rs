@@ -13,6 +13,7 @@ use nas_host::fidelity::{self, Retrain, Study};
 use nas_host::records::Outcome;
 use nas_host::store::Store;
 use nas_llm_test_server::TestServer;
+use nas_tests::stats::{kendall, spearman};
 use nas_tests::{fence, nas, nas_bin, records, run_dirs, s, scripted, text, write_scripted_run};
 
 /// A net the instant evaluator scores `one` at one epoch and `long` after 3.
@@ -66,57 +67,6 @@ fn recorded_run(dir: &Path, server: &TestServer, eval_settings: &str, more: &str
 fn script(extra: &str) -> TestServer {
     let generator = ACCURACIES.iter().enumerate().map(|(i, (a, b))| net(i + 1, *a, *b, extra)).collect();
     scripted(generator, advice(12))
-}
-
-/// Average ranks, written out: 1 + the values below + half the others equal.
-fn naive_ranks(x: &[f64]) -> Vec<f64> {
-    (0..x.len())
-        .map(|i| {
-            let below = x.iter().filter(|v| **v < x[i]).count() as f64;
-            let equal = x.iter().filter(|v| **v == x[i]).count() as f64 - 1.0;
-            1.0 + below + equal / 2.0
-        })
-        .collect()
-}
-
-/// Spearman's rho: Pearson's r of the average ranks.
-fn naive_spearman(x: &[f64], y: &[f64]) -> f64 {
-    let (rx, ry) = (naive_ranks(x), naive_ranks(y));
-    let n = x.len() as f64;
-    let mx = rx.iter().sum::<f64>() / n;
-    let my = ry.iter().sum::<f64>() / n;
-    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
-    cov / (vx * vy).sqrt()
-}
-
-/// Kendall's tau-b, by counting every pair.
-fn naive_kendall(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len();
-    let (mut c, mut d, mut tx, mut ty) = (0.0, 0.0, 0.0, 0.0);
-    for i in 0..n {
-        for j in 0..n {
-            if i >= j {
-                continue;
-            }
-            let sx = (x[i] - x[j]).signum() * f64::from(u8::from(x[i] != x[j]));
-            let sy = (y[i] - y[j]).signum() * f64::from(u8::from(y[i] != y[j]));
-            if sx == 0.0 {
-                tx += 1.0;
-            }
-            if sy == 0.0 {
-                ty += 1.0;
-            }
-            if sx * sy > 0.0 {
-                c += 1.0;
-            } else if sx * sy < 0.0 {
-                d += 1.0;
-            }
-        }
-    }
-    let pairs = (n * (n - 1) / 2) as f64;
-    (c - d) / ((pairs - tx) * (pairs - ty)).sqrt()
 }
 
 fn rows(run: &Path, study: Study) -> Vec<Retrain> {
@@ -206,7 +156,7 @@ fn fidelity_retrains_the_best_and_a_stratified_sample_resumes_after_a_kill_and_c
     // The correlations, against the same pairs computed by hand.
     let x: Vec<f64> = all.iter().map(|r| r.proxy_accuracy).collect();
     let y: Vec<f64> = all.iter().map(|r| r.accuracy().expect("trained")).collect();
-    let (rho, tau) = (naive_spearman(&x, &y), naive_kendall(&x, &y));
+    let (rho, tau) = (spearman(&x, &y), kendall(&x, &y));
     let summary = fidelity::fidelity_summaries(&fidelity::read(&run).expect("rows")).remove(0);
     let got_rho = summary.spearman.expect("rho");
     let got_tau = summary.kendall.expect("tau");
@@ -432,7 +382,7 @@ fn fidelity_through_the_real_evaluator_trains_longer_with_the_runs_seed() {
     let y: Vec<f64> = all.iter().filter_map(Retrain::accuracy).collect();
     let summary = fidelity::fidelity_summaries(&fidelity::read(&run).expect("rows")).remove(0);
     match summary.spearman {
-        Some(e) => assert!((e.value - naive_spearman(&x, &y)).abs() < 1e-12, "{e:?}"),
+        Some(e) => assert!((e.value - spearman(&x, &y)).abs() < 1e-12, "{e:?}"),
         // A side without spread has no rank correlation.
         None => assert!(x.iter().all(|v| *v == x[0]) || y.iter().all(|v| *v == y[0]), "{x:?} {y:?}"),
     }

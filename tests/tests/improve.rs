@@ -150,27 +150,42 @@ const WIDER: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module)
 const STALE: &str = "```json\n{\"reason\": \"The current design applies a softmax to its output, but the training loss (cross-entropy) expects raw logits.\", \"inspiration\": \"The softmax layer is unnecessary.\", \"improvement_suggestions\": \"Replace the line x = self.softmax(x) with x = x. This will remove the softmax layer from the network.\"}\n```";
 
 #[test]
-fn a_design_given_back_unchanged_is_asked_for_again_and_stale_advice_stays_out_of_memory() {
+fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advice_stays_out_of_memory() {
     let server = TestServer::start();
     server.set_responder(|req: &RecordedRequest| {
         let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
         let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
         let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
         Some(Step::reply(if system.contains("expert deep-learning engineer") {
-            // Attempt 2 first gives attempt 1's design back unchanged.
-            fence(if user.contains("will not be trained") { WIDER } else { GOOD })
+            // Attempt 1 first stops after `__init__`; attempt 2 first gives
+            // attempt 1's design back unchanged.
+            fence(if user.contains("will not be trained") {
+                WIDER
+            } else if user.contains("This is attempt 1.") {
+                GOOD.split("    def forward").next().expect("the __init__ half")
+            } else {
+                GOOD
+            })
         } else {
             STALE.to_string()
         }))
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let search = "duplicate_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"";
+    let search = "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"";
     let cfg = write_config_with(dir.path(), &server, search);
     let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
     let run = run_dirs(dir.path()).pop().expect("run");
     let recs = records(&run);
     assert_eq!(recs.len(), 2);
+
+    // Attempt 1's first answer had no `forward`; asked once more, it wrote
+    // the whole class, which trained.
+    let first = &recs[0].regenerated;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!((first[0].of, first[0].similarity), (None, None));
+    assert!(!first[0].answer.contains("def forward"), "{}", first[0].answer);
+    assert!(first[0].retry.contains("has no `forward` method"), "{}", first[0].retry);
     assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
 
     // The stale advice was asked again, then recorded as not a diagnosis.
@@ -189,7 +204,7 @@ fn a_design_given_back_unchanged_is_asked_for_again_and_stale_advice_stays_out_o
     // changed the design, which trained.
     let again = &recs[1].regenerated;
     assert_eq!(again.len(), 1, "{again:?}");
-    assert_eq!((again[0].of, again[0].similarity), (1, 1.0));
+    assert_eq!((again[0].of, again[0].similarity), (Some(1), Some(1.0)));
     assert!(again[0].answer.contains("nn.Conv2d(in_shape[0], 8, 3"), "{}", again[0].answer);
     assert!(again[0].retry.contains("attempt 1's design again"), "{}", again[0].retry);
     assert_eq!(recs[1].generator_usage.calls, 2);

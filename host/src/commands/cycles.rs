@@ -31,12 +31,9 @@ pub fn is_cycles_run(dir: &Path) -> bool {
 /// Runs `nas cycles`.
 pub fn run(plugins: &[PathBuf], args: &CyclesArgs) -> Result<(), Failure> {
     if let Some(dir) = &args.resume {
-        if !run_dir::is_run(dir) {
-            return Err(Failure::Usage(crate::store::StoreError::NotARun(dir.to_path_buf()).into()));
-        }
         // One writer at a time, as for `nas resume` (which takes the lock
         // before it comes to [`resume`]).
-        let _lock = crate::run_lock::RunLock::acquire(dir).usage()?;
+        let _lock = super::run::writer_of(dir)?;
         return resume(plugins, dir);
     }
     let config_path = match (&args.config, &args.replay) {

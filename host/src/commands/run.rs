@@ -72,13 +72,19 @@ pub fn run(plugins: &[PathBuf], args: &RunArgs) -> Result<(), Failure> {
     super::fidelity::after_search(&mut registry, &frozen, &run_dir)
 }
 
+/// The run lock of the existing run in `dir`, for a command that continues
+/// it: one writer at a time, held until the lock is dropped. A directory
+/// without a run store is a usage error, as is a run another process holds.
+pub(super) fn writer_of(dir: &Path) -> Result<crate::run_lock::RunLock, Failure> {
+    if !run_dir::is_run(dir) {
+        return Err(Failure::Usage(crate::store::StoreError::NotARun(dir.to_path_buf()).into()));
+    }
+    crate::run_lock::RunLock::acquire(dir).usage()
+}
+
 /// Runs `nas resume RUN_DIR`.
 pub fn resume(plugins: &[PathBuf], run_dir: &Path) -> Result<(), Failure> {
-    if !run_dir::is_run(run_dir) {
-        return Err(Failure::Usage(crate::store::StoreError::NotARun(run_dir.to_path_buf()).into()));
-    }
-    // One writer at a time, held until this process ends.
-    let _lock = crate::run_lock::RunLock::acquire(run_dir).usage()?;
+    let _lock = writer_of(run_dir)?;
     if super::cycles::is_cycles_run(run_dir) {
         return super::cycles::resume(plugins, run_dir);
     }

@@ -170,8 +170,8 @@ pub struct Row {
     pub failure_message: Option<String>,
     /// The twin of a duplicate.
     pub duplicate_of: Option<u64>,
-    /// Generator answers that repeated an evaluated design and were asked
-    /// for again (`[search] duplicate_retries`).
+    /// Generator answers asked for again (no code, no `forward`, or a
+    /// near-duplicate; `[search] generation_retries`).
     pub regenerated: u64,
     /// Why the Prompt Improver's answer was not taken as a diagnosis (it
     /// then opened no memory entry).

@@ -705,19 +705,26 @@ impl<'a> Search<'a> {
         usage.add(&response);
         let (mut code, mut diff) = take_code(&response.content, parent.as_ref());
         let mut regenerated = Vec::new();
-        while self.cfg.novelty_filter && (regenerated.len() as u32) < self.cfg.duplicate_retries {
-            let Ok(c) = &code else { break };
-            let (of, similarity) =
-                match self.archive.probe(t, &novelty::signature(c), self.cfg.novelty_threshold, &|| self.stopping()) {
-                    Screen::Stopped => return Ok(Err(self.stop_now())),
-                    Screen::Novel => break,
-                    Screen::Duplicate(of, similarity) => (of, similarity),
-                };
+        while (regenerated.len() as u32) < self.cfg.generation_retries {
+            let (of, similarity) = match &code {
+                Ok(c) if !defines_forward(c) => (None, None),
+                Ok(c) if self.cfg.novelty_filter => {
+                    match self.archive.probe(t, &novelty::signature(c), self.cfg.novelty_threshold, &|| self.stopping())
+                    {
+                        Screen::Stopped => return Ok(Err(self.stop_now())),
+                        Screen::Novel => break,
+                        Screen::Duplicate(of, similarity) => (Some(of), Some(similarity)),
+                    }
+                }
+                Ok(_) => break,
+                Err(_) => (None, None),
+            };
             let retry = self.prompts.render(
                 "generator_retry.md",
                 &serde_json::json!({
                     "of": of,
-                    "similarity_pct": format!("{:.0}%", similarity * 100.0),
+                    "similarity_pct": similarity.map(|s| format!("{:.0}%", s * 100.0)),
+                    "failure": code.as_ref().err().map(|f| f.message.clone()),
                     "suggestions": ctx["suggestions"],
                     "delta": parent.is_some(),
                 }),
@@ -1103,6 +1110,12 @@ fn take_code(answer: &str, parent: Option<&Parent>) -> (Result<String, Candidate
             None,
         ),
     }
+}
+
+/// Whether `code` defines a `forward` method: a small model asked to remove
+/// the last layer sometimes stops after `__init__`.
+fn defines_forward(code: &str) -> bool {
+    code.lines().any(|l| l.trim_start().starts_with("def forward"))
 }
 
 /// The iteration's record, from its steps' results.

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use nas_plugin_api::ffi::NativeLibrary;
 use nas_plugin_api::*;
+use nas_plugin_test_support::machine::{cpu as machine, load};
 use serde_json::json;
 
 /// Small candidates (those of `tests/benches/check_timing.py`).
@@ -75,25 +76,6 @@ class Net(nn.Module):
 "#,
     ),
 ];
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu} ({cores} cores)")
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();

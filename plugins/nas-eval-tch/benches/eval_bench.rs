@@ -22,6 +22,7 @@ use std::process::Command;
 
 use nas_plugin_api::ffi::NativeLibrary;
 use nas_plugin_api::*;
+use nas_plugin_test_support::machine::cpu as machine;
 use serde_json::{json, Value};
 
 struct Args {
@@ -72,19 +73,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu}, {cores} cores")
 }
 
 fn main() {

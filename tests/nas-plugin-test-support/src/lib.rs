@@ -40,6 +40,7 @@ use nas_plugin_api::PluginError;
 mod dataset;
 mod eval;
 mod llm;
+pub mod machine;
 mod memory;
 mod tune;
 
