@@ -233,6 +233,7 @@ pub struct IterationRecord {
     /// `generator_prompt` stays the first request (what a fine-tuning corpus
     /// pairs with the code) and `generator_response` is the last answer,
     /// which `code` comes from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regenerated: Vec<Regenerated>,
 }
 
