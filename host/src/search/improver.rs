@@ -159,6 +159,34 @@ fn absent_target(suggestions: &str, code: &str) -> Option<String> {
     None
 }
 
+/// What of `code` takes part in the net: comments cut off, and the
+/// definitions of attributes nothing else uses dropped (a design whose
+/// `x = self.softmax(x)` is commented out has no softmax, though `__init__`
+/// still defines `self.softmax`). What a suggestion may ask to replace or
+/// remove is looked up in this.
+pub fn effective(code: &str) -> String {
+    let live: Vec<&str> = code.lines().map(|l| l.split('#').next().unwrap_or_default()).collect();
+    let defined = |line: &str| -> Option<String> {
+        let rest = line.trim_start().strip_prefix("self.")?;
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let after = rest[name.len()..].trim_start();
+        (!name.is_empty() && after.starts_with('=') && !after.starts_with("==")).then_some(name)
+    };
+    let used = |name: &str, skip: usize| {
+        let needle = format!("self.{name}");
+        live.iter().enumerate().filter(|(i, _)| *i != skip).any(|(_, l)| {
+            l.match_indices(&needle)
+                .any(|(at, _)| !l[at + needle.len()..].chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_'))
+        })
+    };
+    live.iter()
+        .enumerate()
+        .filter(|(i, l)| defined(l).is_none_or(|name| used(&name, *i)))
+        .map(|(_, l)| *l)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Where `word` starts in `text` as a whole word.
 fn word_at(text: &str, word: &str) -> Option<usize> {
     text.match_indices(word).map(|(i, _)| i).find(|&i| {
@@ -427,6 +455,24 @@ mod tests {
         ] {
             assert_eq!(rejection(&parse(fine), &checked), None, "{fine}");
         }
+    }
+
+    #[test]
+    fn a_softmax_defined_but_no_longer_applied_is_not_there_to_remove() {
+        // Recorded: the generator commented the call out and left the layer.
+        let code = format!("{NO_SOFTMAX}        self.softmax = nn.Softmax(dim=1)\n        # x = self.softmax(x)\n");
+        let seen = effective(&code);
+        assert!(!seen.contains("softmax") && seen.contains("self.fc2 = nn.Linear"), "{seen}");
+        let stale = parse(
+            r#"{"reason": "it applies a softmax", "improvement_suggestions": "Remove the `self.softmax` call before returning the output in the `forward` method."}"#,
+        );
+        assert_eq!(
+            rejection(&stale, &Checked { code: Some(&seen), ..Default::default() }).as_deref(),
+            Some("it asks to remove `self.softmax`, which this design does not have")
+        );
+        // Applied in forward, it is there.
+        let applied = format!("{NO_SOFTMAX}        self.softmax = nn.Softmax(dim=1)\n    def f(self, x):\n        return self.softmax(x)\n");
+        assert_eq!(rejection(&stale, &Checked { code: Some(&effective(&applied)), ..Default::default() }), None);
     }
 
     #[test]

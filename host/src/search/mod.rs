@@ -941,8 +941,8 @@ impl<'a> Search<'a> {
         // What a suggestion may ask to replace or remove: this design's code
         // and the best design's (the one a compact prompt asks to change).
         let designs = code.map(|c| match &chain.best {
-            Some(b) => format!("{c}\n{}", b.code),
-            None => c.to_string(),
+            Some(b) => format!("{}\n{}", improver::effective(c), improver::effective(&b.code)),
+            None => improver::effective(c),
         });
         let mut messages = prompt.clone();
         let mut seq = 0;

@@ -91,11 +91,12 @@ pub fn repair_flatten(
     failure: &CandidateFailure,
 ) -> Option<(String, RepairNote)> {
     let calls = linear_calls(code);
-    let matching: Vec<&LinearCall> =
-        calls.iter().filter(|c| eval(&c.first_arg, in_shape) == Some(m.expected)).collect();
+    let names = shape_names(code);
+    let value = |c: &LinearCall| eval(&c.first_arg, in_shape, &names);
+    let matching: Vec<&LinearCall> = calls.iter().filter(|c| value(c) == Some(m.expected)).collect();
     let call = match (matching.as_slice(), calls.as_slice()) {
         ([one], _) => *one,
-        ([], [only]) if eval(&only.first_arg, in_shape).is_none() => only,
+        ([], [only]) if value(only).is_none() => only,
         _ => return None,
     };
     let mut out = String::with_capacity(code.len());
@@ -174,10 +175,44 @@ fn linear_calls(code: &str) -> Vec<LinearCall> {
     out
 }
 
+/// The names a line `C, H, W = in_shape` (or `(c, h, w) = in_shape`,
+/// `_, H, W = in_shape`) binds to the input's dimensions, by index; a name
+/// bound twice is left out (its value is not known without running the code).
+fn shape_names(code: &str) -> Vec<(String, usize)> {
+    let mut names: Vec<(String, usize)> = Vec::new();
+    let mut twice = Vec::new();
+    for line in code.lines() {
+        let Some((lhs, rhs)) = line.split_once('=') else { continue };
+        if rhs.trim() != "in_shape" {
+            continue;
+        }
+        let lhs = lhs.trim().trim_start_matches('(').trim_end_matches(')');
+        let parts: Vec<&str> = lhs.split(',').map(str::trim).collect();
+        let ident = |p: &str| {
+            p.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+        };
+        if parts.len() != 3 || !parts.iter().all(|p| ident(p)) {
+            continue;
+        }
+        for (i, p) in parts.iter().enumerate() {
+            if *p != "_" {
+                if names.iter().any(|(n, _)| n == p) {
+                    twice.push(p.to_string());
+                }
+                names.push((p.to_string(), i));
+            }
+        }
+    }
+    names.retain(|(n, _)| !twice.contains(n));
+    names
+}
+
 /// Evaluates integer arithmetic: literals, `+ - * // /` (exact), brackets,
-/// and `in_shape[0..2]` (also `in_shape[-3..-1]`).
-fn eval(expr: &str, in_shape: [u64; 3]) -> Option<u64> {
-    let tokens = tokenize(expr)?;
+/// `in_shape[0..2]` (also `in_shape[-3..-1]`) and the `names` bound to its
+/// dimensions.
+fn eval(expr: &str, in_shape: [u64; 3], names: &[(String, usize)]) -> Option<u64> {
+    let tokens = tokenize(expr, names)?;
     let mut p = Parser { tokens, pos: 0, in_shape };
     let v = p.expr()?;
     (p.pos == p.tokens.len() && v >= 0).then(|| v as u64)
@@ -192,7 +227,7 @@ enum Tok {
     Close,
 }
 
-fn tokenize(s: &str) -> Option<Vec<Tok>> {
+fn tokenize(s: &str, names: &[(String, usize)]) -> Option<Vec<Tok>> {
     let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
@@ -217,6 +252,13 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
             };
             out.push(Tok::Shape(idx));
             i += "in_shape[".len() + close + 1;
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            let (_, idx) = names.iter().find(|(n, _)| n == &s[start..i])?;
+            out.push(Tok::Shape(*idx));
         } else if s[i..].starts_with("//") {
             out.push(Tok::Op("//"));
             i += 2;
@@ -338,6 +380,22 @@ mod tests {
         let m = FlattenMismatch { features: 784, expected: 196, out_features: 10 };
         let (out, _) = repair_flatten(code, &m, [1, 28, 28], &failure("")).expect("repaired");
         assert_eq!(out, "self.fc = nn.Linear(in_features=784, out_features=10)");
+    }
+
+    #[test]
+    fn sizes_written_with_the_names_in_shape_is_unpacked_to_are_evaluated() {
+        // Recorded: three 2x2 poolings leave 3x3, the head assumed two.
+        let code = "        C, H, W = in_shape\n        self.conv3 = nn.Conv2d(128, 256, kernel_size=3, padding=1)\n        self.fc1 = nn.Linear(256 * (H // 4) * (W // 4), 512)\n        self.fc2 = nn.Linear(512, 128)\n        self.fc3 = nn.Linear(128, num_classes)\n";
+        let m = FlattenMismatch { features: 2304, expected: 12544, out_features: 512 };
+        let (out, note) = repair_flatten(code, &m, [1, 28, 28], &failure("")).expect("repaired");
+        assert!(out.contains("self.fc1 = nn.Linear(2304, 512)"), "{out}");
+        assert!(out.contains("nn.Linear(512, 128)") && out.contains("nn.Linear(128, num_classes)"), "{out}");
+        assert_eq!(note.line, 3);
+        // A name bound twice is not known; neither is one never bound.
+        let rebound = format!("{code}        C, H, W = (3, 32, 32)\n        H, W, C = in_shape\n");
+        assert!(repair_flatten(&rebound, &m, [1, 28, 28], &failure("")).is_none());
+        assert_eq!(eval("K * 2", [1, 28, 28], &shape_names(code)), None);
+        assert_eq!(eval("C * H * W", [1, 28, 28], &shape_names(code)), Some(784));
     }
 
     #[test]
