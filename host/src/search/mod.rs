@@ -196,6 +196,7 @@ impl Best {
         serde_json::json!({
             "iteration": self.iteration, "code": self.code,
             "accuracy_pct": self.accuracy.map(pct).unwrap_or_else(|| "not measured yet".into()),
+            "note": softmax_note(&self.code),
         })
     }
 }

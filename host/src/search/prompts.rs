@@ -153,6 +153,19 @@ mod tests {
     }
 
     #[test]
+    fn the_compact_prompt_names_a_softmax_on_the_best_designs_output_and_the_papers_does_not() {
+        let p = Prompts::new("mnist", None);
+        let note = "The network applies a softmax to its output";
+        let mut c = ctx();
+        c["best"]["note"] = serde_json::json!(note);
+        assert!(!p.render("generator.md", &c).expect("renders").contains(note));
+        c["compact"] = serde_json::json!(true);
+        assert!(p.render("generator.md", &c).expect("renders").contains(note));
+        c["best"]["note"] = serde_json::Value::Null;
+        assert!(!p.render("generator.md", &c).expect("renders").contains(note));
+    }
+
+    #[test]
     fn the_generator_prompt_carries_what_the_method_says() {
         let p = Prompts::new("mnist", None);
         let text = p.render("generator.md", &ctx()).expect("renders");
