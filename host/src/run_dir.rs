@@ -80,7 +80,12 @@ impl RecordedRun {
         let st = Store::open(&abs)?;
         let records = st.iterations()?;
         let memory = st.memory()?;
-        let status = st.meta("status")?.unwrap_or_else(|| "created".into());
+        let mut status = st.meta("status")?.unwrap_or_else(|| "created".into());
+        // A run killed (or stopped at once by a second Ctrl-C) never wrote
+        // its end: `running` with its process gone is `stopped`.
+        if status == "running" && crate::run_lock::holder_gone(&abs) {
+            status = "stopped".into();
+        }
         let stop_reason = st.meta("stop_reason")?;
         let config_dir = st.meta("config_dir")?.map(PathBuf::from);
         let config = config::load(&abs.join(CONFIG_FILE))

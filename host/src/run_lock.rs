@@ -86,9 +86,35 @@ impl RunLock {
     }
 }
 
+/// Whether the process that last held the run lock of `run_dir` is gone:
+/// its pid, as it wrote it in the lock file, names no live process. `false`
+/// when there is no lock file or no pid in it (nothing is known). Reads only;
+/// it takes no lock, so it never stands in a writer's way.
+pub fn holder_gone(run_dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(run_dir.join(LOCK_FILE)) else { return false };
+    let Ok(pid) = text.trim().parse::<u32>() else { return false };
+    !Path::new("/proc").join(pid.to_string()).exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_that_has_exited_is_gone_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!holder_gone(dir.path()), "no lock file: nothing known");
+        let lock = RunLock::acquire(dir.path()).expect("lock");
+        assert!(!holder_gone(dir.path()), "this process holds it");
+        drop(lock);
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        std::fs::write(dir.path().join(LOCK_FILE), format!("{pid}\n")).expect("write");
+        assert!(holder_gone(dir.path()), "pid {pid} has exited");
+        std::fs::write(dir.path().join(LOCK_FILE), "not a pid").expect("write");
+        assert!(!holder_gone(dir.path()));
+    }
 
     #[test]
     fn a_second_holder_is_refused_with_the_first_ones_pid_and_the_lock_returns_when_dropped() {
