@@ -24,15 +24,21 @@ const COPIED: &str = "```json\n{\"reason\": \"the main problem with the current 
 
 const REAL: &str = "```json\n{\"reason\": \"the head is too small for 10 classes\", \"inspiration\": \"VGG\", \"improvement_suggestions\": \"add a second conv block with 32 channels before the pooling\"}\n```";
 
+/// Whether a chat request is the Code Generator's, its last user message,
+/// and how many messages it has.
+fn exchange(req: &RecordedRequest) -> (bool, String, usize) {
+    let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
+    let text = |m: Option<&serde_json::Value>| m.and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+    (text(messages.first()).contains("expert deep-learning engineer"), text(messages.last()), messages.len())
+}
+
 fn server() -> TestServer {
     let server = TestServer::start();
     server.set_responder(|req: &RecordedRequest| {
-        let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
-        let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-        let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-        Some(Step::reply(if system.contains("expert deep-learning engineer") {
+        let (generator, user, messages) = exchange(req);
+        Some(Step::reply(if generator {
             fence(if user.contains("This is attempt 1.") { MISMATCH } else { GOOD })
-        } else if messages.len() > 2 || user.contains("Current design (attempt 1)") {
+        } else if messages > 2 || user.contains("Current design (attempt 1)") {
             // The first diagnosis and its retry copy the format.
             COPIED.to_string()
         } else {
@@ -153,10 +159,8 @@ const STALE: &str = "```json\n{\"reason\": \"The current design applies a softma
 fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advice_stays_out_of_memory() {
     let server = TestServer::start();
     server.set_responder(|req: &RecordedRequest| {
-        let messages = req.body["messages"].as_array().cloned().unwrap_or_default();
-        let system = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-        let user = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-        Some(Step::reply(if system.contains("expert deep-learning engineer") {
+        let (generator, user, messages) = exchange(req);
+        Some(Step::reply(if generator {
             // Attempt 1 first stops after `__init__`; attempt 2 first gives
             // attempt 1's design back unchanged.
             fence(if user.contains("will not be trained") {

@@ -97,13 +97,13 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     }
     // The same problem, and the same suggestion or the same first sentence
     // of it (small models repeat the change and add an explanation).
+    let first = |text: &str| words(text.split(". ").next().unwrap_or_default());
     let suggestion = truncate_chars(&advice.suggestions, SUGGESTION_CHARS);
+    let (mine, mine_first) = (words(suggestion), first(suggestion));
     let same = |p: &str, s: &str| {
-        let first = |text: &str| words(text.split(". ").next().unwrap_or_default());
-        let (mine, theirs) = (first(suggestion), first(s));
         (problem.is_empty() || jaccard(&problem, &words(p)) >= SAME_DIAGNOSIS)
-            && (jaccard(&words(suggestion), &words(s)) >= SAME_DIAGNOSIS
-                || mine.len() >= 5 && jaccard(&mine, &theirs) >= SAME_DIAGNOSIS)
+            && (jaccard(&mine, &words(s)) >= SAME_DIAGNOSIS
+                || mine_first.len() >= 5 && jaccard(&mine_first, &first(s)) >= SAME_DIAGNOSIS)
     };
     if let Some(p) = checked.previous.filter(|p| p.rejected.is_none()) {
         if same(&p.problem, &truncate_chars(&p.suggestions, SUGGESTION_CHARS)) {
