@@ -132,17 +132,73 @@ pub enum GenerationMode {
     Delta,
 }
 
-/// What the search repairs deterministically before training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// One deterministic repair before training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Repair {
-    /// Nothing (the paper's method).
-    #[default]
-    Off,
     /// A flatten-size mismatch: the `nn.Linear` whose `in_features` does not
     /// match the measured flattened features gets the measured size, and the
     /// candidate is evaluated again; the record keeps both.
     Flatten,
+    /// A softmax on the returned value (cross-entropy applies its own) is
+    /// taken off before the first evaluation; the record keeps the line.
+    Softmax,
+}
+
+/// The repairs a search makes: `"off"` (none, the paper's method), one name,
+/// or a list of names (`["flatten", "softmax"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Repairs(pub Vec<Repair>);
+
+impl Repairs {
+    /// Whether `r` is on.
+    pub fn has(&self, r: Repair) -> bool {
+        self.0.contains(&r)
+    }
+}
+
+impl Serialize for Repairs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [] => s.serialize_str("off"),
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Repairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let names = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\")")
+        })? {
+            OneOrMany::One(name) if name == "off" => Vec::new(),
+            OneOrMany::One(name) => vec![name],
+            OneOrMany::Many(names) => names,
+        };
+        let mut out = Vec::new();
+        for name in names {
+            let r = match name.as_str() {
+                "flatten" => Repair::Flatten,
+                "softmax" => Repair::Softmax,
+                other => {
+                    return Err(serde::de::Error::custom(format!(
+                        "unknown repair `{other}`: the repairs are \"flatten\" and \"softmax\" (or \"off\" for none)"
+                    )))
+                }
+            };
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        Ok(Repairs(out))
+    }
 }
 
 /// How the generator's prompt is written.
@@ -258,10 +314,10 @@ pub struct SearchSection {
     /// Whether the novelty filter runs.
     #[serde(default = "yes")]
     pub novelty_filter: bool,
-    /// Deterministic repairs before training (`off`, the paper's method, or
-    /// `flatten`).
+    /// Deterministic repairs before training: `"off"` (the paper's method),
+    /// `"flatten"`, `"softmax"` or a list of them.
     #[serde(default)]
-    pub repair: Repair,
+    pub repair: Repairs,
     /// How many times the Improver is asked again when its answer is not a
     /// diagnosis (it copies the answer format or repeats the previous one);
     /// an answer still not a diagnosis is recorded and opens no memory entry.
@@ -382,7 +438,7 @@ impl Default for SearchSection {
             use_history: true,
             novelty_threshold: default_novelty(),
             novelty_filter: true,
-            repair: Repair::Off,
+            repair: Repairs::default(),
             diagnosis_retries: one_retry(),
             generation_retries: 0,
             prompt_style: PromptStyle::Paper,
@@ -676,12 +732,12 @@ impl Default for RunConfig {
 impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
-    /// productive (`[search] repair = "flatten"`, `prompt_style = "compact"`,
+    /// productive (`[search] repair = ["flatten", "softmax"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 1`).
     /// `docs/config.md` lists them.
     pub fn embedded() -> RunConfig {
         let mut c = RunConfig::default();
-        c.search.repair = Repair::Flatten;
+        c.search.repair = Repairs(vec![Repair::Flatten, Repair::Softmax]);
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
         c.search.generation_retries = 1;

@@ -203,10 +203,16 @@ pub struct IterationRecord {
     pub wall_seconds: f64,
     /// When it finished (seconds since the Unix epoch).
     pub finished_at: f64,
-    /// What a deterministic repair changed before training (`[search]
-    /// repair`); `code` is then the repaired code and `outcome` its result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repair: Option<crate::search::repair::RepairNote>,
+    /// What deterministic repairs changed before training (`[search]
+    /// repair`), in the order they were made; `code` is then the repaired
+    /// code and `outcome` its result. Records stored with one note load as a
+    /// list of one.
+    #[serde(
+        default,
+        deserialize_with = "crate::search::repair::notes_from",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub repair: Vec<crate::search::repair::RepairNote>,
     /// The island whose chain ran it (0 when the run has one).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub island: u64,

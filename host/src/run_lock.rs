@@ -107,11 +107,13 @@ mod tests {
         let lock = RunLock::acquire(dir.path()).expect("lock");
         assert!(!holder_gone(dir.path()), "this process holds it");
         drop(lock);
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
-        let pid = child.id();
-        child.wait().expect("wait");
+        // No process has pid `pid_max` (pids are below it). Spawning a child
+        // and waiting for it would race the lock test beside it: a fork
+        // holds the parent's descriptors, locks included, until its exec.
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").expect("pid_max");
+        let pid: u32 = pid_max.trim().parse().expect("a number");
         std::fs::write(dir.path().join(LOCK_FILE), format!("{pid}\n")).expect("write");
-        assert!(holder_gone(dir.path()), "pid {pid} has exited");
+        assert!(holder_gone(dir.path()), "no process has pid {pid}");
         std::fs::write(dir.path().join(LOCK_FILE), "not a pid").expect("write");
         assert!(!holder_gone(dir.path()));
     }

@@ -510,7 +510,7 @@ mod tests {
             eval_seconds: 2.0,
             wall_seconds: 3.0,
             finished_at: 0.0,
-            repair: None,
+            repair: Vec::new(),
             island: 0,
             cycle: 0,
             over_limit: None,

@@ -13,8 +13,9 @@ use nas_llm_test_server::{RecordedRequest, Step, TestServer};
 use nas_tests::{fence, nas_with_evaluator, records, run_dirs, s, text};
 
 /// conv(pad 1) + 2x2 pooling leaves 16x14x14 = 3136 features per example;
-/// the head expects 16 * 7 * 7 = 784.
-const MISMATCH: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 16, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(16 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.fc(x.flatten(1))\n";
+/// the head expects 16 * 7 * 7 = 784. And it ends in a softmax, as the
+/// embedded model's first designs do.
+const MISMATCH: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 16, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(16 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return torch.softmax(self.fc(x.flatten(1)), dim=1)\n";
 
 const GOOD: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(8 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";
 
@@ -128,21 +129,30 @@ fn copied_diagnoses_stay_out_of_memory_and_flatten_mismatches_are_named_and_repa
     assert!(!generator_prompt.contains("exactly one concrete change"), "{generator_prompt}");
     assert!(matches!(recs[1].outcome, Outcome::Ok { .. }), "{:?}", recs[1].outcome);
 
-    // The same answers, replayed with the repair on: the layer is fixed
-    // before training, the candidate trains, and the record says what changed.
+    // The same answers, replayed with the repairs on: the softmax is taken
+    // off and the layer fixed before training, the candidate trains, and the
+    // record says what changed, in order.
     drop(server);
     let replay_dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(replay_dir.path(), &TestServer::start(), "flatten");
+    let cfg = write_config_with(replay_dir.path(), &TestServer::start(), r#"repair = ["flatten", "softmax"]"#);
     let out = nas_with_evaluator(replay_dir.path(), &["run", "--replay", s(&run), "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
     let repaired = records(&run_dirs(replay_dir.path()).pop().expect("replay run"));
     let Outcome::Ok { report } = &repaired[0].outcome else { panic!("{:?}", repaired[0].outcome) };
     assert!(report.accuracy > 0.1, "{report:?}");
-    let note = repaired[0].repair.as_ref().expect("the repair is recorded");
+    let notes = &repaired[0].repair;
+    let kinds: Vec<&str> = notes.iter().map(|n| n.kind.as_str()).collect();
+    assert_eq!(kinds, ["softmax", "flatten"], "{notes:?}");
+    assert_eq!(notes[0].after.trim(), "return self.fc(x.flatten(1))", "{notes:?}");
+    assert!(notes[0].failure.is_none() && notes[1].failure.is_some(), "{notes:?}");
+    let note = &notes[1];
     assert!(note.before.contains("16 * 7 * 7") && note.after.contains("nn.Linear(3136, num_classes)"), "{note:?}");
     assert!(repaired[0].code.as_deref().is_some_and(|c| c.contains("nn.Linear(3136, num_classes)")));
+    // The next generator prompt says what was changed before training.
+    let next = &repaired[1].generator_prompt[1].content;
+    assert!(next.contains("line 13 `return torch.softmax") && next.contains("line 9 `self.fc"), "{next}");
     assert_eq!(
-        note.original(repaired[0].code.as_deref().expect("code")),
+        nas_host::search::repair::original(notes, repaired[0].code.as_deref().expect("code")),
         MISMATCH.trim_end(),
         "the record gives back the generated code"
     );

@@ -73,9 +73,9 @@ pub fn design(record: &IterationRecord) -> Option<&str> {
 /// The answer a selected record teaches.
 pub fn answer(record: &IterationRecord) -> Option<String> {
     let code = record.code.as_deref()?;
-    match (&record.diff, &record.repair) {
-        (Some(diff), None) => Some(corpus::diff_answer(diff)),
-        (Some(diff), Some(_)) => match super::seed::parent_in_prompt(&record.generator_prompt, diff) {
+    match (&record.diff, record.repair.as_slice()) {
+        (Some(diff), []) => Some(corpus::diff_answer(diff)),
+        (Some(diff), _) => match super::seed::parent_in_prompt(&record.generator_prompt, diff) {
             Some((parent, _)) => Some(corpus::diff_answer(&corpus::unified_diff(&parent, code).0)),
             None => Some(corpus::code_answer(code)),
         },
@@ -117,7 +117,7 @@ pub fn answer_lines(record: &IterationRecord) -> Option<usize> {
         return Some(d.trim_end().lines().count());
     }
     let code = record.code.as_deref()?;
-    let original = record.repair.as_ref().map_or_else(|| code.to_string(), |note| note.original(code));
+    let original = crate::search::repair::original(&record.repair, code);
     Some(original.trim_end().lines().count())
 }
 

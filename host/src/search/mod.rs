@@ -257,7 +257,7 @@ struct Evaluated {
     outcome: Outcome,
     seconds: f64,
     /// The repaired code and what changed, when a repair was made.
-    repaired: Option<(String, repair::RepairNote)>,
+    repaired: Option<(String, Vec<repair::RepairNote>)>,
     /// The report of a candidate that trained but broke a limit.
     over_limit: Option<EvalReport>,
     /// Evaluations run again alone after running out of memory beside others.
@@ -484,7 +484,7 @@ impl<'a> Search<'a> {
         for r in &records {
             let evaluated = match (&r.code, &r.outcome) {
                 (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) => Some(novelty::signature(
-                    &r.repair.as_ref().map_or_else(|| code.clone(), |note| note.original(code)),
+                    &repair::original(&r.repair, code),
                 )),
                 _ => None,
             };
@@ -670,7 +670,7 @@ impl<'a> Search<'a> {
                 "accuracy_pct": r.outcome.accuracy().map(pct),
                 "error": r.outcome.memory_text().trim_start_matches("error: ").to_string(),
                 "hint": failure_hint(&r.outcome),
-                "repaired": r.repair.as_ref().map(|n| serde_json::json!({"line": n.line, "before": n.before.trim(), "after": n.after.trim()})),
+                "repaired": r.repair.iter().map(|n| serde_json::json!({"kind": n.kind, "line": n.line, "before": n.before.trim(), "after": n.after.trim()})).collect::<Vec<_>>(),
                 "code": r.code,
             })
         });
@@ -795,24 +795,34 @@ impl<'a> Search<'a> {
             (Ok(code), Screen::Novel) => code,
         };
         locked(progress).stage(t, Stage::Evaluating);
-        let (outcome, seconds, mut retries) = self.evaluate_code(t, code)?;
-        let mismatch = match (&outcome, self.cfg.repair) {
-            (Outcome::Failed { failure }, Repair::Flatten) => {
+        let mut notes = Vec::new();
+        let softened = match self.cfg.repair.has(Repair::Softmax).then(|| repair::repair_softmax(code)).flatten() {
+            Some((fixed, note)) => {
+                notes.push(note);
+                fixed
+            }
+            None => code.clone(),
+        };
+        let (outcome, seconds, mut retries) = self.evaluate_code(t, &softened)?;
+        let mismatch = match &outcome {
+            Outcome::Failed { failure } if self.cfg.repair.has(Repair::Flatten) => {
                 repair::flatten_mismatch(failure).map(|m| (m, failure.clone()))
             }
             _ => None,
         };
-        let repaired = mismatch.and_then(|(m, failure)| {
-            repair::repair_flatten(code, &m, self.dataset.manifest.input_shape.map(|d| d as u64), &failure)
+        let flattened = mismatch.and_then(|(m, failure)| {
+            repair::repair_flatten(&softened, &m, self.dataset.manifest.input_shape.map(|d| d as u64), &failure)
         });
-        let Some((fixed, note)) = repaired else {
+        let Some((fixed, note)) = flattened else {
             let (outcome, over_limit) = self.objective.judge(outcome);
-            return Ok(Ok(Evaluated { outcome, seconds, repaired: None, over_limit, retries }));
+            let repaired = (!notes.is_empty()).then_some((softened, notes));
+            return Ok(Ok(Evaluated { outcome, seconds, repaired, over_limit, retries }));
         };
+        notes.push(note);
         let (outcome, more, more_retries) = self.evaluate_code(t, &fixed)?;
         retries.extend(more_retries);
         let (outcome, over_limit) = self.objective.judge(outcome);
-        Ok(Ok(Evaluated { outcome, seconds: seconds + more, repaired: Some((fixed, note)), over_limit, retries }))
+        Ok(Ok(Evaluated { outcome, seconds: seconds + more, repaired: Some((fixed, notes)), over_limit, retries }))
     }
 
     /// One evaluation of `code` at iteration `t`: the journaled outcome when
@@ -1153,7 +1163,7 @@ fn assemble(
         eval_seconds: evaluated.seconds,
         wall_seconds: t0.elapsed().as_secs_f64(),
         finished_at: crate::time::now_s(),
-        repair: evaluated.repaired.map(|(_, note)| note),
+        repair: evaluated.repaired.map(|(_, notes)| notes).unwrap_or_default(),
         island,
         cycle: 0,
         over_limit: evaluated.over_limit,

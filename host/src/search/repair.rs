@@ -9,6 +9,13 @@
 //! With `[search] repair = "flatten"`, [`repair_flatten`] rewrites exactly
 //! that layer's `in_features` to the measured size before training, and the
 //! record says it did.
+//!
+//! The second: a classifier that ends in a softmax. Cross-entropy applies its
+//! own log-softmax, so the design trains on probabilities squashed twice and
+//! scores several points below the same design without it (every first design
+//! of the embedded model did). With `repair = ["flatten", "softmax"]`,
+//! [`repair_softmax`] takes the softmax off the returned value before the
+//! first evaluation, changing one line and keeping the line count.
 
 use nas_plugin_api::CandidateFailure;
 use serde::{Deserialize, Serialize};
@@ -24,10 +31,10 @@ pub struct FlattenMismatch {
     pub out_features: u64,
 }
 
-/// What a repair changed.
+/// What a repair changed: one line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepairNote {
-    /// `flatten`.
+    /// `flatten` or `softmax`.
     pub kind: String,
     /// 1-based line of the changed layer.
     pub line: usize,
@@ -35,8 +42,30 @@ pub struct RepairNote {
     pub before: String,
     /// The line after.
     pub after: String,
-    /// The failure the unrepaired code had.
-    pub failure: CandidateFailure,
+    /// The failure the unrepaired code had (a flatten repair's; a softmax
+    /// repair is made before any evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<CandidateFailure>,
+}
+
+/// The code before `notes` (applied in order) changed it.
+pub fn original(notes: &[RepairNote], repaired: &str) -> String {
+    notes.iter().rev().fold(repaired.to_string(), |code, note| note.original(&code))
+}
+
+/// A record's repairs: stored as one note (before the list) or a list.
+pub fn notes_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RepairNote>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(RepairNote),
+        Many(Vec<RepairNote>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(n)) => vec![n],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 impl RepairNote {
@@ -110,8 +139,232 @@ pub fn repair_flatten(
         line,
         before: line_of(code),
         after: line_of(&out),
-        failure: failure.clone(),
+        failure: Some(failure.clone()),
     };
+    Some((out, note))
+}
+
+/// Takes a softmax off the value `forward` returns: `return F.softmax(e,
+/// dim=1)` (also `torch.softmax`, `e.softmax(...)`, `self.s(e)` with
+/// `self.s = nn.Softmax(...)`) becomes `return e`; a statement `x =
+/// <softmax of e>` right before `return x` becomes a comment when `e` is `x`
+/// (else `x = e`); an `nn.Softmax(...)` closing the `nn.Sequential` whose
+/// output is returned becomes `nn.Identity()`. A log-softmax is left alone
+/// (cross-entropy of log-probabilities is the same loss). `None` when the
+/// returned value is not a softmax's, or when that cannot be read without
+/// guessing.
+pub fn repair_softmax(code: &str) -> Option<(String, RepairNote)> {
+    let lines: Vec<&str> = code.split('\n').collect();
+    let forward = lines.iter().position(|l| l.trim_start().starts_with("def forward("))?;
+    let def_indent = indent(lines[forward]);
+    let end = (forward + 1..lines.len())
+        .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= def_indent)
+        .unwrap_or(lines.len());
+    let statements: Vec<usize> = (forward + 1..end)
+        .filter(|&i| {
+            let t = lines[i].trim();
+            !t.is_empty() && !t.starts_with('#')
+        })
+        .collect();
+    let (&ret, before) = statements.split_last()?;
+    let returned = uncommented(lines[ret]).trim().strip_prefix("return ")?.trim();
+    let modules = softmax_modules(code);
+    let sequentials = sequentials_ending_in_softmax(code);
+    let pad = &lines[ret][..indent(lines[ret])];
+    let (line, after) = if let Some(inner) = softmax_of(returned, &modules) {
+        (ret, format!("{pad}return {inner}"))
+    } else if let Some(name) = self_call(returned).filter(|(n, _)| sequentials.iter().any(|(s, _)| s == n)) {
+        return identity_for(code, &sequentials, &name.0);
+    } else if is_ident(returned) {
+        let &prev = before.last()?;
+        let (lhs, rhs) = uncommented(lines[prev]).trim().split_once('=')?;
+        if lhs.trim() != returned || rhs.starts_with('=') {
+            return None;
+        }
+        let rhs = rhs.trim();
+        if let Some(inner) = softmax_of(rhs, &modules) {
+            let pad = &lines[prev][..indent(lines[prev])];
+            let after = if inner == returned {
+                format!("{pad}# {} (softmax removed: the loss takes logits)", lines[prev].trim())
+            } else {
+                format!("{pad}{returned} = {inner}")
+            };
+            (prev, after)
+        } else if let Some((name, _)) = self_call(rhs).filter(|(n, _)| sequentials.iter().any(|(s, _)| s == n)) {
+            return identity_for(code, &sequentials, &name);
+        } else {
+            return None;
+        }
+    } else {
+        return None;
+    };
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let note = RepairNote {
+        kind: "softmax".into(),
+        line: line + 1,
+        before: lines[line].to_string(),
+        after: after.clone(),
+        failure: None,
+    };
+    out[line] = after;
+    Some((out.join("\n"), note))
+}
+
+/// A line without its trailing comment (a `#` outside quotes).
+fn uncommented(line: &str) -> &str {
+    let mut quote = None;
+    for (i, c) in line.char_indices() {
+        match (c, quote) {
+            ('"' | '\'', None) => quote = Some(c),
+            (q, Some(open)) if q == open => quote = None,
+            ('#', None) => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+fn is_ident(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// `self.name(arg)`: the name and the argument's text.
+fn self_call(expr: &str) -> Option<(String, String)> {
+    let rest = expr.strip_prefix("self.")?;
+    let open = rest.find('(')?;
+    let name = &rest[..open];
+    if !is_ident(name) {
+        return None;
+    }
+    let (args, tail) = call_args(&rest[open..])?;
+    (tail.trim().is_empty() && args.len() == 1).then(|| (name.to_string(), args[0].to_string()))
+}
+
+/// Splits `(a, b=c)` at its top-level commas: the arguments' texts and what
+/// follows the closing bracket.
+fn call_args(s: &str) -> Option<(Vec<&str>, &str)> {
+    if !s.starts_with('(') {
+        return None;
+    }
+    let mut depth = 0i32;
+    let mut start = 1;
+    let mut args = Vec::new();
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    let last = s[start..i].trim();
+                    if !last.is_empty() {
+                        args.push(last);
+                    }
+                    return Some((args, &s[i + 1..]));
+                }
+            }
+            ',' if depth == 1 => {
+                args.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The argument a softmax call is applied to, when `expr` is one.
+fn softmax_of(expr: &str, modules: &[String]) -> Option<String> {
+    for f in ["F.softmax", "torch.softmax", "nn.functional.softmax", "torch.nn.functional.softmax"] {
+        if let Some(rest) = expr.strip_prefix(f) {
+            let (args, tail) = call_args(rest)?;
+            return (tail.trim().is_empty() && !args.is_empty() && !args[0].contains('=')).then(|| args[0].to_string());
+        }
+    }
+    if let Some((name, arg)) = self_call(expr) {
+        return modules.contains(&name).then_some(arg);
+    }
+    // `e.softmax(dim=1)`: the receiver is everything before the last
+    // top-level `.softmax(`.
+    let at = expr.rfind(".softmax(")?;
+    let (_, tail) = call_args(&expr[at + ".softmax".len()..])?;
+    let receiver = &expr[..at];
+    (tail.trim().is_empty() && !receiver.is_empty() && balanced(receiver)).then(|| receiver.to_string())
+}
+
+fn balanced(s: &str) -> bool {
+    let mut depth = 0i32;
+    for c in s.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    depth == 0
+}
+
+/// Attributes bound to a softmax module: `self.name = nn.Softmax(...)`.
+fn softmax_modules(code: &str) -> Vec<String> {
+    code.lines()
+        .filter_map(|l| {
+            let (lhs, rhs) = l.trim().split_once('=')?;
+            let name = lhs.trim().strip_prefix("self.")?;
+            let rhs = rhs.trim();
+            (is_ident(name) && (rhs.starts_with("nn.Softmax(") || rhs.starts_with("torch.nn.Softmax(")))
+                .then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// Attributes bound to an `nn.Sequential(...)` whose last module is a
+/// softmax, with the byte span of that last module's text.
+fn sequentials_ending_in_softmax(code: &str) -> Vec<(String, (usize, usize))> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = code[from..].find("nn.Sequential(") {
+        let at = from + pos;
+        from = at + 1;
+        let line_start = code[..at].rfind('\n').map_or(0, |i| i + 1);
+        let Some((lhs, _)) = code[line_start..at].split_once('=') else { continue };
+        let Some(name) = lhs.trim().strip_prefix("self.") else { continue };
+        if !is_ident(name) {
+            continue;
+        }
+        let open = at + "nn.Sequential".len();
+        let Some((args, _)) = call_args(&code[open..]) else { continue };
+        let Some(last) = args.last() else { continue };
+        if !(last.starts_with("nn.Softmax(") || last.starts_with("torch.nn.Softmax(")) {
+            continue;
+        }
+        // `args` borrow from `code[open..]`: their offsets are the span.
+        let start = last.as_ptr() as usize - code.as_ptr() as usize;
+        out.push((name.to_string(), (start, start + last.len())));
+    }
+    out
+}
+
+fn identity_for(code: &str, sequentials: &[(String, (usize, usize))], name: &str) -> Option<(String, RepairNote)> {
+    let mut spans = sequentials.iter().filter(|(n, _)| n == name);
+    let (_, (start, end)) = spans.next()?;
+    if spans.next().is_some() {
+        return None;
+    }
+    let out = format!("{}nn.Identity(){}", &code[..*start], &code[*end..]);
+    let line = code[..*start].matches('\n').count() + 1;
+    let line_of = |text: &str| text.split('\n').nth(line - 1).unwrap_or_default().to_string();
+    // One line changes, or the note could not give the code back.
+    if code[*start..*end].contains('\n') {
+        return None;
+    }
+    let note =
+        RepairNote { kind: "softmax".into(), line, before: line_of(code), after: line_of(&out), failure: None };
     Some((out, note))
 }
 
@@ -408,5 +661,90 @@ mod tests {
         let single = "self.head = nn.Linear(self.n, 10)\n";
         let (out, _) = repair_flatten(single, &m, [1, 28, 28], &failure("")).expect("the only layer");
         assert_eq!(out, "self.head = nn.Linear(50, 10)\n");
+    }
+
+    const SOFTMAX_NET: &str = "import torch.nn as nn\nimport torch.nn.functional as F\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n        self.softmax = nn.Softmax(dim=1)\n\n    def forward(self, x):\n        x = self.fc(x.flatten(1))\n        x = self.softmax(x)\n        return x\n";
+
+    #[test]
+    fn a_softmax_on_the_returned_value_is_taken_off_in_one_line() {
+        // The embedded model's first design, every run: a module applied
+        // last, then returned.
+        let (out, note) = repair_softmax(SOFTMAX_NET).expect("repaired");
+        assert_eq!(note.kind, "softmax");
+        assert_eq!(note.line, 12);
+        assert_eq!(note.before.trim(), "x = self.softmax(x)");
+        assert!(note.after.trim_start().starts_with("# x = self.softmax(x)"), "{}", note.after);
+        assert_eq!(out.lines().count(), SOFTMAX_NET.lines().count());
+        assert_eq!(note.original(&out), SOFTMAX_NET);
+        assert!(note.failure.is_none());
+        // Taken off, the design no longer ends in a softmax.
+        assert!(repair_softmax(&out).is_none(), "{out}");
+
+        let cases = [
+            ("        return F.softmax(self.fc(x), dim=1)", "        return self.fc(x)"),
+            ("        return torch.softmax(x, 1)", "        return x"),
+            ("        return self.fc(x).softmax(dim=-1)", "        return self.fc(x)"),
+            ("        return self.softmax(self.fc2(F.relu(self.fc1(x))))", "        return self.fc2(F.relu(self.fc1(x)))"),
+        ];
+        for (ret, want) in cases {
+            let code = format!("class Net(nn.Module):\n    def __init__(self):\n        self.softmax = nn.Softmax(dim=1)\n\n    def forward(self, x):\n        x = self.body(x)\n{ret}\n\n\nif __name__ == '__main__':\n    pass\n");
+            let (out, note) = repair_softmax(&code).unwrap_or_else(|| panic!("{ret}"));
+            assert_eq!(note.after, want);
+            assert_eq!(note.original(&out), code);
+        }
+        let renamed = "    def forward(self, x):\n        x = self.fc(x)\n        probs = F.softmax(x, dim=1)  # probabilities\n\n        return probs\n";
+        let (out, _) = repair_softmax(renamed).expect("an assignment before the return");
+        assert!(out.contains("        probs = x\n"), "{out}");
+    }
+
+    #[test]
+    fn a_sequential_closing_in_a_softmax_gets_an_identity() {
+        let code = "class Net(nn.Module):\n    def __init__(self):\n        self.features = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())\n        self.head = nn.Sequential(\n            nn.Flatten(),\n            nn.Linear(5408, 10),\n            nn.Softmax(dim=1),\n        )\n\n    def forward(self, x):\n        x = self.features(x)\n        return self.head(x)\n";
+        let (out, note) = repair_softmax(code).expect("repaired");
+        assert_eq!(note.line, 7);
+        assert_eq!(note.after, "            nn.Identity(),");
+        assert!(out.contains("nn.Linear(5408, 10),\n            nn.Identity(),\n        )"), "{out}");
+        assert_eq!(note.original(&out), code);
+    }
+
+    #[test]
+    fn what_is_not_a_softmax_on_the_output_is_left_alone() {
+        let left = [
+            // A log-softmax gives cross-entropy the same loss.
+            "    def forward(self, x):\n        return F.log_softmax(self.fc(x), dim=1)\n",
+            // Attention: a softmax inside, not on the output.
+            "    def forward(self, x):\n        w = F.softmax(self.att(x), dim=1)\n        x = self.fc(x * w)\n        return x\n",
+            // A softmax two statements before the return.
+            "    def forward(self, x):\n        x = F.softmax(x, dim=1)\n        x = self.fc(x)\n        return x\n",
+            // No forward at all.
+            "x = F.softmax(y, dim=1)\n",
+            // A module that is not a softmax.
+            "        self.act = nn.ReLU()\n    def forward(self, x):\n        return self.act(x)\n",
+        ];
+        for code in left {
+            assert!(repair_softmax(code).is_none(), "{code}");
+        }
+    }
+
+    #[test]
+    fn several_repairs_give_the_code_back_in_reverse() {
+        let (soft, first) = repair_softmax(SOFTMAX_NET).expect("softmax");
+        let m = FlattenMismatch { features: 784, expected: 784, out_features: 10 };
+        let f = failure("mat1 and mat2 shapes cannot be multiplied (2x392 and 784x10)");
+        let m = FlattenMismatch { features: 392, ..m };
+        let (both, second) = repair_flatten(&soft, &m, [1, 28, 28], &f).expect("flatten");
+        assert!(both.contains("nn.Linear(392, num_classes)"));
+        assert_eq!(original(&[first.clone(), second.clone()], &both), SOFTMAX_NET);
+        // Records keep a list; records stored with one note still load.
+        #[derive(Deserialize)]
+        struct R {
+            #[serde(default, deserialize_with = "notes_from")]
+            repair: Vec<RepairNote>,
+        }
+        let one: R = serde_json::from_value(serde_json::json!({"repair": second})).unwrap();
+        let many: R = serde_json::from_value(serde_json::json!({"repair": [first, second]})).unwrap();
+        let none: R = serde_json::from_value(serde_json::json!({})).unwrap();
+        let null: R = serde_json::from_value(serde_json::json!({"repair": null})).unwrap();
+        assert_eq!((one.repair.len(), many.repair.len(), none.repair.len(), null.repair.len()), (1, 2, 0, 0));
     }
 }
