@@ -169,7 +169,7 @@ const STALE: &str = "```json\n{\"reason\": \"The current design applies a softma
 fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advice_stays_out_of_memory() {
     let server = TestServer::start();
     server.set_responder(|req: &RecordedRequest| {
-        let (generator, user, messages) = exchange(req);
+        let (generator, user, _) = exchange(req);
         Some(Step::reply(if generator {
             // Attempt 1 first stops after `__init__`; attempt 2 first gives
             // attempt 1's design back unchanged.
