@@ -176,7 +176,9 @@ impl<'de> Deserialize<'de> for Repairs {
             Many(Vec<String>),
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\")")
+            serde::de::Error::custom(
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\")",
+            )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
             OneOrMany::One(name) => vec![name],

@@ -207,11 +207,7 @@ pub struct IterationRecord {
     /// repair`), in the order they were made; `code` is then the repaired
     /// code and `outcome` its result. Records stored with one note load as a
     /// list of one.
-    #[serde(
-        default,
-        deserialize_with = "crate::search::repair::notes_from",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "crate::search::repair::notes_from", skip_serializing_if = "Vec::is_empty")]
     pub repair: Vec<crate::search::repair::RepairNote>,
     /// The island whose chain ran it (0 when the run has one).
     #[serde(default, skip_serializing_if = "is_zero")]

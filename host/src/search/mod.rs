@@ -483,9 +483,9 @@ impl<'a> Search<'a> {
             .collect();
         for r in &records {
             let evaluated = match (&r.code, &r.outcome) {
-                (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) => Some(novelty::signature(
-                    &repair::original(&r.repair, code),
-                )),
+                (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) => {
+                    Some(novelty::signature(&repair::original(&r.repair, code)))
+                }
                 _ => None,
             };
             self.archive.restore(r.iteration, evaluated);

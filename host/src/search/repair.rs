@@ -229,7 +229,8 @@ fn indent(line: &str) -> usize {
 }
 
 fn is_ident(s: &str) -> bool {
-    s.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+    s.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
 /// `self.name(arg)`: the name and the argument's text.
@@ -363,8 +364,7 @@ fn identity_for(code: &str, sequentials: &[(String, (usize, usize))], name: &str
     if code[*start..*end].contains('\n') {
         return None;
     }
-    let note =
-        RepairNote { kind: "softmax".into(), line, before: line_of(code), after: line_of(&out), failure: None };
+    let note = RepairNote { kind: "softmax".into(), line, before: line_of(code), after: line_of(&out), failure: None };
     Some((out, note))
 }
 
@@ -684,7 +684,10 @@ mod tests {
             ("        return F.softmax(self.fc(x), dim=1)", "        return self.fc(x)"),
             ("        return torch.softmax(x, 1)", "        return x"),
             ("        return self.fc(x).softmax(dim=-1)", "        return self.fc(x)"),
-            ("        return self.softmax(self.fc2(F.relu(self.fc1(x))))", "        return self.fc2(F.relu(self.fc1(x)))"),
+            (
+                "        return self.softmax(self.fc2(F.relu(self.fc1(x))))",
+                "        return self.fc2(F.relu(self.fc1(x)))",
+            ),
         ];
         for (ret, want) in cases {
             let code = format!("class Net(nn.Module):\n    def __init__(self):\n        self.softmax = nn.Softmax(dim=1)\n\n    def forward(self, x):\n        x = self.body(x)\n{ret}\n\n\nif __name__ == '__main__':\n    pass\n");
