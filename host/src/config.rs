@@ -1025,6 +1025,29 @@ mod tests {
     }
 
     #[test]
+    fn repairs_are_off_one_name_or_a_list_and_an_unknown_one_is_named() {
+        let repairs = |v: &str| parse(&format!("[search]\nrepair = {v}\n"), Path::new("x")).map(|c| c.search.repair);
+        assert_eq!(repairs("\"off\"").expect("off"), Repairs::default());
+        assert_eq!(repairs("\"flatten\"").expect("one"), Repairs(vec![Repair::Flatten]));
+        assert_eq!(
+            repairs("[\"softmax\", \"flatten\", \"softmax\"]").expect("a list"),
+            Repairs(vec![Repair::Softmax, Repair::Flatten])
+        );
+        assert_eq!(RunConfig::embedded().search.repair, Repairs(vec![Repair::Flatten, Repair::Softmax]));
+        let msg = err("[search]\nrepair = [\"flatten\", \"dropout\"]\n");
+        assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
+        let msg = err("[search]\nrepair = 3\n");
+        assert!(msg.starts_with("run.toml:2:") && msg.contains("a list of names"), "{msg}");
+        // Written back (a run directory's config.toml), the list reads the same.
+        let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
+        assert!(text.contains("repair = [\"flatten\", \"softmax\"]"), "{text}");
+        assert_eq!(
+            parse(&text, Path::new("x")).expect("reads back").search.repair,
+            RunConfig::embedded().search.repair
+        );
+    }
+
+    #[test]
     fn plugin_settings_are_opaque_tables() {
         let c = parse(
             "[memory]\nplugin = \"builtin:memory.window\"\n[memory.settings]\nk = 7\nanything = [1, 2]\n",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nas_host::records::Outcome;
 use nas_host::store::Store;
 use nas_llm_test_server::{RecordedRequest, Step, TestServer};
-use nas_tests::{fence, nas_with_evaluator, records, run_dirs, s, text};
+use nas_tests::{fence, nas, nas_with_evaluator, records, run_dirs, s, text};
 
 /// conv(pad 1) + 2x2 pooling leaves 16x14x14 = 3136 features per example;
 /// the head expects 16 * 7 * 7 = 784. And it ends in a softmax, as the
@@ -156,6 +156,14 @@ fn copied_diagnoses_stay_out_of_memory_and_flatten_mismatches_are_named_and_repa
         MISMATCH.trim_end(),
         "the record gives back the generated code"
     );
+    // The report's records say which repairs each iteration had.
+    let replayed = run_dirs(replay_dir.path()).pop().expect("replay run");
+    let out = nas(replay_dir.path(), &["report", s(&replayed), "--out", s(&replay_dir.path().join("report"))]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let mut csv = csv::Reader::from_path(replay_dir.path().join("report/records.csv")).expect("records.csv");
+    let at = csv.headers().expect("headers").iter().position(|h| h == "repaired").expect("a repaired column");
+    let column: Vec<String> = csv.records().map(|r| r.expect("row")[at].to_string()).collect();
+    assert_eq!(column, ["softmax+flatten", ""], "{column:?}");
 }
 
 /// GOOD, wider: one change to it.

@@ -176,6 +176,9 @@ pub struct Row {
     /// Why the Prompt Improver's answer was not taken as a diagnosis (it
     /// then opened no memory entry).
     pub diagnosis_rejected: Option<String>,
+    /// The deterministic repairs made before training, in order
+    /// (`softmax`, `flatten`; `[search] repair`), joined by `+`.
+    pub repaired: Option<String>,
     /// The parent in delta mode.
     pub parent: Option<u64>,
     /// Trainable parameters.
@@ -243,6 +246,8 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     duplicate_of: r.outcome.duplicate_of(),
                     regenerated: r.regenerated.len() as u64,
                     diagnosis_rejected: r.advice.as_ref().and_then(|a| a.rejected.clone()),
+                    repaired: (!r.repair.is_empty())
+                        .then(|| r.repair.iter().map(|n| n.kind.as_str()).collect::<Vec<_>>().join("+")),
                     parent: r.parent,
                     params: report.and_then(|x| x.params),
                     flops: report.and_then(|x| x.flops),
