@@ -1189,7 +1189,10 @@ fn failure_hint(outcome: &Outcome) -> Option<String> {
 /// A design that ends in a softmax feeds probabilities to a loss that
 /// expects logits (cross-entropy applies its own log-softmax): it trains, but
 /// slowly. Said in the feedback because small models rarely notice it.
+/// Read on the design's effective code: a softmax commented out (as the
+/// softmax repair leaves it) or defined but never called is not one.
 fn softmax_note(code: &str) -> Option<&'static str> {
+    let code = improver::effective(code);
     let forward = code.split("def forward").nth(1)?;
     let ends_in_softmax = code.contains("nn.Softmax(") && forward.contains("softmax")
         || ["F.softmax(", "torch.softmax(", ".softmax(dim"].iter().any(|p| forward.contains(p));
@@ -1257,6 +1260,11 @@ mod feedback_tests {
         let without = "class Net(nn.Module):\n    def forward(self, x):\n        return self.fc(x)\n";
         assert!(softmax_note(with).is_some() && softmax_note(functional).is_some());
         assert_eq!(softmax_note(without), None);
+        // Repaired, it has none: the line is a comment and the module unused.
+        let module = "class Net(nn.Module):\n    def __init__(self):\n        self.softmax = nn.Softmax(dim=1)\n    def forward(self, x):\n        x = self.fc(x)\n        x = self.softmax(x)\n        return x\n";
+        let (repaired, _) = repair::repair_softmax(module).expect("repaired");
+        assert!(softmax_note(module).is_some());
+        assert_eq!(softmax_note(&repaired), None, "{repaired}");
     }
 
     #[test]
