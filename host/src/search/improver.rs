@@ -80,7 +80,9 @@ const SAME_DIAGNOSIS: f64 = 0.9;
 /// nothing, copies the answer format's descriptions (or an old template's
 /// placeholders), repeats the previous diagnosis or one already tried, or
 /// asks to replace or remove something the design does not have (a small
-/// model copies the history's advice onto a design that already took it).
+/// model copies the history's advice onto a design that already took it), or
+/// gives a torch layer a keyword argument it does not take (followed, the
+/// design fails to build).
 pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     let (problem, suggestions) = (words(&advice.problem), words(&advice.suggestions));
     if suggestions.len() < 2 {
@@ -117,7 +119,154 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
             e.outcome.as_deref().unwrap_or_default()
         ));
     }
-    checked.code.and_then(|code| absent_target(&advice.suggestions, code))
+    checked
+        .code
+        .and_then(|code| absent_target(&advice.suggestions, code))
+        .or_else(|| invented_argument(&advice.suggestions))
+}
+
+/// The constructor parameters of common `torch.nn` layers (torch 2.x, as
+/// `inspect.signature` gives them). `nn.Identity` takes anything and is not
+/// listed; neither is a layer this table does not know.
+const LAYER_PARAMETERS: &[(&str, &[&str])] = &[
+    (
+        "Conv1d",
+        &[
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "padding_mode",
+            "device",
+            "dtype",
+        ],
+    ),
+    (
+        "Conv2d",
+        &[
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "padding_mode",
+            "device",
+            "dtype",
+        ],
+    ),
+    (
+        "Conv3d",
+        &[
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "padding_mode",
+            "device",
+            "dtype",
+        ],
+    ),
+    (
+        "ConvTranspose2d",
+        &[
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "output_padding",
+            "groups",
+            "bias",
+            "dilation",
+            "padding_mode",
+            "device",
+            "dtype",
+        ],
+    ),
+    ("Linear", &["in_features", "out_features", "bias", "device", "dtype"]),
+    ("BatchNorm1d", &["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"]),
+    ("BatchNorm2d", &["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"]),
+    ("LayerNorm", &["normalized_shape", "eps", "elementwise_affine", "bias", "device", "dtype"]),
+    ("GroupNorm", &["num_groups", "num_channels", "eps", "affine", "device", "dtype"]),
+    ("InstanceNorm2d", &["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"]),
+    ("Dropout", &["p", "inplace"]),
+    ("Dropout2d", &["p", "inplace"]),
+    ("MaxPool2d", &["kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode"]),
+    ("AvgPool2d", &["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]),
+    ("AdaptiveAvgPool2d", &["output_size"]),
+    ("AdaptiveMaxPool2d", &["output_size", "return_indices"]),
+    ("ReLU", &["inplace"]),
+    ("ReLU6", &["inplace"]),
+    ("LeakyReLU", &["negative_slope", "inplace"]),
+    ("GELU", &["approximate"]),
+    ("SiLU", &["inplace"]),
+    ("ELU", &["alpha", "inplace"]),
+    ("PReLU", &["num_parameters", "init", "device", "dtype"]),
+    ("Sigmoid", &[]),
+    ("Tanh", &[]),
+    ("Softmax", &["dim"]),
+    ("LogSoftmax", &["dim"]),
+    ("Flatten", &["start_dim", "end_dim"]),
+    ("Upsample", &["size", "scale_factor", "mode", "align_corners", "recompute_scale_factor"]),
+];
+
+/// The first `nn.<Layer>(..., name=...)` in `suggestions` whose layer does
+/// not take `name`. Recorded: `nn.Linear(128, num_classes, bias=False,
+/// weight_regularizer='l2', weight_decay=0.0001)`, and a `weight_initializer`
+/// given to `nn.Conv2d`.
+fn invented_argument(suggestions: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(pos) = suggestions[from..].find("nn.") {
+        let at = from + pos + "nn.".len();
+        from = at;
+        if suggestions[..at - 3].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let name: String = suggestions[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let Some(args) = suggestions[at + name.len()..].strip_prefix('(') else { continue };
+        let Some(&(_, params)) = LAYER_PARAMETERS.iter().find(|(n, _)| *n == name) else { continue };
+        // The arguments: to the closing bracket (or the text's end), split
+        // at the commas outside brackets.
+        let (mut depth, mut start, mut end) = (0i32, 0, args.len());
+        let mut parts = Vec::new();
+        for (i, c) in args.char_indices() {
+            match c {
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                ')' | ']' | '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(&args[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&args[start..end]);
+        for part in parts {
+            let Some((key, value)) = part.split_once('=') else { continue };
+            let key = key.trim();
+            let plain = key.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if plain && !value.starts_with('=') && !params.contains(&key) {
+                return Some(format!("it gives `nn.{name}` an argument it does not take (`{key}`)"));
+            }
+        }
+    }
+    None
 }
 
 /// Layer words a suggestion may ask to remove, looked up in the code as
@@ -549,5 +698,35 @@ mod tests {
         let raw = parse("Try a deeper network.");
         assert_eq!(raw.parsed_as, "raw");
         assert_eq!(raw.suggestions, "Try a deeper network.");
+    }
+
+    #[test]
+    fn a_suggestion_giving_a_layer_an_argument_it_does_not_take_is_refused() {
+        // Recorded (embedded model, iteration 1): followed, the design
+        // failed to build with a TypeError.
+        let recorded = "Add a regularization term. For example: `self.fc2 = nn.Linear(128, num_classes, bias=False, weight_regularizer='l2', weight_decay=0.0001)`.";
+        let why = invented_argument(recorded).expect("refused");
+        assert!(why.contains("nn.Linear") && why.contains("weight_regularizer"), "{why}");
+        assert!(invented_argument("use torch.nn.Conv2d(32, 64, kernel_size=(3, 3), weight_initializer='he')")
+            .is_some_and(|w| w.contains("weight_initializer")));
+        for fine in [
+            "use nn.Conv2d(32, 64, kernel_size=(3, 3), padding=1, bias=False) in the second block",
+            "add nn.Dropout(p=0.3) after fc1 and nn.BatchNorm1d(256, momentum=0.1)",
+            "use nn.MyBlock(channels=64)",           // not a layer the table knows
+            "wrap it in nn.Identity(anything=1)",    // takes anything
+            "set nn.Linear(256, 10) and use lr=0.1", // the keyword is outside the call
+            "an unclosed nn.ReLU(inplace=True",
+        ] {
+            assert_eq!(invented_argument(fine), None, "{fine}");
+        }
+        let advice = Advice {
+            problem: "the head is small".into(),
+            inspiration: String::new(),
+            suggestions: recorded.into(),
+            parsed_as: "json_fence".into(),
+            rejected: None,
+        };
+        let why = rejection(&advice, &Checked { previous: None, earlier: &[], code: None });
+        assert!(why.is_some_and(|w| w.contains("does not take")));
     }
 }
