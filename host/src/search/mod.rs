@@ -797,8 +797,8 @@ impl<'a> Search<'a> {
         locked(progress).stage(t, Stage::Evaluating);
         let mut notes = Vec::new();
         let softened = match self.cfg.repair.has(Repair::Softmax).then(|| repair::repair_softmax(code)).flatten() {
-            Some((fixed, note)) => {
-                notes.push(note);
+            Some((fixed, made)) => {
+                notes.extend(made);
                 fixed
             }
             None => code.clone(),

@@ -147,13 +147,16 @@ pub fn repair_flatten(
 /// Takes a softmax off the value `forward` returns: `return F.softmax(e,
 /// dim=1)` (also `torch.softmax`, `e.softmax(...)`, `self.s(e)` with
 /// `self.s = nn.Softmax(...)`) becomes `return e`; a statement `x =
-/// <softmax of e>` right before `return x` becomes a comment when `e` is `x`
-/// (else `x = e`); an `nn.Softmax(...)` closing the `nn.Sequential` whose
-/// output is returned becomes `nn.Identity()`. A log-softmax is left alone
-/// (cross-entropy of log-probabilities is the same loss). `None` when the
-/// returned value is not a softmax's, or when that cannot be read without
-/// guessing.
-pub fn repair_softmax(code: &str) -> Option<(String, RepairNote)> {
+/// <softmax of e>` right before `return x` is removed (its line left blank)
+/// when `e` is `x`, else it becomes `x = e`; an `nn.Softmax(...)` closing the
+/// `nn.Sequential` whose output is returned becomes `nn.Identity()`. A
+/// softmax module the forward no longer calls loses its definition too (a
+/// second note), so neither role reads a softmax the design does not apply.
+/// Every note changes one line and the line count stays. A log-softmax is
+/// left alone (cross-entropy of log-probabilities is the same loss). `None`
+/// when the returned value is not a softmax's, or when that cannot be read
+/// without guessing.
+pub fn repair_softmax(code: &str) -> Option<(String, Vec<RepairNote>)> {
     let lines: Vec<&str> = code.split('\n').collect();
     let forward = lines.iter().position(|l| l.trim_start().starts_with("def forward("))?;
     let def_indent = indent(lines[forward]);
@@ -184,11 +187,7 @@ pub fn repair_softmax(code: &str) -> Option<(String, RepairNote)> {
         let rhs = rhs.trim();
         if let Some(inner) = softmax_of(rhs, &modules) {
             let pad = &lines[prev][..indent(lines[prev])];
-            let after = if inner == returned {
-                format!("{pad}# {} (softmax removed: the loss takes logits)", lines[prev].trim())
-            } else {
-                format!("{pad}{returned} = {inner}")
-            };
+            let after = if inner == returned { String::new() } else { format!("{pad}{returned} = {inner}") };
             (prev, after)
         } else if let Some((name, _)) = self_call(rhs).filter(|(n, _)| sequentials.iter().any(|(s, _)| s == n)) {
             return identity_for(code, &sequentials, &name);
@@ -199,15 +198,40 @@ pub fn repair_softmax(code: &str) -> Option<(String, RepairNote)> {
         return None;
     };
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    let note = RepairNote {
+    let mut notes = vec![RepairNote {
         kind: "softmax".into(),
         line: line + 1,
         before: lines[line].to_string(),
         after: after.clone(),
         failure: None,
-    };
+    }];
     out[line] = after;
-    Some((out.join("\n"), note))
+    // The module the changed line called, when nothing calls it now.
+    for name in modules.iter().filter(|n| lines[line].contains(&format!("self.{n}("))) {
+        let defines = |l: &str| {
+            uncommented(l)
+                .trim()
+                .split_once('=')
+                .is_some_and(|(lhs, rhs)| lhs.trim() == format!("self.{name}") && !rhs.starts_with('='))
+        };
+        let needle = format!("self.{name}");
+        let definitions: Vec<usize> = (0..out.len()).filter(|&i| defines(&out[i])).collect();
+        let used = (0..out.len()).any(|i| !definitions.contains(&i) && uncommented(&out[i]).contains(&needle));
+        if let ([at], false) = (definitions.as_slice(), used) {
+            let closed = uncommented(&out[*at]).trim_end().ends_with(')');
+            if closed {
+                notes.push(RepairNote {
+                    kind: "softmax".into(),
+                    line: at + 1,
+                    before: out[*at].clone(),
+                    after: String::new(),
+                    failure: None,
+                });
+                out[*at] = String::new();
+            }
+        }
+    }
+    Some((out.join("\n"), notes))
 }
 
 /// A line without its trailing comment (a `#` outside quotes).
@@ -351,7 +375,7 @@ fn sequentials_ending_in_softmax(code: &str) -> Vec<(String, (usize, usize))> {
     out
 }
 
-fn identity_for(code: &str, sequentials: &[(String, (usize, usize))], name: &str) -> Option<(String, RepairNote)> {
+fn identity_for(code: &str, sequentials: &[(String, (usize, usize))], name: &str) -> Option<(String, Vec<RepairNote>)> {
     let mut spans = sequentials.iter().filter(|(n, _)| n == name);
     let (_, (start, end)) = spans.next()?;
     if spans.next().is_some() {
@@ -365,7 +389,7 @@ fn identity_for(code: &str, sequentials: &[(String, (usize, usize))], name: &str
         return None;
     }
     let note = RepairNote { kind: "softmax".into(), line, before: line_of(code), after: line_of(&out), failure: None };
-    Some((out, note))
+    Some((out, vec![note]))
 }
 
 /// One `nn.Linear(` call: its first argument's text and byte span.
@@ -669,16 +693,23 @@ mod tests {
     fn a_softmax_on_the_returned_value_is_taken_off_in_one_line() {
         // The embedded model's first design, every run: a module applied
         // last, then returned.
-        let (out, note) = repair_softmax(SOFTMAX_NET).expect("repaired");
-        assert_eq!(note.kind, "softmax");
-        assert_eq!(note.line, 12);
-        assert_eq!(note.before.trim(), "x = self.softmax(x)");
-        assert!(note.after.trim_start().starts_with("# x = self.softmax(x)"), "{}", note.after);
+        // The call goes, and so does the module nothing calls now: neither
+        // role is shown a softmax the design does not apply.
+        let (out, notes) = repair_softmax(SOFTMAX_NET).expect("repaired");
+        let lines: Vec<(usize, &str, &str)> =
+            notes.iter().map(|n| (n.line, n.before.trim(), n.after.as_str())).collect();
+        assert_eq!(lines, [(12, "x = self.softmax(x)", ""), (8, "self.softmax = nn.Softmax(dim=1)", "")]);
+        assert!(notes.iter().all(|n| n.kind == "softmax" && n.failure.is_none()));
+        assert!(!out.contains("oftmax"), "{out}");
         assert_eq!(out.lines().count(), SOFTMAX_NET.lines().count());
-        assert_eq!(note.original(&out), SOFTMAX_NET);
-        assert!(note.failure.is_none());
+        assert_eq!(original(&notes, &out), SOFTMAX_NET);
         // Taken off, the design no longer ends in a softmax.
         assert!(repair_softmax(&out).is_none(), "{out}");
+        // A module still called elsewhere keeps its definition.
+        let shared = SOFTMAX_NET
+            .replace("        x = self.fc(x.flatten(1))\n", "        x = self.fc(self.softmax(x).flatten(1))\n");
+        let (_, notes) = repair_softmax(&shared).expect("repaired");
+        assert_eq!(notes.len(), 1, "{notes:?}");
 
         let cases = [
             ("        return F.softmax(self.fc(x), dim=1)", "        return self.fc(x)"),
@@ -691,9 +722,9 @@ mod tests {
         ];
         for (ret, want) in cases {
             let code = format!("class Net(nn.Module):\n    def __init__(self):\n        self.softmax = nn.Softmax(dim=1)\n\n    def forward(self, x):\n        x = self.body(x)\n{ret}\n\n\nif __name__ == '__main__':\n    pass\n");
-            let (out, note) = repair_softmax(&code).unwrap_or_else(|| panic!("{ret}"));
-            assert_eq!(note.after, want);
-            assert_eq!(note.original(&out), code);
+            let (out, notes) = repair_softmax(&code).unwrap_or_else(|| panic!("{ret}"));
+            assert_eq!(notes[0].after, want);
+            assert_eq!(original(&notes, &out), code);
         }
         let renamed = "    def forward(self, x):\n        x = self.fc(x)\n        probs = F.softmax(x, dim=1)  # probabilities\n\n        return probs\n";
         let (out, _) = repair_softmax(renamed).expect("an assignment before the return");
@@ -703,7 +734,8 @@ mod tests {
     #[test]
     fn a_sequential_closing_in_a_softmax_gets_an_identity() {
         let code = "class Net(nn.Module):\n    def __init__(self):\n        self.features = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())\n        self.head = nn.Sequential(\n            nn.Flatten(),\n            nn.Linear(5408, 10),\n            nn.Softmax(dim=1),\n        )\n\n    def forward(self, x):\n        x = self.features(x)\n        return self.head(x)\n";
-        let (out, note) = repair_softmax(code).expect("repaired");
+        let (out, notes) = repair_softmax(code).expect("repaired");
+        let [note] = notes.as_slice() else { panic!("{notes:?}") };
         assert_eq!(note.line, 7);
         assert_eq!(note.after, "            nn.Identity(),");
         assert!(out.contains("nn.Linear(5408, 10),\n            nn.Identity(),\n        )"), "{out}");
@@ -731,13 +763,15 @@ mod tests {
 
     #[test]
     fn several_repairs_give_the_code_back_in_reverse() {
-        let (soft, first) = repair_softmax(SOFTMAX_NET).expect("softmax");
+        let (soft, mut notes) = repair_softmax(SOFTMAX_NET).expect("softmax");
         let m = FlattenMismatch { features: 784, expected: 784, out_features: 10 };
         let f = failure("mat1 and mat2 shapes cannot be multiplied (2x392 and 784x10)");
         let m = FlattenMismatch { features: 392, ..m };
         let (both, second) = repair_flatten(&soft, &m, [1, 28, 28], &f).expect("flatten");
         assert!(both.contains("nn.Linear(392, num_classes)"));
-        assert_eq!(original(&[first.clone(), second.clone()], &both), SOFTMAX_NET);
+        notes.push(second.clone());
+        assert_eq!(original(&notes, &both), SOFTMAX_NET);
+        let first = notes[0].clone();
         // Records keep a list; records stored with one note still load.
         #[derive(Deserialize)]
         struct R {
