@@ -15,7 +15,7 @@ use nas_tests::{fence, nas, nas_with_evaluator, records, run_dirs, s, text};
 /// conv(pad 1) + 2x2 pooling leaves 16x14x14 = 3136 features per example;
 /// the head expects 16 * 7 * 7 = 784. And it ends in a softmax, as the
 /// embedded model's first designs do.
-const MISMATCH: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 16, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(16 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return torch.softmax(self.fc(x.flatten(1)), dim=1)\n";
+const MISMATCH: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 16, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(16 * 7 * 7, num_classes)\n        self.softmax = nn.Softmax(dim=1)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.softmax(self.fc(x.flatten(1)))\n";
 
 const GOOD: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(8 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";
 
@@ -142,15 +142,18 @@ fn copied_diagnoses_stay_out_of_memory_and_flatten_mismatches_are_named_and_repa
     assert!(report.accuracy > 0.1, "{report:?}");
     let notes = &repaired[0].repair;
     let kinds: Vec<&str> = notes.iter().map(|n| n.kind.as_str()).collect();
-    assert_eq!(kinds, ["softmax", "flatten"], "{notes:?}");
+    // The call, then the module nothing calls now, then the layer.
+    assert_eq!(kinds, ["softmax", "softmax", "flatten"], "{notes:?}");
     assert_eq!(notes[0].after.trim(), "return self.fc(x.flatten(1))", "{notes:?}");
-    assert!(notes[0].failure.is_none() && notes[1].failure.is_some(), "{notes:?}");
-    let note = &notes[1];
+    assert_eq!((notes[1].line, notes[1].after.as_str()), (10, ""), "{notes:?}");
+    assert!(notes[0].failure.is_none() && notes[2].failure.is_some(), "{notes:?}");
+    let note = &notes[2];
     assert!(note.before.contains("16 * 7 * 7") && note.after.contains("nn.Linear(3136, num_classes)"), "{note:?}");
     assert!(repaired[0].code.as_deref().is_some_and(|c| c.contains("nn.Linear(3136, num_classes)")));
     // The next generator prompt says what was changed before training.
     let next = &repaired[1].generator_prompt[1].content;
-    assert!(next.contains("line 13 `return torch.softmax") && next.contains("line 9 `self.fc"), "{next}");
+    assert!(next.contains("line 14 `return self.softmax(") && next.contains("line 9 `self.fc"), "{next}");
+    assert!(next.contains("line 10 `self.softmax = nn.Softmax(dim=1)` was removed"), "{next}");
     assert_eq!(
         nas_host::search::repair::original(notes, repaired[0].code.as_deref().expect("code")),
         MISMATCH.trim_end(),

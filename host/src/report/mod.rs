@@ -246,8 +246,13 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     duplicate_of: r.outcome.duplicate_of(),
                     regenerated: r.regenerated.len() as u64,
                     diagnosis_rejected: r.advice.as_ref().and_then(|a| a.rejected.clone()),
-                    repaired: (!r.repair.is_empty())
-                        .then(|| r.repair.iter().map(|n| n.kind.as_str()).collect::<Vec<_>>().join("+")),
+                    repaired: (!r.repair.is_empty()).then(|| {
+                        // One softmax repair may change two lines (the call
+                        // and the module's definition): named once.
+                        let mut kinds: Vec<&str> = r.repair.iter().map(|n| n.kind.as_str()).collect();
+                        kinds.dedup();
+                        kinds.join("+")
+                    }),
                     parent: r.parent,
                     params: report.and_then(|x| x.params),
                     flops: report.and_then(|x| x.flops),
