@@ -234,34 +234,16 @@ fn invented_argument(suggestions: &str) -> Option<String> {
             continue;
         }
         let name: String = suggestions[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-        let Some(args) = suggestions[at + name.len()..].strip_prefix('(') else { continue };
-        let Some(&(_, params)) = LAYER_PARAMETERS.iter().find(|(n, _)| *n == name) else { continue };
-        // The arguments: to the closing bracket (or the text's end), split
-        // at the commas outside brackets.
-        let (mut depth, mut start, mut end) = (0i32, 0, args.len());
-        let mut parts = Vec::new();
-        for (i, c) in args.char_indices() {
-            match c {
-                '(' | '[' | '{' => depth += 1,
-                ')' | ']' | '}' if depth == 0 => {
-                    end = i;
-                    break;
-                }
-                ')' | ']' | '}' => depth -= 1,
-                ',' if depth == 0 => {
-                    parts.push(&args[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            }
+        if !suggestions[at + name.len()..].starts_with('(') {
+            continue;
         }
-        parts.push(&args[start..end]);
+        let Some(&(_, params)) = LAYER_PARAMETERS.iter().find(|(n, _)| *n == name) else { continue };
+        // An unclosed call (the text cut short) is not read.
+        let Some((parts, _)) = super::repair::call_args(&suggestions[at + name.len()..]) else { continue };
         for part in parts {
             let Some((key, value)) = part.split_once('=') else { continue };
             let key = key.trim();
-            let plain = key.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
-                && key.chars().all(|c| c.is_alphanumeric() || c == '_');
-            if plain && !value.starts_with('=') && !params.contains(&key) {
+            if super::repair::is_ident(key) && !value.starts_with('=') && !params.contains(&key) {
                 return Some(format!("it gives `nn.{name}` an argument it does not take (`{key}`)"));
             }
         }

@@ -252,7 +252,9 @@ fn indent(line: &str) -> usize {
     line.len() - line.trim_start().len()
 }
 
-fn is_ident(s: &str) -> bool {
+/// Whether `s` reads as a Python identifier (letters, digits and `_`, not
+/// starting with a digit).
+pub(crate) fn is_ident(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
         && s.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
@@ -270,8 +272,8 @@ fn self_call(expr: &str) -> Option<(String, String)> {
 }
 
 /// Splits `(a, b=c)` at its top-level commas: the arguments' texts and what
-/// follows the closing bracket.
-fn call_args(s: &str) -> Option<(Vec<&str>, &str)> {
+/// follows the closing bracket; `None` when the bracket is never closed.
+pub(crate) fn call_args(s: &str) -> Option<(Vec<&str>, &str)> {
     if !s.starts_with('(') {
         return None;
     }
