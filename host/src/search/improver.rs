@@ -108,7 +108,7 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
                 || mine_first.len() >= 5 && jaccard(&mine_first, &first(s)) >= SAME_DIAGNOSIS)
     };
     if let Some(p) = checked.previous.filter(|p| p.rejected.is_none()) {
-        if same(&p.problem, &truncate_chars(&p.suggestions, SUGGESTION_CHARS)) {
+        if same(&p.problem, truncate_chars(&p.suggestions, SUGGESTION_CHARS)) {
             return Some("it repeats the previous diagnosis".into());
         }
     }

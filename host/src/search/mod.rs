@@ -637,7 +637,7 @@ impl<'a> Search<'a> {
             };
             self.commit(&mut chain, record, closed, diagnosis.opened, progress)?;
             let interval = self.cfg.migration_interval;
-            if n > 1 && interval > 0 && k % interval == 0 {
+            if n > 1 && interval > 0 && k.is_multiple_of(interval) {
                 let epoch = k / interval;
                 self.migrations.publish(epoch, chain.island, chain.best.clone());
                 let from = (chain.island + n - 1) % n;

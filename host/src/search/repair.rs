@@ -494,7 +494,7 @@ fn eval(expr: &str, in_shape: [u64; 3], names: &[(String, usize)]) -> Option<u64
     let tokens = tokenize(expr, names)?;
     let mut p = Parser { tokens, pos: 0, in_shape };
     let v = p.expr()?;
-    (p.pos == p.tokens.len() && v >= 0).then(|| v as u64)
+    (p.pos == p.tokens.len() && v >= 0).then_some(v as u64)
 }
 
 #[derive(Debug, Clone, PartialEq)]
