@@ -125,58 +125,31 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
         .or_else(|| invented_argument(&advice.suggestions))
 }
 
+/// The parameters `nn.Conv1d`, `Conv2d` and `Conv3d` share.
+const CONV: &[&str] = &[
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "bias",
+    "padding_mode",
+    "device",
+    "dtype",
+];
+/// The parameters `nn.BatchNorm1d`, `BatchNorm2d` and `InstanceNorm2d` share.
+const NORM: &[&str] = &["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"];
+/// The one parameter of the in-place activations.
+const INPLACE: &[&str] = &["inplace"];
 /// The constructor parameters of common `torch.nn` layers (torch 2.x, as
 /// `inspect.signature` gives them). `nn.Identity` takes anything and is not
 /// listed; neither is a layer this table does not know.
 const LAYER_PARAMETERS: &[(&str, &[&str])] = &[
-    (
-        "Conv1d",
-        &[
-            "in_channels",
-            "out_channels",
-            "kernel_size",
-            "stride",
-            "padding",
-            "dilation",
-            "groups",
-            "bias",
-            "padding_mode",
-            "device",
-            "dtype",
-        ],
-    ),
-    (
-        "Conv2d",
-        &[
-            "in_channels",
-            "out_channels",
-            "kernel_size",
-            "stride",
-            "padding",
-            "dilation",
-            "groups",
-            "bias",
-            "padding_mode",
-            "device",
-            "dtype",
-        ],
-    ),
-    (
-        "Conv3d",
-        &[
-            "in_channels",
-            "out_channels",
-            "kernel_size",
-            "stride",
-            "padding",
-            "dilation",
-            "groups",
-            "bias",
-            "padding_mode",
-            "device",
-            "dtype",
-        ],
-    ),
+    ("Conv1d", CONV),
+    ("Conv2d", CONV),
+    ("Conv3d", CONV),
     (
         "ConvTranspose2d",
         &[
@@ -195,22 +168,22 @@ const LAYER_PARAMETERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Linear", &["in_features", "out_features", "bias", "device", "dtype"]),
-    ("BatchNorm1d", &["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"]),
-    ("BatchNorm2d", &["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"]),
+    ("BatchNorm1d", NORM),
+    ("BatchNorm2d", NORM),
     ("LayerNorm", &["normalized_shape", "eps", "elementwise_affine", "bias", "device", "dtype"]),
     ("GroupNorm", &["num_groups", "num_channels", "eps", "affine", "device", "dtype"]),
-    ("InstanceNorm2d", &["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"]),
+    ("InstanceNorm2d", NORM),
     ("Dropout", &["p", "inplace"]),
     ("Dropout2d", &["p", "inplace"]),
     ("MaxPool2d", &["kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode"]),
     ("AvgPool2d", &["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]),
     ("AdaptiveAvgPool2d", &["output_size"]),
     ("AdaptiveMaxPool2d", &["output_size", "return_indices"]),
-    ("ReLU", &["inplace"]),
-    ("ReLU6", &["inplace"]),
+    ("ReLU", INPLACE),
+    ("ReLU6", INPLACE),
     ("LeakyReLU", &["negative_slope", "inplace"]),
     ("GELU", &["approximate"]),
-    ("SiLU", &["inplace"]),
+    ("SiLU", INPLACE),
     ("ELU", &["alpha", "inplace"]),
     ("PReLU", &["num_parameters", "init", "device", "dtype"]),
     ("Sigmoid", &[]),
