@@ -298,6 +298,15 @@ pub struct EvalArgs {
     /// Wall-clock limit of the evaluation in seconds (default: the evaluator's, 1800 s for eval.tch-one-epoch).
     #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
     pub time_limit: Option<f64>,
+    /// Fail the candidate without training it when its forward pass costs
+    /// more than this many FLOPs per example (as the search's
+    /// `[search.limits] max_flops` under `constrained`; `2e8` reads).
+    #[arg(long, value_name = "FLOPS", value_parser = count)]
+    pub max_flops: Option<u64>,
+    /// Fail the candidate without training it when it has more trainable
+    /// parameters than this (`[search.limits] max_params`).
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub max_params: Option<u64>,
     /// The evaluator plugin.
     #[arg(long, default_value = "eval.tch-one-epoch")]
     pub evaluator: String,
@@ -425,5 +434,33 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+/// A whole count: `200000000`, `200_000_000` or `2e8`.
+fn count(s: &str) -> Result<u64, String> {
+    let t = s.replace('_', "");
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 => Ok(v as u64),
+        _ => Err(format!("`{s}` is not a whole number (write 200000000, 200_000_000 or 2e8)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_read_plainly_with_separators_or_in_scientific_notation() {
+        assert_eq!(count("200000000"), Ok(200_000_000));
+        assert_eq!(count("200_000_000"), Ok(200_000_000));
+        assert_eq!(count("2e8"), Ok(200_000_000));
+        for bad in ["2.5", "-3", "many", "1e40"] {
+            let e = count(bad).expect_err(bad);
+            assert!(e.contains(bad) && e.contains("whole number"), "{e}");
+        }
     }
 }

@@ -731,14 +731,24 @@ impl Default for RunConfig {
     }
 }
 
+/// The embedded defaults' FLOP budget per example: 200 MFLOPs. The
+/// hand-written one-epoch references on Fashion-MNIST (VGG-style, 90.5 to
+/// 90.7 %) cost 38 to 149 MFLOPs; at 200 an epoch on two CPU cores stays
+/// within minutes (a 1.1-GFLOP design took 28), and on a GPU within seconds.
+pub const EMBEDDED_MAX_FLOPS: u64 = 200_000_000;
+
 impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax"]`, `prompt_style = "compact"`,
-    /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 1`).
+    /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 1`),
+    /// and a compute budget checked before training (`objective =
+    /// "constrained"`, `[search.limits] max_flops` [`EMBEDDED_MAX_FLOPS`]).
     /// `docs/config.md` lists them.
     pub fn embedded() -> RunConfig {
         let mut c = RunConfig::default();
+        c.search.objective = Objective::Constrained;
+        c.search.limits.max_flops = Some(EMBEDDED_MAX_FLOPS);
         c.search.repair = Repairs(vec![Repair::Flatten, Repair::Softmax]);
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
@@ -1007,6 +1017,13 @@ mod tests {
         assert!((c.search.novelty_threshold - 0.9).abs() < 1e-12);
         assert_eq!(c.search.generation_retries, 0, "the paper's method records a duplicate and moves on");
         assert_eq!(RunConfig::embedded().search.generation_retries, 1);
+        // The paper's objective has no budget; the embedded defaults check
+        // one before training, and a run directory's config keeps it.
+        assert_eq!((c.search.objective, c.search.limits), (Objective::Accuracy, Limits::default()));
+        let e = RunConfig::embedded();
+        assert_eq!((e.search.objective, e.search.limits.max_flops), (Objective::Constrained, Some(EMBEDDED_MAX_FLOPS)));
+        let back = parse(&toml::to_string(&e).expect("serialize"), Path::new("x")).expect("reads back");
+        assert_eq!((back.search.objective, back.search.limits), (e.search.objective, e.search.limits));
     }
 
     #[test]

@@ -318,6 +318,7 @@ pub fn execute(
                 time_limit_s,
                 seed: Some(seed),
                 save_model: None,
+                budget: Default::default(),
             };
             let t0 = Instant::now();
             let result = evaluator

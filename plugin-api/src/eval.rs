@@ -42,6 +42,60 @@ pub struct EvalRequest {
     /// plugin API 1.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_model: Option<PathBuf>,
+    /// The compute budget the network must fit before it is trained. An
+    /// evaluator that can measure the network before training (parameters,
+    /// forward FLOPs) fails one over the budget with a
+    /// [`FailureKind::Constraint`] at stage `budget`, without training it;
+    /// one that cannot ignores it (the host still judges the report it
+    /// returns). Added in plugin API 1.2.
+    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    pub budget: Budget,
+}
+
+/// A compute budget checked before training: what a network may cost to be
+/// worth an epoch. Unset fields are unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Most trainable parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_params: Option<u64>,
+    /// Most forward FLOPs for one example (multiply-add counted as 2), as
+    /// [`EvalReport::flops`] counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flops: Option<u64>,
+}
+
+impl Budget {
+    /// Whether nothing is limited.
+    pub fn is_empty(&self) -> bool {
+        self.max_params.is_none() && self.max_flops.is_none()
+    }
+
+    /// What `params` and `flops` break of this budget, each as a sentence
+    /// ("15,904,138 parameters, over the limit of 2,000,000"); a figure
+    /// not measured breaks nothing.
+    pub fn broken_by(&self, params: Option<u64>, flops: Option<u64>) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (Some(max), Some(p)) = (self.max_params, params) {
+            if p > max {
+                out.push(format!(
+                    "{} parameters, over the limit of {}",
+                    crate::text::thousands(p),
+                    crate::text::thousands(max)
+                ));
+            }
+        }
+        if let (Some(max), Some(f)) = (self.max_flops, flops) {
+            if f > max {
+                out.push(format!(
+                    "{:.1} MFLOPs per example, over the limit of {:.1}",
+                    f as f64 / 1e6,
+                    max as f64 / 1e6
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// A successful evaluation.
@@ -221,5 +275,25 @@ mod tests {
         let with = EvalRequest { save_model: Some(PathBuf::from("/out/model.pt")), ..r };
         let v = serde_json::to_value(&with).expect("serializes");
         assert_eq!(v["save_model"], "/out/model.pt");
+    }
+
+    #[test]
+    fn a_budget_is_optional_on_the_wire_and_names_what_it_breaks() {
+        let old = r#"{"candidate_id":"c","source":"x","dataset":{"dir":"/d","name":"n"}}"#;
+        let r: EvalRequest = serde_json::from_str(old).expect("a request without a budget parses");
+        assert!(r.budget.is_empty());
+        let budget = Budget { max_params: Some(2_000_000), max_flops: Some(200_000_000) };
+        let with = EvalRequest { budget, ..r };
+        let text = serde_json::to_string(&with).expect("serializes");
+        assert!(text.contains(r#""budget":{"max_params":2000000,"max_flops":200000000}"#), "{text}");
+        assert_eq!(serde_json::from_str::<EvalRequest>(&text).expect("parses"), with);
+        assert_eq!(
+            budget.broken_by(Some(15_904_138), Some(1_099_200_000)),
+            vec![
+                "15,904,138 parameters, over the limit of 2,000,000".to_string(),
+                "1099.2 MFLOPs per example, over the limit of 200.0".to_string()
+            ]
+        );
+        assert!(budget.broken_by(Some(2_000_000), None).is_empty(), "at the limit, or not measured, breaks nothing");
     }
 }

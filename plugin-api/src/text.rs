@@ -16,6 +16,19 @@ pub fn estimate_tokens(s: &str) -> u64 {
     chars.div_ceil(4)
 }
 
+/// `n` with thousands separated by commas (`15,904,138`).
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A fenced block of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence<'a> {

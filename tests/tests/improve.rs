@@ -247,3 +247,44 @@ fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advic
     assert_eq!(replayed[1].regenerated, recs[1].regenerated);
     assert_eq!(replayed[1].code, recs[1].code);
 }
+
+/// GOOD at 128 channels: about 1.9 MFLOPs per example, over a 1-MFLOP budget
+/// (GOOD is about 0.12).
+const COSTLY: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 128, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(128 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";
+
+#[test]
+fn a_design_over_the_budget_is_not_trained_and_both_roles_read_its_cost() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, user, _) = exchange(req);
+        Some(Step::reply(if generator {
+            fence(if user.contains("This is attempt 1.") { COSTLY } else { GOOD })
+        } else {
+            REAL.to_string()
+        }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let search = "objective = \"constrained\"\n[search.limits]\nmax_flops = 1_000_000";
+    let cfg = write_config_with(dir.path(), &server, search);
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert_eq!(recs.len(), 2);
+    // Measured on the exported network and refused before its epoch.
+    let Outcome::Failed { failure } = &recs[0].outcome else { panic!("{:?}", recs[0].outcome) };
+    assert_eq!((failure.stage.as_str(), failure.kind), ("budget", nas_plugin_api::FailureKind::Constraint));
+    assert!(
+        failure.message.contains("was not trained") && failure.message.contains("over the limit of 1.0"),
+        "{failure:?}"
+    );
+    // Both roles are told the limit and what the design cost.
+    let improver = &recs[0].improver_prompt.as_ref().expect("improver ran")[1].content;
+    assert!(improver.contains("at most 1.0 MFLOPs per example"), "{improver}");
+    assert!(improver.contains("MFLOPs per example, over the limit of 1.0"), "{improver}");
+    let generator = &recs[1].generator_prompt[1].content;
+    assert!(generator.contains("at most 1.0 MFLOPs per example"), "{generator}");
+    assert!(generator.contains("over the limit of 1.0"), "{generator}");
+    // The design within it trains.
+    let Outcome::Ok { report } = &recs[1].outcome else { panic!("{:?}", recs[1].outcome) };
+    assert!(report.flops.is_some_and(|f| f <= 1_000_000), "{report:?}");
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use nas_plugin_api::{EvalOutcome, EvalRequest, PluginInstance, PluginKind};
+use nas_plugin_api::{Budget, EvalOutcome, EvalRequest, PluginInstance, PluginKind};
 
 use crate::cli::EvalArgs;
 use crate::commands::{Failure, UsageContext};
@@ -43,6 +43,7 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
             time_limit_s: args.time_limit,
             seed: None,
             save_model: None,
+            budget: Budget { max_params: args.max_params, max_flops: args.max_flops },
         })
         .run_failed()?;
     if args.json {

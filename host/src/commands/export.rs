@@ -173,6 +173,7 @@ fn retrain(plugins: &[PathBuf], run: &Run, best: &Candidate<'_>, model_path: &Pa
             time_limit_s: None,
             seed: None,
             save_model: Some(model_path.to_path_buf()),
+            budget: Default::default(),
         };
         match evaluator.evaluate(&request).map_err(|e| anyhow!("{id}: {e}"))? {
             EvalOutcome::Ok(report) => {

@@ -384,6 +384,7 @@ mod tests {
                 time_limit_s: None,
                 seed: None,
                 save_model: None,
+                budget: nas_plugin_api::Budget { max_params: None, max_flops: Some(200_000_000) },
             },
         };
         let text = serde_json::to_string(&request).expect("json");

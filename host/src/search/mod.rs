@@ -852,6 +852,7 @@ impl<'a> Search<'a> {
             time_limit_s: None,
             seed: Some(self.seed),
             save_model: None,
+            budget: self.objective.budget(),
         };
         let mut retries = journaled_retry(&locked(&self.store))?;
         let (outcome, seconds) = if retries.is_empty() {

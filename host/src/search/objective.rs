@@ -2,7 +2,8 @@
 //! (the paper's), accuracy within deployment limits, or accuracy minus
 //! weighted costs; and how the limits read in the prompts.
 
-use nas_plugin_api::{CandidateFailure, EvalReport, FailureKind};
+use nas_plugin_api::text::thousands;
+use nas_plugin_api::{Budget, CandidateFailure, EvalReport, FailureKind};
 
 use crate::config::{Limits, Objective, Weights};
 use crate::records::Outcome;
@@ -19,18 +20,6 @@ pub struct ObjectiveFn {
     pub limits: Limits,
     /// `[search.weights]`.
     pub weights: Weights,
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl ObjectiveFn {
@@ -54,21 +43,7 @@ impl ObjectiveFn {
     /// The limits a report breaks, each as a sentence.
     pub fn violations(&self, r: &EvalReport) -> Vec<String> {
         let l = &self.limits;
-        let mut out = Vec::new();
-        if let (Some(max), Some(p)) = (l.max_params, r.params) {
-            if p > max {
-                out.push(format!("{} parameters, over the limit of {}", thousands(p), thousands(max)));
-            }
-        }
-        if let (Some(max), Some(f)) = (l.max_flops, r.flops) {
-            if f > max {
-                out.push(format!(
-                    "{:.1} MFLOPs per example, over the limit of {:.1}",
-                    f as f64 / 1e6,
-                    max as f64 / 1e6
-                ));
-            }
-        }
+        let mut out = Budget { max_params: l.max_params, max_flops: l.max_flops }.broken_by(r.params, r.flops);
         if let (Some(max), Some(ms)) = (l.max_latency_ms, r.latency_ms) {
             if ms > max {
                 out.push(format!("{ms:.2} ms latency at batch 1, over the limit of {max:.2} ms"));
@@ -81,6 +56,16 @@ impl ObjectiveFn {
             }
         }
         out
+    }
+
+    /// What the evaluator checks before training: under `constrained`, the
+    /// parameter and FLOP limits (a network over one would be judged a
+    /// `constraint` failure after its epoch anyway); nothing otherwise.
+    pub fn budget(&self) -> Budget {
+        if self.kind != Objective::Constrained {
+            return Budget::default();
+        }
+        Budget { max_params: self.limits.max_params, max_flops: self.limits.max_flops }
     }
 
     /// Under `constrained`, a trained candidate over a limit becomes a
@@ -150,6 +135,10 @@ mod tests {
         let (fine, none) = o.judge(Outcome::Ok { report: report(0.8, 500_000) });
         assert!(matches!(fine, Outcome::Ok { .. }) && none.is_none());
         assert_eq!(o.limits_text(), vec!["at most 1,000,000 trainable parameters".to_string()]);
+        // The evaluator is asked to check it before training; under the
+        // paper's objective the limits are only stated.
+        assert_eq!(o.budget(), Budget { max_params: Some(1_000_000), max_flops: None });
+        assert!(ObjectiveFn { kind: Objective::Accuracy, ..o }.budget().is_empty());
     }
 
     #[test]

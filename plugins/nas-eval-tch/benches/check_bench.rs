@@ -100,6 +100,7 @@ fn evaluate(e: &mut Box<dyn Evaluator>, id: &str, source: &str, data: &Path) -> 
         time_limit_s: None,
         seed: None,
         save_model: None,
+        budget: Default::default(),
     };
     match e.evaluate(&req).expect("evaluate") {
         EvalOutcome::Ok(r) => (

@@ -118,6 +118,7 @@ fn main() {
                 time_limit_s: None,
                 seed: None,
                 save_model: None,
+                budget: Default::default(),
             };
             let report = match e.evaluate(&req).expect("evaluate") {
                 EvalOutcome::Ok(r) => r,

@@ -116,6 +116,7 @@
 //!     time_limit_s: None,
 //!     seed: None,
 //!     save_model: None,
+//!     budget: Default::default(),
 //! }).unwrap();
 //! println!("{}", serde_json::to_string(&outcome).unwrap());
 //! ```
@@ -653,10 +654,29 @@ impl TchOneEpoch {
         if let Err(failure) = take_model(&job.cand_dir.join("model.pt"), job.model)? {
             return Ok(failure);
         }
+        // A budget is checked on the exported module before the epoch is
+        // spent; without one the meter runs beside the training.
+        let budget = job.request.budget;
+        let mut metered = None;
+        if !budget.is_empty() {
+            let m = self.meter_send(job.model, job.manifest).and_then(|id| self.meter_receive(&id, job.deadline));
+            let broken = m.map(|m| budget.broken_by(m.params, m.flops)).unwrap_or_default();
+            if !broken.is_empty() {
+                return Ok(failed(
+                    "budget",
+                    FailureKind::Constraint,
+                    format!("it breaks the search's limits, so it was not trained: {}", broken.join("; ")),
+                ));
+            }
+            metered = Some(m);
+        }
         self.ensure_worker(job.dataset_dir, job.manifest)?;
-        let flops = self.meter_send(job.model, job.manifest);
+        let pending = if metered.is_none() { self.meter_send(job.model, job.manifest) } else { None };
         let trained = self.train(job)?;
-        let flops = flops.and_then(|id| self.meter_receive(&id, job.deadline));
+        let flops = match metered {
+            Some(m) => m.and_then(|m| m.flops),
+            None => pending.and_then(|id| self.meter_receive(&id, job.deadline)).and_then(|m| m.flops),
+        };
         let (report, order) = match trained {
             Ok(v) => v,
             Err(failure) => return Ok(failure),
@@ -1354,11 +1374,11 @@ impl TchOneEpoch {
 
     /// The meter's answer to `id`: the deadline's time left, 30 s at least
     /// (it imports torch on its first request).
-    fn meter_receive(&mut self, id: &str, deadline: Instant) -> Option<u64> {
+    fn meter_receive(&mut self, id: &str, deadline: Instant) -> Option<Metered> {
         let m = self.meter.as_mut()?;
         let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(30));
         match m.receive(id, wait) {
-            Ok(a) => a["flops"].as_u64(),
+            Ok(a) => Some(Metered { flops: a["flops"].as_u64(), params: a["params"].as_u64() }),
             Err(_) => {
                 if let Some(m) = self.meter.take() {
                     m.shutdown();
@@ -1374,6 +1394,15 @@ impl TchOneEpoch {
             self.worker_restarts += 1;
         }
     }
+}
+
+/// What the meter measured of an exported module.
+#[derive(Debug, Clone, Copy)]
+struct Metered {
+    /// Forward FLOPs of one example in eval mode.
+    flops: Option<u64>,
+    /// Trainable parameters.
+    params: Option<u64>,
 }
 
 /// One evaluation's inputs.

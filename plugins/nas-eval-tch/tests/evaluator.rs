@@ -88,6 +88,7 @@ fn eval(e: &mut Box<dyn Evaluator>, id: &str, source: &str, dataset: &Path, limi
         time_limit_s: limit_s,
         seed: None,
         save_model: None,
+        budget: Default::default(),
     };
     e.evaluate(&req).unwrap_or_else(|err| panic!("{id}: evaluator error (not a candidate failure): {err}"))
 }
@@ -140,6 +141,43 @@ fn good_cnn_scores_well_above_chance_under_both_contracts_and_both_exports() {
     // Same seed, same candidate: the same score.
     let again = ok(eval(&mut e, "good-again", &read("tests/candidates/good_cnn.md"), &data, None), "good-again");
     assert!((again.accuracy - r.accuracy).abs() < 0.02, "{} vs {}", again.accuracy, r.accuracy);
+}
+
+#[test]
+fn a_budget_is_checked_on_the_exported_network_before_its_epoch() {
+    let _g = lock();
+    let mut e = evaluator(json!({"max_train_examples": 512, "max_test_examples": 256}));
+    let data = fmnist();
+    let source = read("tests/candidates/good_cnn.md");
+    let request = |id: &str, budget: Budget| EvalRequest {
+        candidate_id: id.into(),
+        source: source.clone(),
+        dataset: DatasetRef { dir: data.clone(), name: "test".into() },
+        time_limit_s: None,
+        seed: None,
+        save_model: None,
+        budget,
+    };
+    // Within the budget: trained, and measured as without one.
+    let roomy = Budget { max_params: Some(u64::MAX), max_flops: Some(u64::MAX) };
+    let r = ok(e.evaluate(&request("roomy", roomy)).expect("evaluates"), "roomy");
+    let (params, flops) = (r.params.expect("params"), r.flops.expect("flops"));
+    assert!(r.extra["steps"].as_u64().unwrap_or(0) > 0, "it trained: {:?}", r.extra);
+    // One FLOP under what it costs: not trained, and the failure names both figures.
+    let tight = Budget { max_params: None, max_flops: Some(flops - 1) };
+    let f = failure(e.evaluate(&request("tight", tight)).expect("evaluates"), "tight");
+    assert_eq!((f.stage.as_str(), f.kind), ("budget", FailureKind::Constraint), "{f:#?}");
+    let shown =
+        format!("{:.1} MFLOPs per example, over the limit of {:.1}", flops as f64 / 1e6, (flops - 1) as f64 / 1e6);
+    assert!(f.message.contains("was not trained") && f.message.contains(&shown), "{}", f.message);
+    // The meter counts parameters as the trainer does.
+    let few = Budget { max_params: Some(params - 1), max_flops: Some(flops) };
+    let f = failure(e.evaluate(&request("few", few)).expect("evaluates"), "few");
+    assert_eq!(f.stage, "budget");
+    assert!(f.message.contains("parameters, over the limit of") && !f.message.contains("MFLOPs"), "{}", f.message);
+    // Exactly at the budget is within it.
+    let exact = Budget { max_params: Some(params), max_flops: Some(flops) };
+    assert_eq!(ok(e.evaluate(&request("exact", exact)).expect("evaluates"), "exact").params, Some(params));
 }
 
 #[test]
@@ -265,6 +303,7 @@ fn bad_settings_and_missing_datasets_are_errors_not_failures() {
         time_limit_s: None,
         seed: None,
         save_model: None,
+        budget: Default::default(),
     };
     let err = e.evaluate(&req).expect_err("no dataset is an evaluator error");
     assert!(err.message.contains("/nonexistent/dataset"), "{err}");
@@ -314,6 +353,7 @@ fn save_model_writes_the_trained_module_as_torchscript_that_torch_loads() {
         time_limit_s: None,
         seed: None,
         save_model: Some(save.to_path_buf()),
+        budget: Default::default(),
     };
     let r = ok(e.evaluate(&request("saved", read("tests/candidates/good_cnn.md"), &dest)).expect("evaluate"), "saved");
     assert!(dest.is_file(), "the trained model was written to {}", dest.display());
@@ -388,6 +428,7 @@ fn the_request_seed_drives_initialisation_and_data_order_and_is_echoed() {
             time_limit_s: None,
             seed,
             save_model: Some(dest.clone()),
+            budget: Default::default(),
         };
         (ok(e.evaluate(&req).expect("evaluate"), id), dest)
     };
@@ -544,6 +585,7 @@ fn save_model_writes_an_onnx_twin_checked_against_the_torchscript_module() {
         time_limit_s: None,
         seed: None,
         save_model: Some(dest.clone()),
+        budget: Default::default(),
     };
     let r = ok(e.evaluate(&req).expect("evaluate"), "onnx");
     let onnx = out.join("best/model.onnx");

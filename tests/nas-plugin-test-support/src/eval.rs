@@ -43,6 +43,7 @@ pub fn check_evaluator(evaluator: &mut dyn Evaluator, dataset: &DatasetRef) -> R
             time_limit_s: None,
             seed: Some(SEED),
             save_model: None,
+            budget: Default::default(),
         };
         must(&format!("evaluating the {name} candidate"), || evaluator.evaluate(&request))
     };

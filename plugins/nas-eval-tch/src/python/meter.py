@@ -10,7 +10,8 @@ candidate's Python. Reads JSON requests on stdin, one per line:
 and answers each on descriptor 3 (never on stdout, which the measured code
 can print to), one JSON line with the request's id:
 
-  {"id": ..., "ok": true, "flops": N}      FLOPs of one image's forward pass in eval mode
+  {"id": ..., "ok": true, "flops": N, "params": P}
+      FLOPs of one image's forward pass in eval mode, trainable parameters
   {"id": ..., "ok": false, "error": ...}
 """
 
@@ -32,7 +33,8 @@ def measure(req):
     x = torch.zeros(1, *[int(d) for d in req["in_shape"]])
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
-    return {"ok": True, "flops": int(counter.get_total_flops())}
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"ok": True, "flops": int(counter.get_total_flops()), "params": int(params)}
 
 
 for line in sys.stdin:
