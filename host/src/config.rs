@@ -143,6 +143,10 @@ pub enum Repair {
     /// A softmax on the returned value (cross-entropy applies its own) is
     /// taken off before the first evaluation; the record keeps the line.
     Softmax,
+    /// A design that names its network anything but `Net` (`class
+    /// ResNet(nn.Module)`, nothing else using it) has it renamed `Net`
+    /// before the first evaluation; the record keeps each changed line.
+    ClassName,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -177,7 +181,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -189,9 +193,10 @@ impl<'de> Deserialize<'de> for Repairs {
             let r = match name.as_str() {
                 "flatten" => Repair::Flatten,
                 "softmax" => Repair::Softmax,
+                "class_name" => Repair::ClassName,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\" and \"softmax\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\" and \"class_name\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -740,7 +745,7 @@ pub const EMBEDDED_MAX_FLOPS: u64 = 200_000_000;
 impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
-    /// productive (`[search] repair = ["flatten", "softmax"]`, `prompt_style = "compact"`,
+    /// productive (`[search] repair = ["flatten", "softmax", "class_name"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 1`),
     /// and a compute budget checked before training (`objective =
     /// "constrained"`, `[search.limits] max_flops` [`EMBEDDED_MAX_FLOPS`]).
@@ -749,7 +754,7 @@ impl RunConfig {
         let mut c = RunConfig::default();
         c.search.objective = Objective::Constrained;
         c.search.limits.max_flops = Some(EMBEDDED_MAX_FLOPS);
-        c.search.repair = Repairs(vec![Repair::Flatten, Repair::Softmax]);
+        c.search.repair = Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName]);
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
         c.search.generation_retries = 1;
@@ -1050,14 +1055,17 @@ mod tests {
             repairs("[\"softmax\", \"flatten\", \"softmax\"]").expect("a list"),
             Repairs(vec![Repair::Softmax, Repair::Flatten])
         );
-        assert_eq!(RunConfig::embedded().search.repair, Repairs(vec![Repair::Flatten, Repair::Softmax]));
+        assert_eq!(
+            RunConfig::embedded().search.repair,
+            Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName])
+        );
         let msg = err("[search]\nrepair = [\"flatten\", \"dropout\"]\n");
         assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
         let msg = err("[search]\nrepair = 3\n");
         assert!(msg.starts_with("run.toml:2:") && msg.contains("a list of names"), "{msg}");
         // Written back (a run directory's config.toml), the list reads the same.
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
-        assert!(text.contains("repair = [\"flatten\", \"softmax\"]"), "{text}");
+        assert!(text.contains("repair = [\"flatten\", \"softmax\", \"class_name\"]"), "{text}");
         assert_eq!(
             parse(&text, Path::new("x")).expect("reads back").search.repair,
             RunConfig::embedded().search.repair

@@ -284,6 +284,7 @@ fn a_design_over_the_budget_is_not_trained_and_both_roles_read_its_cost() {
     let generator = &recs[1].generator_prompt[1].content;
     assert!(generator.contains("at most 1.0 MFLOPs per example"), "{generator}");
     assert!(generator.contains("over the limit of 1.0"), "{generator}");
+    assert!(generator.contains("costs more than the search allows, so it was not trained"), "{generator}");
     // The design within it trains.
     let Outcome::Ok { report } = &recs[1].outcome else { panic!("{:?}", recs[1].outcome) };
     assert!(report.flops.is_some_and(|f| f <= 1_000_000), "{report:?}");

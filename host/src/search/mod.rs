@@ -172,31 +172,48 @@ struct Best {
     /// The objective's value (the accuracy, unless the objective weighs
     /// costs).
     score: Option<f64>,
+    /// Its trainable parameters and forward FLOPs per example, as measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flops: Option<u64>,
 }
 
 impl Best {
     /// Makes `(iteration, code)` the best when its score is strictly greater
     /// than the best's (or nothing has been measured yet).
-    fn offer(best: &mut Option<Best>, iteration: u64, code: &str, accuracy: f64, score: f64) {
+    fn offer(best: &mut Option<Best>, iteration: u64, code: &str, report: &EvalReport, score: f64) {
         if best.as_ref().and_then(|b| b.score).is_none_or(|b| score > b) {
-            *best = Some(Best { iteration, code: code.to_string(), accuracy: Some(accuracy), score: Some(score) });
+            *best = Some(Best {
+                iteration,
+                code: code.to_string(),
+                accuracy: Some(report.accuracy),
+                score: Some(score),
+                params: report.params,
+                flops: report.flops,
+            });
         }
     }
 
     /// Takes a migrant when it is strictly better.
     fn offer_migrant(best: &mut Option<Best>, migrant: Option<&Best>) {
         if let Some(m) = migrant {
-            if let (Some(acc), Some(score)) = (m.accuracy, m.score) {
-                Best::offer(best, m.iteration, &m.code, acc, score);
+            if let (Some(_), Some(score)) = (m.accuracy, m.score) {
+                if best.as_ref().and_then(|b| b.score).is_none_or(|b| score > b) {
+                    *best = Some(m.clone());
+                }
             }
         }
     }
 
-    fn prompt_context(&self) -> serde_json::Value {
+    /// What the prompts say of the best design; `objective` states its
+    /// cost against the search's limits.
+    fn prompt_context(&self, objective: &ObjectiveFn) -> serde_json::Value {
         serde_json::json!({
             "iteration": self.iteration, "code": self.code,
             "accuracy_pct": self.accuracy.map(pct).unwrap_or_else(|| "not measured yet".into()),
             "note": softmax_note(&self.code),
+            "cost": objective.cost_text(self.params, self.flops),
         })
     }
 }
@@ -227,7 +244,7 @@ impl Chain {
     /// Step 5: updates the best (strictly greater score).
     fn offer_best(&mut self, iteration: u64, code: Option<&str>, outcome: &Outcome, objective: &ObjectiveFn) {
         if let (Outcome::Ok { report }, Some(c)) = (outcome, code) {
-            Best::offer(&mut self.best, iteration, c, report.accuracy, objective.score(report));
+            Best::offer(&mut self.best, iteration, c, report, objective.score(report));
         }
     }
 }
@@ -470,8 +487,14 @@ impl<'a> Search<'a> {
             (st.iterations()?, st.memory()?)
         };
         let n = self.islands();
-        let baseline =
-            self.baseline.as_ref().map(|code| Best { iteration: 0, code: code.clone(), accuracy: None, score: None });
+        let baseline = self.baseline.as_ref().map(|code| Best {
+            iteration: 0,
+            code: code.clone(),
+            accuracy: None,
+            score: None,
+            params: None,
+            flops: None,
+        });
         let mut chains: Vec<Chain> = (0..n)
             .map(|island| Chain {
                 island,
@@ -511,7 +534,7 @@ impl<'a> Search<'a> {
                 let end = upto.min(c.records.len());
                 for r in &c.records[done[c.island as usize]..end] {
                     if let (Outcome::Ok { report }, Some(code)) = (&r.outcome, r.code.as_deref()) {
-                        Best::offer(&mut c.best, r.iteration, code, report.accuracy, self.objective.score(report));
+                        Best::offer(&mut c.best, r.iteration, code, report, self.objective.score(report));
                     }
                 }
                 done[c.island as usize] = end;
@@ -675,7 +698,9 @@ impl<'a> Search<'a> {
             })
         });
         let best_ctx = match (cycle, &parent) {
-            (None, _) => chain.best.as_ref().filter(|_| self.cfg.use_best_reference).map(Best::prompt_context),
+            (None, _) => {
+                chain.best.as_ref().filter(|_| self.cfg.use_best_reference).map(|b| b.prompt_context(&self.objective))
+            }
             (Some(_), None) => None,
             (Some(_), Some(p)) => self
                 .cfg
@@ -795,14 +820,17 @@ impl<'a> Search<'a> {
             (Ok(code), Screen::Novel) => code,
         };
         locked(progress).stage(t, Stage::Evaluating);
+        // The repairs made before any evaluation, in order.
         let mut notes = Vec::new();
-        let softened = match self.cfg.repair.has(Repair::Softmax).then(|| repair::repair_softmax(code)).flatten() {
-            Some((fixed, made)) => {
+        let mut softened = code.clone();
+        let before_training: [(Repair, fn(&str) -> Option<(String, Vec<repair::RepairNote>)>); 2] =
+            [(Repair::ClassName, repair::repair_class_name), (Repair::Softmax, repair::repair_softmax)];
+        for (kind, repair) in before_training {
+            if let Some((fixed, made)) = self.cfg.repair.has(kind).then(|| repair(&softened)).flatten() {
                 notes.extend(made);
-                fixed
+                softened = fixed;
             }
-            None => code.clone(),
-        };
+        }
         let (outcome, seconds, mut retries) = self.evaluate_code(t, &softened)?;
         let mismatch = match &outcome {
             Outcome::Failed { failure } if self.cfg.repair.has(Repair::Flatten) => {
@@ -938,7 +966,11 @@ impl<'a> Search<'a> {
         }
         let ctx = serde_json::json!({
             "dataset": self.dataset_ctx(),
-            "best": chain.best.as_ref().filter(|b| b.accuracy.is_some() || self.cfg.use_best_reference).map(Best::prompt_context),
+            "best": chain
+                .best
+                .as_ref()
+                .filter(|b| b.accuracy.is_some() || self.cfg.use_best_reference)
+                .map(|b| b.prompt_context(&self.objective)),
             "current": {"iteration": t, "code": code, "result": result, "feedback": feedback},
             "memory": d.selection.entries,
             "memory_summary": d.selection.summary,
@@ -1178,6 +1210,17 @@ fn assemble(
 /// raw error (today: a flatten-size mismatch, with both sizes).
 fn failure_hint(outcome: &Outcome) -> Option<String> {
     match outcome {
+        Outcome::Failed { failure } if failure.stage == "budget" => Some(
+            "That design costs more than the search allows, so it was not trained. Make it cheaper: fewer channels, fewer layers at full resolution, or pool earlier."
+                .to_string(),
+        ),
+        Outcome::Failed { failure } if failure.exception.as_deref() == Some("ModuleNotFoundError") => {
+            let module = failure.message.split("No module named ").nth(1).map(|m| m.trim().trim_matches('\''));
+            Some(format!(
+                "Only torch and the Python standard library are available{}: write the layers with torch.nn instead.",
+                module.map(|m| format!(", not `{m}`")).unwrap_or_default()
+            ))
+        }
         Outcome::Failed { failure } => repair::flatten_mismatch(failure).map(|m| repair::plain_words(&m)),
         // Small models answer "make this change" with the design unchanged.
         Outcome::Duplicate { of, .. } => Some(format!(
@@ -1272,5 +1315,23 @@ mod feedback_tests {
     fn a_duplicate_tells_the_generator_to_change_the_code() {
         let hint = failure_hint(&Outcome::Duplicate { of: 3, similarity: 1.0 }).expect("a hint");
         assert!(hint.contains("attempt 3") && hint.contains("must differ"), "{hint}");
+    }
+
+    #[test]
+    fn a_missing_package_and_a_broken_budget_say_what_to_do_instead() {
+        // Recorded: `from torchvision.models import resnet18`.
+        let mut failure = CandidateFailure::new(
+            "check",
+            FailureKind::Runtime,
+            "importing the code raised ModuleNotFoundError: No module named 'torchvision'",
+        );
+        failure.exception = Some("ModuleNotFoundError".into());
+        let hint = failure_hint(&Outcome::Failed { failure }).expect("a hint");
+        assert!(hint.contains("not `torchvision`") && hint.contains("torch.nn"), "{hint}");
+        let over = CandidateFailure::new("budget", FailureKind::Constraint, "it breaks the search's limits");
+        let hint = failure_hint(&Outcome::Failed { failure: over }).expect("a hint");
+        assert!(hint.contains("not trained") && hint.contains("cheaper"), "{hint}");
+        let after = CandidateFailure::new("objective", FailureKind::Constraint, "it trained to 90% but");
+        assert_eq!(failure_hint(&Outcome::Failed { failure: after }), None, "judged after its epoch: no budget hint");
     }
 }

@@ -92,6 +92,21 @@ impl ObjectiveFn {
         )
     }
 
+    /// What a design costs against the parameter and FLOP limits, as the
+    /// prompts state it ("8.2 of the 200.0 MFLOPs per example allowed");
+    /// `None` without such a limit or a measurement.
+    pub fn cost_text(&self, params: Option<u64>, flops: Option<u64>) -> Option<String> {
+        let l = &self.limits;
+        let mut parts = Vec::new();
+        if let (Some(max), Some(f)) = (l.max_flops, flops) {
+            parts.push(format!("{:.1} of the {:.1} MFLOPs per example allowed", f as f64 / 1e6, max as f64 / 1e6));
+        }
+        if let (Some(max), Some(p)) = (l.max_params, params) {
+            parts.push(format!("{} of the {} parameters allowed", thousands(p), thousands(max)));
+        }
+        (!parts.is_empty()).then(|| format!("it costs {}", parts.join(" and ")))
+    }
+
     /// The limits as the prompts state them.
     pub fn limits_text(&self) -> Vec<String> {
         let l = &self.limits;
@@ -139,6 +154,11 @@ mod tests {
         // paper's objective the limits are only stated.
         assert_eq!(o.budget(), Budget { max_params: Some(1_000_000), max_flops: None });
         assert!(ObjectiveFn { kind: Objective::Accuracy, ..o }.budget().is_empty());
+        assert_eq!(
+            o.cost_text(Some(421_642), Some(8_200_000)).as_deref(),
+            Some("it costs 421,642 of the 1,000,000 parameters allowed")
+        );
+        assert_eq!(o.cost_text(None, Some(8_200_000)), None, "no limit on FLOPs, and parameters not measured");
     }
 
     #[test]

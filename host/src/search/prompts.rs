@@ -185,6 +185,19 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert!(!text.contains("\n\n\n"));
+        // Under limits, both roles read what the best design costs.
+        let mut c = ctx();
+        c["best"]["cost"] = serde_json::json!("it costs 8.2 of the 200.0 MFLOPs per example allowed");
+        c["current"] = serde_json::json!({"iteration": 4, "code": "class Net: now", "result": "trained: 88.00%"});
+        for template in ["generator.md", "improver.md"] {
+            let text = p.render(template, &c).expect("renders");
+            assert!(
+                text.contains(
+                    "(attempt 2, test accuracy 85.10%; it costs 8.2 of the 200.0 MFLOPs per example allowed):"
+                ),
+                "{template}:\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! of the embedded model did). With `repair = ["flatten", "softmax"]`,
 //! [`repair_softmax`] takes the softmax off the returned value before the
 //! first evaluation, changing one line and keeping the line count.
+//!
+//! The third: a network not named `Net` (`class ResNet(nn.Module)`), which
+//! fails the contract. With `"class_name"` in the list,
+//! [`repair_class_name`] renames the one top-level module class nothing
+//! else uses, before the first evaluation.
 
 use nas_plugin_api::CandidateFailure;
 use serde::{Deserialize, Serialize};
@@ -34,7 +39,7 @@ pub struct FlattenMismatch {
 /// What a repair changed: one line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepairNote {
-    /// `flatten` or `softmax`.
+    /// `flatten`, `softmax` or `class_name`.
     pub kind: String,
     /// 1-based line of the changed layer.
     pub line: usize,
@@ -232,6 +237,83 @@ pub fn repair_softmax(code: &str) -> Option<(String, Vec<RepairNote>)> {
         }
     }
     Some((out.join("\n"), notes))
+}
+
+/// Renames the network `Net` when the design calls it something else.
+///
+/// Small generators told to "use ResNet layers" answer `class ResNet(nn.Module)`
+/// and fail the contract (`class Net`). When the code defines and assigns no
+/// `Net` and exactly one top-level `nn.Module` class is used by nothing else
+/// in the file (a block that the network builds is used; the network is
+/// not), that class is renamed `Net` on its `class` line and in its
+/// `super(X, self)` calls: one note per changed line, the line count kept.
+/// `None` otherwise, and when the name appears anywhere else (a comment
+/// aside), since a rename could then change what the code means.
+pub fn repair_class_name(code: &str) -> Option<(String, Vec<RepairNote>)> {
+    let lines: Vec<&str> = code.split('\n').collect();
+    if lines.iter().any(|l| idents(uncommented(l)).any(|w| w == "Net")) {
+        return None;
+    }
+    let module_class = |l: &str| -> Option<String> {
+        let rest = uncommented(l).strip_prefix("class ")?;
+        let (name, bases) = rest.split_once('(')?;
+        let bases = bases.split(')').next()?;
+        let module = bases.split(',').any(|b| matches!(b.trim(), "nn.Module" | "torch.nn.Module" | "Module"));
+        (is_ident(name.trim()) && module).then(|| name.trim().to_string())
+    };
+    let classes: Vec<(usize, String)> =
+        lines.iter().enumerate().filter_map(|(i, l)| module_class(l).map(|n| (i, n))).collect();
+    let super_call = |l: &str, name: &str| uncommented(l).replace(' ', "").contains(&format!("super({name},"));
+    let unused: Vec<&(usize, String)> = classes
+        .iter()
+        .filter(|(at, name)| {
+            lines
+                .iter()
+                .enumerate()
+                .all(|(i, l)| i == *at || super_call(l, name) || !idents(uncommented(l)).any(|w| w == name.as_str()))
+        })
+        .collect();
+    let [(at, name)] = unused.as_slice() else { return None };
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let mut notes = Vec::new();
+    for i in 0..lines.len() {
+        if i == *at || super_call(lines[i], name) {
+            let after = rename_ident(lines[i], name, "Net");
+            notes.push(RepairNote {
+                kind: "class_name".into(),
+                line: i + 1,
+                before: lines[i].to_string(),
+                after: after.clone(),
+                failure: None,
+            });
+            out[i] = after;
+        }
+    }
+    Some((out.join("\n"), notes))
+}
+
+/// The identifiers of a line, in order (string contents included).
+fn idents(line: &str) -> impl Iterator<Item = &str> {
+    line.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty())
+}
+
+/// `line` with each whole-word `from` (outside a comment) written `to`.
+fn rename_ident(line: &str, from: &str, to: &str) -> String {
+    let code = uncommented(line);
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::new();
+    let mut i = 0;
+    while let Some(found) = code[i..].find(from) {
+        let start = i + found;
+        let end = start + from.len();
+        out.push_str(&code[i..start]);
+        let whole = !word(code[..start].chars().next_back()) && !word(code[end..].chars().next());
+        out.push_str(if whole { to } else { from });
+        i = end;
+    }
+    out.push_str(&code[i..]);
+    out.push_str(&line[code.len()..]);
+    out
 }
 
 /// A line without its trailing comment (a `#` outside quotes).
@@ -622,6 +704,36 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Recorded: the embedded generator told to "use ResNet layers".
+    const RESNET: &str = "import torch\nimport torch.nn as nn\n\nclass ResNet(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super(ResNet, self).__init__()  # a ResNet\n        self.fc = nn.Linear(4, num_classes)\n\n    def forward(self, x):\n        return self.fc(x)\n";
+
+    #[test]
+    fn a_network_named_otherwise_is_renamed_net_on_its_class_and_super_lines() {
+        let (fixed, notes) = repair_class_name(RESNET).expect("repaired");
+        assert!(fixed.contains("class Net(nn.Module):") && fixed.contains("super(Net, self).__init__()  # a ResNet"));
+        assert_eq!(
+            notes.iter().map(|n| (n.kind.as_str(), n.line)).collect::<Vec<_>>(),
+            [("class_name", 4), ("class_name", 6)]
+        );
+        assert_eq!(fixed.lines().count(), RESNET.lines().count());
+        assert_eq!(original(&notes, &fixed), RESNET);
+        // Blocks the network builds are used; the one class nothing uses is the network.
+        let blocks = "class Block(nn.Module):\n    def __init__(self, c):\n        super().__init__()\n\nclass Model(torch.nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.b = Block(8)\n";
+        let (fixed, notes) = repair_class_name(blocks).expect("repaired");
+        assert!(fixed.contains("class Net(torch.nn.Module):") && fixed.contains("class Block(nn.Module):"), "{fixed}");
+        assert_eq!(notes.len(), 1);
+    }
+
+    #[test]
+    fn a_design_with_a_net_or_no_single_candidate_is_left_alone() {
+        assert_eq!(repair_class_name(&RESNET.replace("ResNet", "Net")), None, "already a Net");
+        assert_eq!(repair_class_name(&format!("{RESNET}\nNet = ResNet\n")), None, "Net assigned");
+        let two = format!("{RESNET}\nclass Other(nn.Module):\n    pass\n");
+        assert_eq!(repair_class_name(&two), None, "two networks: which one is a guess");
+        assert_eq!(repair_class_name(&format!("{RESNET}\nmodel = ResNet((1, 28, 28), 10)\n")), None, "used elsewhere");
+        assert_eq!(repair_class_name("class Helper:\n    pass\n"), None, "not a module");
+    }
     use nas_plugin_api::FailureKind;
 
     fn failure(msg: &str) -> CandidateFailure {
