@@ -116,6 +116,31 @@ pub struct TrainRequest {
     /// Hold 4-D weights and input batches in channels-last memory order.
     #[serde(default)]
     pub channels_last: bool,
+    /// The seconds this training and its test may take. When the pace of
+    /// the first batches projects well past it, the training stops there
+    /// (a `timeout` failure that says the projection) instead of running
+    /// into the evaluator's time limit. Absent: no projection.
+    #[serde(default)]
+    pub seconds_left: Option<f64>,
+}
+
+/// Batches not timed for a projection (TorchScript optimises the graph on
+/// its first runs; cuDNN picks its algorithms).
+const PROJECTION_WARMUP_STEPS: i64 = 2;
+/// Timed batches and seconds before the pace is trusted.
+const PROJECTION_MIN_STEPS: i64 = 3;
+const PROJECTION_MIN_SECONDS: f64 = 3.0;
+/// How far past the time left a projection must reach to stop the training:
+/// a candidate that might still finish is left to try.
+const PROJECTION_MARGIN: f64 = 1.5;
+
+/// The seconds the rest of an epoch's training and the test are projected
+/// to take at the pace of `timed_steps` batches in `timed_seconds`: each
+/// remaining batch at that pace, and the test's forward passes at a third
+/// of a training step's cost per example.
+fn projected_seconds(timed_seconds: f64, timed_steps: i64, steps_left: i64, batch: i64, test_examples: i64) -> f64 {
+    let per_step = timed_seconds / timed_steps.max(1) as f64;
+    per_step * steps_left as f64 + per_step / batch.max(1) as f64 * test_examples as f64 / 3.0
 }
 
 struct Data {
@@ -267,6 +292,12 @@ impl Worker {
             Err(Failure::Shape(msg)) => json!({"ok": false, "failure": {
                 "stage": "train", "kind": "shape", "message": msg,
             }}),
+            Err(Failure::Projected(done, steps, projected, left)) => json!({"ok": false, "failure": {
+                "stage": "train", "kind": "timeout",
+                "message": format!(
+                    "stopped after {done} of {steps} training batches: at their pace the training and the test would take about {projected:.0} s, and the evaluation had {left:.0} s left of its time limit; a cheaper network (fewer channels, or pooling earlier) fits"
+                ),
+            }}),
             Err(Failure::Torch(stage, e)) => {
                 json!({"ok": false, "failure": failure_from_message(stage, &e.to_string())})
             }
@@ -277,6 +308,9 @@ impl Worker {
 
 enum Failure {
     NonFinite(i64),
+    /// Stopped early: (batches done, batches in the training, projected
+    /// seconds from the start, seconds it had).
+    Projected(i64, i64, f64, f64),
     Shape(String),
     Torch(&'static str, TchError),
     /// A malformed request (an evaluator bug, not the candidate's).
@@ -572,6 +606,9 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     let mut steps = 0i64;
     let train_started = Instant::now();
+    let total_steps = (n + bs - 1) / bs * i64::from(req.epochs.max(1));
+    let test_examples = data.test_x.size()[0];
+    let mut timed_from: Option<Instant> = None;
     for _epoch in 0..req.epochs.max(1) {
         model.f_set_train().map_err(t("train"))?;
         let perm = Tensor::f_randperm(n, (Kind::Int64, if data.resident_on_device { device } else { Device::Cpu }))
@@ -623,6 +660,26 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
                 let v = loss_sum.f_double_value(&[]).map_err(t("train"))?;
                 if !v.is_finite() {
                     return Err(Failure::NonFinite(steps));
+                }
+            }
+            if steps == PROJECTION_WARMUP_STEPS {
+                if let Device::Cuda(i) = device {
+                    tch::Cuda::synchronize(i as i64);
+                }
+                timed_from = Some(Instant::now());
+            }
+            // On a GPU the pace is read where the loss check synchronised.
+            let synced = device == Device::Cpu || steps % 25 == 0;
+            if let (Some(left), Some(from), true) = (req.seconds_left, timed_from, synced) {
+                let timed_steps = steps - PROJECTION_WARMUP_STEPS;
+                let timed = from.elapsed().as_secs_f64();
+                if timed_steps >= PROJECTION_MIN_STEPS && timed >= PROJECTION_MIN_SECONDS {
+                    let elapsed = train_started.elapsed().as_secs_f64();
+                    let projected =
+                        elapsed + projected_seconds(timed, timed_steps, total_steps - steps, bs, test_examples);
+                    if projected > left * PROJECTION_MARGIN {
+                        return Err(Failure::Projected(steps, total_steps, projected, left));
+                    }
                 }
             }
             start += len;
@@ -763,4 +820,16 @@ fn crop_flip(x: &Tensor, b: i64, c: i64, h: i64, w: i64, device: Device) -> Resu
     let ri = rows.f_view([b, 1, h, 1])?;
     let wi = cols.f_view([b, 1, 1, w])?;
     padded.f_index(&[Some(bi), Some(ci), Some(ri), Some(wi)])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_projection_counts_the_remaining_batches_and_a_third_of_a_step_per_test_example() {
+        // 10 batches of 128 in 5 s: 0.5 s a batch; 100 left is 50 s; 10,000
+        // test examples at a third of 0.5/128 s each is about 13 s.
+        let p = super::projected_seconds(5.0, 10, 100, 128, 10_000);
+        assert!((p - (50.0 + 0.5 / 128.0 * 10_000.0 / 3.0)).abs() < 1e-9, "{p}");
+        assert_eq!(super::projected_seconds(5.0, 10, 0, 128, 0), 0.0);
+    }
 }

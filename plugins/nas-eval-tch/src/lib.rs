@@ -98,6 +98,7 @@
 //! | `keep_scratch` | false | keep each candidate's scratch directory |
 //! | `bf16` | false | bfloat16 autocast for forward passes (training, test, latency); the paper's recipe is fp32 |
 //! | `channels_last` | false | channels-last memory order for 4-D weights and input batches |
+//! | `stop_early` | true | stop a training whose first batches (after two warm-up batches, at least 3 batches and 3 s) project the training and the test past 1.5 times the evaluation's time left: a `timeout` failure that says the projection, in seconds instead of at the limit |
 //! | `warm_checker` | true | check each candidate in a fresh fork of a sandboxed Python that imported torch once (the zygote), instead of a fresh `python -I check.py` (which imports torch every time); used where the sandbox has its own PID namespace and Landlock, else the cold checker (said at startup) |
 //!
 //! ## Example
@@ -237,6 +238,8 @@ pub struct Settings {
     pub channels_last: bool,
     /// Check candidates in forks of a Python that imported torch once.
     pub warm_checker: bool,
+    /// Stop a training whose first batches project well past the time left.
+    pub stop_early: bool,
 }
 
 impl Default for Settings {
@@ -266,6 +269,7 @@ impl Default for Settings {
             bf16: false,
             channels_last: false,
             warm_checker: true,
+            stop_early: true,
         }
     }
 }
@@ -1063,7 +1067,7 @@ impl TchOneEpoch {
             let _ = std::fs::remove_file(p);
         }
         let order = self.held_out.as_ref().map(HeldOut::order).unwrap_or_default();
-        let train = json!({
+        let mut train = json!({
             "op": "train", "model": job.model, "lr": self.settings.lr, "momentum": self.settings.momentum,
             "weight_decay": self.settings.weight_decay, "batch_size": self.settings.batch_size, "seed": job.seed,
             "epochs": self.settings.epochs, "augment": augment, "num_classes": job.manifest.num_classes,
@@ -1071,6 +1075,9 @@ impl TchOneEpoch {
             "bf16": self.settings.bf16, "channels_last": self.settings.channels_last,
         });
         let remaining = job.deadline.saturating_duration_since(Instant::now());
+        if self.settings.stop_early {
+            train["seconds_left"] = json!(remaining.as_secs_f64());
+        }
         let worker = self.worker.as_mut().expect("ensure_worker started it");
         let answer = match worker.request(&train, remaining) {
             Ok(a) => a,
