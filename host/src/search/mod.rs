@@ -823,7 +823,7 @@ impl<'a> Search<'a> {
         // The repairs made before any evaluation, in order.
         let mut notes = Vec::new();
         let mut softened = code.clone();
-        let before_training: [(Repair, fn(&str) -> Option<(String, Vec<repair::RepairNote>)>); 2] =
+        let before_training: [(Repair, repair::BeforeTraining); 2] =
             [(Repair::ClassName, repair::repair_class_name), (Repair::Softmax, repair::repair_softmax)];
         for (kind, repair) in before_training {
             if let Some((fixed, made)) = self.cfg.repair.has(kind).then(|| repair(&softened)).flatten() {

@@ -239,6 +239,10 @@ pub fn repair_softmax(code: &str) -> Option<(String, Vec<RepairNote>)> {
     Some((out.join("\n"), notes))
 }
 
+/// A repair made before any evaluation: the repaired code and its notes,
+/// or `None` when it does not apply.
+pub type BeforeTraining = fn(&str) -> Option<(String, Vec<RepairNote>)>;
+
 /// Renames the network `Net` when the design calls it something else.
 ///
 /// Small generators told to "use ResNet layers" answer `class ResNet(nn.Module)`
@@ -892,10 +896,10 @@ mod tests {
             #[serde(default, deserialize_with = "notes_from")]
             repair: Vec<RepairNote>,
         }
-        let one: R = serde_json::from_value(serde_json::json!({"repair": second})).unwrap();
-        let many: R = serde_json::from_value(serde_json::json!({"repair": [first, second]})).unwrap();
-        let none: R = serde_json::from_value(serde_json::json!({})).unwrap();
-        let null: R = serde_json::from_value(serde_json::json!({"repair": null})).unwrap();
+        let one: R = serde_json::from_value(serde_json::json!({"repair": second})).expect("one loads");
+        let many: R = serde_json::from_value(serde_json::json!({"repair": [first, second]})).expect("many loads");
+        let none: R = serde_json::from_value(serde_json::json!({})).expect("none loads");
+        let null: R = serde_json::from_value(serde_json::json!({"repair": null})).expect("null loads");
         assert_eq!((one.repair.len(), many.repair.len(), none.repair.len(), null.repair.len()), (1, 2, 0, 0));
     }
 }

@@ -18,6 +18,9 @@
 //!    BatchNorm/Dropout kept scripted as the fallback). The candidate runs in
 //!    this process, so its verdict is only a gate: it can fail the
 //!    candidate, never pass it;
+//!    When the request carries a [`nas_plugin_api::Budget`], the meter
+//!    (below) measures the exported module's parameters and FLOPs first, and
+//!    a network over the budget fails at stage `budget` without training;
 //! 3. **train** one epoch and **predict** the test images in the persistent
 //!    worker `nas-eval-worker` (crate `nas-eval-tch-worker`, tch + libtorch),
 //!    which holds the training split and the test images (never their
