@@ -123,6 +123,55 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
         .code
         .and_then(|code| absent_target(&advice.suggestions, code))
         .or_else(|| invented_argument(&advice.suggestions))
+        .or_else(|| recipe_change(&advice.suggestions))
+}
+
+/// Words of a change to the training, which the search keeps fixed (one
+/// epoch of the dataset's recipe), as (word, what it is called).
+const RECIPE_WORDS: [(&str, &str); 14] = [
+    ("epoch", "more epochs"),
+    ("epochs", "more epochs"),
+    ("lr", "the learning rate"),
+    ("optimizer", "the optimizer"),
+    ("optimiser", "the optimizer"),
+    ("adam", "the optimizer"),
+    ("adamw", "the optimizer"),
+    ("scheduler", "the learning-rate schedule"),
+    ("warmup", "the learning-rate schedule"),
+    ("augmentation", "data augmentation"),
+    ("augment", "data augmentation"),
+    ("longer", "longer training"),
+    ("momentum", "the optimizer"),
+    ("decay", "the optimizer"),
+];
+
+/// Words that name a part of the network: a suggestion with one of them
+/// changes the design, whatever else it says about training.
+const NETWORK_WORDS: &str = "conv conv2d convolution convolutional layer layers channel channels block blocks \
+    filter filters kernel linear fc batchnorm batchnorm2d normalization normalisation pool pooling maxpool dropout \
+    residual skip stride padding relu activation neurons units depth width head classifier attention";
+
+/// The training change `suggestions` asks for when it names no part of the
+/// network (more epochs, another optimizer or learning rate): the generator
+/// writes only the network, so followed, it changes nothing (the embedded
+/// model's Improver asks for more epochs once its designs train well).
+fn recipe_change(suggestions: &str) -> Option<String> {
+    let lower = suggestions.to_lowercase();
+    let ws = words(&lower);
+    if NETWORK_WORDS.split_whitespace().any(|w| ws.contains(w)) || lower.contains("nn.") {
+        return None;
+    }
+    let what = RECIPE_WORDS.iter().find(|(w, _)| ws.contains(*w)).map(|(_, what)| *what).or_else(|| {
+        ["learning rate", "batch size", "weight decay", "train for"].iter().find(|p| lower.contains(*p)).map(|p| {
+            match *p {
+                "learning rate" => "the learning rate",
+                "batch size" => "the batch size",
+                "weight decay" => "the optimizer",
+                _ => "longer training",
+            }
+        })
+    })?;
+    Some(format!("it changes the training ({what}), which the search keeps fixed; only the network can change"))
 }
 
 /// The parameters `nn.Conv1d`, `Conv2d` and `Conv3d` share.
@@ -683,5 +732,39 @@ mod tests {
         };
         let why = rejection(&advice, &Checked { previous: None, earlier: &[], code: None });
         assert!(why.is_some_and(|w| w.contains("does not take")));
+    }
+
+    #[test]
+    fn a_change_to_the_fixed_training_is_not_a_direction() {
+        for recipe in [
+            "Increase the number of epochs to 5.",
+            "Train for longer so the model converges.",
+            "Use the Adam optimizer with a learning rate of 0.001.",
+            "Lower the learning rate to 0.005 and add a cosine scheduler.",
+            "Apply data augmentation (random rotations).",
+        ] {
+            let why = recipe_change(recipe).unwrap_or_else(|| panic!("refused: {recipe}"));
+            assert!(why.contains("keeps fixed") && why.contains("only the network"), "{why}");
+        }
+        assert!(recipe_change("Increase the number of epochs to 5.").is_some_and(|w| w.contains("more epochs")));
+        assert!(recipe_change("Use the Adam optimizer").is_some_and(|w| w.contains("the optimizer")));
+        for network in [
+            "Add a third conv block with 128 channels; it needs fewer epochs to learn.",
+            "Set the BatchNorm momentum to 0.01 in every block.",
+            "Replace fc1 with nn.Linear(3136, 256).",
+            "Double the width of the first two blocks.",
+            "Use a global average pool before the classifier.",
+        ] {
+            assert_eq!(recipe_change(network), None, "{network}");
+        }
+        let advice = Advice {
+            problem: "the network is undertrained after one epoch".into(),
+            inspiration: String::new(),
+            suggestions: "Increase the number of epochs to 10".into(),
+            parsed_as: "json_fence".into(),
+            rejected: None,
+        };
+        let why = rejection(&advice, &Checked { previous: None, earlier: &[], code: None });
+        assert!(why.is_some_and(|w| w.contains("more epochs")));
     }
 }

@@ -1221,13 +1221,43 @@ fn failure_hint(outcome: &Outcome) -> Option<String> {
                 module.map(|m| format!(", not `{m}`")).unwrap_or_default()
             ))
         }
-        Outcome::Failed { failure } => repair::flatten_mismatch(failure).map(|m| repair::plain_words(&m)),
+        Outcome::Failed { failure } => repair::flatten_mismatch(failure)
+            .map(|m| repair::plain_words(&m))
+            .or_else(|| channel_mismatch(&failure.message)),
         // Small models answer "make this change" with the design unchanged.
         Outcome::Duplicate { of, .. } => Some(format!(
             "That answer was attempt {of}'s design again, so it was not trained. This time the code must differ from it: make the change below."
         )),
         Outcome::Ok { .. } => None,
     }
+}
+
+/// The sizes of a layer that receives a different number of channels than
+/// it was built for, said in plain words. torch says it as "weight of size
+/// [64, 32, 3, 3], expected input[2, 64, 14, 14] to have 32 channels, but got
+/// 64 channels instead" (a convolution) or "running_mean should contain 64
+/// elements not 128" (a batch norm): a block's `in_channels` is not the
+/// previous layer's `out_channels`, which no repair can know how to fix.
+fn channel_mismatch(message: &str) -> Option<String> {
+    let number_after = |text: &str, marker: &str| -> Option<u64> {
+        let rest = &text[text.find(marker)? + marker.len()..];
+        let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let (layer, expected, got) = if message.contains("channels, but got") {
+        let expected = number_after(message, "to have")?;
+        let got = number_after(message, "but got")?;
+        ("A convolution", expected, got)
+    } else if message.contains("running_mean should contain") {
+        let expected = number_after(message, "should contain")?;
+        let got = number_after(message, "elements not")?;
+        ("A batch norm", expected, got)
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{layer} was built for {expected} input channels but receives {got}: each layer's input channels must equal the output channels of the layer before it (trace the channel counts through __init__ and forward, block by block)."
+    ))
 }
 
 /// A design that ends in a softmax feeds probabilities to a loss that
@@ -1333,5 +1363,25 @@ mod feedback_tests {
         assert!(hint.contains("not trained") && hint.contains("cheaper"), "{hint}");
         let after = CandidateFailure::new("objective", FailureKind::Constraint, "it trained to 90% but");
         assert_eq!(failure_hint(&Outcome::Failed { failure: after }), None, "judged after its epoch: no budget hint");
+    }
+
+    #[test]
+    fn a_layer_fed_the_wrong_number_of_channels_is_said_with_both_counts() {
+        let conv = CandidateFailure::new(
+            "check",
+            FailureKind::Runtime,
+            "the forward pass raised RuntimeError: Given groups=1, weight of size [64, 32, 3, 3], expected input[2, 64, 14, 14] to have 32 channels, but got 64 channels instead",
+        );
+        let hint = failure_hint(&Outcome::Failed { failure: conv }).expect("a hint");
+        assert!(hint.starts_with("A convolution was built for 32 input channels but receives 64"), "{hint}");
+        let norm = CandidateFailure::new(
+            "check",
+            FailureKind::Runtime,
+            "the forward pass raised RuntimeError: running_mean should contain 64 elements not 128",
+        );
+        let hint = failure_hint(&Outcome::Failed { failure: norm }).expect("a hint");
+        assert!(hint.starts_with("A batch norm was built for 64 input channels but receives 128"), "{hint}");
+        let other = CandidateFailure::new("check", FailureKind::Runtime, "the forward pass raised RuntimeError: boom");
+        assert_eq!(failure_hint(&Outcome::Failed { failure: other }), None);
     }
 }
