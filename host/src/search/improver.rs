@@ -72,9 +72,16 @@ pub struct Checked<'a> {
     pub code: Option<&'a str>,
 }
 
-/// How alike two diagnoses must be (word sets of both the problem and the
-/// suggestion) to be the same one.
+/// How alike two suggestions must be (word sets) to be the same change.
 const SAME_DIAGNOSIS: f64 = 0.9;
+
+/// How alike two problems must be (word sets) for the same change to be the
+/// same diagnosis. Lower than for the change: a small model rewords its
+/// problem sentence ("The architecture uses" / "The current design uses",
+/// a sentence added or dropped) while it gives the same change word for
+/// word; a different problem (another error) may still call for a change
+/// given before.
+const SAME_PROBLEM: f64 = 0.5;
 
 /// Why an answer is not a diagnosis, or `None` when it is one: it says
 /// nothing, copies the answer format's descriptions (or an old template's
@@ -103,7 +110,7 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     let suggestion = truncate_chars(&advice.suggestions, SUGGESTION_CHARS);
     let (mine, mine_first) = (words(suggestion), first(suggestion));
     let same = |p: &str, s: &str| {
-        (problem.is_empty() || jaccard(&problem, &words(p)) >= SAME_DIAGNOSIS)
+        (problem.is_empty() || jaccard(&problem, &words(p)) >= SAME_PROBLEM)
             && (jaccard(&mine, &words(s)) >= SAME_DIAGNOSIS
                 || mine_first.len() >= 5 && jaccard(&mine_first, &first(s)) >= SAME_DIAGNOSIS)
     };
@@ -660,6 +667,37 @@ mod tests {
             r#"{"reason": "only two conv blocks", "improvement_suggestions": "Add a third conv block with 128 channels."}"#,
         );
         assert_eq!(rejection(&other, &checked), None);
+        // The same change for another problem (a different error) is one.
+        let elsewhere = parse(
+            r#"{"reason": "the flattened features are 2304, the first Linear expects 12544", "improvement_suggestions": "Set fc1 = nn.Linear(3136, 256)."}"#,
+        );
+        assert_eq!(rejection(&elsewhere, &checked), None);
+    }
+
+    #[test]
+    fn the_same_change_under_a_reworded_problem_is_a_repeat() {
+        // Recorded (embedded model, attempts 1 and 5 of one run): the
+        // problem reworded and shortened by a sentence, the change word for
+        // word; its problem sentences share 60 % of their words.
+        let first = MemoryEntry {
+            iteration: 1,
+            problem: "The architecture uses multiple 2x2 pooling layers, which can reduce the spatial dimensions of the feature maps. This can lead to less information being retained, potentially leading to underfitting or worse performance. Increasing the number of pooling layers or decreasing the size of the feature maps may improve the performance.".into(),
+            suggestion: "Replace the current 2x2 pooling layers with 3x3 pooling layers, or reduce the size of the feature maps by using smaller convolutions. This can help retain more information and improve the performance.".into(),
+            outcome: Some("accuracy: 88.13%".into()),
+            accuracy: Some(0.8813),
+            failure_kind: None,
+            best_before: Some(0.8905),
+        };
+        let reworded = Advice {
+            problem: "The current design uses multiple 2x2 pooling layers, which can reduce the spatial dimensions of the feature maps. This can lead to less information being retained, potentially leading to underfitting or worse performance.".into(),
+            inspiration: String::new(),
+            suggestions: first.suggestion.clone(),
+            parsed_as: "json_fence".into(),
+            rejected: None,
+        };
+        let earlier = [first];
+        let why = rejection(&reworded, &Checked { earlier: &earlier, ..Default::default() });
+        assert!(why.is_some_and(|w| w.contains("attempt 1")));
     }
 
     #[test]

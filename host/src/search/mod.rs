@@ -1223,7 +1223,8 @@ fn failure_hint(outcome: &Outcome) -> Option<String> {
         }
         Outcome::Failed { failure } => repair::flatten_mismatch(failure)
             .map(|m| repair::plain_words(&m))
-            .or_else(|| channel_mismatch(&failure.message)),
+            .or_else(|| channel_mismatch(&failure.message))
+            .or_else(|| shrunk_to_nothing(&failure.message)),
         // Small models answer "make this change" with the design unchanged.
         Outcome::Duplicate { of, .. } => Some(format!(
             "That answer was attempt {of}'s design again, so it was not trained. This time the code must differ from it: make the change below."
@@ -1257,6 +1258,25 @@ fn channel_mismatch(message: &str) -> Option<String> {
     };
     Some(format!(
         "{layer} was built for {expected} input channels but receives {got}: each layer's input channels must equal the output channels of the layer before it (trace the channel counts through __init__ and forward, block by block)."
+    ))
+}
+
+/// A pooling or convolution whose input is already smaller than its window
+/// (torch: "Given input size: (256x2x2). Calculated output size: (256x0x0).
+/// Output size is too small"): the input was downsampled too many times, as
+/// when a 3x3/2 pooling follows each of four blocks on a 28x28 image.
+fn shrunk_to_nothing(message: &str) -> Option<String> {
+    if !message.contains("Output size is too small") {
+        return None;
+    }
+    let size = message
+        .split("Given input size: (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|dims| dims.split_once('x').map(|(_, hw)| hw.to_string()));
+    Some(format!(
+        "A layer's input{} is smaller than its window: the image was downsampled too many times. Use fewer poolings or strided layers (each 2x2 pooling halves the size: 28 -> 14 -> 7 -> 3), or global average pooling before the classifier.",
+        size.map(|s| format!(" ({s})")).unwrap_or_default()
     ))
 }
 
@@ -1381,6 +1401,13 @@ mod feedback_tests {
         );
         let hint = failure_hint(&Outcome::Failed { failure: norm }).expect("a hint");
         assert!(hint.starts_with("A batch norm was built for 64 input channels but receives 128"), "{hint}");
+        let shrunk = CandidateFailure::new(
+            "check",
+            FailureKind::Runtime,
+            "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: Given input size: (256x2x2). Calculated output size: (256x0x0). Output size is too small",
+        );
+        let hint = failure_hint(&Outcome::Failed { failure: shrunk }).expect("a hint");
+        assert!(hint.starts_with("A layer's input (2x2) is smaller than its window"), "{hint}");
         let other = CandidateFailure::new("check", FailureKind::Runtime, "the forward pass raised RuntimeError: boom");
         assert_eq!(failure_hint(&Outcome::Failed { failure: other }), None);
     }
