@@ -74,6 +74,12 @@ pub fn notes_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RepairNo
 }
 
 impl RepairNote {
+    /// A note of a repair made before any evaluation (no failure behind
+    /// it): line `line` (1-based) went from `before` to `after`.
+    fn before_evaluation(kind: &str, line: usize, before: String, after: String) -> Self {
+        RepairNote { kind: kind.into(), line, before, after, failure: None }
+    }
+
     /// The code before the repair, from the repaired code.
     pub fn original(&self, repaired: &str) -> String {
         let mut lines: Vec<&str> = repaired.split('\n').collect();
@@ -203,13 +209,7 @@ pub fn repair_softmax(code: &str) -> Option<(String, Vec<RepairNote>)> {
         return None;
     };
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    let mut notes = vec![RepairNote {
-        kind: "softmax".into(),
-        line: line + 1,
-        before: lines[line].to_string(),
-        after: after.clone(),
-        failure: None,
-    }];
+    let mut notes = vec![RepairNote::before_evaluation("softmax", line + 1, lines[line].to_string(), after.clone())];
     out[line] = after;
     // The module the changed line called, when nothing calls it now.
     for name in modules.iter().filter(|n| lines[line].contains(&format!("self.{n}("))) {
@@ -225,13 +225,7 @@ pub fn repair_softmax(code: &str) -> Option<(String, Vec<RepairNote>)> {
         if let ([at], false) = (definitions.as_slice(), used) {
             let closed = uncommented(&out[*at]).trim_end().ends_with(')');
             if closed {
-                notes.push(RepairNote {
-                    kind: "softmax".into(),
-                    line: at + 1,
-                    before: out[*at].clone(),
-                    after: String::new(),
-                    failure: None,
-                });
+                notes.push(RepairNote::before_evaluation("softmax", at + 1, out[*at].clone(), String::new()));
                 out[*at] = String::new();
             }
         }
@@ -283,13 +277,7 @@ pub fn repair_class_name(code: &str) -> Option<(String, Vec<RepairNote>)> {
     for i in 0..lines.len() {
         if i == *at || super_call(lines[i], name) {
             let after = rename_ident(lines[i], name, "Net");
-            notes.push(RepairNote {
-                kind: "class_name".into(),
-                line: i + 1,
-                before: lines[i].to_string(),
-                after: after.clone(),
-                failure: None,
-            });
+            notes.push(RepairNote::before_evaluation("class_name", i + 1, lines[i].to_string(), after.clone()));
             out[i] = after;
         }
     }
@@ -476,7 +464,7 @@ fn identity_for(code: &str, sequentials: &[(String, (usize, usize))], name: &str
     if code[*start..*end].contains('\n') {
         return None;
     }
-    let note = RepairNote { kind: "softmax".into(), line, before: line_of(code), after: line_of(&out), failure: None };
+    let note = RepairNote::before_evaluation("softmax", line, line_of(code), line_of(&out));
     Some((out, vec![note]))
 }
 
