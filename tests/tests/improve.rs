@@ -196,10 +196,24 @@ fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advic
         }))
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let search = "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"";
+    let search =
+        "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"\nretry_temperature = 1.25";
     let cfg = write_config_with(dir.path(), &server, search);
     let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
+    // Each call asked again (both roles) samples at `retry_temperature`;
+    // first calls at the backend's own 0.7.
+    let sampled: Vec<(usize, f64)> =
+        server.requests().iter().map(|r| (exchange(r).2, r.body["temperature"].as_f64().unwrap_or(-1.0))).collect();
+    assert_eq!(
+        sampled.iter().filter(|(n, _)| *n > 2).count(),
+        4,
+        "a generator and an Improver retry each iteration: {sampled:?}"
+    );
+    for (messages, t) in &sampled {
+        let want = if *messages > 2 { 1.25 } else { 0.7 };
+        assert!((t - want).abs() < 1e-6, "a request of {messages} messages sampled at {t}: {sampled:?}");
+    }
     let run = run_dirs(dir.path()).pop().expect("run");
     let recs = records(&run);
     assert_eq!(recs.len(), 2);

@@ -70,6 +70,9 @@ pub struct Checked<'a> {
     pub earlier: &'a [nas_plugin_api::MemoryEntry],
     /// The code of the design being diagnosed, when it has code.
     pub code: Option<&'a str>,
+    /// The accuracy of the chain's best design, the one the next attempt
+    /// changes (an entry's `best_before` equal to it was tried on it).
+    pub best: Option<f64>,
 }
 
 /// How alike two suggestions must be (word sets) to be the same change.
@@ -109,22 +112,32 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     let first = |text: &str| words(text.split(". ").next().unwrap_or_default());
     let suggestion = truncate_chars(&advice.suggestions, SUGGESTION_CHARS);
     let (mine, mine_first) = (words(suggestion), first(suggestion));
-    let same = |p: &str, s: &str| {
-        (problem.is_empty() || jaccard(&problem, &words(p)) >= SAME_PROBLEM)
-            && (jaccard(&mine, &words(s)) >= SAME_DIAGNOSIS
-                || mine_first.len() >= 5 && jaccard(&mine_first, &first(s)) >= SAME_DIAGNOSIS)
+    let same_change = |s: &str| {
+        jaccard(&mine, &words(s)) >= SAME_DIAGNOSIS
+            || mine_first.len() >= 5 && jaccard(&mine_first, &first(s)) >= SAME_DIAGNOSIS
     };
+    let same =
+        |p: &str, s: &str| (problem.is_empty() || jaccard(&problem, &words(p)) >= SAME_PROBLEM) && same_change(s);
     if let Some(p) = checked.previous.filter(|p| p.rejected.is_none()) {
         if same(&p.problem, truncate_chars(&p.suggestions, SUGGESTION_CHARS)) {
             return Some("it repeats the previous diagnosis".into());
         }
     }
-    if let Some(e) = checked.earlier.iter().rev().find(|e| e.outcome.is_some() && same(&e.problem, &e.suggestion)) {
-        return Some(format!(
-            "it repeats the diagnosis of attempt {}, which was already tried ({})",
-            e.iteration,
-            e.outcome.as_deref().unwrap_or_default()
-        ));
+    // The same change to the same best design is the same experiment,
+    // whatever problem it is given for (a small model keeps one change and
+    // rewords the problem); once the best has changed, it may be tried on
+    // the new one.
+    let on_this_best = |e: &nas_plugin_api::MemoryEntry| checked.best.is_some() && e.best_before == checked.best;
+    let tried = |e: &&nas_plugin_api::MemoryEntry| {
+        e.outcome.is_some() && (same(&e.problem, &e.suggestion) || on_this_best(e) && same_change(&e.suggestion))
+    };
+    if let Some(e) = checked.earlier.iter().rev().find(tried) {
+        let outcome = e.outcome.as_deref().unwrap_or_default();
+        return Some(if same(&e.problem, &e.suggestion) {
+            format!("it repeats the diagnosis of attempt {}, which was already tried ({outcome})", e.iteration)
+        } else {
+            format!("it repeats the change of attempt {}, already tried on this best design ({outcome})", e.iteration)
+        });
     }
     checked
         .code
@@ -701,6 +714,41 @@ mod tests {
     }
 
     #[test]
+    fn a_change_already_tried_on_this_best_is_a_repeat_whatever_its_problem() {
+        // Recorded (embedded model, attempts 9 and 11 of one run, the best
+        // unchanged between them): the same change for a problem reworded
+        // past the problem rule; followed, it gave attempt 7's design again.
+        let tried = MemoryEntry {
+            iteration: 9,
+            problem: "The addition of the third convolutional layer (conv3) and the corresponding linear layer (fc3) increased the depth of the model but did not significantly improve the test accuracy. The increase in parameters from 239658 to 242021 may have been a factor in the slight decrease in accuracy.".into(),
+            suggestion: "Replace the last two layers with a smaller convolutional layer (e.g., 32x32 kernel) followed by a linear layer. This will allow the model to learn more efficiently and achieve higher accuracy.".into(),
+            outcome: Some("error: runtime: the forward pass on a dummy batch of shape [2, 1, 28, 28] raised NotImplementedError".into()),
+            accuracy: None,
+            failure_kind: Some("runtime".into()),
+            best_before: Some(0.8992),
+        };
+        let again = Advice {
+            problem: "The architecture includes a third convolutional layer and a corresponding linear layer, which are added without any context on what these layers are supposed to do or what their expected performance is. This adds unnecessary complexity and may not be necessary for the specific dataset. The use of a pooling layer at the end of the architecture also reduces the spatial dimensions of the feature maps, which can potentially lead to underfitting and a higher test accuracy. A smaller convolutional layer followed by a linear layer is a known technique that can help reduce the number of parameters and potentially improve performance.".into(),
+            inspiration: "VGG16 or ResNet".into(),
+            suggestions: tried.suggestion.clone(),
+            parsed_as: "json_fence".into(),
+            rejected: None,
+        };
+        let earlier = [tried];
+        let on = |best: Option<f64>| rejection(&again, &Checked { earlier: &earlier, best, ..Default::default() });
+        assert_eq!(
+            on(Some(0.8992)).as_deref(),
+            Some("it repeats the change of attempt 9, already tried on this best design (error: runtime: the forward pass on a dummy batch of shape [2, 1, 28, 28] raised NotImplementedError)")
+        );
+        // A new best is a new base: the change may be tried on it.
+        assert_eq!(on(Some(0.9013)), None);
+        assert_eq!(on(None), None);
+        // Another change on the same best is a diagnosis.
+        let other = Advice { suggestions: "Add nn.BatchNorm2d(64) after conv2.".into(), ..again.clone() };
+        assert_eq!(rejection(&other, &Checked { earlier: &earlier, best: Some(0.8992), ..Default::default() }), None);
+    }
+
+    #[test]
     fn a_json_fence_with_the_paper_keys() {
         let a = parse("Sure.\n```json\n{\"reason\": \"Flatten size is wrong.\", \"inspiration\": \"VGG\", \"improvement_suggestions\": \"Use adaptive pooling.\"}\n```");
         assert_eq!(a.parsed_as, "json_fence");
@@ -768,7 +816,7 @@ mod tests {
             parsed_as: "json_fence".into(),
             rejected: None,
         };
-        let why = rejection(&advice, &Checked { previous: None, earlier: &[], code: None });
+        let why = rejection(&advice, &Checked::default());
         assert!(why.is_some_and(|w| w.contains("does not take")));
     }
 
@@ -802,7 +850,7 @@ mod tests {
             parsed_as: "json_fence".into(),
             rejected: None,
         };
-        let why = rejection(&advice, &Checked { previous: None, earlier: &[], code: None });
+        let why = rejection(&advice, &Checked::default());
         assert!(why.is_some_and(|w| w.contains("more epochs")));
     }
 }

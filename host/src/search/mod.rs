@@ -434,6 +434,13 @@ impl<'a> Search<'a> {
                     LlmRole::Generator => self.cycle.as_ref().and_then(|c| c.adapter.clone()),
                     LlmRole::Improver | LlmRole::Memory => None,
                 },
+                // A call asked again samples hotter, when set: at the first
+                // call's temperature a small model gives the answer it was
+                // told was wrong again, in other words.
+                temperature: match role {
+                    LlmRole::Generator | LlmRole::Improver if seq > 0 => self.cfg.retry_temperature,
+                    _ => None,
+                },
                 ..Default::default()
             };
             let pool = match (role, &self.improvers) {
@@ -999,7 +1006,12 @@ impl<'a> Search<'a> {
             let mut advice = improver::parse(&response.content);
             advice.rejected = improver::rejection(
                 &advice,
-                &improver::Checked { previous, earlier: &chain.entries, code: designs.as_deref() },
+                &improver::Checked {
+                    previous,
+                    earlier: &chain.entries,
+                    code: designs.as_deref(),
+                    best: chain.best.as_ref().and_then(|b| b.accuracy),
+                },
             );
             match &advice.rejected {
                 Some(why) if seq < self.cfg.diagnosis_retries => {
