@@ -147,6 +147,12 @@ pub enum Repair {
     /// ResNet(nn.Module)`, nothing else using it) has it renamed `Net`
     /// before the first evaluation; the record keeps each changed line.
     ClassName,
+    /// A pooling layer, activation or dropout that `forward` calls and
+    /// `__init__` never defines, of a numbered family it does define
+    /// (`self.pool3` beside `self.pool1 = nn.MaxPool2d(2)`), before the first
+    /// evaluation: a pooling call is taken out, an activation calls its
+    /// namesake; the record keeps each changed line.
+    MissingLayer,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -181,7 +187,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -194,9 +200,10 @@ impl<'de> Deserialize<'de> for Repairs {
                 "flatten" => Repair::Flatten,
                 "softmax" => Repair::Softmax,
                 "class_name" => Repair::ClassName,
+                "missing_layer" => Repair::MissingLayer,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\" and \"class_name\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\" and \"missing_layer\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -760,7 +767,8 @@ pub const EMBEDDED_RETRY_TEMPERATURE: f32 = 1.0;
 impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
-    /// productive (`[search] repair = ["flatten", "softmax", "class_name"]`, `prompt_style = "compact"`,
+    /// productive (`[search] repair = ["flatten", "softmax", "class_name",
+    /// "missing_layer"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 1`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`]),
     /// and a compute budget checked before training (`objective =
@@ -770,7 +778,7 @@ impl RunConfig {
         let mut c = RunConfig::default();
         c.search.objective = Objective::Constrained;
         c.search.limits.max_flops = Some(EMBEDDED_MAX_FLOPS);
-        c.search.repair = Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName]);
+        c.search.repair = Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName, Repair::MissingLayer]);
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
         c.search.generation_retries = 1;
@@ -1080,7 +1088,7 @@ mod tests {
         );
         assert_eq!(
             RunConfig::embedded().search.repair,
-            Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName])
+            Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName, Repair::MissingLayer])
         );
         let msg = err("[search]\nrepair = [\"flatten\", \"dropout\"]\n");
         assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
@@ -1088,7 +1096,7 @@ mod tests {
         assert!(msg.starts_with("run.toml:2:") && msg.contains("a list of names"), "{msg}");
         // Written back (a run directory's config.toml), the list reads the same.
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
-        assert!(text.contains("repair = [\"flatten\", \"softmax\", \"class_name\"]"), "{text}");
+        assert!(text.contains("repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\"]"), "{text}");
         assert_eq!(
             parse(&text, Path::new("x")).expect("reads back").search.repair,
             RunConfig::embedded().search.repair

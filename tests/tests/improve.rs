@@ -266,19 +266,23 @@ fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advic
 /// (GOOD is about 0.12).
 const COSTLY: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 128, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(128 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";
 
+/// A design within the budget that calls a pool it never defines (the
+/// embedded generator's slip): `8 * 4 * 4` counts only `pool1`.
+const SLIPPED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv1 = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.pool1 = nn.MaxPool2d(7)\n        self.head = nn.Linear(8 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        x = self.pool1(torch.relu(self.conv1(x)))\n        x = self.pool2(x)\n        return self.head(x.flatten(1))\n";
+
 #[test]
-fn a_design_over_the_budget_is_not_trained_and_both_roles_read_its_cost() {
+fn a_design_over_the_budget_is_not_trained_and_both_roles_read_its_cost_and_a_missing_pool_is_taken_out() {
     let server = TestServer::start();
     server.set_responder(|req: &RecordedRequest| {
         let (generator, user, _) = exchange(req);
         Some(Step::reply(if generator {
-            fence(if user.contains("This is attempt 1.") { COSTLY } else { GOOD })
+            fence(if user.contains("This is attempt 1.") { COSTLY } else { SLIPPED })
         } else {
             REAL.to_string()
         }))
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let search = "objective = \"constrained\"\n[search.limits]\nmax_flops = 1_000_000";
+    let search = "objective = \"constrained\"\nrepair = \"missing_layer\"\n[search.limits]\nmax_flops = 1_000_000";
     let cfg = write_config_with(dir.path(), &server, search);
     let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
@@ -299,7 +303,12 @@ fn a_design_over_the_budget_is_not_trained_and_both_roles_read_its_cost() {
     assert!(generator.contains("at most 1.0 MFLOPs per example"), "{generator}");
     assert!(generator.contains("over the limit of 1.0"), "{generator}");
     assert!(generator.contains("costs more than the search allows, so it was not trained"), "{generator}");
-    // The design within it trains.
+    // The design within it trains, without the call to the pool it never
+    // defined; the record says which line went.
     let Outcome::Ok { report } = &recs[1].outcome else { panic!("{:?}", recs[1].outcome) };
     assert!(report.flops.is_some_and(|f| f <= 1_000_000), "{report:?}");
+    let notes: Vec<(&str, usize, &str, &str)> =
+        recs[1].repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.as_str())).collect();
+    assert_eq!(notes, [("missing_layer", 13, "x = self.pool2(x)", "")]);
+    assert!(recs[1].code.as_deref().is_some_and(|c| !c.contains("self.pool2")), "{:?}", recs[1].code);
 }

@@ -830,8 +830,11 @@ impl<'a> Search<'a> {
         // The repairs made before any evaluation, in order.
         let mut notes = Vec::new();
         let mut softened = code.clone();
-        let before_training: [(Repair, repair::BeforeTraining); 2] =
-            [(Repair::ClassName, repair::repair_class_name), (Repair::Softmax, repair::repair_softmax)];
+        let before_training: [(Repair, repair::BeforeTraining); 3] = [
+            (Repair::ClassName, repair::repair_class_name),
+            (Repair::MissingLayer, repair::repair_missing_layer),
+            (Repair::Softmax, repair::repair_softmax),
+        ];
         for (kind, repair) in before_training {
             if let Some((fixed, made)) = self.cfg.repair.has(kind).then(|| repair(&softened)).flatten() {
                 notes.extend(made);

@@ -21,6 +21,13 @@
 //! fails the contract. With `"class_name"` in the list,
 //! [`repair_class_name`] renames the one top-level module class nothing
 //! else uses, before the first evaluation.
+//!
+//! The fourth: a pooling layer, activation or dropout `forward` calls and
+//! `__init__` never defines (`self.pool3` beside `self.pool1` and
+//! `self.pool2`). With `"missing_layer"` in the list,
+//! [`repair_missing_layer`] takes a pooling call out (the sizes `__init__`
+//! gives the head counted only the pools it defines) and has an activation
+//! call its namesake, before the first evaluation.
 
 use nas_plugin_api::CandidateFailure;
 use serde::{Deserialize, Serialize};
@@ -39,7 +46,7 @@ pub struct FlattenMismatch {
 /// What a repair changed: one line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepairNote {
-    /// `flatten`, `softmax` or `class_name`.
+    /// `flatten`, `softmax`, `class_name` or `missing_layer`.
     pub kind: String,
     /// 1-based line of the changed layer.
     pub line: usize,
@@ -282,6 +289,161 @@ pub fn repair_class_name(code: &str) -> Option<(String, Vec<RepairNote>)> {
         }
     }
     Some((out.join("\n"), notes))
+}
+
+/// Torch layers without parameters the embedded generator names in
+/// numbered families (`self.pool1`, `self.relu2`), with whether one changes
+/// the size of what passes through it (pooling) or keeps it (an activation,
+/// a dropout).
+const FREE_LAYERS: [(&str, bool); 17] = [
+    ("MaxPool2d", true),
+    ("AvgPool2d", true),
+    ("AdaptiveAvgPool2d", true),
+    ("AdaptiveMaxPool2d", true),
+    ("ReLU", false),
+    ("ReLU6", false),
+    ("LeakyReLU", false),
+    ("GELU", false),
+    ("SiLU", false),
+    ("ELU", false),
+    ("Sigmoid", false),
+    ("Tanh", false),
+    ("Hardswish", false),
+    ("Mish", false),
+    ("Dropout", false),
+    ("Dropout2d", false),
+    ("Identity", false),
+];
+
+/// A name without its number: `pool3` and `pool_3` are of the `pool` family.
+fn family(name: &str) -> &str {
+    name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_')
+}
+
+/// The attributes a line binds (`self.a = ...`, `self.a, self.b = ...`,
+/// `self.a: nn.Module = ...`), and the right-hand side when it binds one.
+fn bound_by(line: &str) -> (Vec<String>, Option<String>) {
+    let c = uncommented(line).trim();
+    // The first `=` that is not part of `==`, `<=`, `>=`, `!=` or `op=`.
+    let bytes = c.as_bytes();
+    let at = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'=' && bytes.get(i + 1) != Some(&b'=') && !(i > 0 && b"=<>!+-*/%&|^@:".contains(&bytes[i - 1]))
+    });
+    let Some(at) = at else { return (Vec::new(), None) };
+    let (lhs, rhs) = (&c[..at], c[at + 1..].trim());
+    let names: Vec<String> = lhs
+        .split(',')
+        .filter_map(|t| {
+            let t = t.trim().trim_start_matches('(').trim_end_matches(')');
+            let t = t.split(':').next().unwrap_or_default().trim();
+            t.strip_prefix("self.").filter(|n| is_ident(n)).map(str::to_string)
+        })
+        .collect();
+    let rhs = (names.len() == 1).then(|| rhs.to_string());
+    (names, rhs)
+}
+
+/// The parameter-free layer class `rhs` builds (`nn.MaxPool2d(2)`), with
+/// whether it changes the size.
+fn free_layer(rhs: &str) -> Option<(&'static str, bool)> {
+    let rest = rhs.strip_prefix("torch.nn.").or_else(|| rhs.strip_prefix("nn."))?;
+    let open = rest.find('(')?;
+    let (_, tail) = call_args(&rest[open..])?;
+    if !tail.trim().is_empty() {
+        return None;
+    }
+    FREE_LAYERS.iter().find(|(t, _)| *t == &rest[..open]).copied()
+}
+
+/// A layer `forward` calls that `__init__` never defines, of a numbered
+/// family of parameter-free layers it does define (`self.pool3(x)` beside
+/// `self.pool1 = nn.MaxPool2d(2)` and `self.pool2 = nn.MaxPool2d(2)`): the
+/// embedded generator writes the calls of a block and forgets one
+/// definition. A pooling layer's call is taken out (`x = self.pool3(x)` is
+/// removed, `self.pool3(e)` becomes `e`): the sizes `__init__` gives the
+/// layers after it were worked out without it. An activation or a dropout
+/// calls its family's layer instead (`self.relu3(x)` becomes
+/// `self.relu1(x)`, the same computation). One note per changed line, the
+/// line count kept. `None` when no call is of that kind, or when the code
+/// binds attributes in ways a reading of its lines cannot follow
+/// (`setattr`, `add_module`, a name in quotes), or the family mixes layers.
+pub fn repair_missing_layer(code: &str) -> Option<(String, Vec<RepairNote>)> {
+    if ["setattr(", "add_module(", "register_module(", "__getattr__", "__dict__"].iter().any(|s| code.contains(s)) {
+        return None;
+    }
+    let lines: Vec<&str> = code.split('\n').collect();
+    let mut bound = std::collections::BTreeSet::new();
+    let mut defined: Vec<(String, String)> = Vec::new();
+    for l in &lines {
+        if let Some(name) = uncommented(l).trim().strip_prefix("def ").and_then(|r| r.split('(').next()) {
+            bound.insert(name.trim().to_string());
+        }
+        let (names, rhs) = bound_by(l);
+        if let (Some(rhs), [name]) = (rhs, names.as_slice()) {
+            defined.push((name.clone(), rhs));
+        }
+        bound.extend(names);
+    }
+    let quoted = |name: &str| code.contains(&format!("\"{name}\"")) || code.contains(&format!("'{name}'"));
+    // What a missing name's call becomes: unwrapped (pooling) or its
+    // family's first layer (the same computation).
+    let resolve = |name: &str| -> Option<Option<String>> {
+        if bound.contains(name) || quoted(name) || family(name).is_empty() {
+            return None;
+        }
+        let kin: Vec<&(String, String)> = defined.iter().filter(|(n, _)| family(n) == family(name)).collect();
+        let (first, rhs) = kin.first()?;
+        let (class, resizes) = free_layer(rhs)?;
+        let same = |r: &str| r.split_whitespace().collect::<String>() == rhs.split_whitespace().collect::<String>();
+        if kin.iter().any(|(_, r)| free_layer(r).map(|(c, _)| c) != Some(class) || !resizes && !same(r)) {
+            return None;
+        }
+        Some((!resizes).then(|| first.clone()))
+    };
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let mut notes = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut fixed = line.to_string();
+        let mut from = 0;
+        while let Some(pos) = uncommented(&fixed)[from..].find("self.") {
+            let at = from + pos;
+            from = at + 1;
+            if at > 0 && fixed[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+                continue;
+            }
+            let rest = &fixed[at + "self.".len()..];
+            let Some(open) = rest.find('(') else { continue };
+            let name = &rest[..open];
+            if !is_ident(name) {
+                continue;
+            }
+            let Some(fix) = resolve(name) else { continue };
+            let call_start = at + "self.".len() + open;
+            let Some((args, tail)) = call_args(&fixed[call_start..]) else { continue };
+            let call_end = fixed.len() - tail.len();
+            fixed = match fix {
+                Some(kin) => format!("{}self.{kin}{}", &fixed[..at], &fixed[call_start..]),
+                None => match args.as_slice() {
+                    // Read again from the argument: it may call another.
+                    [arg] if !arg.contains('=') => {
+                        from = at;
+                        format!("{}{arg}{}", &fixed[..at], &fixed[call_end..])
+                    }
+                    _ => return None,
+                },
+            };
+        }
+        if fixed != *line {
+            // `x = x` is no statement: the line goes.
+            let statement = uncommented(&fixed).trim();
+            if statement.split_once('=').is_some_and(|(l, r)| is_ident(l.trim()) && l.trim() == r.trim()) {
+                fixed = String::new();
+            }
+            notes.push(RepairNote::before_evaluation("missing_layer", i + 1, line.to_string(), fixed.clone()));
+            out[i] = fixed;
+        }
+    }
+    (!notes.is_empty()).then(|| (out.join("\n"), notes))
 }
 
 /// The identifiers of a line, in order (string contents included).
@@ -699,6 +861,62 @@ mod tests {
 
     /// Recorded: the embedded generator told to "use ResNet layers".
     const RESNET: &str = "import torch\nimport torch.nn as nn\n\nclass ResNet(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super(ResNet, self).__init__()  # a ResNet\n        self.fc = nn.Linear(4, num_classes)\n\n    def forward(self, x):\n        return self.fc(x)\n";
+
+    /// Recorded (embedded model): `self.pool2` called, never defined; the
+    /// head's `64 * 7 * 7` counts the two pools `__init__` defines.
+    const MISSING_POOL2: &str = include_str!("testdata/missing_pool2.py");
+    /// Recorded: `self.pool3` and `self.pool4` called, neither defined.
+    const MISSING_POOL3_POOL4: &str = include_str!("testdata/missing_pool3_pool4.py");
+
+    #[test]
+    fn a_pooling_layer_called_but_never_defined_is_taken_out_of_forward() {
+        let (fixed, notes) = repair_missing_layer(MISSING_POOL2).expect("repaired");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let n = &notes[0];
+        assert_eq!((n.kind.as_str(), n.before.trim(), n.after.as_str()), ("missing_layer", "x = self.pool2(x)", ""));
+        assert_eq!(fixed.lines().nth(n.line - 1), Some(""));
+        assert_eq!(fixed.lines().count(), MISSING_POOL2.lines().count(), "the line count stays");
+        assert_eq!(original(&notes, &fixed), MISSING_POOL2, "the note gives the code back");
+        // What is left calls only what __init__ defines.
+        assert!(!fixed.contains("self.pool2") && fixed.contains("x = self.pool3(x)"));
+        let (fixed, notes) = repair_missing_layer(MISSING_POOL3_POOL4).expect("repaired");
+        let removed: Vec<&str> = notes.iter().map(|n| n.before.trim()).collect();
+        assert_eq!(removed, ["x = self.pool3(x)", "x = self.pool4(x)"]);
+        assert!(!fixed.contains("self.pool3") && !fixed.contains("self.pool4"), "{fixed}");
+        // Nothing to repair in the repaired code, nor in a design without the slip.
+        assert_eq!(repair_missing_layer(&fixed), None);
+        let defined = MISSING_POOL2.replace(
+            "        self.relu2 = nn.ReLU()\n",
+            "        self.relu2 = nn.ReLU()\n        self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)\n",
+        );
+        assert_eq!(repair_missing_layer(&defined), None);
+    }
+
+    #[test]
+    fn an_activation_called_but_never_defined_calls_its_namesake_and_doubtful_cases_are_left() {
+        let net = "class Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv1 = nn.Conv2d(1, 8, 3)\n        self.relu1 = nn.ReLU()\n        self.pool1 = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 13 * 13, num_classes)\n\n    def forward(self, x):\n        x = self.pool1(self.relu2(self.conv1(x)))  # block 1\n        return self.fc(self.pool(x).flatten(1))\n";
+        let (fixed, notes) = repair_missing_layer(net).expect("repaired");
+        let lines: Vec<(usize, &str)> = notes.iter().map(|n| (n.line, n.after.trim())).collect();
+        assert_eq!(
+            lines,
+            [(10, "x = self.pool1(self.relu1(self.conv1(x)))  # block 1"), (11, "return self.fc(x.flatten(1))")]
+        );
+        assert_eq!(original(&notes, &fixed), net);
+        // A family of mixed activations, a layer with parameters, a name set
+        // by `setattr` or in quotes, an nn.Module method: left as they are.
+        let mixed =
+            net.replace("self.relu1 = nn.ReLU()", "self.relu1 = nn.LeakyReLU(0.1)\n        self.relu3 = nn.ReLU()");
+        assert!(
+            repair_missing_layer(&mixed).is_some_and(|(f, _)| f.contains("self.relu2(")),
+            "relu2 left, pool repaired"
+        );
+        let learned = "    def forward(self, x):\n        x = self.conv2(x)\n        self.conv1 = nn.Conv2d(1, 8, 3)\n";
+        assert_eq!(repair_missing_layer(learned), None);
+        assert_eq!(repair_missing_layer(&format!("{net}\nsetattr(self, 'relu2', nn.ReLU())\n")), None);
+        assert_eq!(repair_missing_layer(&net.replace("# block 1", "# see 'relu2' and 'pool'")), None);
+        let method = "        self.relu1 = nn.ReLU()\n        n = sum(p.numel() for p in self.parameters())\n";
+        assert_eq!(repair_missing_layer(method), None);
+    }
 
     #[test]
     fn a_network_named_otherwise_is_renamed_net_on_its_class_and_super_lines() {
