@@ -353,6 +353,13 @@ pub struct SearchSection {
     /// a small model gives the refused answer again in other words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_temperature: Option<f32>,
+    /// When the Improver's answer is still not a diagnosis after its
+    /// retries, give the generator one of a few common changes to the best
+    /// design instead (one the design lacks, not yet tried on it), and open
+    /// its memory entry (off, the paper's method: the generator gets no
+    /// change). The embedded defaults turn it on.
+    #[serde(default)]
+    pub fallback_changes: bool,
     /// How the generator's prompt is written (`paper` or `compact`).
     #[serde(default)]
     pub prompt_style: PromptStyle,
@@ -464,6 +471,7 @@ impl Default for SearchSection {
             diagnosis_retries: one_retry(),
             generation_retries: 0,
             retry_temperature: None,
+            fallback_changes: false,
             prompt_style: PromptStyle::Paper,
             islands: one_island(),
             migration_interval: default_migration_interval(),
@@ -770,7 +778,8 @@ impl RunConfig {
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
     /// "missing_layer"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 1`,
-    /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`]),
+    /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
+    /// `fallback_changes = true`),
     /// and a compute budget checked before training (`objective =
     /// "constrained"`, `[search.limits] max_flops` [`EMBEDDED_MAX_FLOPS`]).
     /// `docs/config.md` lists them.
@@ -783,6 +792,7 @@ impl RunConfig {
         c.search.novelty_threshold = COMPACT_NOVELTY;
         c.search.generation_retries = 1;
         c.search.retry_temperature = Some(EMBEDDED_RETRY_TEMPERATURE);
+        c.search.fallback_changes = true;
         c
     }
 
@@ -1053,6 +1063,7 @@ mod tests {
         // A retry samples as the first call did, except in the embedded defaults.
         assert_eq!(c.search.retry_temperature, None);
         assert_eq!(RunConfig::embedded().search.retry_temperature, Some(EMBEDDED_RETRY_TEMPERATURE));
+        assert!(!c.search.fallback_changes && RunConfig::embedded().search.fallback_changes);
         // The paper's objective has no budget; the embedded defaults check
         // one before training, and a run directory's config keeps it.
         assert_eq!((c.search.objective, c.search.limits), (Objective::Accuracy, Limits::default()));

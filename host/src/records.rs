@@ -320,4 +320,9 @@ pub struct Advice {
     /// entry and reaches no prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// The change the search gave the generator instead, when the answer is
+    /// not a diagnosis and `[search] fallback_changes` is on; it opens the
+    /// memory entry the answer could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }

@@ -197,7 +197,7 @@ fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advic
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let search =
-        "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"\nretry_temperature = 1.25";
+        "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"\nretry_temperature = 1.25\nfallback_changes = true";
     let cfg = write_config_with(dir.path(), &server, search);
     let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
@@ -235,9 +235,21 @@ fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advic
         "{advice:?}"
     );
     assert_eq!(recs[0].improver_usage.calls, 2);
+    // In its place the generator was given a common change the best design
+    // lacks (`fallback_changes`), which opened the memory entry.
+    let fallback = advice.fallback.as_deref().expect("a fallback change");
+    assert!(nas_host::search::improver::FALLBACK_CHANGES.iter().any(|(c, _)| *c == fallback), "{fallback}");
     let memory = Store::open(&run).expect("store").memory().expect("memory");
-    assert!(memory.is_empty(), "stale advice opened a memory entry: {memory:?}");
-    assert!(!recs[1].generator_prompt[1].content.contains("self.softmax"), "{}", recs[1].generator_prompt[1].content);
+    let first: Vec<(u64, &str, &str)> = memory
+        .iter()
+        .filter(|e| e.iteration == 1)
+        .map(|e| (e.iteration, e.problem.as_str(), e.suggestion.as_str()))
+        .collect();
+    assert_eq!(first, [(1, nas_host::search::improver::FALLBACK_PROBLEM, fallback)], "{memory:?}");
+    assert!(memory.iter().all(|e| !e.suggestion.contains("softmax")), "stale advice opened a memory entry: {memory:?}");
+    let asked = &recs[1].generator_prompt[1].content;
+    assert!(!asked.contains("self.softmax"), "{asked}");
+    assert!(asked.contains(&format!("Make this change to the best design:\n{fallback}")), "{asked}");
 
     // Attempt 2's first answer repeated attempt 1; asked once more, it
     // changed the design, which trained.

@@ -98,7 +98,7 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     if suggestions.len() < 2 {
         return Some("it gives no suggestion".into());
     }
-    let templates = ANSWER_KEYS.iter().map(|k| k.description).chain(LEGACY_PLACEHOLDERS);
+    let templates = ANSWER_KEYS.iter().map(|k| k.description).chain(LEGACY_PLACEHOLDERS).chain([FALLBACK_PROBLEM]);
     for template in templates {
         let t = words(template);
         for (field, w) in [("reason", &problem), ("improvement_suggestions", &suggestions)] {
@@ -144,6 +144,53 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
         .and_then(|code| absent_target(&advice.suggestions, code))
         .or_else(|| invented_argument(&advice.suggestions))
         .or_else(|| recipe_change(&advice.suggestions))
+}
+
+/// Changes the search gives the generator in place of an Improver answer
+/// that is not a diagnosis (`[search] fallback_changes`): common, concrete
+/// edits of a small image classifier, each with the text in the best design
+/// that shows it already has the change. A small Improver refused as a
+/// repeat gives the same change again when asked again; without a change,
+/// the generator gives the best design back.
+pub const FALLBACK_CHANGES: [(&str, Option<&str>); 6] = [
+    ("Add an nn.BatchNorm2d after each nn.Conv2d, before its activation.", Some("BatchNorm2d")),
+    ("Add nn.Dropout(0.3) right before the first nn.Linear.", Some("Dropout")),
+    ("Double the out_channels of the last nn.Conv2d, and the in_features of the nn.Linear after it to match.", None),
+    ("Add one more nn.Conv2d (3x3 kernel, padding=1, the same number of channels in and out) with its activation right before the last pooling layer.", None),
+    ("Use kernel_size=5 and padding=2 in the first nn.Conv2d.", Some("kernel_size=5")),
+    ("Double the out_features of the first nn.Linear and the in_features of the nn.Linear after it.", None),
+];
+
+/// The problem of the memory entry a fallback change opens.
+pub const FALLBACK_PROBLEM: &str = "no diagnosis; a common change to the best design, chosen by the search";
+
+/// The change the search gives iteration `t`'s generator when the Improver
+/// gave none: one of [`FALLBACK_CHANGES`] the best design does not already
+/// have and that was not tried on it (no memory entry with this best and
+/// this suggestion), picked in an order seeded by `seed` and `t`. `None`
+/// without a best design, or when every change was tried on it.
+pub fn fallback_change(
+    earlier: &[nas_plugin_api::MemoryEntry],
+    best: Option<(f64, &str)>,
+    seed: u64,
+    t: u64,
+) -> Option<&'static str> {
+    let (accuracy, code) = best?;
+    let open: Vec<&str> = FALLBACK_CHANGES
+        .iter()
+        .filter(|(_, has)| has.is_none_or(|h| !code.contains(h)))
+        .map(|(change, _)| *change)
+        .filter(|change| !earlier.iter().any(|e| e.best_before == Some(accuracy) && e.suggestion == *change))
+        .collect();
+    if open.is_empty() {
+        return None;
+    }
+    // splitmix64 of the seed and the iteration.
+    let mut x = seed ^ t.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    Some(open[(x % open.len() as u64) as usize])
 }
 
 /// Words of a change to the training, which the search keeps fixed (one
@@ -393,6 +440,7 @@ pub fn parse(answer: &str) -> Advice {
         suggestions: answer.trim().to_string(),
         parsed_as: "raw".into(),
         rejected: None,
+        fallback: None,
     }
 }
 
@@ -411,7 +459,14 @@ fn from_value(value: &serde_json::Value, how: &str) -> Option<Advice> {
     if suggestions.is_empty() && problem.is_empty() {
         return None;
     }
-    Some(Advice { problem, inspiration: get(&["inspiration"]), suggestions, parsed_as: how.into(), rejected: None })
+    Some(Advice {
+        problem,
+        inspiration: get(&["inspiration"]),
+        suggestions,
+        parsed_as: how.into(),
+        rejected: None,
+        fallback: None,
+    })
 }
 
 /// A JSON value as prose: strings as they are, lists as numbered lines,
@@ -707,6 +762,7 @@ mod tests {
             suggestions: first.suggestion.clone(),
             parsed_as: "json_fence".into(),
             rejected: None,
+            fallback: None,
         };
         let earlier = [first];
         let why = rejection(&reworded, &Checked { earlier: &earlier, ..Default::default() });
@@ -733,6 +789,7 @@ mod tests {
             suggestions: tried.suggestion.clone(),
             parsed_as: "json_fence".into(),
             rejected: None,
+            fallback: None,
         };
         let earlier = [tried];
         let on = |best: Option<f64>| rejection(&again, &Checked { earlier: &earlier, best, ..Default::default() });
@@ -746,6 +803,37 @@ mod tests {
         // Another change on the same best is a diagnosis.
         let other = Advice { suggestions: "Add nn.BatchNorm2d(64) after conv2.".into(), ..again.clone() };
         assert_eq!(rejection(&other, &Checked { earlier: &earlier, best: Some(0.8992), ..Default::default() }), None);
+    }
+
+    #[test]
+    fn a_fallback_change_is_one_the_best_design_lacks_and_was_not_tried_on_it() {
+        let best = "self.conv1 = nn.Conv2d(1, 32, 3, padding=1)\nself.bn1 = nn.BatchNorm2d(32)\nself.fc = nn.Linear(32 * 7 * 7, 10)";
+        let picked = |earlier: &[MemoryEntry], t| fallback_change(earlier, Some((0.8956, best)), 43, t);
+        let first = picked(&[], 6).expect("a change");
+        assert!(!first.contains("BatchNorm2d"), "the design has batch norm: {first}");
+        assert_eq!(picked(&[], 6), Some(first), "the same seed and iteration pick the same change");
+        // Tried on this best: not given again. Tried on another best: may be.
+        let tried = |change: &str, best_before| MemoryEntry {
+            iteration: 5,
+            problem: String::new(),
+            suggestion: change.into(),
+            outcome: Some("accuracy: 89.21%".into()),
+            accuracy: Some(0.8921),
+            failure_kind: None,
+            best_before: Some(best_before),
+        };
+        let open = FALLBACK_CHANGES.len() - 1;
+        let mut earlier = Vec::new();
+        for t in 0..open as u64 {
+            let change = picked(&earlier, 6 + t).expect("one left");
+            assert!(earlier.iter().all(|e: &MemoryEntry| e.suggestion != change), "{change} given twice");
+            earlier.push(tried(change, 0.8956));
+        }
+        assert_eq!(picked(&earlier, 20), None, "every change was tried on this best");
+        let elsewhere: Vec<MemoryEntry> =
+            earlier.iter().map(|e| MemoryEntry { best_before: Some(0.89), ..e.clone() }).collect();
+        assert!(picked(&elsewhere, 20).is_some());
+        assert_eq!(fallback_change(&[], None, 43, 6), None, "no best design, nothing to change");
     }
 
     #[test]
@@ -815,6 +903,7 @@ mod tests {
             suggestions: recorded.into(),
             parsed_as: "json_fence".into(),
             rejected: None,
+            fallback: None,
         };
         let why = rejection(&advice, &Checked::default());
         assert!(why.is_some_and(|w| w.contains("does not take")));
@@ -849,6 +938,7 @@ mod tests {
             suggestions: "Increase the number of epochs to 10".into(),
             parsed_as: "json_fence".into(),
             rejected: None,
+            fallback: None,
         };
         let why = rejection(&advice, &Checked::default());
         assert!(why.is_some_and(|w| w.contains("more epochs")));

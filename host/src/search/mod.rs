@@ -682,8 +682,11 @@ impl<'a> Search<'a> {
     fn generate(&self, chain: &Chain, t: u64) -> Step<Generated> {
         let cycle = self.cycle.as_ref();
         let previous = chain.records.last().filter(|_| cycle.is_none());
-        let advice = previous.and_then(|r| r.advice.clone()).filter(|a| a.rejected.is_none());
-        let suggestions = advice.as_ref().map(|a| a.suggestions.clone()).filter(|s| !s.trim().is_empty());
+        // The Improver's change, or the search's in its place.
+        let suggestions = previous
+            .and_then(|r| r.advice.as_ref())
+            .and_then(|a| if a.rejected.is_none() { Some(a.suggestions.clone()) } else { a.fallback.clone() })
+            .filter(|s| !s.trim().is_empty());
         let parent = match (self.cfg.mode, cycle) {
             (GenerationMode::Delta, Some(c)) => self.cycle_parent(c, t),
             (GenerationMode::Delta, None) => chain.best.as_ref().map(|b| Parent {
@@ -1000,7 +1003,7 @@ impl<'a> Search<'a> {
         });
         let mut messages = prompt.clone();
         let mut seq = 0;
-        let (response, advice) = loop {
+        let (response, mut advice) = loop {
             let response = match self.llm(t, LlmRole::Improver, seq, messages.clone())? {
                 Ok(r) => r,
                 Err(stop) => return Ok(Err(stop)),
@@ -1030,14 +1033,26 @@ impl<'a> Search<'a> {
         };
         d.prompt = Some(messages);
         d.response = Some(response);
-        if advice.rejected.is_some() {
-            d.advice = Some(advice);
-            return Ok(Ok(d));
-        }
+        let best = chain.best.as_ref().and_then(|b| Some((b.accuracy?, b.code.as_str())));
+        let fallback = advice
+            .rejected
+            .is_some()
+            .then(|| self.cfg.fallback_changes.then(|| improver::fallback_change(&chain.entries, best, self.seed, t)))
+            .flatten()
+            .flatten();
+        advice.fallback = fallback.map(str::to_string);
+        let (problem, suggestion) = match (&advice.rejected, fallback) {
+            (None, _) => (advice.problem.clone(), truncate_chars(&advice.suggestions, SUGGESTION_CHARS).to_string()),
+            (Some(_), Some(change)) => (improver::FALLBACK_PROBLEM.to_string(), change.to_string()),
+            (Some(_), None) => {
+                d.advice = Some(advice);
+                return Ok(Ok(d));
+            }
+        };
         d.opened = Some(MemoryEntry {
             iteration: t,
-            problem: advice.problem.clone(),
-            suggestion: truncate_chars(&advice.suggestions, SUGGESTION_CHARS).to_string(),
+            problem,
+            suggestion,
             outcome: None,
             accuracy: None,
             failure_kind: None,
