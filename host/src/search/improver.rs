@@ -155,7 +155,10 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
 pub const FALLBACK_CHANGES: [(&str, Option<&str>); 6] = [
     ("Add an nn.BatchNorm2d after each nn.Conv2d, before its activation.", Some("BatchNorm2d")),
     ("Add nn.Dropout(0.3) right before the first nn.Linear.", Some("Dropout")),
-    ("Double the out_channels of the last nn.Conv2d, and the in_features of the nn.Linear after it to match.", None),
+    (
+        "Double the out_channels of the last nn.Conv2d, of the nn.BatchNorm2d after it if there is one, and the in_features of the nn.Linear after it to match.",
+        None,
+    ),
     ("Add one more nn.Conv2d (3x3 kernel, padding=1, the same number of channels in and out) with its activation right before the last pooling layer.", None),
     ("Use kernel_size=5 and padding=2 in the first nn.Conv2d.", Some("kernel_size=5")),
     ("Double the out_features of the first nn.Linear and the in_features of the nn.Linear after it.", None),
