@@ -6,28 +6,23 @@ class Net(nn.Module):
     def __init__(self, in_shape, num_classes):
         super(Net, self).__init__()
         C, H, W = in_shape
-        self.conv1 = nn.Conv2d(C, 128, kernel_size=3, padding=1)
-        self.bn1 = nn.BatchNorm2d(128)
+        self.conv1 = nn.Conv2d(C, 32, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(32)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(kernel_size=2, stride=2)
 
-        self.conv2 = nn.Conv2d(128, 128, kernel_size=3, padding=1)
-        self.bn2 = nn.BatchNorm2d(128)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(64)
         self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)
 
-        self.conv3 = nn.Conv2d(128, 128, kernel_size=3, padding=1)
-        self.bn3 = nn.BatchNorm2d(128)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3, padding=1)
+        self.bn3 = nn.BatchNorm2d(64)
         self.relu3 = nn.ReLU()
 
-        self.conv4 = nn.Conv2d(128, 128, kernel_size=3, padding=1)
-        self.bn4 = nn.BatchNorm2d(128)
+        self.fc1 = nn.Linear(12544, 512)  # Doubled out_features
+        self.dropout1 = nn.Dropout(0.3)
         self.relu4 = nn.ReLU()
-
-        self.dropout = nn.Dropout(0.2)  # Added dropout
-        self.fc1 = nn.Linear(128 * 7 * 7, 512)
-        self.relu5 = nn.ReLU()
-        self.fc2 = nn.Linear(512, num_classes)
+        self.fc2 = nn.Linear(512, num_classes)  # Doubled in_features
 
     def forward(self, x):
         x = self.conv1(x)
@@ -38,20 +33,14 @@ class Net(nn.Module):
         x = self.conv2(x)
         x = self.bn2(x)
         x = self.relu2(x)
-        x = self.pool2(x)
 
         x = self.conv3(x)
         x = self.bn3(x)
         x = self.relu3(x)
 
-        x = self.conv4(x)
-        x = self.bn4(x)
-        x = self.relu4(x)
-
-        x = self.dropout(x)  # Added dropout
         x = x.view(x.size(0), -1)
         x = self.fc1(x)
-        x = self.relu5(x)
+        x = self.dropout1(x)
+        x = self.relu4(x)
         x = self.fc2(x)
-
         return x
