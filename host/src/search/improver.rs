@@ -127,17 +127,21 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     // whatever problem it is given for (a small model keeps one change and
     // rewords the problem); once the best has changed, it may be tried on
     // the new one.
-    let on_this_best = |e: &nas_plugin_api::MemoryEntry| checked.best.is_some() && e.best_before == checked.best;
-    let tried = |e: &&nas_plugin_api::MemoryEntry| {
-        e.outcome.is_some() && (same(&e.problem, &e.suggestion) || on_this_best(e) && same_change(&e.suggestion))
-    };
-    if let Some(e) = checked.earlier.iter().rev().find(tried) {
-        let outcome = e.outcome.as_deref().unwrap_or_default();
-        return Some(if same(&e.problem, &e.suggestion) {
-            format!("it repeats the diagnosis of attempt {}, which was already tried ({outcome})", e.iteration)
+    let repeat = checked.earlier.iter().rev().find_map(|e| {
+        let outcome = e.outcome.as_deref()?;
+        if same(&e.problem, &e.suggestion) {
+            Some(format!("it repeats the diagnosis of attempt {}, which was already tried ({outcome})", e.iteration))
+        } else if tried_on(e, checked.best) && same_change(&e.suggestion) {
+            Some(format!(
+                "it repeats the change of attempt {}, already tried on this best design ({outcome})",
+                e.iteration
+            ))
         } else {
-            format!("it repeats the change of attempt {}, already tried on this best design ({outcome})", e.iteration)
-        });
+            None
+        }
+    });
+    if repeat.is_some() {
+        return repeat;
     }
     checked
         .code
@@ -183,17 +187,20 @@ pub fn fallback_change(
         .iter()
         .filter(|(_, has)| has.is_none_or(|h| !code.contains(h)))
         .map(|(change, _)| *change)
-        .filter(|change| !earlier.iter().any(|e| e.best_before == Some(accuracy) && e.suggestion == *change))
+        .filter(|change| !earlier.iter().any(|e| tried_on(e, Some(accuracy)) && e.suggestion == *change))
         .collect();
     if open.is_empty() {
         return None;
     }
-    // splitmix64 of the seed and the iteration.
-    let mut x = seed ^ t.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
+    let x = super::novelty::mix(seed ^ t.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     Some(open[(x % open.len() as u64) as usize])
+}
+
+/// Whether entry `e` was tried on the best design of accuracy `best`: it
+/// was opened while that design was the best, the one the next attempt
+/// changes.
+fn tried_on(e: &nas_plugin_api::MemoryEntry, best: Option<f64>) -> bool {
+    best.is_some() && e.best_before == best
 }
 
 /// Words of a change to the training, which the search keeps fixed (one

@@ -1001,6 +1001,8 @@ impl<'a> Search<'a> {
             Some(b) => format!("{}\n{}", improver::effective(c), improver::effective(&b.code)),
             None => improver::effective(c),
         });
+        // The design the next attempt changes: its accuracy and code.
+        let best = chain.best.as_ref().and_then(|b| Some((b.accuracy?, b.code.as_str())));
         let mut messages = prompt.clone();
         let mut seq = 0;
         let (response, mut advice) = loop {
@@ -1016,7 +1018,7 @@ impl<'a> Search<'a> {
                     previous,
                     earlier: &chain.entries,
                     code: designs.as_deref(),
-                    best: chain.best.as_ref().and_then(|b| b.accuracy),
+                    best: best.map(|(accuracy, _)| accuracy),
                 },
             );
             match &advice.rejected {
@@ -1033,13 +1035,11 @@ impl<'a> Search<'a> {
         };
         d.prompt = Some(messages);
         d.response = Some(response);
-        let best = chain.best.as_ref().and_then(|b| Some((b.accuracy?, b.code.as_str())));
-        let fallback = advice
-            .rejected
-            .is_some()
-            .then(|| self.cfg.fallback_changes.then(|| improver::fallback_change(&chain.entries, best, self.seed, t)))
-            .flatten()
-            .flatten();
+        let fallback = if advice.rejected.is_some() && self.cfg.fallback_changes {
+            improver::fallback_change(&chain.entries, best, self.seed, t)
+        } else {
+            None
+        };
         advice.fallback = fallback.map(str::to_string);
         let (problem, suggestion) = match (&advice.rejected, fallback) {
             (None, _) => (advice.problem.clone(), truncate_chars(&advice.suggestions, SUGGESTION_CHARS).to_string()),

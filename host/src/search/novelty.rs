@@ -79,8 +79,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-fn mix(mut x: u64) -> u64 {
-    // splitmix64 finaliser.
+/// The splitmix64 finaliser: a well-spread 64-bit hash of `x`.
+pub(crate) fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
