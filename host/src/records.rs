@@ -252,6 +252,11 @@ pub struct Regenerated {
     pub answer: String,
     /// What the generator was told next.
     pub retry: String,
+    /// The common change it was given in place of the Improver's, which it
+    /// had not followed (`[search] fallback_changes`): the memory entry of
+    /// that change now holds this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// An evaluation run again alone because it ran out of memory beside others.

@@ -274,6 +274,56 @@ fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advic
     assert_eq!(replayed[1].code, recs[1].code);
 }
 
+#[test]
+fn a_design_given_back_on_the_improvers_change_is_asked_again_with_a_common_change_in_its_place() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, user, _) = exchange(req);
+        Some(Step::reply(if generator {
+            // The generator gives attempt 1's design back on the Improver's
+            // change, and follows the concrete one it gets instead.
+            fence(if user.contains("Make this change instead") { WIDER } else { GOOD })
+        } else {
+            REAL.to_string()
+        }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let search =
+        "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"\nfallback_changes = true";
+    let cfg = write_config_with(dir.path(), &server, search);
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = run_dirs(dir.path()).pop().expect("run");
+    let recs = records(&run);
+    assert_eq!(recs.len(), 2);
+    let advice = recs[0].advice.as_ref().expect("advice");
+    assert_eq!(advice.rejected, None, "the Improver's answer is a diagnosis: {advice:?}");
+    assert!(advice.suggestions.contains("second conv block"), "{advice:?}");
+
+    let again = &recs[1].regenerated;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].of, Some(1));
+    let change = again[0].fallback.as_deref().expect("a common change in place of the Improver's");
+    assert!(nas_host::search::improver::FALLBACK_CHANGES.iter().any(|(c, _)| *c == change), "{change}");
+    assert!(
+        again[0].retry.contains(&format!("Make this change instead, and write it out in the code:\n{change}")),
+        "{}",
+        again[0].retry
+    );
+    assert!(!again[0].retry.contains("second conv block"), "{}", again[0].retry);
+    assert!(matches!(recs[1].outcome, Outcome::Ok { .. }), "{:?}", recs[1].outcome);
+
+    // Attempt 1's memory entry now holds the change that was made, with its outcome.
+    let memory = Store::open(&run).expect("store").memory().expect("memory");
+    let first = memory.iter().find(|e| e.iteration == 1).expect("entry 1");
+    assert_eq!(
+        (first.problem.as_str(), first.suggestion.as_str()),
+        (nas_host::search::improver::FALLBACK_PROBLEM, change),
+        "{memory:?}"
+    );
+    assert_eq!(first.accuracy, recs[1].outcome.accuracy(), "{first:?}");
+}
+
 /// GOOD at 128 channels: about 1.9 MFLOPs per example, over a 1-MFLOP budget
 /// (GOOD is about 0.12).
 const COSTLY: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 128, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(128 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";

@@ -233,6 +233,15 @@ struct Chain {
 
 impl Chain {
     /// Step 4: closes the open memory entry with the outcome.
+    /// The open entry's change becomes `change`, a fallback change given in
+    /// its place (its problem says so): the outcome is that change's.
+    fn replace_open_change(&mut self, change: &str) {
+        if let Some(open) = self.entries.last_mut().filter(|e| !e.is_closed()) {
+            open.problem = improver::FALLBACK_PROBLEM.to_string();
+            open.suggestion = change.to_string();
+        }
+    }
+
     fn close_open_entry(&mut self, outcome: &Outcome) -> Option<MemoryEntry> {
         let open = self.entries.last_mut().filter(|e| !e.is_closed())?;
         open.outcome = Some(outcome.memory_text());
@@ -267,6 +276,9 @@ struct Generated {
     code: Result<String, CandidateFailure>,
     diff: Option<String>,
     regenerated: Vec<Regenerated>,
+    /// The common change given in place of the Improver's after the
+    /// generator gave a design back unchanged on it.
+    fallback: Option<String>,
 }
 
 /// Steps 2–3's result.
@@ -654,6 +666,9 @@ impl<'a> Search<'a> {
             checkpoint!();
             let evaluated = step!(self.evaluate(t, &generated.code, progress));
             checkpoint!();
+            if let Some(change) = &generated.fallback {
+                chain.replace_open_change(change);
+            }
             let closed = chain.close_open_entry(&evaluated.outcome);
             let code = evaluated.repaired.as_ref().map(|(c, _)| c.as_str()).or(generated.code.as_deref().ok());
             chain.offer_best(t, code, &evaluated.outcome, &self.objective);
@@ -683,10 +698,11 @@ impl<'a> Search<'a> {
         let cycle = self.cycle.as_ref();
         let previous = chain.records.last().filter(|_| cycle.is_none());
         // The Improver's change, or the search's in its place.
-        let suggestions = previous
-            .and_then(|r| r.advice.as_ref())
+        let advice = previous.and_then(|r| r.advice.as_ref());
+        let suggestions = advice
             .and_then(|a| if a.rejected.is_none() { Some(a.suggestions.clone()) } else { a.fallback.clone() })
             .filter(|s| !s.trim().is_empty());
+        let improvers_change = suggestions.is_some() && advice.is_some_and(|a| a.rejected.is_none());
         let parent = match (self.cfg.mode, cycle) {
             (GenerationMode::Delta, Some(c)) => self.cycle_parent(c, t),
             (GenerationMode::Delta, None) => chain.best.as_ref().map(|b| Parent {
@@ -740,7 +756,8 @@ impl<'a> Search<'a> {
         let mut usage = RoleUsage::default();
         usage.add(&response);
         let (mut code, mut diff) = take_code(&response.content, parent.as_ref());
-        let mut regenerated = Vec::new();
+        let mut regenerated: Vec<Regenerated> = Vec::new();
+        let mut fallback = None;
         while (regenerated.len() as u32) < self.cfg.generation_retries {
             let (of, similarity) = match &code {
                 Ok(c) if !defines_forward(c) => (None, None),
@@ -755,19 +772,36 @@ impl<'a> Search<'a> {
                 Ok(_) => break,
                 Err(_) => (None, None),
             };
+            // A design given back unchanged on the Improver's change: a
+            // small generator does the same when asked again, so with
+            // fallback changes on, it gets a concrete one instead.
+            let instead = (of.is_some() && improvers_change && fallback.is_none() && self.cfg.fallback_changes)
+                .then(|| {
+                    let best = chain.best.as_ref().and_then(|b| Some((b.accuracy?, b.code.as_str())));
+                    improver::fallback_change(&chain.entries, best, self.seed, t)
+                })
+                .flatten();
+            fallback = fallback.or(instead.map(str::to_string));
             let retry = self.prompts.render(
                 "generator_retry.md",
                 &serde_json::json!({
                     "of": of,
                     "similarity_pct": similarity.map(|s| format!("{:.0}%", s * 100.0)),
                     "failure": code.as_ref().err().map(|f| f.message.clone()),
-                    "suggestions": ctx["suggestions"],
+                    "suggestions": fallback.as_ref().map_or(ctx["suggestions"].clone(), |f| serde_json::json!(f)),
+                    "instead": instead.is_some(),
                     "delta": parent.is_some(),
                 }),
             )?;
             messages.push(ChatMessage::assistant(response.content.clone()));
             messages.push(ChatMessage::user(retry.clone()));
-            regenerated.push(Regenerated { of, similarity, answer: response.content.clone(), retry });
+            regenerated.push(Regenerated {
+                of,
+                similarity,
+                answer: response.content.clone(),
+                retry,
+                fallback: instead.map(str::to_string),
+            });
             response = match self.llm(t, LlmRole::Generator, regenerated.len() as u32, messages.clone())? {
                 Ok(r) => r,
                 Err(stop) => return Ok(Err(stop)),
@@ -775,7 +809,7 @@ impl<'a> Search<'a> {
             usage.add(&response);
             (code, diff) = take_code(&response.content, parent.as_ref());
         }
-        Ok(Ok(Generated { prompt, response, usage, parent, code, diff, regenerated }))
+        Ok(Ok(Generated { prompt, response, usage, parent, code, diff, regenerated, fallback }))
     }
 
     /// The parent a cycle's candidate `t` is asked to change: a seeded

@@ -52,6 +52,9 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The plugin id.
 pub const ID: &str = "llm.local";
 
+/// The most contexts `prompt_cache` may keep.
+pub const MAX_PROMPT_CACHE: usize = 8;
+
 nas_plugin_api::plugin_library!(
     /// `llm.local` as a plugin library.
     pub fn library = [LocalFactory]
@@ -91,6 +94,13 @@ pub struct LocalSettings {
     /// Extra stop sequences.
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Contexts kept between calls with what they read (llama-server's
+    /// `cache_prompt`): a call whose prompt begins as a kept one's reads
+    /// only the rest. The search asks in a few long conversations that grow
+    /// (the Improver asked again after a refused answer, one system prompt
+    /// per role), so two keep one per role. `0`: a fresh context every call.
+    #[serde(default = "default_prompt_cache")]
+    pub prompt_cache: usize,
 }
 
 fn default_model() -> String {
@@ -111,6 +121,9 @@ fn default_top_p() -> f32 {
 fn default_max_tokens() -> u32 {
     2048
 }
+fn default_prompt_cache() -> usize {
+    2
+}
 
 impl LocalSettings {
     /// Checks ranges, naming the key at fault.
@@ -127,6 +140,12 @@ impl LocalSettings {
         }
         if self.context_tokens < 256 {
             return bad(format!("`context_tokens` must be at least 256, got {}", self.context_tokens));
+        }
+        if self.prompt_cache > MAX_PROMPT_CACHE {
+            return bad(format!(
+                "`prompt_cache` keeps at most {MAX_PROMPT_CACHE} contexts (each holds a whole KV cache), got {}",
+                self.prompt_cache
+            ));
         }
         if self.threads == Some(0) {
             return bad("`threads` must be at least 1 (leave it out to use the free cores)".into());

@@ -119,3 +119,84 @@ fn adapters_that_cannot_be_applied_are_refused_with_their_reason() {
     let plain = ChatRequest { adapter: None, ..with(nas_plugin_api::AdapterRef::default()) };
     assert!(llm.complete(&plain).expect("answers").usage.completion_tokens > 0);
 }
+
+#[test]
+fn a_conversation_asked_again_reads_only_its_new_tokens_and_answers_as_a_fresh_context_would() {
+    if skip() {
+        return;
+    }
+    let dir = models_dir();
+    let path = fetch_model("qwen2.5-coder-0.5b", &dir, &FetchOptions::default()).expect("the 0.5B model");
+    let load = |prompt_cache: usize| {
+        let settings: nas_llm_local::LocalSettings = serde_json::from_value(
+            serde_json::json!({"context_tokens": 2048, "seed": 7, "prompt_cache": prompt_cache}),
+        )
+        .expect("settings");
+        nas_llm_local::LocalBackend::load(&path, settings, Some(2)).expect("loads")
+    };
+    let ask = |messages: Vec<ChatMessage>| ChatRequest {
+        messages,
+        max_tokens: Some(40),
+        temperature: Some(0.0),
+        ..ChatRequest::default()
+    };
+    // The shape of the search's calls: a role's system prompt, a request,
+    // and the same conversation asked again with the answer and a note.
+    let improver = ChatMessage::system("You review PyTorch image classifiers. Answer in one sentence.");
+    let design = ChatMessage::user(
+        "This network scored 89 % after one epoch on Fashion-MNIST:\n\
+         class Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        \
+         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        \
+         self.fc = nn.Linear(32 * 14 * 14, num_classes)\n    def forward(self, x):\n        \
+         return self.fc(self.pool(self.conv1(x).relu()).flatten(1))\nWhat is its main problem?",
+    );
+    let generator = ChatMessage::system("You write PyTorch code. Answer with code only.");
+    let task = ChatMessage::user("Write `class Net(nn.Module)` for 1x28x28 images and 10 classes.");
+
+    let mut cached = load(2);
+    let mut fresh = load(0);
+    let first = ask(vec![improver.clone(), design.clone()]);
+    let a = cached.complete(&first).expect("answers");
+    assert_eq!(cached.last_reused_tokens(), 0, "nothing was read before");
+    assert_eq!(a.content, fresh.complete(&first).expect("answers").content);
+
+    // Asked again: everything up to the note was read by the first call.
+    let retry = ask(vec![
+        improver.clone(),
+        design.clone(),
+        ChatMessage::assistant(a.content.clone()),
+        ChatMessage::user("That repeats an earlier diagnosis. Name another problem."),
+    ]);
+    let b = cached.complete(&retry).expect("answers");
+    let reused = cached.last_reused_tokens();
+    assert!(
+        reused as u64 >= a.usage.prompt_tokens && (reused as u64) < b.usage.prompt_tokens,
+        "the first prompt ({} tokens) was not read again: {reused} of {} reused",
+        a.usage.prompt_tokens,
+        b.usage.prompt_tokens
+    );
+    assert_eq!(b.content, fresh.complete(&retry).expect("answers").content, "the kept context answers as a fresh one");
+    assert_eq!(fresh.last_reused_tokens(), 0, "prompt_cache = 0 keeps nothing");
+    assert_eq!(fresh.kept_contexts(), 0);
+
+    // Another role gets a context of its own; the first role's stays.
+    let code = ask(vec![generator.clone(), task.clone()]);
+    let c = cached.complete(&code).expect("answers");
+    assert_eq!(cached.kept_contexts(), 2);
+    assert!(cached.last_reused_tokens() < 10, "only the chat template's first tokens are shared");
+    assert_eq!(c.content, fresh.complete(&code).expect("answers").content);
+    let d = cached.complete(&retry).expect("answers");
+    assert!(cached.last_reused_tokens() as u64 >= b.usage.prompt_tokens - 1, "the improver's context was kept");
+    assert_eq!(d.content, b.content);
+
+    // Sampled at a seed, an answer may differ in its low bits from a fresh
+    // context's (the prefix was read in other batches), but the same calls
+    // in the same order give the same answers: a run repeated from its start.
+    let hot = ChatRequest { temperature: Some(1.0), seed: Some(11), ..retry.clone() };
+    let mut replay = load(2);
+    for r in [&first, &retry, &code] {
+        replay.complete(r).expect("answers");
+    }
+    let h = cached.complete(&hot).expect("answers").content;
+    assert_eq!(replay.complete(&hot).expect("answers").content, h);
+}
