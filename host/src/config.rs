@@ -153,6 +153,11 @@ pub enum Repair {
     /// evaluation: a pooling call is taken out, an activation calls its
     /// namesake; the record keeps each changed line.
     MissingLayer,
+    /// A convolution or batch norm built for another number of input
+    /// channels than it receives (torch names both sizes): the one layer
+    /// built for that size gets the received channels, and the candidate is
+    /// evaluated again; the record keeps both.
+    Channels,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -187,7 +192,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -201,9 +206,10 @@ impl<'de> Deserialize<'de> for Repairs {
                 "softmax" => Repair::Softmax,
                 "class_name" => Repair::ClassName,
                 "missing_layer" => Repair::MissingLayer,
+                "channels" => Repair::Channels,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\" and \"missing_layer\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\" and \"channels\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -776,8 +782,8 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
-    /// "missing_layer"]`, `prompt_style = "compact"`,
-    /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 1`,
+    /// "missing_layer", "channels"]`, `prompt_style = "compact"`,
+    /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
     /// `fallback_changes = true`),
     /// and a compute budget checked before training (`objective =
@@ -787,10 +793,11 @@ impl RunConfig {
         let mut c = RunConfig::default();
         c.search.objective = Objective::Constrained;
         c.search.limits.max_flops = Some(EMBEDDED_MAX_FLOPS);
-        c.search.repair = Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName, Repair::MissingLayer]);
+        c.search.repair =
+            Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName, Repair::MissingLayer, Repair::Channels]);
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
-        c.search.generation_retries = 1;
+        c.search.generation_retries = 2;
         c.search.retry_temperature = Some(EMBEDDED_RETRY_TEMPERATURE);
         c.search.fallback_changes = true;
         c
@@ -1059,7 +1066,7 @@ mod tests {
         assert_eq!(c.search.max_iterations, 20);
         assert!((c.search.novelty_threshold - 0.9).abs() < 1e-12);
         assert_eq!(c.search.generation_retries, 0, "the paper's method records a duplicate and moves on");
-        assert_eq!(RunConfig::embedded().search.generation_retries, 1);
+        assert_eq!(RunConfig::embedded().search.generation_retries, 2);
         // A retry samples as the first call did, except in the embedded defaults.
         assert_eq!(c.search.retry_temperature, None);
         assert_eq!(RunConfig::embedded().search.retry_temperature, Some(EMBEDDED_RETRY_TEMPERATURE));
@@ -1099,7 +1106,7 @@ mod tests {
         );
         assert_eq!(
             RunConfig::embedded().search.repair,
-            Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName, Repair::MissingLayer])
+            Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName, Repair::MissingLayer, Repair::Channels])
         );
         let msg = err("[search]\nrepair = [\"flatten\", \"dropout\"]\n");
         assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
@@ -1107,7 +1114,10 @@ mod tests {
         assert!(msg.starts_with("run.toml:2:") && msg.contains("a list of names"), "{msg}");
         // Written back (a run directory's config.toml), the list reads the same.
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
-        assert!(text.contains("repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\"]"), "{text}");
+        assert!(
+            text.contains("repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\"]"),
+            "{text}"
+        );
         assert_eq!(
             parse(&text, Path::new("x")).expect("reads back").search.repair,
             RunConfig::embedded().search.repair

@@ -374,3 +374,40 @@ fn a_design_over_the_budget_is_not_trained_and_both_roles_read_its_cost_and_a_mi
     assert_eq!(notes, [("missing_layer", 13, "x = self.pool2(x)", "")]);
     assert!(recs[1].code.as_deref().is_some_and(|c| !c.contains("self.pool2")), "{:?}", recs[1].code);
 }
+
+/// A convolution built for three channels on a one-channel image, and a
+/// head sized for two poolings after one: two failures, one after the other.
+const MISWIRED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.fc(x.flatten(1))\n";
+
+#[test]
+fn a_convolution_built_for_other_channels_and_then_a_flatten_size_are_repaired_in_turn() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, _, _) = exchange(req);
+        Some(Step::reply(if generator { fence(MISWIRED) } else { REAL.to_string() }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config_with(dir.path(), &server, "max_iterations = 1\nrepair = [\"flatten\", \"channels\"]");
+    // One iteration: the helper's `max_iterations = 2` gives way.
+    let text_cfg = std::fs::read_to_string(&cfg).expect("config").replacen("max_iterations = 2\n", "", 1);
+    std::fs::write(&cfg, text_cfg).expect("config");
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert_eq!(recs.len(), 1);
+    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+    let notes: Vec<(&str, &str, &str)> =
+        recs[0].repair.iter().map(|n| (n.kind.as_str(), n.before.trim(), n.after.trim())).collect();
+    assert_eq!(
+        notes,
+        [
+            ("channels", "self.conv = nn.Conv2d(3, 8, 3, padding=1)", "self.conv = nn.Conv2d(1, 8, 3, padding=1)"),
+            ("flatten", "self.fc = nn.Linear(8 * 7 * 7, num_classes)", "self.fc = nn.Linear(1568, num_classes)"),
+        ]
+    );
+    // Each note keeps the failure it repaired.
+    let failures: Vec<&str> =
+        recs[0].repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
+    assert!(failures[0].contains("to have 3 channels, but got 1"), "{failures:?}");
+    assert!(failures[1].contains("1568") && failures[1].contains("392"), "{failures:?}");
+}

@@ -830,6 +830,9 @@ impl<'a> Search<'a> {
         Some(Parent { iteration: 0, code, accuracy: None })
     }
 
+    /// The most repairs made after failed evaluations of one candidate.
+    const MAX_REPAIRS_AFTER_FAILURE: usize = 3;
+
     /// Steps 2–3: the novelty filter, then the evaluator (its journaled
     /// outcome when resuming).
     fn evaluate(
@@ -878,26 +881,37 @@ impl<'a> Search<'a> {
                 softened = fixed;
             }
         }
-        let (outcome, seconds, mut retries) = self.evaluate_code(t, &softened)?;
-        let mismatch = match &outcome {
-            Outcome::Failed { failure } if self.cfg.repair.has(Repair::Flatten) => {
-                repair::flatten_mismatch(failure).map(|m| (m, failure.clone()))
-            }
-            _ => None,
-        };
-        let flattened = mismatch.and_then(|(m, failure)| {
-            repair::repair_flatten(&softened, &m, self.dataset.manifest.input_shape.map(|d| d as u64), &failure)
-        });
-        let Some((fixed, note)) = flattened else {
-            let (outcome, over_limit) = self.objective.judge(outcome);
-            let repaired = (!notes.is_empty()).then_some((softened, notes));
-            return Ok(Ok(Evaluated { outcome, seconds, repaired, over_limit, retries }));
-        };
-        notes.push(note);
-        let (outcome, more, more_retries) = self.evaluate_code(t, &fixed)?;
-        retries.extend(more_retries);
+        let (mut outcome, mut seconds, mut retries) = self.evaluate_code(t, &softened)?;
+        // The repairs of a failure the check reported, each followed by
+        // another evaluation (a channel fixed can reveal a flatten size).
+        let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
+        for _ in 0..Self::MAX_REPAIRS_AFTER_FAILURE {
+            let Outcome::Failed { failure } = &outcome else { break };
+            let flattened = || {
+                let m = repair::flatten_mismatch(failure)?;
+                repair::repair_flatten(&softened, &m, in_shape, failure)
+            };
+            let channelled = || {
+                let m = repair::channel_mismatch(&failure.message)?;
+                repair::repair_channels(&softened, &m, in_shape, failure)
+            };
+            let fixed = self
+                .cfg
+                .repair
+                .has(Repair::Flatten)
+                .then(flattened)
+                .flatten()
+                .or_else(|| self.cfg.repair.has(Repair::Channels).then(channelled).flatten());
+            let Some((fixed, note)) = fixed else { break };
+            notes.push(note);
+            softened = fixed;
+            let (next, more, more_retries) = self.evaluate_code(t, &softened)?;
+            (outcome, seconds) = (next, seconds + more);
+            retries.extend(more_retries);
+        }
         let (outcome, over_limit) = self.objective.judge(outcome);
-        Ok(Ok(Evaluated { outcome, seconds: seconds + more, repaired: Some((fixed, notes)), over_limit, retries }))
+        let repaired = (!notes.is_empty()).then_some((softened, notes));
+        Ok(Ok(Evaluated { outcome, seconds, repaired, over_limit, retries }))
     }
 
     /// One evaluation of `code` at iteration `t`: the journaled outcome when
@@ -1297,31 +1311,17 @@ fn failure_hint(outcome: &Outcome) -> Option<String> {
     }
 }
 
-/// The sizes of a layer that receives a different number of channels than
-/// it was built for, said in plain words. torch says it as "weight of size
-/// [64, 32, 3, 3], expected input[2, 64, 14, 14] to have 32 channels, but got
-/// 64 channels instead" (a convolution) or "running_mean should contain 64
-/// elements not 128" (a batch norm): a block's `in_channels` is not the
-/// previous layer's `out_channels`, which no repair can know how to fix.
+/// A layer that receives another number of channels than it was built
+/// for ([`repair::channel_mismatch`]), said in plain words.
 fn channel_mismatch(message: &str) -> Option<String> {
-    let number_after = |text: &str, marker: &str| -> Option<u64> {
-        let rest = &text[text.find(marker)? + marker.len()..];
-        let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
-    let (layer, expected, got) = if message.contains("channels, but got") {
-        let expected = number_after(message, "to have")?;
-        let got = number_after(message, "but got")?;
-        ("A convolution", expected, got)
-    } else if message.contains("running_mean should contain") {
-        let expected = number_after(message, "should contain")?;
-        let got = number_after(message, "elements not")?;
-        ("A batch norm", expected, got)
-    } else {
-        return None;
+    let m = repair::channel_mismatch(message)?;
+    let layer = match m.layer {
+        repair::ChannelLayer::Conv2d => "A convolution",
+        repair::ChannelLayer::BatchNorm => "A batch norm",
     };
     Some(format!(
-        "{layer} was built for {expected} input channels but receives {got}: each layer's input channels must equal the output channels of the layer before it (trace the channel counts through __init__ and forward, block by block)."
+        "{layer} was built for {} input channels but receives {}: each layer's input channels must equal the output channels of the layer before it (trace the channel counts through __init__ and forward, block by block).",
+        m.built_for, m.receives
     ))
 }
 
@@ -1464,7 +1464,8 @@ mod feedback_tests {
             "the forward pass raised RuntimeError: running_mean should contain 64 elements not 128",
         );
         let hint = failure_hint(&Outcome::Failed { failure: norm }).expect("a hint");
-        assert!(hint.starts_with("A batch norm was built for 64 input channels but receives 128"), "{hint}");
+        // torch names the input's channels first: nn.BatchNorm2d(128) fed 64.
+        assert!(hint.starts_with("A batch norm was built for 128 input channels but receives 64"), "{hint}");
         let shrunk = CandidateFailure::new(
             "check",
             FailureKind::Runtime,

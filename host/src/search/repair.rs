@@ -639,55 +639,203 @@ struct LinearCall {
 }
 
 fn linear_calls(code: &str) -> Vec<LinearCall> {
+    layer_calls(code, "Linear")
+        .into_iter()
+        .filter_map(|args| {
+            let first = args.into_iter().next()?;
+            matches!(first.keyword.as_deref(), None | Some("in_features")).then_some(LinearCall {
+                first_arg: first.text,
+                arg_start: first.start,
+                arg_end: first.end,
+            })
+        })
+        .collect()
+}
+
+/// One argument of a layer's constructor call: its keyword, its text and
+/// the byte span of the text.
+#[derive(Debug, Clone)]
+struct Arg {
+    keyword: Option<String>,
+    text: String,
+    start: usize,
+    end: usize,
+}
+
+/// Every call of the layer `name` (`nn.Conv2d(`, `torch.nn.Conv2d(` or an
+/// imported `Conv2d(`; not `LazyConv2d(`) with its arguments, split at the
+/// commas at depth 0.
+fn layer_calls(code: &str, name: &str) -> Vec<Vec<Arg>> {
+    let opening = format!("{name}(");
     let mut out = Vec::new();
     let mut from = 0;
-    while let Some(pos) = code[from..].find("Linear(") {
-        let open = from + pos + "Linear(".len();
+    while let Some(pos) = code[from..].find(&opening) {
+        let open = from + pos + opening.len();
         from = open;
-        // `nn.Linear(`, `torch.nn.Linear(` or an imported `Linear(`; not
-        // `LazyLinear(`, `QLinear(` ...
-        let before = code[..open - "Linear(".len()].chars().next_back();
+        let before = code[..open - opening.len()].chars().next_back();
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue;
         }
-        // The first argument runs to the first comma or closing bracket at
-        // depth 0; a keyword argument `in_features=` is taken after its `=`.
         let mut depth = 0i32;
-        let mut end = None;
+        let mut args = Vec::new();
+        let mut arg_start = open;
+        let mut closed = false;
         for (i, c) in code[open..].char_indices() {
+            let at = open + i;
             match c {
                 '(' | '[' | '{' => depth += 1,
-                ')' | ']' | '}' if depth == 0 => {
-                    end = Some(open + i);
-                    break;
-                }
-                ')' | ']' | '}' => depth -= 1,
-                ',' if depth == 0 => {
-                    end = Some(open + i);
-                    break;
+                ')' | ']' | '}' if depth > 0 => depth -= 1,
+                ')' | ']' | '}' | ',' if depth == 0 => {
+                    args.extend(arg_at(code, arg_start, at));
+                    arg_start = at + 1;
+                    if c != ',' {
+                        closed = true;
+                        break;
+                    }
                 }
                 _ => {}
             }
         }
-        let Some(end) = end else { continue };
-        let raw = &code[open..end];
-        let (start, text) = match raw.find('=') {
-            Some(eq) if raw[..eq].trim() == "in_features" => (open + eq + 1, &raw[eq + 1..]),
-            Some(_) => continue,
-            None => (open, raw),
-        };
-        let lead = text.len() - text.trim_start().len();
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            continue;
+        if closed {
+            out.push(args);
         }
-        out.push(LinearCall {
-            first_arg: trimmed.to_string(),
-            arg_start: start + lead,
-            arg_end: start + lead + trimmed.len(),
-        });
     }
     out
+}
+
+/// The argument between bytes `start` and `end` of `code`, `None` when empty.
+fn arg_at(code: &str, start: usize, end: usize) -> Option<Arg> {
+    let raw = &code[start..end];
+    let (keyword, value_start) = match raw.find('=') {
+        Some(eq)
+            if !raw[eq + 1..].starts_with('=')
+                && raw[..eq].trim().chars().all(|c| c.is_alphanumeric() || c == '_')
+                && !raw[..eq].trim().is_empty() =>
+        {
+            (Some(raw[..eq].trim().to_string()), start + eq + 1)
+        }
+        _ => (None, start),
+    };
+    let text = &code[value_start..end];
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    let lead = text.len() - text.trim_start().len();
+    Some(Arg { keyword, text: trimmed.to_string(), start: value_start + lead, end: value_start + lead + trimmed.len() })
+}
+
+/// A layer that receives another number of channels than it was built for,
+/// as torch reports it: a convolution ("weight of size [64, 32, 3, 3],
+/// expected input[2, 64, 14, 14] to have 32 channels, but got 64 channels
+/// instead") or a batch norm ("running_mean should contain 64 elements not
+/// 128": the input has 64 channels, the layer was built for 128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMismatch {
+    /// `Conv2d` or `BatchNorm`.
+    pub layer: ChannelLayer,
+    /// The channels the layer was built for.
+    pub built_for: u64,
+    /// The channels it receives.
+    pub receives: u64,
+    /// A convolution's `out_channels` (from its weight's size).
+    pub out_channels: Option<u64>,
+}
+
+/// The kind of layer of a [`ChannelMismatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelLayer {
+    /// `nn.Conv2d`.
+    Conv2d,
+    /// `nn.BatchNorm2d` or `nn.BatchNorm1d`.
+    BatchNorm,
+}
+
+/// The channel mismatch a failure message reports, if it is one.
+pub fn channel_mismatch(message: &str) -> Option<ChannelMismatch> {
+    let number_after = |marker: &str| -> Option<u64> {
+        let rest = &message[message.find(marker)? + marker.len()..];
+        let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let m = if message.contains("channels, but got") {
+        // Only plain convolutions: with groups the weight counts a group's channels.
+        if !message.contains("groups=1,") {
+            return None;
+        }
+        ChannelMismatch {
+            layer: ChannelLayer::Conv2d,
+            built_for: number_after("to have")?,
+            receives: number_after("but got")?,
+            out_channels: number_after("weight of size ["),
+        }
+    } else if message.contains("running_mean should contain") {
+        ChannelMismatch {
+            layer: ChannelLayer::BatchNorm,
+            built_for: number_after("elements not")?,
+            receives: number_after("should contain")?,
+            out_channels: None,
+        }
+    } else {
+        return None;
+    };
+    (m.built_for != m.receives).then_some(m)
+}
+
+/// Rewrites the input channels of the layer a channel mismatch names, to
+/// the channels it receives: the one `nn.Conv2d` whose `in_channels` and
+/// `out_channels` evaluate to the sizes torch reports (integer arithmetic
+/// over literals and `in_shape`), or the one `nn.BatchNorm2d`/`BatchNorm1d`
+/// built for the reported size. Its output keeps its size, so nothing after
+/// it changes. `None` when no single layer matches.
+pub fn repair_channels(
+    code: &str,
+    m: &ChannelMismatch,
+    in_shape: [u64; 3],
+    failure: &CandidateFailure,
+) -> Option<(String, RepairNote)> {
+    let names = shape_names(code);
+    let value = |a: Option<&Arg>| a.and_then(|a| eval(&a.text, in_shape, &names));
+    // A layer's argument by keyword, else by position among the positional ones.
+    let arg = |args: &[Arg], keyword: &str, position: usize| -> Option<Arg> {
+        args.iter()
+            .find(|a| a.keyword.as_deref() == Some(keyword))
+            .or_else(|| args.iter().filter(|a| a.keyword.is_none()).nth(position))
+            .cloned()
+    };
+    let candidates: Vec<Arg> = match m.layer {
+        ChannelLayer::Conv2d => layer_calls(code, "Conv2d")
+            .into_iter()
+            .filter(|args| {
+                value(arg(args, "in_channels", 0).as_ref()) == Some(m.built_for)
+                    && m.out_channels.is_none_or(|o| value(arg(args, "out_channels", 1).as_ref()) == Some(o))
+            })
+            .filter_map(|args| arg(&args, "in_channels", 0))
+            .collect(),
+        ChannelLayer::BatchNorm => ["BatchNorm2d", "BatchNorm1d"]
+            .into_iter()
+            .flat_map(|name| layer_calls(code, name))
+            .filter_map(|args| arg(&args, "num_features", 0))
+            .filter(|a| value(Some(a)) == Some(m.built_for))
+            .collect(),
+    };
+    let [a] = candidates.as_slice() else { return None };
+    let mut out = String::with_capacity(code.len());
+    out.push_str(&code[..a.start]);
+    out.push_str(&m.receives.to_string());
+    out.push_str(&code[a.end..]);
+    let line = code[..a.start].matches('\n').count() + 1;
+    let line_of = |text: &str| text.lines().nth(line - 1).unwrap_or_default().to_string();
+    Some((
+        out.clone(),
+        RepairNote {
+            kind: "channels".into(),
+            line,
+            before: line_of(code),
+            after: line_of(&out),
+            failure: Some(failure.clone()),
+        },
+    ))
 }
 
 /// The names a line `C, H, W = in_shape` (or `(c, h, w) = in_shape`,
@@ -1107,5 +1255,65 @@ mod tests {
         let none: R = serde_json::from_value(serde_json::json!({})).expect("none loads");
         let null: R = serde_json::from_value(serde_json::json!({"repair": null})).expect("null loads");
         assert_eq!((one.repair.len(), many.repair.len(), none.repair.len(), null.repair.len()), (1, 2, 0, 0));
+    }
+
+    fn runtime(message: &str) -> CandidateFailure {
+        CandidateFailure::new("check", nas_plugin_api::FailureKind::Runtime, message)
+    }
+
+    #[test]
+    fn a_convolution_built_for_other_channels_gets_the_ones_it_receives() {
+        // Recorded from an embedded run: the first convolution built for 64
+        // channels, fed the 1-channel image.
+        let code = include_str!("testdata/conv_in_channels.py");
+        let message = "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: Given groups=1, weight of size [64, 64, 3, 3], expected input[2, 1, 28, 28] to have 64 channels, but got 1 channels instead";
+        let m = channel_mismatch(message).expect("a channel mismatch");
+        assert_eq!(
+            m,
+            ChannelMismatch { layer: ChannelLayer::Conv2d, built_for: 64, receives: 1, out_channels: Some(64) }
+        );
+        let (fixed, note) = repair_channels(code, &m, [1, 28, 28], &runtime(message)).expect("repaired");
+        assert_eq!(note.kind, "channels");
+        assert_eq!(note.before.trim(), "self.conv1 = nn.Conv2d(64, 64, kernel_size=3, padding=1)");
+        assert_eq!(note.after.trim(), "self.conv1 = nn.Conv2d(1, 64, kernel_size=3, padding=1)");
+        assert_eq!(fixed.lines().count(), code.lines().count());
+        assert_eq!(note.original(&fixed), code);
+        // conv2 (64 -> 128) also takes 64 channels, but its weight is not [64, 64, ...].
+        assert!(fixed.contains("self.conv2 = nn.Conv2d(64, 128"));
+    }
+
+    #[test]
+    fn a_batch_norm_built_for_other_channels_gets_the_ones_it_receives() {
+        // Recorded: conv1's 32 channels reach the BatchNorm2d(128) that
+        // replaced bn1; torch names the input's 32 first.
+        let code = include_str!("testdata/batch_norm_width.py");
+        let message = "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: running_mean should contain 32 elements not 128";
+        let m = channel_mismatch(message).expect("a channel mismatch");
+        assert_eq!((m.layer, m.built_for, m.receives), (ChannelLayer::BatchNorm, 128, 32));
+        let (fixed, note) = repair_channels(code, &m, [1, 28, 28], &runtime(message)).expect("repaired");
+        assert_eq!(note.after.trim(), "self.bn1 = nn.BatchNorm2d(32)");
+        assert_eq!(note.original(&fixed), code);
+    }
+
+    #[test]
+    fn a_channel_mismatch_is_left_alone_when_no_single_layer_matches() {
+        let message = "RuntimeError: running_mean should contain 32 elements not 64";
+        let m = channel_mismatch(message).expect("a mismatch");
+        let two = "self.bn1 = nn.BatchNorm2d(64)\nself.bn2 = nn.BatchNorm2d(num_features=64)\n";
+        assert_eq!(repair_channels(two, &m, [1, 28, 28], &runtime(message)), None);
+        let one = "C, H, W = in_shape\nself.bn1 = nn.BatchNorm2d(num_features=64)\nself.bn2 = nn.BatchNorm2d(C * 32)\n";
+        let (fixed, _) = repair_channels(one, &m, [1, 28, 28], &runtime(message)).expect("the keyword one");
+        assert!(fixed.contains("nn.BatchNorm2d(num_features=32)"), "{fixed}");
+        // Grouped convolutions count a group's channels: not read.
+        assert_eq!(
+            channel_mismatch("Given groups=2, weight of size [64, 16, 3, 3], expected input[2, 64, 8, 8] to have 32 channels, but got 64 channels instead"),
+            None
+        );
+        // Keywords and arithmetic over in_shape.
+        let conv = "C, H, W = in_shape\nself.c = nn.Conv2d(in_channels=C * 64, out_channels=64, kernel_size=3)\n";
+        let message = "Given groups=1, weight of size [64, 64, 3, 3], expected input[2, 1, 28, 28] to have 64 channels, but got 1 channels instead";
+        let m = channel_mismatch(message).expect("a mismatch");
+        let (fixed, _) = repair_channels(conv, &m, [1, 28, 28], &runtime(message)).expect("repaired");
+        assert!(fixed.contains("nn.Conv2d(in_channels=1, out_channels=64"), "{fixed}");
     }
 }

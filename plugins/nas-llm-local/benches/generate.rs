@@ -54,7 +54,8 @@ fn measure(
     threads: usize,
 ) -> Result<Row, PluginError> {
     let path = fetch_model(name, dir, &FetchOptions { verbose: true, ..FetchOptions::default() })?;
-    let settings: LocalSettings = PluginError::parse_config("llm.local", &serde_json::json!({"context_tokens": 2048}))?;
+    let settings: LocalSettings =
+        PluginError::parse_config("llm.local", &serde_json::json!({"context_tokens": 2048, "prompt_cache": 0}))?;
     let t = Instant::now();
     let mut b = LocalBackend::load(&path, settings, Some(threads))?;
     let load_s = t.elapsed().as_secs_f64();
@@ -92,6 +93,99 @@ fn measure(
     })
 }
 
+/// The search's calls in the shape they have: a role's system prompt, a
+/// design with its result and the memory window, the same conversation asked
+/// again after a refused answer, and the next iteration's request.
+fn search_calls() -> [Vec<ChatMessage>; 3] {
+    let design = include_str!("../../../docs/results/embedded-run/best.py");
+    let system = ChatMessage::system(
+        "You are the Prompt Improver of a neural architecture search. You read a PyTorch image classifier, \
+         the result of training it for one epoch on Fashion-MNIST (1x28x28 images, 10 classes) and the \
+         memory of recent attempts (problem, suggestion, outcome), and you diagnose the design: the main \
+         problem with it, a known architecture or technique to borrow from, and exactly one concrete \
+         change for the next attempt, naming the layer and the new value. Do not change the training \
+         (one epoch of SGD, learning rate 0.01, batch 128): only the network can change. Answer with \
+         one JSON object with the keys reason, inspiration and improvement_suggestions.",
+    );
+    // The window moves on by one entry each iteration.
+    let memory = |attempt: u32| -> String {
+        (attempt - 5..attempt)
+        .map(|i| {
+            format!(
+                "Attempt {i}: problem: the head has too few features for ten classes after pooling {i} times; \
+                 suggestion: double the out_channels of conv{i} and the in_features of fc1; outcome: accuracy 8{i}.{i}0%\n"
+            )
+        })
+        .collect()
+    };
+    let ask = |attempt: u32| {
+        ChatMessage::user(format!(
+            "Memory of recent attempts:\n{}\nCurrent design (attempt {attempt}), accuracy 89.{attempt}0% after one epoch, \
+             0.42 M parameters, 8 MFLOPs per image:\n```python\n{design}\n```\nDiagnose it.",
+            memory(attempt)
+        ))
+    };
+    let first = vec![system.clone(), ask(6)];
+    let mut again = first.clone();
+    again.push(ChatMessage::assistant(
+        "```json\n{\"reason\": \"The network pools once.\", \"inspiration\": \"VGG\", \"improvement_suggestions\": \"Double the out_channels of conv3.\"}\n```",
+    ));
+    again.push(ChatMessage::user(
+        "That answer repeats the change of attempt 5, already tried on this best design. Give another diagnosis, \
+         with one concrete change that was not tried.",
+    ));
+    [first, again, vec![system, ask(7)]]
+}
+
+/// Seconds of each of [`search_calls`] (64 new tokens, greedy) with
+/// `prompt_cache` 0 and 2, taken in turns, best of `runs`; and the prompt
+/// tokens of each call and those the kept contexts had read.
+fn cache_rows(name: &str, dir: &std::path::Path, runs: usize, threads: usize) -> Result<Vec<String>, PluginError> {
+    let path = fetch_model(name, dir, &FetchOptions::default())?;
+    let load = |cache: usize| -> Result<LocalBackend, PluginError> {
+        let settings: LocalSettings = PluginError::parse_config(
+            "llm.local",
+            &serde_json::json!({"context_tokens": 4096, "prompt_cache": cache}),
+        )?;
+        LocalBackend::load(&path, settings, Some(threads))
+    };
+    let calls = search_calls();
+    let mut best = [[f64::MAX; 3]; 2];
+    let (mut tokens, mut reused) = ([0u64; 3], [0usize; 3]);
+    for _ in 0..runs {
+        for (k, cache) in [0usize, 2].into_iter().enumerate() {
+            let mut b = load(cache)?;
+            for (i, messages) in calls.iter().enumerate() {
+                let r = b.complete(&ChatRequest {
+                    messages: messages.clone(),
+                    max_tokens: Some(64),
+                    temperature: Some(0.0),
+                    ..ChatRequest::default()
+                })?;
+                best[k][i] = best[k][i].min(r.latency_ms as f64 / 1000.0);
+                tokens[i] = r.usage.prompt_tokens;
+                if cache > 0 {
+                    reused[i] = b.last_reused_tokens();
+                }
+            }
+        }
+    }
+    let what = ["first request", "asked again (answer + note added)", "next iteration (same system prompt)"];
+    Ok((0..3)
+        .map(|i| {
+            format!(
+                "| {name} | {} | {} | {} | {:.1} | {:.1} | **{:.2}** |",
+                what[i],
+                tokens[i],
+                reused[i],
+                best[0][i],
+                best[1][i],
+                best[1][i] / best[0][i]
+            )
+        })
+        .collect())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::var_os("NAS_TEST_MODELS_DIR").map(PathBuf::from).unwrap_or_else(default_models_dir);
     let before = loadavg();
@@ -112,6 +206,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("{name}: {:.1} generated tokens/s, {:.1} prompt tokens/s", row.gen_tps, row.prompt_tps);
         rows.push(row);
     }
+    eprintln!("measuring the prompt cache ...");
+    let mut cache = cache_rows("qwen2.5-coder-1.5b", &dir, 2, free)?;
+    cache.extend(cache_rows("qwen2.5-coder-0.5b", &dir, 2, free)?);
     let after = loadavg();
     let mut md = String::new();
     writeln!(md, "# llm.local generation speed\n")?;
@@ -141,6 +238,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
     }
     writeln!(md, "\nTarget: at least 18 generated tokens/s for the 1.5B model on an idle 2-core machine.")?;
+    writeln!(md, "\n## Prompt cache\n")?;
+    writeln!(
+        md,
+        "The search's calls in their shape (an Improver system prompt, a design with its result and a 5-entry \
+         memory, the same conversation asked again after a refused answer, the next iteration's request), \
+         64 new tokens each, greedy, on a backend with `prompt_cache = 0` (a fresh context every call) and one \
+         with `prompt_cache = 2`, loaded in turns; best of 2. The rows above are measured with `prompt_cache = 0`.\n"
+    )?;
+    writeln!(md, "| model | call | prompt tokens | read before | s, fresh context | s, kept contexts | ratio |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    for row in &cache {
+        writeln!(md, "{row}")?;
+    }
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/results/llm-bench.md");
     std::fs::write(&out, md)?;
     eprintln!("wrote {}", out.display());
