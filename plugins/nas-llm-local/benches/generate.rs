@@ -97,7 +97,7 @@ fn measure(
 /// design with its result and the memory window, the same conversation asked
 /// again after a refused answer, and the next iteration's request.
 fn search_calls() -> [Vec<ChatMessage>; 3] {
-    let design = include_str!("../../../docs/results/embedded-run/best.py");
+    let design = include_str!("../../../docs/results/embedded-run/run-28/best.py");
     let system = ChatMessage::system(
         "You are the Prompt Improver of a neural architecture search. You read a PyTorch image classifier, \
          the result of training it for one epoch on Fashion-MNIST (1x28x28 images, 10 classes) and the \
