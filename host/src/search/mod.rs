@@ -232,7 +232,6 @@ struct Chain {
 }
 
 impl Chain {
-    /// Step 4: closes the open memory entry with the outcome.
     /// The open entry's change becomes `change`, a fallback change given in
     /// its place (its problem says so): the outcome is that change's.
     fn replace_open_change(&mut self, change: &str) {
@@ -242,6 +241,7 @@ impl Chain {
         }
     }
 
+    /// Step 4: closes the open memory entry with the outcome.
     fn close_open_entry(&mut self, outcome: &Outcome) -> Option<MemoryEntry> {
         let open = self.entries.last_mut().filter(|e| !e.is_closed())?;
         open.outcome = Some(outcome.memory_text());

@@ -146,20 +146,29 @@ pub fn repair_flatten(
         ([], [only]) if value(only).is_none() => only,
         _ => return None,
     };
-    let mut out = String::with_capacity(code.len());
-    out.push_str(&code[..call.arg_start]);
-    out.push_str(&m.features.to_string());
-    out.push_str(&code[call.arg_end..]);
-    let line = code[..call.arg_start].matches('\n').count() + 1;
+    Some(rewrite_number(code, (call.arg_start, call.arg_end), m.features, "flatten", failure))
+}
+
+/// `code` with the bytes `span` replaced by `value`, and the note of a
+/// repair of kind `kind` after `failure`.
+fn rewrite_number(
+    code: &str,
+    span: (usize, usize),
+    value: u64,
+    kind: &str,
+    failure: &CandidateFailure,
+) -> (String, RepairNote) {
+    let out = format!("{}{value}{}", &code[..span.0], &code[span.1..]);
+    let line = code[..span.0].matches('\n').count() + 1;
     let line_of = |text: &str| text.lines().nth(line - 1).unwrap_or_default().to_string();
     let note = RepairNote {
-        kind: "flatten".into(),
+        kind: kind.into(),
         line,
         before: line_of(code),
         after: line_of(&out),
         failure: Some(failure.clone()),
     };
-    Some((out, note))
+    (out, note)
 }
 
 /// Takes a softmax off the value `forward` returns: `return F.softmax(e,
@@ -820,22 +829,7 @@ pub fn repair_channels(
             .collect(),
     };
     let [a] = candidates.as_slice() else { return None };
-    let mut out = String::with_capacity(code.len());
-    out.push_str(&code[..a.start]);
-    out.push_str(&m.receives.to_string());
-    out.push_str(&code[a.end..]);
-    let line = code[..a.start].matches('\n').count() + 1;
-    let line_of = |text: &str| text.lines().nth(line - 1).unwrap_or_default().to_string();
-    Some((
-        out.clone(),
-        RepairNote {
-            kind: "channels".into(),
-            line,
-            before: line_of(code),
-            after: line_of(&out),
-            failure: Some(failure.clone()),
-        },
-    ))
+    Some(rewrite_number(code, (a.start, a.end), m.receives, "channels", failure))
 }
 
 /// The names a line `C, H, W = in_shape` (or `(c, h, w) = in_shape`,
