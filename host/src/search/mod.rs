@@ -232,6 +232,11 @@ struct Chain {
 }
 
 impl Chain {
+    /// The design the next attempt changes: its accuracy and code.
+    fn best_design(&self) -> Option<(f64, &str)> {
+        self.best.as_ref().and_then(|b| Some((b.accuracy?, b.code.as_str())))
+    }
+
     /// The open entry's change becomes `change`, a fallback change given in
     /// its place (its problem says so): the outcome is that change's.
     fn replace_open_change(&mut self, change: &str) {
@@ -777,7 +782,7 @@ impl<'a> Search<'a> {
             // fallback changes on, it gets a concrete one instead.
             let instead = (of.is_some() && improvers_change && fallback.is_none() && self.cfg.fallback_changes)
                 .then(|| {
-                    let best = chain.best.as_ref().and_then(|b| Some((b.accuracy?, b.code.as_str())));
+                    let best = chain.best_design();
                     improver::fallback_change(&chain.entries, best, self.seed, t)
                 })
                 .flatten();
@@ -1049,8 +1054,7 @@ impl<'a> Search<'a> {
             Some(b) => format!("{}\n{}", improver::effective(c), improver::effective(&b.code)),
             None => improver::effective(c),
         });
-        // The design the next attempt changes: its accuracy and code.
-        let best = chain.best.as_ref().and_then(|b| Some((b.accuracy?, b.code.as_str())));
+        let best = chain.best_design();
         let mut messages = prompt.clone();
         let mut seq = 0;
         let (response, mut advice) = loop {

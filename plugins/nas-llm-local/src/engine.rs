@@ -459,24 +459,24 @@ impl LlmBackend for LocalBackend {
                     k.tokens.truncate(from);
                     (&mut k.ctx, Some(&mut k.tokens), from)
                 }
-                Some(Slot::Replace(i)) => {
-                    kept[i] = Kept {
+                Some(slot @ (Slot::Replace(_) | Slot::New)) => {
+                    let made_now = Kept {
                         ctx: new_context(model, adapters, adapter, n_ctx, threads)?,
                         tokens: Vec::new(),
                         made: made.clone(),
                         used: call,
                     };
+                    let i = match slot {
+                        Slot::Replace(i) => {
+                            kept[i] = made_now;
+                            i
+                        }
+                        _ => {
+                            kept.push(made_now);
+                            kept.len() - 1
+                        }
+                    };
                     let k = &mut kept[i];
-                    (&mut k.ctx, Some(&mut k.tokens), 0)
-                }
-                Some(Slot::New) => {
-                    kept.push(Kept {
-                        ctx: new_context(model, adapters, adapter, n_ctx, threads)?,
-                        tokens: Vec::new(),
-                        made: made.clone(),
-                        used: call,
-                    });
-                    let k = kept.last_mut().expect("just pushed");
                     (&mut k.ctx, Some(&mut k.tokens), 0)
                 }
                 None => {
