@@ -366,16 +366,18 @@ fn free_layer(rhs: &str) -> Option<(&'static str, bool)> {
 
 /// A layer `forward` calls that `__init__` never defines, of a numbered
 /// family of parameter-free layers it does define (`self.pool3(x)` beside
-/// `self.pool1 = nn.MaxPool2d(2)` and `self.pool2 = nn.MaxPool2d(2)`): the
+/// `self.pool1 = nn.MaxPool2d(2)` and `self.pool2 = nn.AvgPool2d(2)`): the
 /// embedded generator writes the calls of a block and forgets one
-/// definition. A pooling layer's call is taken out (`x = self.pool3(x)` is
+/// definition. A pooling layer's call is taken out, whatever poolings its
+/// family holds (`x = self.pool3(x)` is
 /// removed, `self.pool3(e)` becomes `e`): the sizes `__init__` gives the
 /// layers after it were worked out without it. An activation or a dropout
 /// calls its family's layer instead (`self.relu3(x)` becomes
 /// `self.relu1(x)`, the same computation). One note per changed line, the
 /// line count kept. `None` when no call is of that kind, or when the code
 /// binds attributes in ways a reading of its lines cannot follow
-/// (`setattr`, `add_module`, a name in quotes), or the family mixes layers.
+/// (`setattr`, `add_module`, a name in quotes), or the family mixes
+/// poolings with other layers, or activations of different kinds.
 pub fn repair_missing_layer(code: &str) -> Option<(String, Vec<RepairNote>)> {
     if ["setattr(", "add_module(", "register_module(", "__getattr__", "__dict__"].iter().any(|s| code.contains(s)) {
         return None;
@@ -404,7 +406,15 @@ pub fn repair_missing_layer(code: &str) -> Option<(String, Vec<RepairNote>)> {
         let (first, rhs) = kin.first()?;
         let (class, resizes) = free_layer(rhs)?;
         let same = |r: &str| r.split_whitespace().collect::<String>() == rhs.split_whitespace().collect::<String>();
-        if kin.iter().any(|(_, r)| free_layer(r).map(|(c, _)| c) != Some(class) || !resizes && !same(r)) {
+        // A pooling call is taken out, so the family's poolings may differ
+        // (a max pooling beside an average one); an activation or dropout
+        // call is given its kin, so the family must be one layer.
+        let fits = |r: &str| match free_layer(r) {
+            Some((_, true)) => resizes,
+            Some((c, false)) => !resizes && c == class && same(r),
+            None => false,
+        };
+        if !kin.iter().all(|(_, r)| fits(r)) {
             return None;
         }
         Some((!resizes).then(|| first.clone()))
@@ -659,6 +669,17 @@ fn linear_calls(code: &str) -> Vec<LinearCall> {
             })
         })
         .collect()
+}
+
+/// The `out_features` of the first `nn.Linear` `code` builds, when it is
+/// written as a number.
+pub(crate) fn first_linear_out_features(code: &str) -> Option<u64> {
+    let args = layer_calls(code, "Linear").into_iter().next()?;
+    let out = args
+        .iter()
+        .find(|a| a.keyword.as_deref() == Some("out_features"))
+        .or_else(|| args.get(1).filter(|a| a.keyword.is_none()))?;
+    out.text.parse().ok()
 }
 
 /// One argument of a layer's constructor call: its keyword, its text and
@@ -1032,6 +1053,23 @@ mod tests {
             "        self.relu2 = nn.ReLU()\n        self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)\n",
         );
         assert_eq!(repair_missing_layer(&defined), None);
+    }
+
+    /// The best design of the 38-iteration embedded run (its pools: a max
+    /// pooling, two average ones) with the `self.pool3` call three of the
+    /// run's failures added to it (`'Net' object has no attribute 'pool3'`).
+    const MIXED_POOLS_MISSING_POOL3: &str = include_str!("testdata/mixed_pools_missing_pool3.py");
+
+    #[test]
+    fn a_pooling_call_is_taken_out_when_its_family_mixes_max_and_average_pooling() {
+        let (fixed, notes) = repair_missing_layer(MIXED_POOLS_MISSING_POOL3).expect("repaired");
+        let removed: Vec<&str> = notes.iter().map(|n| n.before.trim()).collect();
+        assert_eq!(removed, ["x = self.pool3(x)"]);
+        assert_eq!(original(&notes, &fixed), MIXED_POOLS_MISSING_POOL3);
+        assert!(!fixed.contains("self.pool3") && fixed.contains("x = self.pool2(x)"), "{fixed}");
+        // A family that mixes a pooling with an activation is left.
+        let odd = MIXED_POOLS_MISSING_POOL3.replace("self.pool5 = nn.AvgPool2d", "self.pool5 = nn.ReLU()  #");
+        assert_eq!(repair_missing_layer(&odd), None);
     }
 
     #[test]
