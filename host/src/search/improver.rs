@@ -898,7 +898,7 @@ mod tests {
         assert!(FALLBACK_CHANGES[5].0.starts_with("Double the out_features of the first nn.Linear"));
         // 12544 -> 512: offered; the 38-iteration run's best, 6272 -> 2048: not.
         assert!(!wider(include_str!("../../../docs/results/embedded-run/run-28/best.py")));
-        assert!(wider(include_str!("../../../docs/results/embedded-run/best.py")));
+        assert!(wider(include_str!("../../../docs/results/embedded-run/run-38/best.py")));
         assert!(wider("self.fc1 = nn.Linear(in_features=6272, out_features=4096)"));
         assert!(!wider("self.fc1 = nn.Linear(6272, 1024)\n        self.fc2 = nn.Linear(1024, 4096)"));
         // A width the code computes is not read: offered.
