@@ -158,6 +158,11 @@ pub enum Repair {
     /// built for that size gets the received channels, and the candidate is
     /// evaluated again; the record keeps both.
     Channels,
+    /// A pooling layer fed a map smaller than its window (`Output size is
+    /// too small`, the traceback naming the line in `forward`): that
+    /// pooling call and the later ones in `forward` are taken out, and the
+    /// candidate is evaluated again; the record keeps each changed line.
+    Pooling,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -192,7 +197,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -207,9 +212,10 @@ impl<'de> Deserialize<'de> for Repairs {
                 "class_name" => Repair::ClassName,
                 "missing_layer" => Repair::MissingLayer,
                 "channels" => Repair::Channels,
+                "pooling" => Repair::Pooling,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\" and \"channels\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\" and \"pooling\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -782,7 +788,7 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
-    /// "missing_layer", "channels"]`, `prompt_style = "compact"`,
+    /// "missing_layer", "channels", "pooling"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
     /// `fallback_changes = true`),
@@ -793,8 +799,14 @@ impl RunConfig {
         let mut c = RunConfig::default();
         c.search.objective = Objective::Constrained;
         c.search.limits.max_flops = Some(EMBEDDED_MAX_FLOPS);
-        c.search.repair =
-            Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName, Repair::MissingLayer, Repair::Channels]);
+        c.search.repair = Repairs(vec![
+            Repair::Flatten,
+            Repair::Softmax,
+            Repair::ClassName,
+            Repair::MissingLayer,
+            Repair::Channels,
+            Repair::Pooling,
+        ]);
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
         c.search.generation_retries = 2;
@@ -1106,7 +1118,14 @@ mod tests {
         );
         assert_eq!(
             RunConfig::embedded().search.repair,
-            Repairs(vec![Repair::Flatten, Repair::Softmax, Repair::ClassName, Repair::MissingLayer, Repair::Channels])
+            Repairs(vec![
+                Repair::Flatten,
+                Repair::Softmax,
+                Repair::ClassName,
+                Repair::MissingLayer,
+                Repair::Channels,
+                Repair::Pooling
+            ])
         );
         let msg = err("[search]\nrepair = [\"flatten\", \"dropout\"]\n");
         assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
@@ -1115,7 +1134,9 @@ mod tests {
         // Written back (a run directory's config.toml), the list reads the same.
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
-            text.contains("repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\"]"),
+            text.contains(
+                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\"]"
+            ),
             "{text}"
         );
         assert_eq!(

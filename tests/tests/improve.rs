@@ -411,3 +411,38 @@ fn a_convolution_built_for_other_channels_and_then_a_flatten_size_are_repaired_i
     assert!(failures[0].contains("to have 3 channels, but got 1"), "{failures:?}");
     assert!(failures[1].contains("1568") && failures[1].contains("392"), "{failures:?}");
 }
+
+/// Five poolings of a 28x28 image (14, 7, 3, 1, then nothing), and a head
+/// sized for a 2x2 map: the fifth pooling is taken out, then the head gets
+/// the size that reaches it.
+const POOLED_TOO_OFTEN: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(1, 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 2 * 2, num_classes)\n\n    def forward(self, x):\n        x = torch.relu(self.conv(x))\n        x = self.pool(x)\n        x = self.pool(x)\n        x = self.pool(x)\n        x = self.pool(x)\n        x = self.pool(x)\n        return self.fc(x.flatten(1))\n";
+
+#[test]
+fn a_pooling_with_nothing_left_to_pool_is_taken_out_and_then_the_head_is_resized() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, _, _) = exchange(req);
+        Some(Step::reply(if generator { fence(POOLED_TOO_OFTEN) } else { REAL.to_string() }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config_with(dir.path(), &server, "max_iterations = 1\nrepair = [\"flatten\", \"pooling\"]");
+    let text_cfg = std::fs::read_to_string(&cfg).expect("config").replacen("max_iterations = 2\n", "", 1);
+    std::fs::write(&cfg, text_cfg).expect("config");
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert_eq!(recs.len(), 1);
+    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+    let notes: Vec<(&str, usize, &str, &str)> =
+        recs[0].repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+    assert_eq!(
+        notes,
+        [
+            ("pooling", 17, "x = self.pool(x)", ""),
+            ("flatten", 9, "self.fc = nn.Linear(8 * 2 * 2, num_classes)", "self.fc = nn.Linear(8, num_classes)"),
+        ]
+    );
+    let failures: Vec<&str> =
+        recs[0].repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
+    assert!(failures[0].contains("Output size is too small"), "{failures:?}");
+}

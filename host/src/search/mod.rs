@@ -888,27 +888,31 @@ impl<'a> Search<'a> {
         }
         let (mut outcome, mut seconds, mut retries) = self.evaluate_code(t, &softened)?;
         // The repairs of a failure the check reported, each followed by
-        // another evaluation (a channel fixed can reveal a flatten size).
+        // another evaluation (a channel fixed or a pooling taken out can
+        // reveal a flatten size).
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         for _ in 0..Self::MAX_REPAIRS_AFTER_FAILURE {
             let Outcome::Failed { failure } = &outcome else { break };
             let flattened = || {
                 let m = repair::flatten_mismatch(failure)?;
-                repair::repair_flatten(&softened, &m, in_shape, failure)
+                repair::repair_flatten(&softened, &m, in_shape, failure).map(|(c, n)| (c, vec![n]))
             };
             let channelled = || {
                 let m = repair::channel_mismatch(&failure.message)?;
-                repair::repair_channels(&softened, &m, in_shape, failure)
+                repair::repair_channels(&softened, &m, in_shape, failure).map(|(c, n)| (c, vec![n]))
             };
-            let fixed = self
-                .cfg
-                .repair
-                .has(Repair::Flatten)
+            let pooled = || {
+                let line = repair::pooled_too_small_at(failure, &softened)?;
+                repair::repair_pooling(&softened, line, failure)
+            };
+            let on = |r: Repair| self.cfg.repair.has(r);
+            let fixed = on(Repair::Flatten)
                 .then(flattened)
                 .flatten()
-                .or_else(|| self.cfg.repair.has(Repair::Channels).then(channelled).flatten());
-            let Some((fixed, note)) = fixed else { break };
-            notes.push(note);
+                .or_else(|| on(Repair::Channels).then(channelled).flatten())
+                .or_else(|| on(Repair::Pooling).then(pooled).flatten());
+            let Some((fixed, made)) = fixed else { break };
+            notes.extend(made);
             softened = fixed;
             let (next, more, more_retries) = self.evaluate_code(t, &softened)?;
             (outcome, seconds) = (next, seconds + more);

@@ -28,6 +28,14 @@
 //! [`repair_missing_layer`] takes a pooling call out (the sizes `__init__`
 //! gives the head counted only the pools it defines) and has an activation
 //! call its namesake, before the first evaluation.
+//!
+//! The fifth: a layer built for another number of input channels than it
+//! receives (`"channels"`, [`repair_channels`], after a failed check). The
+//! sixth: a network that pools more often than its input allows (`28 -> 14
+//! -> 7 -> 3 -> 1`, and the fifth pooling has nothing to pool). With
+//! `"pooling"` in the list, [`repair_pooling`] takes out the pooling call
+//! the traceback names and the ones after it, after a failed check; the
+//! flatten repair then gives the head its size.
 
 use nas_plugin_api::CandidateFailure;
 use serde::{Deserialize, Serialize};
@@ -422,47 +430,130 @@ pub fn repair_missing_layer(code: &str) -> Option<(String, Vec<RepairNote>)> {
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let mut notes = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        let mut fixed = line.to_string();
-        let mut from = 0;
-        while let Some(pos) = uncommented(&fixed)[from..].find("self.") {
-            let at = from + pos;
-            from = at + 1;
-            if at > 0 && fixed[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
-                continue;
-            }
-            let rest = &fixed[at + "self.".len()..];
-            let Some(open) = rest.find('(') else { continue };
-            let name = &rest[..open];
-            if !is_ident(name) {
-                continue;
-            }
-            let Some(fix) = resolve(name) else { continue };
-            let call_start = at + "self.".len() + open;
-            let Some((args, tail)) = call_args(&fixed[call_start..]) else { continue };
-            let call_end = fixed.len() - tail.len();
-            fixed = match fix {
-                Some(kin) => format!("{}self.{kin}{}", &fixed[..at], &fixed[call_start..]),
-                None => match args.as_slice() {
-                    // Read again from the argument: it may call another.
-                    [arg] if !arg.contains('=') => {
-                        from = at;
-                        format!("{}{arg}{}", &fixed[..at], &fixed[call_end..])
-                    }
-                    _ => return None,
-                },
-            };
-        }
+        let fixed = rewrite_self_calls(line, &resolve)?;
         if fixed != *line {
-            // `x = x` is no statement: the line goes.
-            let statement = uncommented(&fixed).trim();
-            if statement.split_once('=').is_some_and(|(l, r)| is_ident(l.trim()) && l.trim() == r.trim()) {
-                fixed = String::new();
-            }
             notes.push(RepairNote::before_evaluation("missing_layer", i + 1, line.to_string(), fixed.clone()));
             out[i] = fixed;
         }
     }
     (!notes.is_empty()).then(|| (out.join("\n"), notes))
+}
+
+/// `line` with each call `self.name(...)` that `fix` resolves rewritten:
+/// `Some(None)` takes the call out (its one argument is left in its place,
+/// and read again: it may call another), `Some(Some(other))` calls
+/// `self.other` instead. A line left as `x = x` is emptied (no statement).
+/// `None` when a call to take out has other than one positional argument.
+fn rewrite_self_calls(line: &str, fix: &dyn Fn(&str) -> Option<Option<String>>) -> Option<String> {
+    let mut fixed = line.to_string();
+    let mut from = 0;
+    while let Some(pos) = uncommented(&fixed)[from..].find("self.") {
+        let at = from + pos;
+        from = at + 1;
+        if at > 0 && fixed[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+            continue;
+        }
+        let rest = &fixed[at + "self.".len()..];
+        let Some(open) = rest.find('(') else { continue };
+        let name = &rest[..open];
+        if !is_ident(name) {
+            continue;
+        }
+        let Some(fix) = fix(name) else { continue };
+        let call_start = at + "self.".len() + open;
+        let Some((args, tail)) = call_args(&fixed[call_start..]) else { continue };
+        let call_end = fixed.len() - tail.len();
+        fixed = match fix {
+            Some(kin) => format!("{}self.{kin}{}", &fixed[..at], &fixed[call_start..]),
+            None => match args.as_slice() {
+                [arg] if !arg.contains('=') => {
+                    from = at;
+                    format!("{}{arg}{}", &fixed[..at], &fixed[call_end..])
+                }
+                _ => return None,
+            },
+        };
+    }
+    if fixed != line {
+        let statement = uncommented(&fixed).trim();
+        if statement.split_once('=').is_some_and(|(l, r)| is_ident(l.trim()) && l.trim() == r.trim()) {
+            fixed = String::new();
+        }
+    }
+    Some(fixed)
+}
+
+/// The line of `code` (1-based) in `forward` where a pooling layer was fed
+/// a feature map smaller than its window: torch says `Given input size:
+/// (128x1x1). Calculated output size: (128x0x0). Output size is too small`,
+/// and the traceback's last frame in a `forward` whose quoted source line
+/// is that line of `code` names it.
+pub fn pooled_too_small_at(failure: &CandidateFailure, code: &str) -> Option<usize> {
+    if !failure.message.contains("Output size is too small") {
+        return None;
+    }
+    let lines: Vec<&str> = code.split('\n').collect();
+    let frames: Vec<&str> = failure.traceback.lines().collect();
+    frames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, frame)| {
+            let (_, rest) = frame.trim().strip_prefix("File \"")?.split_once("\", line ")?;
+            let (n, func) = rest.split_once(',')?;
+            let n: usize = n.trim().parse().ok()?;
+            let quoted = frames.get(i + 1)?.trim();
+            (func.trim() == "in forward"
+                && n >= 1
+                && lines.get(n - 1).is_some_and(|l| l.trim() == quoted)
+                && !quoted.is_empty())
+            .then_some(n)
+        })
+        .last()
+}
+
+/// A network that pools more often than its input allows (`28 -> 14 -> 7 ->
+/// 3 -> 1`, and a fifth pooling gets nothing): the pooling call at `line`
+/// (1-based, in `forward`, from [`pooled_too_small_at`]) and every pooling
+/// call after it in `forward` are taken out, as `missing_layer` takes one out
+/// (a later pooling would get a map no larger). The head's size is then the
+/// flatten repair's to fix. Pooling layers are the attributes `__init__`
+/// builds as `nn.MaxPool2d`, `nn.AvgPool2d` and the like. `None` when `line`
+/// holds no call of one (an `F.max_pool2d`, a pooling inside an
+/// `nn.Sequential`), or a call cannot be taken out.
+pub fn repair_pooling(code: &str, line: usize, failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
+    let lines: Vec<&str> = code.split('\n').collect();
+    let forward = lines.iter().position(|l| l.trim_start().starts_with("def forward("))?;
+    let def_indent = indent(lines[forward]);
+    let end = (forward + 1..lines.len())
+        .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= def_indent)
+        .unwrap_or(lines.len());
+    let at = line.checked_sub(1).filter(|&i| i > forward && i < end)?;
+    let pools: std::collections::BTreeSet<String> = lines
+        .iter()
+        .filter_map(|l| match bound_by(l) {
+            (names, Some(rhs)) if matches!(free_layer(&rhs), Some((_, true))) => names.into_iter().next(),
+            _ => None,
+        })
+        .collect();
+    let take_out = |name: &str| pools.contains(name).then_some(None);
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let mut notes: Vec<RepairNote> = Vec::new();
+    for i in at..end {
+        let fixed = rewrite_self_calls(lines[i], &take_out)?;
+        if fixed != lines[i] {
+            let failure = notes.is_empty().then(|| failure.clone());
+            notes.push(RepairNote {
+                kind: "pooling".into(),
+                line: i + 1,
+                before: lines[i].to_string(),
+                after: fixed.clone(),
+                failure,
+            });
+            out[i] = fixed;
+        }
+    }
+    // The failing line itself must be one that pools.
+    (notes.first()?.line == line).then(|| (out.join("\n"), notes))
 }
 
 /// The identifiers of a line, in order (string contents included).
@@ -1059,6 +1150,76 @@ mod tests {
     /// pooling, two average ones) with the `self.pool3` call three of the
     /// run's failures added to it (`'Net' object has no attribute 'pool3'`).
     const MIXED_POOLS_MISSING_POOL3: &str = include_str!("testdata/mixed_pools_missing_pool3.py");
+
+    /// Recorded (the embedded run at e1cc1b1, iterations 5 and 13): eight
+    /// poolings of a 28x28 input, as eight layers and as one layer called
+    /// eight times, with the check's tracebacks.
+    const POOLED_TOO_OFTEN: (&str, &str) =
+        (include_str!("testdata/pooled_too_often.py"), include_str!("testdata/pooled_too_often.traceback"));
+    const POOLED_TOO_OFTEN_ONE_LAYER: (&str, &str) = (
+        include_str!("testdata/pooled_too_often_one_layer.py"),
+        include_str!("testdata/pooled_too_often_one_layer.traceback"),
+    );
+
+    fn too_small(traceback: &str) -> CandidateFailure {
+        let mut f = CandidateFailure::new(
+            "check",
+            nas_plugin_api::FailureKind::Runtime,
+            "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: Given input size: (128x1x1). Calculated output size: (128x0x0). Output size is too small",
+        );
+        f.traceback = traceback.to_string();
+        f
+    }
+
+    #[test]
+    fn the_pooling_that_gets_a_one_pixel_map_and_every_later_one_are_taken_out() {
+        let cases = [
+            (POOLED_TOO_OFTEN, 81, 4, ["pool1", "pool2", "pool3", "pool4"]),
+            (POOLED_TOO_OFTEN_ONE_LAYER, 96, 5, ["pool1", "pool2", "pool2", "pool2"]),
+        ];
+        for ((code, traceback), line, taken, kept) in cases {
+            let failure = too_small(traceback);
+            assert_eq!(pooled_too_small_at(&failure, code), Some(line));
+            let (fixed, notes) = repair_pooling(code, line, &failure).expect("repaired");
+            assert_eq!(notes.len(), taken, "{notes:?}");
+            assert_eq!(notes[0].line, line);
+            assert!(notes.iter().all(|n| n.kind == "pooling" && n.after.is_empty() && n.before.contains("pool")));
+            assert_eq!(notes[0].failure.as_ref(), Some(&failure), "the first note keeps the failure");
+            assert!(notes[1..].iter().all(|n| n.failure.is_none()));
+            assert_eq!(fixed.lines().count(), code.lines().count(), "the line count stays");
+            assert_eq!(original(&notes, &fixed), code, "the notes give the code back");
+            // The four poolings before it stay, in order; __init__ is untouched.
+            let forward = fixed.split("def forward").nth(1).unwrap();
+            let left: Vec<&str> = forward
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("x = self.")?.strip_suffix("(x)"))
+                .filter(|n| n.starts_with("pool"))
+                .collect();
+            assert_eq!(left, kept);
+            assert_eq!(fixed.split("def forward").next(), code.split("def forward").next());
+        }
+    }
+
+    #[test]
+    fn a_pooling_repair_needs_the_size_error_a_line_of_forward_and_a_pooling_call_there() {
+        let (code, traceback) = POOLED_TOO_OFTEN;
+        let failure = too_small(traceback);
+        // Another message; a traceback whose quoted line is not the code's.
+        let other =
+            CandidateFailure { message: "the forward pass raised RuntimeError: boom".into(), ..failure.clone() };
+        assert_eq!(pooled_too_small_at(&other, code), None);
+        assert_eq!(
+            pooled_too_small_at(&failure, &code.replace("x = self.pool5(x)", "x = self.pool5(x)  # five")),
+            None
+        );
+        // A line that is not a pooling call, a line outside forward.
+        let conv = code.lines().position(|l| l.trim() == "x = self.conv5(x)").unwrap() + 1;
+        assert_eq!(repair_pooling(code, conv, &failure), None);
+        assert_eq!(repair_pooling(code, 12, &failure), None);
+        // F.max_pool2d is not a layer the repair takes out.
+        let functional = code.replace("x = self.pool5(x)", "x = F.max_pool2d(x, 2)");
+        assert_eq!(repair_pooling(&functional, 81, &failure), None);
+    }
 
     #[test]
     fn a_pooling_call_is_taken_out_when_its_family_mixes_max_and_average_pooling() {
