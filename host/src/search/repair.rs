@@ -193,11 +193,7 @@ fn rewrite_number(
 /// without guessing.
 pub fn repair_softmax(code: &str) -> Option<(String, Vec<RepairNote>)> {
     let lines: Vec<&str> = code.split('\n').collect();
-    let forward = lines.iter().position(|l| l.trim_start().starts_with("def forward("))?;
-    let def_indent = indent(lines[forward]);
-    let end = (forward + 1..lines.len())
-        .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= def_indent)
-        .unwrap_or(lines.len());
+    let (forward, end) = forward_span(&lines)?;
     let statements: Vec<usize> = (forward + 1..end)
         .filter(|&i| {
             let t = lines[i].trim();
@@ -522,11 +518,7 @@ pub fn pooled_too_small_at(failure: &CandidateFailure, code: &str) -> Option<usi
 /// `nn.Sequential`), or a call cannot be taken out.
 pub fn repair_pooling(code: &str, line: usize, failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
     let lines: Vec<&str> = code.split('\n').collect();
-    let forward = lines.iter().position(|l| l.trim_start().starts_with("def forward("))?;
-    let def_indent = indent(lines[forward]);
-    let end = (forward + 1..lines.len())
-        .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= def_indent)
-        .unwrap_or(lines.len());
+    let (forward, end) = forward_span(&lines)?;
     let at = line.checked_sub(1).filter(|&i| i > forward && i < end)?;
     let pools: std::collections::BTreeSet<String> = lines
         .iter()
@@ -592,6 +584,17 @@ fn uncommented(line: &str) -> &str {
         }
     }
     line
+}
+
+/// The first `def forward(` of `lines` and the end of its body (exclusive):
+/// the first non-blank line indented no deeper than the `def`.
+fn forward_span(lines: &[&str]) -> Option<(usize, usize)> {
+    let forward = lines.iter().position(|l| l.trim_start().starts_with("def forward("))?;
+    let def_indent = indent(lines[forward]);
+    let end = (forward + 1..lines.len())
+        .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= def_indent)
+        .unwrap_or(lines.len());
+    Some((forward, end))
 }
 
 fn indent(line: &str) -> usize {
@@ -1149,7 +1152,10 @@ mod tests {
     /// The best design of the 38-iteration embedded run (its pools: a max
     /// pooling, two average ones) with the `self.pool3` call three of the
     /// run's failures added to it (`'Net' object has no attribute 'pool3'`).
-    const MIXED_POOLS_MISSING_POOL3: &str = include_str!("testdata/mixed_pools_missing_pool3.py");
+    fn mixed_pools_missing_pool3() -> String {
+        let best = include_str!("../../../docs/results/embedded-run/run-38/best.py");
+        best.replacen("        x = self.relu3(x)\n", "        x = self.relu3(x)\n        x = self.pool3(x)\n", 1)
+    }
 
     /// Recorded (the embedded run at e1cc1b1, iterations 5 and 13): eight
     /// poolings of a 28x28 input, as eight layers and as one layer called
@@ -1223,13 +1229,15 @@ mod tests {
 
     #[test]
     fn a_pooling_call_is_taken_out_when_its_family_mixes_max_and_average_pooling() {
-        let (fixed, notes) = repair_missing_layer(MIXED_POOLS_MISSING_POOL3).expect("repaired");
+        let mixed = mixed_pools_missing_pool3();
+        let code = mixed.as_str();
+        let (fixed, notes) = repair_missing_layer(code).expect("repaired");
         let removed: Vec<&str> = notes.iter().map(|n| n.before.trim()).collect();
         assert_eq!(removed, ["x = self.pool3(x)"]);
-        assert_eq!(original(&notes, &fixed), MIXED_POOLS_MISSING_POOL3);
+        assert_eq!(original(&notes, &fixed), code);
         assert!(!fixed.contains("self.pool3") && fixed.contains("x = self.pool2(x)"), "{fixed}");
         // A family that mixes a pooling with an activation is left.
-        let odd = MIXED_POOLS_MISSING_POOL3.replace("self.pool5 = nn.AvgPool2d", "self.pool5 = nn.ReLU()  #");
+        let odd = code.replace("self.pool5 = nn.AvgPool2d", "self.pool5 = nn.ReLU()  #");
         assert_eq!(repair_missing_layer(&odd), None);
     }
 
