@@ -163,6 +163,12 @@ pub enum Repair {
     /// pooling call and the later ones in `forward` are taken out, and the
     /// candidate is evaluated again; the record keeps each changed line.
     Pooling,
+    /// An answer that stops after `__init__` (no `forward`) gets the
+    /// `forward` of the design it changes, when its class binds every layer
+    /// that `forward` calls; made as the code is taken from the answer (so
+    /// the novelty filter sees the whole design, and the generator is not
+    /// asked again for it); the record keeps the added lines.
+    Forward,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -197,7 +203,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -213,9 +219,10 @@ impl<'de> Deserialize<'de> for Repairs {
                 "missing_layer" => Repair::MissingLayer,
                 "channels" => Repair::Channels,
                 "pooling" => Repair::Pooling,
+                "forward" => Repair::Forward,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\" and \"pooling\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\" and \"forward\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -788,7 +795,7 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
-    /// "missing_layer", "channels", "pooling"]`, `prompt_style = "compact"`,
+    /// "missing_layer", "channels", "pooling", "forward"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
     /// `fallback_changes = true`),
@@ -806,6 +813,7 @@ impl RunConfig {
             Repair::MissingLayer,
             Repair::Channels,
             Repair::Pooling,
+            Repair::Forward,
         ]);
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
@@ -1124,7 +1132,8 @@ mod tests {
                 Repair::ClassName,
                 Repair::MissingLayer,
                 Repair::Channels,
-                Repair::Pooling
+                Repair::Pooling,
+                Repair::Forward
             ])
         );
         let msg = err("[search]\nrepair = [\"flatten\", \"dropout\"]\n");
@@ -1135,7 +1144,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\"]"
+                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\"]"
             ),
             "{text}"
         );

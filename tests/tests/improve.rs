@@ -446,3 +446,50 @@ fn a_pooling_with_nothing_left_to_pool_is_taken_out_and_then_the_head_is_resized
         recs[0].repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
     assert!(failures[0].contains("Output size is too small"), "{failures:?}");
 }
+
+/// `GOOD` with twice the convolution's channels, written as the embedded
+/// generator writes some answers: the class stops after `__init__`.
+const WIDER_WITHOUT_FORWARD: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(16 * 4 * 4, num_classes)\n";
+
+#[test]
+fn an_answer_without_forward_takes_the_best_designs_forward_and_trains() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, user, _) = exchange(req);
+        Some(Step::reply(match (generator, user.contains("This is attempt 1."), user.contains("This is attempt 2.")) {
+            (true, true, _) => fence(GOOD),
+            (true, _, true) => fence(WIDER_WITHOUT_FORWARD),
+            (true, _, _) => "no code this time".to_string(),
+            (false, _, _) => REAL.to_string(),
+        }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config_with(dir.path(), &server, "repair = \"forward\"\ngeneration_retries = 1");
+    let text_cfg =
+        std::fs::read_to_string(&cfg).expect("config").replacen("max_iterations = 2\n", "max_iterations = 3\n", 1);
+    std::fs::write(&cfg, text_cfg).expect("config");
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert_eq!(recs.len(), 3);
+    // Attempt 2 was not asked again: its answer took attempt 1's forward
+    // and trained.
+    let second = &recs[1];
+    assert!(second.regenerated.is_empty(), "{:?}", second.regenerated);
+    assert!(matches!(second.outcome, Outcome::Ok { .. }), "{:?}", second.outcome);
+    let forward = &GOOD[GOOD.find("    def forward").expect("forward")..];
+    assert_eq!(
+        second.code.as_deref().map(str::trim_end),
+        Some(format!("{}\n\n{}", WIDER_WITHOUT_FORWARD.trim_end(), forward.trim_end()).as_str())
+    );
+    let [note] = second.repair.as_slice() else { panic!("one note: {:?}", second.repair) };
+    assert_eq!((note.kind.as_str(), note.line), ("forward", 8));
+    // The next prompt says so in words, not as a changed line.
+    let prompts = server.requests();
+    let third = prompts
+        .iter()
+        .map(exchange)
+        .find(|(generator, user, _)| *generator && user.contains("This is attempt 3."))
+        .expect("attempt 3's prompt");
+    assert!(third.1.contains("the `forward` of the design it changed was added before training"), "{}", third.1);
+}

@@ -284,6 +284,9 @@ struct Generated {
     /// The common change given in place of the Improver's after the
     /// generator gave a design back unchanged on it.
     fallback: Option<String>,
+    /// The repairs made as `code` was taken from the answer (a grafted
+    /// `forward`).
+    grafted: Vec<repair::RepairNote>,
 }
 
 /// Steps 2–3's result.
@@ -531,7 +534,7 @@ impl<'a> Search<'a> {
         for r in &records {
             let evaluated = match (&r.code, &r.outcome) {
                 (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) => {
-                    Some(novelty::signature(&repair::original(&r.repair, code)))
+                    Some(novelty::signature(&repair::screened(&r.repair, code)))
                 }
                 _ => None,
             };
@@ -669,7 +672,7 @@ impl<'a> Search<'a> {
             locked(progress).stage(t, Stage::Generating);
             let generated = step!(self.generate(&chain, t));
             checkpoint!();
-            let evaluated = step!(self.evaluate(t, &generated.code, progress));
+            let evaluated = step!(self.evaluate(t, &generated.code, &generated.grafted, progress));
             checkpoint!();
             if let Some(change) = &generated.fallback {
                 chain.replace_open_change(change);
@@ -760,7 +763,22 @@ impl<'a> Search<'a> {
         };
         let mut usage = RoleUsage::default();
         usage.add(&response);
-        let (mut code, mut diff) = take_code(&response.content, parent.as_ref());
+        // The design an answer without `forward` takes its `forward` from:
+        // the one it was asked to change.
+        let base = parent.as_ref().map(|p| p.code.as_str()).or_else(|| {
+            chain.best.as_ref().filter(|_| self.cfg.use_best_reference && cycle.is_none()).map(|b| b.code.as_str())
+        });
+        let take = |content: &str| {
+            let (code, diff) = take_code(content, parent.as_ref());
+            match (&code, base) {
+                (Ok(c), Some(base)) if self.cfg.repair.has(Repair::Forward) => match repair::repair_forward(c, base) {
+                    Some((grafted, notes)) => (Ok(grafted), diff, notes),
+                    None => (code, diff, Vec::new()),
+                },
+                _ => (code, diff, Vec::new()),
+            }
+        };
+        let (mut code, mut diff, mut grafted) = take(&response.content);
         let mut regenerated: Vec<Regenerated> = Vec::new();
         let mut fallback = None;
         while (regenerated.len() as u32) < self.cfg.generation_retries {
@@ -812,9 +830,9 @@ impl<'a> Search<'a> {
                 Err(stop) => return Ok(Err(stop)),
             };
             usage.add(&response);
-            (code, diff) = take_code(&response.content, parent.as_ref());
+            (code, diff, grafted) = take(&response.content);
         }
-        Ok(Ok(Generated { prompt, response, usage, parent, code, diff, regenerated, fallback }))
+        Ok(Ok(Generated { prompt, response, usage, parent, code, diff, regenerated, fallback, grafted }))
     }
 
     /// The parent a cycle's candidate `t` is asked to change: a seeded
@@ -839,11 +857,13 @@ impl<'a> Search<'a> {
     const MAX_REPAIRS_AFTER_FAILURE: usize = 3;
 
     /// Steps 2–3: the novelty filter, then the evaluator (its journaled
-    /// outcome when resuming).
+    /// outcome when resuming). `grafted`: the repairs made as the code was
+    /// taken from the answer.
     fn evaluate(
         &self,
         t: u64,
         code: &Result<String, CandidateFailure>,
+        grafted: &[repair::RepairNote],
         progress: &Mutex<&mut dyn Progress>,
     ) -> Step<Evaluated> {
         let sig = code.as_ref().ok().map(|c| novelty::signature(c));
@@ -860,11 +880,11 @@ impl<'a> Search<'a> {
                     retries: Vec::new(),
                 }))
             }
-            (Ok(_), Screen::Duplicate(of, similarity)) => {
+            (Ok(code), Screen::Duplicate(of, similarity)) => {
                 return Ok(Ok(Evaluated {
                     outcome: Outcome::Duplicate { of, similarity },
                     seconds: 0.0,
-                    repaired: None,
+                    repaired: (!grafted.is_empty()).then(|| (code.clone(), grafted.to_vec())),
                     over_limit: None,
                     retries: Vec::new(),
                 }))
@@ -873,7 +893,7 @@ impl<'a> Search<'a> {
         };
         locked(progress).stage(t, Stage::Evaluating);
         // The repairs made before any evaluation, in order.
-        let mut notes = Vec::new();
+        let mut notes = grafted.to_vec();
         let mut softened = code.clone();
         let before_training: [(Repair, repair::BeforeTraining); 3] = [
             (Repair::ClassName, repair::repair_class_name),

@@ -36,6 +36,11 @@
 //! `"pooling"` in the list, [`repair_pooling`] takes out the pooling call
 //! the traceback names and the ones after it, after a failed check; the
 //! flatten repair then gives the head its size.
+//!
+//! The seventh: an answer that stops after `__init__` (no `forward`). With
+//! `"forward"` in the list, [`repair_forward`] adds the `forward` of the
+//! design the answer changes when the answer's class binds every layer it
+//! calls, as the code is taken from the answer (before the novelty filter).
 
 use nas_plugin_api::CandidateFailure;
 use serde::{Deserialize, Serialize};
@@ -51,16 +56,17 @@ pub struct FlattenMismatch {
     pub out_features: u64,
 }
 
-/// What a repair changed: one line.
+/// What a repair changed: one line, or the lines it added after one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepairNote {
-    /// `flatten`, `softmax`, `class_name` or `missing_layer`.
+    /// The repair's name in `[search] repair` (`flatten`, `softmax`,
+    /// `class_name`, `missing_layer`, `channels`, `pooling`, `forward`).
     pub kind: String,
     /// 1-based line of the changed layer.
     pub line: usize,
     /// The line before.
     pub before: String,
-    /// The line after.
+    /// The line after (with the lines added after it, for `forward`).
     pub after: String,
     /// The failure the unrepaired code had (a flatten repair's; a softmax
     /// repair is made before any evaluation).
@@ -95,16 +101,33 @@ impl RepairNote {
         RepairNote { kind: kind.into(), line, before, after, failure: None }
     }
 
-    /// The code before the repair, from the repaired code.
+    /// The code before the repair, from the repaired code. A repair that
+    /// added lines (a grafted `forward`) has them in `after`, after the line
+    /// `before` it followed.
     pub fn original(&self, repaired: &str) -> String {
         let mut lines: Vec<&str> = repaired.split('\n').collect();
-        if let Some(l) = lines.get_mut(self.line.saturating_sub(1)) {
-            if *l == self.after {
-                *l = &self.before;
-            }
+        let after: Vec<&str> = self.after.split('\n').collect();
+        let at = self.line.saturating_sub(1);
+        if lines.get(at..at + after.len()) == Some(&after[..]) {
+            lines.splice(at..at + after.len(), self.before.split('\n'));
         }
         lines.join("\n")
     }
+
+    /// Whether the repair was made while taking the code from the answer
+    /// (a grafted `forward`), before the novelty filter saw it.
+    pub fn made_on_answer(&self) -> bool {
+        self.kind == FORWARD
+    }
+}
+
+/// The kind of a [`repair_forward`] note.
+pub const FORWARD: &str = "forward";
+
+/// The code the novelty filter screened: the repaired code with the repairs
+/// made after the screen undone.
+pub fn screened(notes: &[RepairNote], repaired: &str) -> String {
+    notes.iter().rev().filter(|n| !n.made_on_answer()).fold(repaired.to_string(), |code, note| note.original(&code))
 }
 
 /// The flatten mismatch a failure reports, if it is one.
@@ -546,6 +569,131 @@ pub fn repair_pooling(code: &str, line: usize, failure: &CandidateFailure) -> Op
     }
     // The failing line itself must be one that pools.
     (notes.first()?.line == line).then(|| (out.join("\n"), notes))
+}
+
+/// Module attributes a grafted `forward` may read without `__init__`
+/// binding them.
+const MODULE_ATTRIBUTES: [&str; 1] = ["training"];
+
+/// Module-level names a `forward` commonly reads (`F.relu`, `torch.flatten`),
+/// which the answer must import too.
+const MODULE_NAMES: [&str; 6] = ["F", "torch", "nn", "math", "np", "numpy"];
+
+/// An answer that stops after `__init__`: the embedded generator, asked to
+/// change a layer, sometimes writes the class up to its head's layers and
+/// no `forward` (iteration 34 of the 41-iteration embedded run: all three
+/// answers, the two asked again included). When the design it changes
+/// (`base`) has a `forward` whose every `self.name` the answer's class
+/// binds (and whose `F.`/`torch.` the answer imports), that `forward` is
+/// added after the class's last line, indented as the answer's methods are:
+/// the answer's `__init__` is its change, and the layers it kept are called
+/// as before. One note, of kind [`FORWARD`]: its line is the class's last
+/// line, `after` that line and the added method. `None` when the answer has
+/// a `forward`, no `class Net` with an `__init__`, binds attributes in ways
+/// a reading of its lines cannot follow (`setattr`, `add_module`), or lacks
+/// one the base's `forward` reads (the base's design is then not the
+/// answer's).
+pub fn repair_forward(code: &str, base: &str) -> Option<(String, Vec<RepairNote>)> {
+    let lines: Vec<&str> = code.split('\n').collect();
+    if lines.iter().any(|l| uncommented(l).trim_start().starts_with("def forward"))
+        || ["setattr(", "add_module(", "register_module(", "__getattr__", "__dict__"].iter().any(|s| code.contains(s))
+    {
+        return None;
+    }
+    let class = lines.iter().position(|l| {
+        let c = uncommented(l);
+        indent(c) == 0 && (c.trim_end().starts_with("class Net(") || c.trim_end() == "class Net:")
+    })?;
+    let end = (class + 1..lines.len())
+        .find(|&i| !uncommented(lines[i]).trim().is_empty() && indent(lines[i]) == 0)
+        .unwrap_or(lines.len());
+    let body = &lines[class + 1..end];
+    let init = body.iter().find(|l| uncommented(l).trim_start().starts_with("def __init__("))?;
+    let method_indent = indent(init);
+    let mut bound: std::collections::BTreeSet<String> = MODULE_ATTRIBUTES.iter().map(|a| a.to_string()).collect();
+    for l in body {
+        if let Some(name) = uncommented(l).trim().strip_prefix("def ").and_then(|r| r.split('(').next()) {
+            bound.insert(name.trim().to_string());
+        }
+        bound.extend(bound_by(l).0);
+    }
+    let base_lines: Vec<&str> = base.split('\n').collect();
+    let (forward, mut forward_end) = forward_span(&base_lines)?;
+    while forward_end > forward + 1 && base_lines[forward_end - 1].trim().is_empty() {
+        forward_end -= 1;
+    }
+    let block = &base_lines[forward..forward_end];
+    for l in block {
+        let c = uncommented(l);
+        let mut from = 0;
+        while let Some(pos) = c[from..].find("self.") {
+            let at = from + pos;
+            from = at + "self.".len();
+            if c[..at].chars().next_back().is_some_and(|ch| ch.is_alphanumeric() || ch == '_' || ch == '.') {
+                continue;
+            }
+            let name: String = c[from..].chars().take_while(|ch| ch.is_alphanumeric() || *ch == '_').collect();
+            if !bound.contains(&name) {
+                return None;
+            }
+        }
+        for name in MODULE_NAMES {
+            if module_read(c, name) && !imports(&lines, name) {
+                return None;
+            }
+        }
+    }
+    let shift = method_indent as isize - indent(block[0]) as isize;
+    let reindent = |l: &str| -> Option<String> {
+        if l.trim().is_empty() {
+            return Some(String::new());
+        }
+        match shift {
+            s if s >= 0 => Some(format!("{}{l}", " ".repeat(s as usize))),
+            s => l.strip_prefix(&" ".repeat((-s) as usize)).map(str::to_string),
+        }
+    };
+    let added = block.iter().map(|l| reindent(l)).collect::<Option<Vec<String>>>()?;
+    let last = (class..end).rev().find(|&i| !lines[i].trim().is_empty())?;
+    let after = format!("{}\n\n{}", lines[last], added.join("\n"));
+    let note = RepairNote::before_evaluation(FORWARD, last + 1, lines[last].to_string(), after.clone());
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    out[last] = after;
+    Some((out.join("\n"), vec![note]))
+}
+
+/// Whether `line` reads the module-level name `name` (`F.relu(x)`, not
+/// `self.F` or `x.F`).
+fn module_read(line: &str, name: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    line.match_indices(&format!("{name}.")).any(|(at, _)| !line[..at].chars().next_back().is_some_and(word))
+}
+
+/// Whether the top level of `lines` imports `name` (`import torch`,
+/// `import torch.nn.functional as F`, `from torch import nn`).
+fn imports(lines: &[&str], name: &str) -> bool {
+    lines.iter().any(|l| {
+        let c = uncommented(l).trim_end();
+        if indent(c) != 0 {
+            return false;
+        }
+        let names = if let Some(rest) = c.strip_prefix("import ") {
+            rest
+        } else if let Some((_, rest)) = c.strip_prefix("from ").and_then(|r| r.split_once(" import ")) {
+            rest
+        } else {
+            return false;
+        };
+        names.trim_matches(|ch| ch == '(' || ch == ')').split(',').any(|part| {
+            let mut words = part.split_whitespace();
+            let first = words.next().unwrap_or_default();
+            let bound = match (words.next(), words.next()) {
+                (Some("as"), Some(alias)) => alias,
+                _ => first.split('.').next().unwrap_or_default(),
+            };
+            bound == name
+        })
+    })
 }
 
 /// The identifiers of a line, in order (string contents included).
@@ -1155,6 +1303,75 @@ mod tests {
     fn mixed_pools_missing_pool3() -> String {
         let best = include_str!("../../../docs/results/embedded-run/run-38/best.py");
         best.replacen("        x = self.relu3(x)\n", "        x = self.relu3(x)\n        x = self.pool3(x)\n", 1)
+    }
+
+    /// The best design of the 38-iteration embedded run and an answer to
+    /// "Add nn.Dropout(0.3) right before the first nn.Linear" written as
+    /// the embedded generator wrote iteration 34's: the class up to its
+    /// head's layers, the dropout defined, no `forward`.
+    fn answer_without_forward() -> (&'static str, String) {
+        let best = include_str!("../../../docs/results/embedded-run/run-38/best.py");
+        let init = &best[..best.find("\n    def forward").expect("a forward")];
+        let answer = init.replacen(
+            "        self.fc1 = nn.Linear",
+            "        self.dropout = nn.Dropout(0.3)\n        self.fc1 = nn.Linear",
+            1,
+        );
+        (best, format!("{answer}\n"))
+    }
+
+    #[test]
+    fn an_answer_without_forward_gets_the_forward_of_the_design_it_changes() {
+        let (best, answer) = answer_without_forward();
+        let (fixed, notes) = repair_forward(&answer, best).expect("grafted");
+        let forward = &best[best.find("    def forward").expect("a forward")..];
+        assert_eq!(fixed, format!("{}\n\n{}\n\n", answer.trim_end(), forward.trim_end()));
+        let [note] = notes.as_slice() else { panic!("one note: {notes:?}") };
+        assert_eq!((note.kind.as_str(), note.made_on_answer(), note.failure.as_ref()), (FORWARD, true, None));
+        assert_eq!(note.before, "        self.fc2 = nn.Linear(2048, num_classes)");
+        assert_eq!(fixed.split('\n').nth(note.line - 1), Some(note.before.as_str()));
+        // The answer is what the note undoes; the novelty filter's code keeps
+        // the graft.
+        assert_eq!(original(&notes, &fixed), answer);
+        assert_eq!(screened(&notes, &fixed), fixed);
+        // Once there is a forward, nothing is added.
+        assert_eq!(repair_forward(&fixed, best), None);
+    }
+
+    #[test]
+    fn a_forward_is_added_inside_the_class_indented_as_its_methods() {
+        let (best, answer) = answer_without_forward();
+        // Code after the class stays after it.
+        let tail = format!("{answer}\n\nif __name__ == '__main__':\n    print(Net((1, 28, 28), 10))\n");
+        let (fixed, _) = repair_forward(&tail, best).expect("grafted");
+        let at = |s: &str| fixed.find(s).expect(s);
+        assert!(
+            at("self.dropout = ") < at("    def forward(self, x):") && at("return x") < at("if __name__"),
+            "{fixed}"
+        );
+        // A base indented by two spaces: its forward is moved to the
+        // answer's method indent, its body kept deeper (valid Python).
+        let two = best.replace("    ", "  ");
+        let (fixed, _) = repair_forward(&answer, &two).expect("grafted");
+        assert!(fixed.contains("\n    def forward(self, x):\n      x = self.conv1(x)\n"), "{fixed}");
+    }
+
+    #[test]
+    fn no_forward_is_added_when_the_answer_lacks_what_it_reads() {
+        let (best, answer) = answer_without_forward();
+        // The answer renamed a layer the base's forward calls.
+        assert_eq!(repair_forward(&answer.replace("self.conv3 =", "self.conv3a ="), best), None);
+        // The base's forward reads F and the answer does not import it.
+        let functional = best.replace("x = self.relu5(x)", "x = F.relu(x)");
+        assert_eq!(repair_forward(&answer, &functional), None);
+        let imported =
+            answer.replacen("import torch.nn as nn\n", "import torch.nn as nn\nimport torch.nn.functional as F\n", 1);
+        assert!(repair_forward(&imported, &functional).is_some());
+        // Layers bound where a reading of the lines cannot follow them; no
+        // class Net; a base without forward.
+        assert_eq!(repair_forward(&format!("{answer}        setattr(self, 'fc3', None)\n"), best), None);
+        assert_eq!(repair_forward(&answer.replace("class Net(", "class Model("), best), None);
+        assert_eq!(repair_forward(&answer, &answer), None);
     }
 
     /// Recorded (the embedded run at e1cc1b1, iterations 5 and 13): eight
