@@ -155,7 +155,8 @@ pub enum Repair {
     MissingLayer,
     /// A convolution or batch norm built for another number of input
     /// channels than it receives (torch names both sizes): the one layer
-    /// built for that size gets the received channels, and the candidate is
+    /// built for that size (of several, the one the traceback's line of
+    /// `forward` calls) gets the received channels, and the candidate is
     /// evaluated again; the record keeps both.
     Channels,
     /// A pooling layer fed a map smaller than its window (`Output size is

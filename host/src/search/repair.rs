@@ -505,12 +505,19 @@ fn rewrite_self_calls(line: &str, fix: &dyn Fn(&str) -> Option<Option<String>>) 
 /// The line of `code` (1-based) in `forward` where a pooling layer was fed
 /// a feature map smaller than its window: torch says `Given input size:
 /// (128x1x1). Calculated output size: (128x0x0). Output size is too small`,
-/// and the traceback's last frame in a `forward` whose quoted source line
-/// is that line of `code` names it.
+/// and [`failing_forward_line`] names the line.
 pub fn pooled_too_small_at(failure: &CandidateFailure, code: &str) -> Option<usize> {
     if !failure.message.contains("Output size is too small") {
         return None;
     }
+    failing_forward_line(failure, code)
+}
+
+/// The line of `code` (1-based) a failure's traceback ends at in the
+/// network: its last frame in a `forward` whose quoted source line is that
+/// line of `code` (so any evaluator's file name works, and a traceback of
+/// other code is not trusted).
+pub fn failing_forward_line(failure: &CandidateFailure, code: &str) -> Option<usize> {
     let lines: Vec<&str> = code.split('\n').collect();
     let frames: Vec<&str> = failure.traceback.lines().collect();
     frames
@@ -528,6 +535,16 @@ pub fn pooled_too_small_at(failure: &CandidateFailure, code: &str) -> Option<usi
             .then_some(n)
         })
         .last()
+}
+
+/// The names of the `self.name(...)` calls of a line, in order.
+fn self_calls(line: &str) -> Vec<String> {
+    let names = std::cell::RefCell::new(Vec::new());
+    let _ = rewrite_self_calls(line, &|name: &str| {
+        names.borrow_mut().push(name.to_string());
+        None
+    });
+    names.into_inner()
 }
 
 /// A network that pools more often than its input allows (`28 -> 14 -> 7 ->
@@ -1058,8 +1075,10 @@ pub fn channel_mismatch(message: &str) -> Option<ChannelMismatch> {
 /// the channels it receives: the one `nn.Conv2d` whose `in_channels` and
 /// `out_channels` evaluate to the sizes torch reports (integer arithmetic
 /// over literals and `in_shape`), or the one `nn.BatchNorm2d`/`BatchNorm1d`
-/// built for the reported size. Its output keeps its size, so nothing after
-/// it changes. `None` when no single layer matches.
+/// built for the reported size. When several match, the one the failing
+/// line of `forward` calls (the traceback's, [`failing_forward_line`]) is
+/// taken. Its output keeps its size, so nothing after it changes. `None`
+/// when no single layer matches.
 pub fn repair_channels(
     code: &str,
     m: &ChannelMismatch,
@@ -1091,6 +1110,17 @@ pub fn repair_channels(
             .filter(|a| value(Some(a)) == Some(m.built_for))
             .collect(),
     };
+    // Several layers built for that size: the one the failing line calls.
+    let called = || -> Option<Vec<Arg>> {
+        let line = code.split('\n').nth(failing_forward_line(failure, code)? - 1)?;
+        let calls = self_calls(line);
+        let binds = |a: &Arg| {
+            let line = code[..a.start].matches('\n').count();
+            code.split('\n').nth(line).is_some_and(|l| bound_by(l).0.iter().any(|n| calls.contains(n)))
+        };
+        Some(candidates.iter().filter(|a| binds(a)).cloned().collect())
+    };
+    let candidates = if candidates.len() > 1 { called().unwrap_or_default() } else { candidates };
     let [a] = candidates.as_slice() else { return None };
     Some(rewrite_number(code, (a.start, a.end), m.receives, "channels", failure))
 }
@@ -1336,6 +1366,19 @@ mod tests {
         assert_eq!(screened(&notes, &fixed), fixed);
         // Once there is a forward, nothing is added.
         assert_eq!(repair_forward(&fixed, best), None);
+    }
+
+    #[test]
+    fn a_recorded_answer_without_forward_gets_its_best_designs_forward() {
+        // Recorded (the embedded run at dbf3dc0, iteration 8, all three
+        // answers alike): the best design's class with a dropout added,
+        // ending after `__init__`.
+        let (answer, best) = (include_str!("testdata/no_forward.py"), include_str!("testdata/no_forward_base.py"));
+        let (fixed, notes) = repair_forward(answer, best).expect("grafted");
+        let forward = &best[best.find("    def forward").expect("a forward")..];
+        assert!(fixed.ends_with(forward.trim_end()), "{fixed}");
+        assert_eq!(notes[0].before, "        self.dropout = nn.Dropout(0.3)");
+        assert_eq!(original(&notes, &fixed), answer);
     }
 
     #[test]
@@ -1711,6 +1754,31 @@ mod tests {
         let (fixed, note) = repair_channels(code, &m, [1, 28, 28], &runtime(message)).expect("repaired");
         assert_eq!(note.after.trim(), "self.bn1 = nn.BatchNorm2d(32)");
         assert_eq!(note.original(&fixed), code);
+    }
+
+    #[test]
+    fn of_several_batch_norms_built_for_the_size_the_one_the_traceback_names_is_repaired() {
+        // Recorded (the embedded run at dbf3dc0, iteration 7): bn2 and bn_fc
+        // are both built for 64; forward skips fc1, so bn_fc gets 512.
+        let code = include_str!("testdata/batch_norm_twice.py");
+        let message = "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: running_mean should contain 512 elements not 64";
+        let failure = CandidateFailure {
+            traceback: include_str!("testdata/batch_norm_twice.traceback").to_string(),
+            ..runtime(message)
+        };
+        let m = channel_mismatch(message).expect("a channel mismatch");
+        let (fixed, note) = repair_channels(code, &m, [1, 28, 28], &failure).expect("repaired");
+        assert_eq!(
+            note.after.trim(),
+            "self.bn_fc = nn.BatchNorm1d(512)  # Added a batch normalization layer after the first linear layer"
+        );
+        assert_eq!(note.original(&fixed), code);
+        // Without the traceback the two cannot be told apart.
+        assert_eq!(repair_channels(code, &m, [1, 28, 28], &runtime(message)), None);
+        // A traceback whose quoted line is not the code's is not trusted.
+        let other =
+            CandidateFailure { traceback: failure.traceback.replace("self.bn_fc(x)", "self.bn2(x)"), ..failure };
+        assert_eq!(repair_channels(code, &m, [1, 28, 28], &other), None);
     }
 
     #[test]
