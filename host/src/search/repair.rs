@@ -160,8 +160,9 @@ pub fn plain_words(m: &FlattenMismatch) -> String {
 /// Rewrites the `in_features` of the layer the mismatch names: the one
 /// `nn.Linear(...)` whose first argument evaluates to `expected` (integer
 /// arithmetic over literals and `in_shape[i]`), or the only `nn.Linear` of
-/// the file. Returns the code and the note, or `None` when the layer cannot
-/// be found without guessing.
+/// the file; of several, the one the failing line of `forward` calls.
+/// Returns the code and the note, or `None` when the layer cannot be found
+/// without guessing.
 pub fn repair_flatten(
     code: &str,
     m: &FlattenMismatch,
@@ -172,6 +173,7 @@ pub fn repair_flatten(
     let names = shape_names(code);
     let value = |c: &LinearCall| eval(&c.first_arg, in_shape, &names);
     let matching: Vec<&LinearCall> = calls.iter().filter(|c| value(c) == Some(m.expected)).collect();
+    let matching = called_at_failure(code, failure, matching, |c| c.arg_start);
     let call = match (matching.as_slice(), calls.as_slice()) {
         ([one], _) => *one,
         ([], [only]) if value(only).is_none() => only,
@@ -535,6 +537,31 @@ pub fn failing_forward_line(failure: &CandidateFailure, code: &str) -> Option<us
             .then_some(n)
         })
         .last()
+}
+
+/// Of several layers that could be the one a failure names (`candidates`,
+/// each found by where in `code` its construction is, `at`), those bound to
+/// an attribute the failing line of `forward` calls ([`failing_forward_line`]:
+/// `x = self.fc2(x)` when `fc1` and `fc2` are both `nn.Linear(768, ...)`).
+/// None of them when the traceback names no line; `candidates` unchanged
+/// when there are fewer than two.
+fn called_at_failure<T>(
+    code: &str,
+    failure: &CandidateFailure,
+    candidates: Vec<T>,
+    at: impl Fn(&T) -> usize,
+) -> Vec<T> {
+    if candidates.len() < 2 {
+        return candidates;
+    }
+    let lines: Vec<&str> = code.split('\n').collect();
+    let Some(failing) = failing_forward_line(failure, code).and_then(|n| lines.get(n - 1)) else { return Vec::new() };
+    let calls = self_calls(failing);
+    let binds = |c: &T| {
+        let line = code[..at(c)].matches('\n').count();
+        lines.get(line).is_some_and(|l| bound_by(l).0.iter().any(|n| calls.contains(n)))
+    };
+    candidates.into_iter().filter(|c| binds(c)).collect()
 }
 
 /// The names of the `self.name(...)` calls of a line, in order.
@@ -1110,17 +1137,7 @@ pub fn repair_channels(
             .filter(|a| value(Some(a)) == Some(m.built_for))
             .collect(),
     };
-    // Several layers built for that size: the one the failing line calls.
-    let called = || -> Option<Vec<Arg>> {
-        let line = code.split('\n').nth(failing_forward_line(failure, code)? - 1)?;
-        let calls = self_calls(line);
-        let binds = |a: &Arg| {
-            let line = code[..a.start].matches('\n').count();
-            code.split('\n').nth(line).is_some_and(|l| bound_by(l).0.iter().any(|n| calls.contains(n)))
-        };
-        Some(candidates.iter().filter(|a| binds(a)).cloned().collect())
-    };
-    let candidates = if candidates.len() > 1 { called().unwrap_or_default() } else { candidates };
+    let candidates = called_at_failure(code, failure, candidates, |a| a.start);
     let [a] = candidates.as_slice() else { return None };
     Some(rewrite_number(code, (a.start, a.end), m.receives, "channels", failure))
 }
@@ -1779,6 +1796,24 @@ mod tests {
         let other =
             CandidateFailure { traceback: failure.traceback.replace("self.bn_fc(x)", "self.bn2(x)"), ..failure };
         assert_eq!(repair_channels(code, &m, [1, 28, 28], &other), None);
+    }
+
+    #[test]
+    fn of_several_linears_built_for_the_size_the_one_the_traceback_names_is_repaired() {
+        // Recorded (the embedded run at 6f1bb4d, iteration 12): fc1 and fc2
+        // are both nn.Linear(3 * 256, ...); forward skips fc1, so fc2 gets
+        // the 512 flattened features.
+        let code = include_str!("testdata/linear_twice.py");
+        let message = "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x512 and 768x10)";
+        let failure = CandidateFailure {
+            traceback: include_str!("testdata/linear_twice.traceback").to_string(),
+            ..runtime(message)
+        };
+        let m = flatten_mismatch(&failure).expect("a flatten mismatch");
+        let (fixed, note) = repair_flatten(code, &m, [1, 28, 28], &failure).expect("repaired");
+        assert_eq!(note.after.trim(), "self.fc2 = nn.Linear(512, num_classes)");
+        assert_eq!(note.original(&fixed), code);
+        assert_eq!(repair_flatten(code, &m, [1, 28, 28], &runtime(message)), None);
     }
 
     #[test]
