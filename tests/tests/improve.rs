@@ -54,6 +54,12 @@ fn write_config(dir: &Path, server: &TestServer, repair: &str) -> PathBuf {
 }
 
 fn write_config_with(dir: &Path, server: &TestServer, search: &str) -> PathBuf {
+    write_config_for(dir, server, 2, search)
+}
+
+/// A run of `iterations` on the loopback server, with `search` added to
+/// `[search]`.
+fn write_config_for(dir: &Path, server: &TestServer, iterations: u32, search: &str) -> PathBuf {
     let cfg = dir.join("run.toml");
     std::fs::write(
         &cfg,
@@ -64,7 +70,7 @@ name = "improve"
 output_dir = "runs"
 
 [search]
-max_iterations = 2
+max_iterations = {iterations}
 {search}
 
 [dataset]
@@ -387,10 +393,7 @@ fn a_convolution_built_for_other_channels_and_then_a_flatten_size_are_repaired_i
         Some(Step::reply(if generator { fence(MISWIRED) } else { REAL.to_string() }))
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config_with(dir.path(), &server, "max_iterations = 1\nrepair = [\"flatten\", \"channels\"]");
-    // One iteration: the helper's `max_iterations = 2` gives way.
-    let text_cfg = std::fs::read_to_string(&cfg).expect("config").replacen("max_iterations = 2\n", "", 1);
-    std::fs::write(&cfg, text_cfg).expect("config");
+    let cfg = write_config_for(dir.path(), &server, 1, "repair = [\"flatten\", \"channels\"]");
     let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
     let recs = records(&run_dirs(dir.path()).pop().expect("run"));
@@ -425,9 +428,7 @@ fn a_pooling_with_nothing_left_to_pool_is_taken_out_and_then_the_head_is_resized
         Some(Step::reply(if generator { fence(POOLED_TOO_OFTEN) } else { REAL.to_string() }))
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config_with(dir.path(), &server, "max_iterations = 1\nrepair = [\"flatten\", \"pooling\"]");
-    let text_cfg = std::fs::read_to_string(&cfg).expect("config").replacen("max_iterations = 2\n", "", 1);
-    std::fs::write(&cfg, text_cfg).expect("config");
+    let cfg = write_config_for(dir.path(), &server, 1, "repair = [\"flatten\", \"pooling\"]");
     let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
     let recs = records(&run_dirs(dir.path()).pop().expect("run"));
@@ -464,10 +465,7 @@ fn an_answer_without_forward_takes_the_best_designs_forward_and_trains() {
         }))
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config_with(dir.path(), &server, "repair = \"forward\"\ngeneration_retries = 1");
-    let text_cfg =
-        std::fs::read_to_string(&cfg).expect("config").replacen("max_iterations = 2\n", "max_iterations = 3\n", 1);
-    std::fs::write(&cfg, text_cfg).expect("config");
+    let cfg = write_config_for(dir.path(), &server, 3, "repair = \"forward\"\ngeneration_retries = 1");
     let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
     let recs = records(&run_dirs(dir.path()).pop().expect("run"));

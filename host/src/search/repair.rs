@@ -381,6 +381,25 @@ fn bound_by(line: &str) -> (Vec<String>, Option<String>) {
     (names, rhs)
 }
 
+/// Whether `code` binds attributes in ways a reading of its lines cannot
+/// follow (`setattr`, `add_module`, `__dict__`).
+fn binds_unreadably(code: &str) -> bool {
+    ["setattr(", "add_module(", "register_module(", "__getattr__", "__dict__"].iter().any(|s| code.contains(s))
+}
+
+/// The names `lines` bind: the functions they define (`def name(`) and the
+/// attributes they assign ([`bound_by`]).
+fn bound_names(lines: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut bound = std::collections::BTreeSet::new();
+    for l in lines {
+        if let Some(name) = uncommented(l).trim().strip_prefix("def ").and_then(|r| r.split('(').next()) {
+            bound.insert(name.trim().to_string());
+        }
+        bound.extend(bound_by(l).0);
+    }
+    bound
+}
+
 /// The parameter-free layer class `rhs` builds (`nn.MaxPool2d(2)`), with
 /// whether it changes the size.
 fn free_layer(rhs: &str) -> Option<(&'static str, bool)> {
@@ -408,22 +427,18 @@ fn free_layer(rhs: &str) -> Option<(&'static str, bool)> {
 /// (`setattr`, `add_module`, a name in quotes), or the family mixes
 /// poolings with other layers, or activations of different kinds.
 pub fn repair_missing_layer(code: &str) -> Option<(String, Vec<RepairNote>)> {
-    if ["setattr(", "add_module(", "register_module(", "__getattr__", "__dict__"].iter().any(|s| code.contains(s)) {
+    if binds_unreadably(code) {
         return None;
     }
     let lines: Vec<&str> = code.split('\n').collect();
-    let mut bound = std::collections::BTreeSet::new();
-    let mut defined: Vec<(String, String)> = Vec::new();
-    for l in &lines {
-        if let Some(name) = uncommented(l).trim().strip_prefix("def ").and_then(|r| r.split('(').next()) {
-            bound.insert(name.trim().to_string());
-        }
-        let (names, rhs) = bound_by(l);
-        if let (Some(rhs), [name]) = (rhs, names.as_slice()) {
-            defined.push((name.clone(), rhs));
-        }
-        bound.extend(names);
-    }
+    let bound = bound_names(&lines);
+    let defined: Vec<(String, String)> = lines
+        .iter()
+        .filter_map(|l| match bound_by(l) {
+            (names, Some(rhs)) => names.into_iter().next().map(|n| (n, rhs)),
+            _ => None,
+        })
+        .collect();
     let quoted = |name: &str| code.contains(&format!("\"{name}\"")) || code.contains(&format!("'{name}'"));
     // What a missing name's call becomes: unwrapped (pooling) or its
     // family's first layer (the same computation).
@@ -639,9 +654,7 @@ const MODULE_NAMES: [&str; 6] = ["F", "torch", "nn", "math", "np", "numpy"];
 /// answer's).
 pub fn repair_forward(code: &str, base: &str) -> Option<(String, Vec<RepairNote>)> {
     let lines: Vec<&str> = code.split('\n').collect();
-    if lines.iter().any(|l| uncommented(l).trim_start().starts_with("def forward"))
-        || ["setattr(", "add_module(", "register_module(", "__getattr__", "__dict__"].iter().any(|s| code.contains(s))
-    {
+    if lines.iter().any(|l| uncommented(l).trim_start().starts_with("def forward")) || binds_unreadably(code) {
         return None;
     }
     let class = lines.iter().position(|l| {
@@ -654,13 +667,8 @@ pub fn repair_forward(code: &str, base: &str) -> Option<(String, Vec<RepairNote>
     let body = &lines[class + 1..end];
     let init = body.iter().find(|l| uncommented(l).trim_start().starts_with("def __init__("))?;
     let method_indent = indent(init);
-    let mut bound: std::collections::BTreeSet<String> = MODULE_ATTRIBUTES.iter().map(|a| a.to_string()).collect();
-    for l in body {
-        if let Some(name) = uncommented(l).trim().strip_prefix("def ").and_then(|r| r.split('(').next()) {
-            bound.insert(name.trim().to_string());
-        }
-        bound.extend(bound_by(l).0);
-    }
+    let mut bound = bound_names(body);
+    bound.extend(MODULE_ATTRIBUTES.iter().map(|a| a.to_string()));
     let base_lines: Vec<&str> = base.split('\n').collect();
     let (forward, mut forward_end) = forward_span(&base_lines)?;
     while forward_end > forward + 1 && base_lines[forward_end - 1].trim().is_empty() {
