@@ -170,6 +170,14 @@ pub enum Repair {
     /// the novelty filter sees the whole design, and the generator is not
     /// asked again for it); the record keeps the added lines.
     Forward,
+    /// A design the generator gives back unchanged on every retry (a
+    /// near-duplicate of the best, with fallback changes on): the search
+    /// makes one of the common changes itself on the best design, when it
+    /// is one a reading of the lines can make exactly (a layer's sizes, a
+    /// batch norm or dropout beside a layer `forward` calls), and the
+    /// candidate is screened again; the record keeps each changed line and
+    /// the change, and the next prompt says it.
+    Change,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -204,7 +212,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\", \"change\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -221,9 +229,10 @@ impl<'de> Deserialize<'de> for Repairs {
                 "channels" => Repair::Channels,
                 "pooling" => Repair::Pooling,
                 "forward" => Repair::Forward,
+                "change" => Repair::Change,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\" and \"forward\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\" and \"change\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -796,7 +805,7 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
-    /// "missing_layer", "channels", "pooling", "forward"]`, `prompt_style = "compact"`,
+    /// "missing_layer", "channels", "pooling", "forward", "change"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
     /// `fallback_changes = true`),
@@ -815,6 +824,7 @@ impl RunConfig {
             Repair::Channels,
             Repair::Pooling,
             Repair::Forward,
+            Repair::Change,
         ]);
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
@@ -1134,7 +1144,8 @@ mod tests {
                 Repair::MissingLayer,
                 Repair::Channels,
                 Repair::Pooling,
-                Repair::Forward
+                Repair::Forward,
+                Repair::Change
             ])
         );
         let msg = err("[search]\nrepair = [\"flatten\", \"dropout\"]\n");
@@ -1145,7 +1156,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\"]"
+                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\", \"change\"]"
             ),
             "{text}"
         );

@@ -237,6 +237,12 @@ pub struct IterationRecord {
     /// which `code` comes from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regenerated: Vec<Regenerated>,
+    /// The common change the search made itself on the best design after
+    /// the generator gave it back unchanged on every retry (`[search]
+    /// repair` `"change"`); `repair` holds its lines (notes of kind
+    /// `change`), and the memory entry this attempt closes holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_change: Option<String>,
 }
 
 /// A generator answer asked for again.

@@ -517,6 +517,7 @@ mod tests {
             score: None,
             eval_retries: Vec::new(),
             regenerated: Vec::new(),
+            made_change: None,
         }
     }
 

@@ -3,7 +3,9 @@
 //! kept out of memory; a flatten-size mismatch reaches the Improver and the
 //! Generator with both sizes; `[search] repair = "flatten"` fixes exactly
 //! that layer before training (the real evaluator, real Fashion-MNIST), and a
-//! replay of the same answers shows both behaviours side by side.
+//! replay of the same answers shows both behaviours side by side. A design
+//! given back unchanged on every retry gets a common change made by the
+//! search (`repair = "change"`).
 
 use std::path::{Path, PathBuf};
 
@@ -490,4 +492,59 @@ fn an_answer_without_forward_takes_the_best_designs_forward_and_trains() {
         .find(|(generator, user, _)| *generator && user.contains("This is attempt 3."))
         .expect("attempt 3's prompt");
     assert!(third.1.contains("the `forward` of the design it changed was added before training"), "{}", third.1);
+}
+
+#[test]
+fn a_design_given_back_on_every_retry_gets_a_common_change_made_by_the_search_and_trains() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, _, _) = exchange(req);
+        // The generator gives attempt 1's design back whatever it is asked.
+        Some(Step::reply(if generator { fence(GOOD) } else { REAL.to_string() }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let search = "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"\nfallback_changes = true\nrepair = [\"change\", \"channels\", \"flatten\"]";
+    let cfg = write_config_for(dir.path(), &server, 3, search);
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = run_dirs(dir.path()).pop().expect("run");
+    let recs = records(&run);
+    assert_eq!(recs.len(), 3);
+    let second = &recs[1];
+    // Asked once more, it gave the design back again; the search made a
+    // common change on it (the one it had asked for, when it can make it)
+    // and the changed design trained.
+    let [again] = second.regenerated.as_slice() else { panic!("asked once more: {:?}", second.regenerated) };
+    assert_eq!(again.of, Some(1));
+    let made = second.made_change.as_deref().expect("a change made by the search");
+    assert!(nas_host::search::improver::FALLBACK_CHANGES.iter().any(|(c, _)| *c == made), "{made}");
+    let asked = again.fallback.as_deref().expect("a common change asked for");
+    if nas_host::search::change::make(asked, GOOD, [1, 28, 28]).is_some() {
+        assert_eq!(made, asked);
+    }
+    assert!(matches!(second.outcome, Outcome::Ok { .. }), "{:?}", second.outcome);
+    let changed: Vec<_> = second.repair.iter().filter(|n| n.kind == "change").cloned().collect();
+    assert!(!changed.is_empty(), "{:?}", second.repair);
+    let code = second.code.as_deref().expect("code");
+    assert_ne!(code, GOOD);
+    // Undoing the repairs after the screen and then the change gives the best design back.
+    let screened = nas_host::search::repair::screened(&second.repair, code);
+    assert_eq!(nas_host::search::repair::original(&changed, &screened).trim_end(), GOOD.trim_end());
+    // Attempt 1's memory entry holds the change that was made, with its outcome.
+    let memory = Store::open(&run).expect("store").memory().expect("memory");
+    let first = memory.iter().find(|e| e.iteration == 1).expect("entry 1");
+    assert_eq!(
+        (first.problem.as_str(), first.suggestion.as_str()),
+        (nas_host::search::improver::FALLBACK_PROBLEM, made),
+        "{memory:?}"
+    );
+    assert_eq!(first.accuracy, second.outcome.accuracy(), "{first:?}");
+    // The next prompt says it in words.
+    let third = server
+        .requests()
+        .iter()
+        .map(exchange)
+        .find(|(generator, user, _)| *generator && user.contains("This is attempt 3."))
+        .expect("attempt 3's prompt");
+    assert!(third.1.contains(&format!("the search made this change to it itself: {made}")), "{}", third.1);
 }

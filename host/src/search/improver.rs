@@ -209,18 +209,30 @@ pub fn fallback_change(
     seed: u64,
     t: u64,
 ) -> Option<&'static str> {
-    let (accuracy, code) = best?;
-    let open: Vec<&str> = FALLBACK_CHANGES
+    open_fallback_changes(earlier, best, seed, t).into_iter().next()
+}
+
+/// Every change [`fallback_change`] could give, the one it gives first and
+/// the others after it in [`FALLBACK_CHANGES`]' order (wrapping round).
+pub fn open_fallback_changes(
+    earlier: &[nas_plugin_api::MemoryEntry],
+    best: Option<(f64, &str)>,
+    seed: u64,
+    t: u64,
+) -> Vec<&'static str> {
+    let Some((accuracy, code)) = best else { return Vec::new() };
+    let mut open: Vec<&str> = FALLBACK_CHANGES
         .iter()
         .filter(|(_, has)| !has(code))
         .map(|(change, _)| *change)
         .filter(|change| !earlier.iter().any(|e| tried_on(e, Some(accuracy)) && e.suggestion == *change))
         .collect();
-    if open.is_empty() {
-        return None;
+    if !open.is_empty() {
+        let x = super::novelty::mix(seed ^ t.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let first = (x % open.len() as u64) as usize;
+        open.rotate_left(first);
     }
-    let x = super::novelty::mix(seed ^ t.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    Some(open[(x % open.len() as u64) as usize])
+    open
 }
 
 /// Whether entry `e` was tried on the best design of accuracy `best`: it

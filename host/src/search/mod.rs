@@ -16,6 +16,7 @@
 //! and the whole iteration is committed to the run store in one transaction.
 
 pub mod admission;
+pub mod change;
 pub mod delta;
 pub mod extract;
 pub mod improver;
@@ -285,8 +286,11 @@ struct Generated {
     /// generator gave a design back unchanged on it.
     fallback: Option<String>,
     /// The repairs made as `code` was taken from the answer (a grafted
-    /// `forward`).
+    /// `forward`), or the lines of the change the search made itself.
     grafted: Vec<repair::RepairNote>,
+    /// The common change the search made itself on the best design, which
+    /// the generator gave back unchanged.
+    made: Option<String>,
 }
 
 /// Steps 2–3's result.
@@ -727,7 +731,8 @@ impl<'a> Search<'a> {
                 "accuracy_pct": r.outcome.accuracy().map(pct),
                 "error": r.outcome.memory_text().trim_start_matches("error: ").to_string(),
                 "hint": failure_hint(&r.outcome),
-                "repaired": r.repair.iter().map(|n| serde_json::json!({"kind": n.kind, "line": n.line, "before": n.before.trim(), "after": n.after.trim()})).collect::<Vec<_>>(),
+                "made_change": r.made_change,
+                "repaired": r.repair.iter().filter(|n| n.kind != change::CHANGE).map(|n| serde_json::json!({"kind": n.kind, "line": n.line, "before": n.before.trim(), "after": n.after.trim()})).collect::<Vec<_>>(),
                 "code": r.code,
             })
         });
@@ -832,7 +837,60 @@ impl<'a> Search<'a> {
             usage.add(&response);
             (code, diff, grafted) = take(&response.content);
         }
-        Ok(Ok(Generated { prompt, response, usage, parent, code, diff, regenerated, fallback, grafted }))
+        // Given back unchanged after every retry: the search makes a change
+        // itself on the best design, the one it asked for first.
+        let mut made = None;
+        if let Ok(c) = &code {
+            let asked = fallback.clone().or_else(|| suggestions.clone().filter(|_| !improvers_change));
+            match self.change_on_duplicate(chain, t, c, asked.as_deref())? {
+                Err(stop) => return Ok(Err(stop)),
+                Ok(None) => {}
+                Ok(Some((change, edited, notes))) => {
+                    (code, diff, grafted) = (Ok(edited), None, notes);
+                    fallback = Some(change.to_string());
+                    made = Some(change.to_string());
+                }
+            }
+        }
+        Ok(Ok(Generated { prompt, response, usage, parent, code, diff, regenerated, fallback, grafted, made }))
+    }
+
+    /// With `"change"` in `[search] repair` (and fallback changes and the
+    /// novelty filter on, outside a cycle): when `code` is a near-duplicate
+    /// of an evaluated design, the first of the common changes (`asked`,
+    /// the one the generator was given, then the others the best design
+    /// lacks and has not tried, in the seeded order) that
+    /// [`change::make`] can make on the best design and that gives a novel
+    /// design: the change, the changed code and its notes.
+    #[allow(clippy::type_complexity)]
+    fn change_on_duplicate(
+        &self,
+        chain: &Chain,
+        t: u64,
+        code: &str,
+        asked: Option<&str>,
+    ) -> Step<Option<(&'static str, String, Vec<repair::RepairNote>)>> {
+        let on = self.cfg.repair.has(Repair::Change) && self.cfg.fallback_changes && self.cfg.novelty_filter;
+        let Some(best) = chain.best_design().filter(|_| on && self.cycle.is_none()) else { return Ok(Ok(None)) };
+        let probe =
+            |c: &str| self.archive.probe(t, &novelty::signature(c), self.cfg.novelty_threshold, &|| self.stopping());
+        match probe(code) {
+            Screen::Stopped => return Ok(Err(self.stop_now())),
+            Screen::Novel => return Ok(Ok(None)),
+            Screen::Duplicate(..) => {}
+        }
+        let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
+        let open = improver::open_fallback_changes(&chain.entries, Some(best), self.seed, t);
+        let asked = improver::FALLBACK_CHANGES.iter().map(|(c, _)| *c).find(|c| Some(*c) == asked);
+        for change in asked.into_iter().chain(open.into_iter().filter(|c| Some(*c) != asked)) {
+            let Some((edited, notes)) = change::make(change, best.1, in_shape) else { continue };
+            match probe(&edited) {
+                Screen::Stopped => return Ok(Err(self.stop_now())),
+                Screen::Novel => return Ok(Ok(Some((change, edited, notes)))),
+                Screen::Duplicate(..) => {}
+            }
+        }
+        Ok(Ok(None))
     }
 
     /// The parent a cycle's candidate `t` is asked to change: a seeded
@@ -854,7 +912,7 @@ impl<'a> Search<'a> {
     }
 
     /// The most repairs made after failed evaluations of one candidate.
-    const MAX_REPAIRS_AFTER_FAILURE: usize = 3;
+    const MAX_REPAIRS_AFTER_FAILURE: usize = 4;
 
     /// Steps 2–3: the novelty filter, then the evaluator (its journaled
     /// outcome when resuming). `grafted`: the repairs made as the code was
@@ -1309,6 +1367,7 @@ fn assemble(
         score: None,
         eval_retries: evaluated.retries,
         regenerated: generated.regenerated,
+        made_change: generated.made,
     }
 }
 

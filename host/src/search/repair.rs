@@ -41,6 +41,10 @@
 //! `"forward"` in the list, [`repair_forward`] adds the `forward` of the
 //! design the answer changes when the answer's class binds every layer it
 //! calls, as the code is taken from the answer (before the novelty filter).
+//!
+//! Not a repair of a failure but of an answer that changed nothing: with
+//! `"change"`, [`super::change`] makes a common change on the best design
+//! itself when the generator gives it back on every retry.
 
 use nas_plugin_api::CandidateFailure;
 use serde::{Deserialize, Serialize};
@@ -60,7 +64,8 @@ pub struct FlattenMismatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepairNote {
     /// The repair's name in `[search] repair` (`flatten`, `softmax`,
-    /// `class_name`, `missing_layer`, `channels`, `pooling`, `forward`).
+    /// `class_name`, `missing_layer`, `channels`, `pooling`, `forward`,
+    /// `change`).
     pub kind: String,
     /// 1-based line of the changed layer.
     pub line: usize,
@@ -97,7 +102,7 @@ pub fn notes_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RepairNo
 impl RepairNote {
     /// A note of a repair made before any evaluation (no failure behind
     /// it): line `line` (1-based) went from `before` to `after`.
-    fn before_evaluation(kind: &str, line: usize, before: String, after: String) -> Self {
+    pub(super) fn before_evaluation(kind: &str, line: usize, before: String, after: String) -> Self {
         RepairNote { kind: kind.into(), line, before, after, failure: None }
     }
 
@@ -114,10 +119,11 @@ impl RepairNote {
         lines.join("\n")
     }
 
-    /// Whether the repair was made while taking the code from the answer
-    /// (a grafted `forward`), before the novelty filter saw it.
+    /// Whether the repair was made before the novelty filter saw the code:
+    /// while taking it from the answer (a grafted `forward`), or a change
+    /// the search made itself on the best design.
     pub fn made_on_answer(&self) -> bool {
-        self.kind == FORWARD
+        self.kind == FORWARD || self.kind == super::change::CHANGE
     }
 }
 
@@ -360,7 +366,7 @@ fn family(name: &str) -> &str {
 
 /// The attributes a line binds (`self.a = ...`, `self.a, self.b = ...`,
 /// `self.a: nn.Module = ...`), and the right-hand side when it binds one.
-fn bound_by(line: &str) -> (Vec<String>, Option<String>) {
+pub(super) fn bound_by(line: &str) -> (Vec<String>, Option<String>) {
     let c = uncommented(line).trim();
     // The first `=` that is not part of `==`, `<=`, `>=`, `!=` or `op=`.
     let bytes = c.as_bytes();
@@ -383,7 +389,7 @@ fn bound_by(line: &str) -> (Vec<String>, Option<String>) {
 
 /// Whether `code` binds attributes in ways a reading of its lines cannot
 /// follow (`setattr`, `add_module`, `__dict__`).
-fn binds_unreadably(code: &str) -> bool {
+pub(super) fn binds_unreadably(code: &str) -> bool {
     ["setattr(", "add_module(", "register_module(", "__getattr__", "__dict__"].iter().any(|s| code.contains(s))
 }
 
@@ -723,7 +729,7 @@ fn module_read(line: &str, name: &str) -> bool {
 
 /// Whether the top level of `lines` imports `name` (`import torch`,
 /// `import torch.nn.functional as F`, `from torch import nn`).
-fn imports(lines: &[&str], name: &str) -> bool {
+pub(super) fn imports(lines: &[&str], name: &str) -> bool {
     lines.iter().any(|l| {
         let c = uncommented(l).trim_end();
         if indent(c) != 0 {
@@ -773,7 +779,7 @@ fn rename_ident(line: &str, from: &str, to: &str) -> String {
 }
 
 /// A line without its trailing comment (a `#` outside quotes).
-fn uncommented(line: &str) -> &str {
+pub(super) fn uncommented(line: &str) -> &str {
     let mut quote = None;
     for (i, c) in line.char_indices() {
         match (c, quote) {
@@ -788,7 +794,7 @@ fn uncommented(line: &str) -> &str {
 
 /// The first `def forward(` of `lines` and the end of its body (exclusive):
 /// the first non-blank line indented no deeper than the `def`.
-fn forward_span(lines: &[&str]) -> Option<(usize, usize)> {
+pub(super) fn forward_span(lines: &[&str]) -> Option<(usize, usize)> {
     let forward = lines.iter().position(|l| l.trim_start().starts_with("def forward("))?;
     let def_indent = indent(lines[forward]);
     let end = (forward + 1..lines.len())
@@ -797,7 +803,7 @@ fn forward_span(lines: &[&str]) -> Option<(usize, usize)> {
     Some((forward, end))
 }
 
-fn indent(line: &str) -> usize {
+pub(super) fn indent(line: &str) -> usize {
     line.len() - line.trim_start().len()
 }
 
@@ -871,7 +877,7 @@ fn softmax_of(expr: &str, modules: &[String]) -> Option<String> {
     (tail.trim().is_empty() && !receiver.is_empty() && balanced(receiver)).then(|| receiver.to_string())
 }
 
-fn balanced(s: &str) -> bool {
+pub(super) fn balanced(s: &str) -> bool {
     let mut depth = 0i32;
     for c in s.chars() {
         match c {
@@ -979,17 +985,17 @@ pub(crate) fn first_linear_out_features(code: &str) -> Option<u64> {
 /// One argument of a layer's constructor call: its keyword, its text and
 /// the byte span of the text.
 #[derive(Debug, Clone)]
-struct Arg {
-    keyword: Option<String>,
-    text: String,
-    start: usize,
-    end: usize,
+pub(super) struct Arg {
+    pub(super) keyword: Option<String>,
+    pub(super) text: String,
+    pub(super) start: usize,
+    pub(super) end: usize,
 }
 
 /// Every call of the layer `name` (`nn.Conv2d(`, `torch.nn.Conv2d(` or an
 /// imported `Conv2d(`; not `LazyConv2d(`) with its arguments, split at the
 /// commas at depth 0.
-fn layer_calls(code: &str, name: &str) -> Vec<Vec<Arg>> {
+pub(super) fn layer_calls(code: &str, name: &str) -> Vec<Vec<Arg>> {
     let opening = format!("{name}(");
     let mut out = Vec::new();
     let mut from = 0;
@@ -1153,7 +1159,7 @@ pub fn repair_channels(
 /// The names a line `C, H, W = in_shape` (or `(c, h, w) = in_shape`,
 /// `_, H, W = in_shape`) binds to the input's dimensions, by index; a name
 /// bound twice is left out (its value is not known without running the code).
-fn shape_names(code: &str) -> Vec<(String, usize)> {
+pub(super) fn shape_names(code: &str) -> Vec<(String, usize)> {
     let mut names: Vec<(String, usize)> = Vec::new();
     let mut twice = Vec::new();
     for line in code.lines() {
@@ -1186,7 +1192,7 @@ fn shape_names(code: &str) -> Vec<(String, usize)> {
 /// Evaluates integer arithmetic: literals, `+ - * // /` (exact), brackets,
 /// `in_shape[0..2]` (also `in_shape[-3..-1]`) and the `names` bound to its
 /// dimensions.
-fn eval(expr: &str, in_shape: [u64; 3], names: &[(String, usize)]) -> Option<u64> {
+pub(super) fn eval(expr: &str, in_shape: [u64; 3], names: &[(String, usize)]) -> Option<u64> {
     let tokens = tokenize(expr, names)?;
     let mut p = Parser { tokens, pos: 0, in_shape };
     let v = p.expr()?;

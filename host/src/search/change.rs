@@ -1,0 +1,549 @@
+//! The common changes the search makes itself (`[search] repair`
+//! `"change"`): when the generator gives the design it was asked to change
+//! back unchanged, and gives it back again each time it is asked again (the
+//! embedded 1.5B model on a concrete change: iterations 20, 21 and 23 of the
+//! 25-iteration embedded run, two more answers each), the iteration would
+//! record a duplicate and train nothing. The search then makes one of
+//! [`super::improver::FALLBACK_CHANGES`] on the best design by rewriting its
+//! text, so the iteration trains a neighbour of the best, and the next
+//! prompt says which change it was.
+//!
+//! Only changes a reading of the lines can make exactly are made: a layer's
+//! sizes written as integer arithmetic ([`double_last_conv`],
+//! [`wider_first_kernel`], [`wider_head`]), and a layer added beside one
+//! bound to `self` and called by name in `forward` ([`batch_norm_after_convs`],
+//! [`dropout_before_head`], [`batch_norm_in_head`]). The sizes downstream of
+//! a resized layer are left to the evaluation's repairs (`"flatten"`,
+//! `"channels"`), which record their own notes. Every line changed or added
+//! is one [`RepairNote`] of kind [`CHANGE`], in order, so
+//! [`super::repair::original`] gives the best design back.
+
+use super::improver::FALLBACK_CHANGES;
+use super::repair::{self, Arg, RepairNote};
+
+/// The kind of a change's notes.
+pub const CHANGE: &str = "change";
+
+/// A change the search makes itself: the changed code and its notes, or
+/// `None` when the design is not one it can change exactly.
+pub type Maker = fn(&str, [u64; 3]) -> Option<(String, Vec<RepairNote>)>;
+
+/// The code being changed, line by line, with the notes of what changed.
+struct Edit {
+    lines: Vec<String>,
+    notes: Vec<RepairNote>,
+}
+
+impl Edit {
+    fn new(code: &str) -> Self {
+        Edit { lines: code.split('\n').map(str::to_string).collect(), notes: Vec::new() }
+    }
+
+    fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// Line `i` (0-based) becomes `after`.
+    fn replace(&mut self, i: usize, after: String) {
+        if self.lines[i] != after {
+            let before = std::mem::replace(&mut self.lines[i], after.clone());
+            self.notes.push(RepairNote::before_evaluation(CHANGE, i + 1, before, after));
+        }
+    }
+
+    /// `added` goes in after line `i` (0-based); the note keeps line `i`
+    /// and the line after it, as a grafted `forward`'s does.
+    fn insert_after(&mut self, i: usize, added: String) {
+        let before = self.lines[i].clone();
+        let after = format!("{before}\n{added}");
+        self.notes.push(RepairNote::before_evaluation(CHANGE, i + 1, before, after));
+        self.lines.insert(i + 1, added);
+    }
+
+    /// The code with the byte spans of `code` (its text now) replaced, the
+    /// later first; one note per changed line.
+    fn replace_spans(&mut self, mut spans: Vec<((usize, usize), String)>) {
+        let code = self.text();
+        spans.sort_by_key(|(s, _)| std::cmp::Reverse(s.0));
+        let mut out = code.clone();
+        for ((start, end), text) in &spans {
+            out.replace_range(*start..*end, text);
+        }
+        let changed: Vec<String> = out.split('\n').map(str::to_string).collect();
+        if changed.len() != self.lines.len() {
+            return;
+        }
+        for (i, line) in changed.into_iter().enumerate() {
+            self.replace(i, line);
+        }
+    }
+
+    fn done(self) -> Option<(String, Vec<RepairNote>)> {
+        (!self.notes.is_empty()).then(|| (self.text(), self.notes))
+    }
+}
+
+/// A layer's argument by keyword, else by position among the positional ones.
+fn arg(args: &[Arg], keyword: &str, position: usize) -> Option<Arg> {
+    args.iter()
+        .find(|a| a.keyword.as_deref() == Some(keyword))
+        .or_else(|| args.iter().filter(|a| a.keyword.is_none()).nth(position))
+        .cloned()
+}
+
+/// The value of a layer's argument written as integer arithmetic.
+fn value(code: &str, a: &Arg, in_shape: [u64; 3]) -> Option<u64> {
+    repair::eval(&a.text, in_shape, &repair::shape_names(code))
+}
+
+/// Whether the layer call starting at byte `at` of `code` builds one
+/// layer: not in a comprehension, a loop or a helper function (`def
+/// block(i, o): return nn.Sequential(nn.Conv2d(i, o, 3), ...)`), where
+/// changing its text would change every layer it builds.
+fn builds_one(code: &str, at: usize) -> bool {
+    let lines: Vec<&str> = code.split('\n').collect();
+    let mut i = code[..at].matches('\n').count();
+    if repair::uncommented(lines[i]).contains(" for ") {
+        return false;
+    }
+    let mut within = repair::indent(lines[i]);
+    while i > 0 {
+        i -= 1;
+        let line = repair::uncommented(lines[i]);
+        if line.trim().is_empty() || repair::indent(line) >= within {
+            continue;
+        }
+        within = repair::indent(line);
+        let head = line.trim_start();
+        if head.starts_with("def __init__(") {
+            return true;
+        }
+        if ["def ", "for ", "while ", "class ", "lambda"].iter().any(|k| head.starts_with(k)) {
+            return false;
+        }
+    }
+    false
+}
+
+/// Whether `forward` flattens to a size written in its text
+/// (`x.view(-1, 256 * 7 * 7)`): a change of the maps' size then breaks the
+/// batch, which no repair mends.
+fn flattens_to_written_size(code: &str) -> bool {
+    let lines: Vec<&str> = code.split('\n').collect();
+    let Some((start, end)) = repair::forward_span(&lines) else { return true };
+    lines[start..end].iter().any(|l| {
+        let c: String = repair::uncommented(l).split_whitespace().collect();
+        c.contains(".view(-1,") || c.contains(".reshape(-1,")
+    })
+}
+
+/// "Double the out_channels of the last nn.Conv2d": its `out_channels`
+/// written as twice its value; the batch norm and the layer after it get
+/// the size from the evaluation's `"channels"` and `"flatten"` repairs.
+/// `None` for a grouped convolution, sizes that are not integer arithmetic,
+/// a convolution built in a loop or helper, or a `forward` that flattens to
+/// a written size.
+pub fn double_last_conv(code: &str, in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    let calls = repair::layer_calls(code, "Conv2d");
+    let args = calls.last()?;
+    if args.iter().any(|a| a.keyword.as_deref() == Some("groups"))
+        || !builds_one(code, args.first()?.start)
+        || flattens_to_written_size(code)
+    {
+        return None;
+    }
+    let out = arg(args, "out_channels", 1)?;
+    let n = value(code, &out, in_shape)?;
+    let mut edit = Edit::new(code);
+    edit.replace_spans(vec![((out.start, out.end), (2 * n).to_string())]);
+    edit.done()
+}
+
+/// "Use kernel_size=5 and padding=2 in the first nn.Conv2d": a 3x3 (or 1x1)
+/// first convolution gets a 5x5 kernel and padding 2, keeping the map's size
+/// when it kept it before. `None` for a kernel given as a tuple or already 5
+/// or wider, a padding that is not a number (`"same"`), a convolution built
+/// in a loop or helper, or a `forward` that flattens to a written size.
+pub fn wider_first_kernel(code: &str, in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    let calls = repair::layer_calls(code, "Conv2d");
+    let args = calls.first()?;
+    if !builds_one(code, args.first()?.start) || flattens_to_written_size(code) {
+        return None;
+    }
+    let kernel = arg(args, "kernel_size", 2)?;
+    if value(code, &kernel, in_shape)? >= 5 {
+        return None;
+    }
+    let mut spans = vec![((kernel.start, kernel.end), "5".to_string())];
+    match arg(args, "padding", 4) {
+        Some(p) => {
+            value(code, &p, in_shape)?;
+            spans.push(((p.start, p.end), "2".to_string()));
+        }
+        None => {
+            let last = args.last()?;
+            spans.push(((last.end, last.end), ", padding=2".to_string()));
+        }
+    }
+    let mut edit = Edit::new(code);
+    edit.replace_spans(spans);
+    edit.done()
+}
+
+/// "Double the out_features of the first nn.Linear and the in_features of
+/// the nn.Linear after it": both written as twice their value, when the
+/// second `nn.Linear` takes what the first gives (a batch norm between them
+/// gets its size from the `"channels"` repair).
+pub fn wider_head(code: &str, in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    let calls = repair::layer_calls(code, "Linear");
+    let (first, second) = (calls.first()?, calls.get(1)?);
+    if !builds_one(code, first.first()?.start) || !builds_one(code, second.first()?.start) {
+        return None;
+    }
+    // A first `nn.Linear` bound to an attribute that `forward` never calls
+    // (the 25-iteration run's best) would change nothing that runs.
+    let line = code.split('\n').nth(code[..first.first()?.start].matches('\n').count())?;
+    if let [name] = repair::bound_by(line).0.as_slice() {
+        if !code.contains(&format!("self.{name}(")) {
+            return None;
+        }
+    }
+    let out = arg(first, "out_features", 1)?;
+    let next_in = arg(second, "in_features", 0)?;
+    let n = value(code, &out, in_shape)?;
+    if value(code, &next_in, in_shape)? != n {
+        return None;
+    }
+    let wide = (2 * n).to_string();
+    let mut edit = Edit::new(code);
+    edit.replace_spans(vec![((out.start, out.end), wide.clone()), ((next_in.start, next_in.end), wide)]);
+    edit.done()
+}
+
+/// A layer bound to `self`: its name and the module prefix its class is
+/// written with (`nn.`, `torch.nn.`).
+struct Bound {
+    name: String,
+    prefix: String,
+}
+
+/// The line (0-based) where the statement that starts on line `i` ends.
+fn statement_end(lines: &[String], i: usize) -> usize {
+    let mut end = i;
+    let mut statement = repair::uncommented(&lines[i]).to_string();
+    while !repair::balanced(&statement) && end + 1 < lines.len() {
+        end += 1;
+        statement.push_str(repair::uncommented(&lines[end]));
+    }
+    end
+}
+
+/// The layers of class `class` (`"Conv2d"`) that `lines` bind one to an
+/// attribute (`self.conv1 = nn.Conv2d(...)`), in order. `None` when a
+/// `class` layer is built any other way (inside an `nn.Sequential`, in a
+/// loop, with `setattr`): a change to "each" or "the first" of them could
+/// not be made to all.
+fn bound_layers(lines: &[String], class: &str) -> Option<Vec<Bound>> {
+    let code = lines.join("\n");
+    if repair::binds_unreadably(&code) {
+        return None;
+    }
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let (names, rhs) = repair::bound_by(&lines[i]);
+        let layer = rhs
+            .as_deref()
+            .and_then(|r| ["torch.nn.", "nn.", ""].into_iter().find(|p| r.starts_with(&format!("{p}{class}("))));
+        match (names.as_slice(), layer) {
+            ([name], Some(prefix)) => {
+                let end = statement_end(lines, i);
+                found.push(Bound { name: name.clone(), prefix: prefix.to_string() });
+                i = end + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    (found.len() == repair::layer_calls(&code, class).len()).then_some(found)
+}
+
+/// The calls `self.name(...)` on the lines of `forward`, each rewritten by
+/// `wrap` (given the call's text and its arguments); `None` when `forward`
+/// never calls it or `wrap` refuses a call.
+fn wrap_calls(edit: &mut Edit, name: &str, wrap: &dyn Fn(&str, &[&str]) -> Option<String>) -> Option<()> {
+    let lines: Vec<&str> = edit.lines.iter().map(String::as_str).collect();
+    let (start, end) = repair::forward_span(&lines)?;
+    let opening = format!("self.{name}(");
+    let mut changed = Vec::new();
+    for (i, line) in lines.iter().enumerate().take(end).skip(start + 1) {
+        let code = repair::uncommented(line);
+        let mut out = String::new();
+        let mut from = 0;
+        let mut wrapped = false;
+        while let Some(pos) = code[from..].find(&opening) {
+            let at = from + pos;
+            if code[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+                out.push_str(&code[from..at + opening.len()]);
+                from = at + opening.len();
+                continue;
+            }
+            let (args, tail) = repair::call_args(&code[at + opening.len() - 1..])?;
+            let call_end = code.len() - tail.len();
+            out.push_str(&code[from..at]);
+            out.push_str(&wrap(&code[at..call_end], &args)?);
+            from = call_end;
+            wrapped = true;
+        }
+        if wrapped {
+            out.push_str(&code[from..]);
+            out.push_str(&line[code.len()..]);
+            changed.push((i, out));
+        }
+    }
+    if changed.is_empty() {
+        return None;
+    }
+    for (i, line) in changed {
+        edit.replace(i, line);
+    }
+    Some(())
+}
+
+/// A name for an added layer, `base` or `base2`, `base3`..., that the code
+/// does not use yet.
+fn fresh_name(code: &str, base: &str) -> String {
+    let used = |n: &str| {
+        code.match_indices(&format!("self.{n}"))
+            .any(|(at, m)| !code[at + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+    };
+    (1..).map(|i| if i == 1 { base.to_string() } else { format!("{base}{i}") }).find(|n| !used(n)).unwrap_or_default()
+}
+
+/// Adds `self.{added} = {layer}` after the statement binding `beside` (at
+/// its indentation), and has `forward` call it as `wrap` rewrites each call
+/// of `beside`.
+fn add_beside(
+    edit: &mut Edit,
+    beside: &str,
+    added: &str,
+    layer: String,
+    wrap: &dyn Fn(&str, &[&str]) -> Option<String>,
+) -> Option<()> {
+    wrap_calls(edit, beside, wrap)?;
+    let binding = edit.lines.iter().position(|l| repair::bound_by(l).0 == [beside.to_string()])?;
+    let end = statement_end(&edit.lines, binding);
+    let first = &edit.lines[binding];
+    let indent = " ".repeat(first.len() - first.trim_start().len());
+    edit.insert_after(end, format!("{indent}self.{added} = {layer}"));
+    Some(())
+}
+
+/// "Add an nn.BatchNorm2d after each nn.Conv2d, before its activation":
+/// each convolution `self.conv` gets `self.conv_bn =
+/// nn.BatchNorm2d(self.conv.out_channels)` after it, and `forward` calls it
+/// on each call's result (`self.conv_bn(self.conv(x))`, inside whatever
+/// activation wraps the call). `None` when a convolution is not bound to an
+/// attribute of its own or `forward` never calls one.
+pub fn batch_norm_after_convs(code: &str, _in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    let mut edit = Edit::new(code);
+    let convs = bound_layers(&edit.lines, "Conv2d")?;
+    for conv in &convs {
+        let bn = fresh_name(&edit.text(), &format!("{}_bn", conv.name));
+        let layer = format!("{}BatchNorm2d(self.{}.out_channels)", module_prefix(code, &conv.prefix)?, conv.name);
+        add_beside(&mut edit, &conv.name, &bn, layer, &|call, _| Some(format!("self.{bn}({call})")))?;
+    }
+    edit.done()
+}
+
+/// "Add nn.Dropout(0.3) right before the first nn.Linear": when the first
+/// `nn.Linear` is bound to an attribute and `forward` calls it on one
+/// argument, `self.drop_fc = nn.Dropout(0.3)` is added after it and each
+/// call takes the dropout of its argument.
+pub fn dropout_before_head(code: &str, _in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    let mut edit = Edit::new(code);
+    let fc = bound_layers(&edit.lines, "Linear")?.into_iter().next()?;
+    let drop = fresh_name(code, "drop_fc");
+    let layer = format!("{}Dropout(0.3)", module_prefix(code, &fc.prefix)?);
+    let name = fc.name.clone();
+    add_beside(&mut edit, &fc.name, &drop, layer, &|_, args| match args {
+        [a] if !a.contains('=') => Some(format!("self.{name}(self.{drop}({a}))")),
+        _ => None,
+    })?;
+    edit.done()
+}
+
+/// "Add self.bn_fc = nn.BatchNorm1d(N) ... right after that nn.Linear": when
+/// the first `nn.Linear` is bound to an attribute and `forward` calls it,
+/// `self.bn_fc = nn.BatchNorm1d(self.fc.out_features)` is added after it and
+/// applied to each call's result, inside its activation.
+pub fn batch_norm_in_head(code: &str, _in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    let mut edit = Edit::new(code);
+    let fc = bound_layers(&edit.lines, "Linear")?.into_iter().next()?;
+    let bn = fresh_name(code, "bn_fc");
+    let layer = format!("{}BatchNorm1d(self.{}.out_features)", module_prefix(code, &fc.prefix)?, fc.name);
+    add_beside(&mut edit, &fc.name, &bn, layer, &|call, _| Some(format!("self.{bn}({call})")))?;
+    edit.done()
+}
+
+/// The prefix an added layer's class is written with: the one the layer
+/// beside it uses, or `torch.nn.` for a class imported by name (`from
+/// torch.nn import Linear`) when `torch` is imported.
+fn module_prefix(code: &str, prefix: &str) -> Option<String> {
+    let lines: Vec<&str> = code.lines().collect();
+    match prefix {
+        "" if repair::imports(&lines, "torch") => Some("torch.nn.".into()),
+        "" => None,
+        p => Some(p.to_string()),
+    }
+}
+
+/// The changes of [`FALLBACK_CHANGES`] the search can make itself, by
+/// index: all but adding a convolution and adding a pooling (where the new
+/// layer goes in `forward` is not one call to wrap).
+const MAKERS: [(usize, Maker); 6] = [
+    (0, batch_norm_after_convs),
+    (1, dropout_before_head),
+    (2, double_last_conv),
+    (4, wider_first_kernel),
+    (5, wider_head),
+    (6, batch_norm_in_head),
+];
+
+/// Makes `change` (one of [`FALLBACK_CHANGES`]) on `code`, whose input is
+/// `in_shape`; `None` when it is not one the search makes itself or `code`
+/// is not a design it can make it on.
+pub fn make(change: &str, code: &str, in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    let (_, maker) = MAKERS.iter().find(|(i, _)| FALLBACK_CHANGES[*i].0 == change)?;
+    maker(code, in_shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FASHION: [u64; 3] = [1, 28, 28];
+
+    fn design(path: &str) -> String {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        std::fs::read_to_string(format!("{root}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The notes undo the change, line by line.
+    fn undone(code: &str, made: &(String, Vec<RepairNote>)) {
+        assert!(made.1.iter().all(|n| n.kind == CHANGE && n.made_on_answer()));
+        assert_eq!(repair::original(&made.1, &made.0), code, "the notes give the design back");
+    }
+
+    fn changed_lines(code: &str, made: &(String, Vec<RepairNote>)) -> Vec<String> {
+        let before: Vec<&str> = code.lines().collect();
+        made.0.lines().filter(|l| !before.contains(l)).map(|l| l.trim().to_string()).collect()
+    }
+
+    #[test]
+    fn the_two_conv_design_gets_each_change_a_line_reading_can_make() {
+        let code = design("tests/benches/fidelity/11_cnn_two_conv.py");
+        let all = |maker: Maker| {
+            let made = maker(&code, FASHION).expect("made");
+            undone(&code, &made);
+            changed_lines(&code, &made)
+        };
+        assert_eq!(
+            all(batch_norm_after_convs),
+            [
+                "self.conv1_bn = nn.BatchNorm2d(self.conv1.out_channels)",
+                "self.conv2_bn = nn.BatchNorm2d(self.conv2.out_channels)",
+                "x = F.max_pool2d(F.relu(self.conv1_bn(self.conv1(x))), 2)",
+                "x = F.max_pool2d(F.relu(self.conv2_bn(self.conv2(x))), 2)",
+            ]
+        );
+        assert_eq!(
+            all(dropout_before_head),
+            ["self.drop_fc = nn.Dropout(0.3)", "x = F.relu(self.fc1(self.drop_fc(torch.flatten(x, 1))))"]
+        );
+        assert_eq!(
+            all(batch_norm_in_head),
+            [
+                "self.bn_fc = nn.BatchNorm1d(self.fc1.out_features)",
+                "x = F.relu(self.bn_fc(self.fc1(torch.flatten(x, 1))))"
+            ]
+        );
+        assert_eq!(all(double_last_conv), ["self.conv2 = nn.Conv2d(16, 64, 3, padding=1)"]);
+        assert_eq!(all(wider_first_kernel), ["self.conv1 = nn.Conv2d(c, 16, 5, padding=2)"]);
+        assert_eq!(
+            all(wider_head),
+            ["self.fc1 = nn.Linear(32 * (h // 4) * (w // 4), 256)", "self.fc2 = nn.Linear(256, num_classes)"]
+        );
+        // Added layers follow the statement they sit beside.
+        let made = batch_norm_after_convs(&code, FASHION).expect("made");
+        let lines: Vec<&str> = made.0.lines().map(str::trim).collect();
+        let at = |l: &str| lines.iter().position(|x| *x == l).expect(l);
+        assert_eq!(
+            at("self.conv1_bn = nn.BatchNorm2d(self.conv1.out_channels)"),
+            at("self.conv1 = nn.Conv2d(c, 16, 3, padding=1)") + 1
+        );
+    }
+
+    #[test]
+    fn sizes_written_as_arithmetic_are_doubled_and_a_head_forward_never_calls_is_left() {
+        // The 25-iteration embedded run's best: conv5 built `2 * 512`, and a
+        // head whose fc1 `forward` never calls.
+        let code = design("docs/results/embedded-run/best.py");
+        let made = double_last_conv(&code, FASHION).expect("made");
+        undone(&code, &made);
+        assert_eq!(changed_lines(&code, &made), ["self.conv5 = nn.Conv2d(512, 2048, kernel_size=3, padding=1)"]);
+        assert!(wider_head(&code, FASHION).is_none(), "fc1 is never called");
+        assert!(dropout_before_head(&code, FASHION).is_none(), "fc1 is never called");
+        let made = wider_first_kernel(&code, FASHION).expect("made");
+        assert_eq!(changed_lines(&code, &made), ["self.conv1 = nn.Conv2d(C, 64, kernel_size=5, padding=2)"]);
+    }
+
+    #[test]
+    fn a_convolution_built_by_a_helper_or_a_flatten_to_a_written_size_is_not_resized() {
+        // Every block's convolution is one call in `block`.
+        let vgg = design("docs/results/embedded-run/references/vgg-32-64.py");
+        assert!(double_last_conv(&vgg, FASHION).is_none());
+        assert!(wider_first_kernel(&vgg, FASHION).is_none());
+        assert!(batch_norm_after_convs(&vgg, FASHION).is_none(), "convolutions in nn.Sequential");
+        assert!(batch_norm_in_head(&vgg, FASHION).is_none(), "the head is an nn.Sequential");
+        // Its head is one call each, built once: that change is made.
+        let made = wider_head(&vgg, FASHION).expect("made");
+        undone(&vgg, &made);
+        assert!(made.0.contains("nn.Linear(64 * (H // 4) * (W // 4), 512), nn.BatchNorm1d(256)"), "{}", made.0);
+        assert!(made.0.contains("nn.Linear(512, num_classes)"), "{}", made.0);
+        // The 41-iteration run's best flattens with view(-1, 256 * 7 * 7).
+        let best41 = design("docs/results/embedded-run/run-41/best.py");
+        assert!(double_last_conv(&best41, FASHION).is_none());
+        assert!(wider_first_kernel(&best41, FASHION).is_none());
+        let made = wider_head(&best41, FASHION).expect("made");
+        assert_eq!(
+            changed_lines(&best41, &made),
+            [
+                "self.fc1 = nn.Linear(256 * 7 * 7, 1024)  # Increase in_features",
+                "self.fc2 = nn.Linear(1024, num_classes)"
+            ]
+        );
+    }
+
+    #[test]
+    fn make_takes_the_changes_by_their_words_and_refuses_the_others() {
+        let code = design("tests/benches/fidelity/10_lenet5.py");
+        for (change, _) in FALLBACK_CHANGES {
+            let made = make(change, &code, FASHION);
+            let by_hand = MAKERS.iter().any(|(i, _)| FALLBACK_CHANGES[*i].0 == change);
+            assert_eq!(made.is_some(), by_hand && !change.starts_with("Use kernel_size=5"), "{change}");
+        }
+        assert!(make("Add residual connections.", &code, FASHION).is_none());
+        // Each maker is the change its words say.
+        let words = [
+            (0, "Add an nn.BatchNorm2d after each"),
+            (1, "Add nn.Dropout(0.3)"),
+            (2, "Double the out_channels of the last"),
+            (4, "Use kernel_size=5"),
+            (5, "Double the out_features of the first"),
+            (6, "Add self.bn_fc"),
+        ];
+        for ((i, _), (j, w)) in MAKERS.iter().zip(words) {
+            assert!(*i == j && FALLBACK_CHANGES[*i].0.starts_with(w), "{i}: {w}");
+        }
+    }
+}
