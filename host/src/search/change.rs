@@ -19,7 +19,7 @@
 //! [`super::repair::original`] gives the best design back.
 
 use super::improver::FALLBACK_CHANGES;
-use super::repair::{self, Arg, RepairNote};
+use super::repair::{self, layer_arg as arg, Arg, RepairNote};
 
 /// The kind of a change's notes.
 pub const CHANGE: &str = "change";
@@ -63,9 +63,8 @@ impl Edit {
     /// The code with the byte spans of `code` (its text now) replaced, the
     /// later first; one note per changed line.
     fn replace_spans(&mut self, mut spans: Vec<((usize, usize), String)>) {
-        let code = self.text();
         spans.sort_by_key(|(s, _)| std::cmp::Reverse(s.0));
-        let mut out = code.clone();
+        let mut out = self.text();
         for ((start, end), text) in &spans {
             out.replace_range(*start..*end, text);
         }
@@ -81,14 +80,6 @@ impl Edit {
     fn done(self) -> Option<(String, Vec<RepairNote>)> {
         (!self.notes.is_empty()).then(|| (self.text(), self.notes))
     }
-}
-
-/// A layer's argument by keyword, else by position among the positional ones.
-fn arg(args: &[Arg], keyword: &str, position: usize) -> Option<Arg> {
-    args.iter()
-        .find(|a| a.keyword.as_deref() == Some(keyword))
-        .or_else(|| args.iter().filter(|a| a.keyword.is_none()).nth(position))
-        .cloned()
 }
 
 /// The value of a layer's argument written as integer arithmetic.
@@ -332,8 +323,7 @@ fn add_beside(
     wrap_calls(edit, beside, wrap)?;
     let binding = edit.lines.iter().position(|l| repair::bound_by(l).0 == [beside.to_string()])?;
     let end = statement_end(&edit.lines, binding);
-    let first = &edit.lines[binding];
-    let indent = " ".repeat(first.len() - first.trim_start().len());
+    let indent = " ".repeat(repair::indent(&edit.lines[binding]));
     edit.insert_after(end, format!("{indent}self.{added} = {layer}"));
     Some(())
 }

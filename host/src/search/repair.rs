@@ -992,6 +992,14 @@ pub(super) struct Arg {
     pub(super) end: usize,
 }
 
+/// A layer's argument by keyword, else by position among the positional ones.
+pub(super) fn layer_arg(args: &[Arg], keyword: &str, position: usize) -> Option<Arg> {
+    args.iter()
+        .find(|a| a.keyword.as_deref() == Some(keyword))
+        .or_else(|| args.iter().filter(|a| a.keyword.is_none()).nth(position))
+        .cloned()
+}
+
 /// Every call of the layer `name` (`nn.Conv2d(`, `torch.nn.Conv2d(` or an
 /// imported `Conv2d(`; not `LazyConv2d(`) with its arguments, split at the
 /// commas at depth 0.
@@ -1128,13 +1136,7 @@ pub fn repair_channels(
 ) -> Option<(String, RepairNote)> {
     let names = shape_names(code);
     let value = |a: Option<&Arg>| a.and_then(|a| eval(&a.text, in_shape, &names));
-    // A layer's argument by keyword, else by position among the positional ones.
-    let arg = |args: &[Arg], keyword: &str, position: usize| -> Option<Arg> {
-        args.iter()
-            .find(|a| a.keyword.as_deref() == Some(keyword))
-            .or_else(|| args.iter().filter(|a| a.keyword.is_none()).nth(position))
-            .cloned()
-    };
+    let arg = layer_arg;
     let candidates: Vec<Arg> = match m.layer {
         ChannelLayer::Conv2d => layer_calls(code, "Conv2d")
             .into_iter()
