@@ -374,6 +374,16 @@ pub struct SearchSection {
     /// often gives it back unchanged, or stops after `__init__`.
     #[serde(default)]
     pub generation_retries: u32,
+    /// How many times the generator is asked, within the same iteration,
+    /// to fix a design that failed before training (the check's dummy
+    /// forward pass, the export, or the compute budget), told the error in
+    /// one line with the search's plain-words hint; each fixed design is
+    /// checked again (0, the paper's method: the failure is recorded and
+    /// the iteration ends). A check costs seconds where an iteration costs
+    /// minutes, and the failure stays in the record (`regenerated`) and the
+    /// conversation. The embedded defaults ask once.
+    #[serde(default)]
+    pub fix_retries: u32,
     /// The sampling temperature of a call asked again (the Improver's after
     /// an answer that is not a diagnosis, the generator's after one without
     /// code or repeating a design); unset: the backend's own, as for the
@@ -499,6 +509,7 @@ impl Default for SearchSection {
             repair: Repairs::default(),
             diagnosis_retries: one_retry(),
             generation_retries: 0,
+            fix_retries: 0,
             retry_temperature: None,
             fallback_changes: false,
             prompt_style: PromptStyle::Paper,
@@ -807,6 +818,7 @@ impl RunConfig {
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
     /// "missing_layer", "channels", "pooling", "forward", "change"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
+    /// `fix_retries = 1`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
     /// `fallback_changes = true`),
     /// and a compute budget checked before training (`objective =
@@ -829,6 +841,7 @@ impl RunConfig {
         c.search.prompt_style = PromptStyle::Compact;
         c.search.novelty_threshold = COMPACT_NOVELTY;
         c.search.generation_retries = 2;
+        c.search.fix_retries = 1;
         c.search.retry_temperature = Some(EMBEDDED_RETRY_TEMPERATURE);
         c.search.fallback_changes = true;
         c
@@ -919,6 +932,11 @@ pub fn parse_as<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Resu
     })
 }
 
+/// The most calls asked again of the generator in one iteration
+/// (`generation_retries` and `fix_retries` together): each call of an
+/// iteration samples with its own seed, 16 to an iteration.
+pub const MAX_ASKED_AGAIN: u32 = 8;
+
 fn check(c: &RunConfig) -> Result<(), String> {
     let s = &c.search;
     if s.max_iterations == 0 {
@@ -928,6 +946,14 @@ fn check(c: &RunConfig) -> Result<(), String> {
         if !(0.0..=1.0).contains(&t) {
             return Err(format!("[search] target_accuracy is {t}; it is a fraction between 0 and 1"));
         }
+    }
+    if s.generation_retries.saturating_add(s.fix_retries) > MAX_ASKED_AGAIN {
+        return Err(format!(
+            "[search] generation_retries ({}) and fix_retries ({}) ask the generator again {} times an iteration; at most {MAX_ASKED_AGAIN}",
+            s.generation_retries,
+            s.fix_retries,
+            s.generation_retries.saturating_add(s.fix_retries)
+        ));
     }
     if let Some(t) = s.retry_temperature.filter(|t| !(0.0..=2.0).contains(t)) {
         return Err(format!("[search] retry_temperature is {t}; it must be between 0 and 2"));
@@ -1098,6 +1124,8 @@ mod tests {
         assert!((c.search.novelty_threshold - 0.9).abs() < 1e-12);
         assert_eq!(c.search.generation_retries, 0, "the paper's method records a duplicate and moves on");
         assert_eq!(RunConfig::embedded().search.generation_retries, 2);
+        assert_eq!(c.search.fix_retries, 0, "the paper's method records a failed check and moves on");
+        assert_eq!(RunConfig::embedded().search.fix_retries, 1);
         // A retry samples as the first call did, except in the embedded defaults.
         assert_eq!(c.search.retry_temperature, None);
         assert_eq!(RunConfig::embedded().search.retry_temperature, Some(EMBEDDED_RETRY_TEMPERATURE));
@@ -1213,6 +1241,8 @@ mod tests {
     fn nonsense_values_are_rejected() {
         assert!(err("[search]\ntarget_accuracy = 93.0\n").contains("fraction"));
         assert!(err("[search]\nmax_iterations = 0\n").contains("at least 1"));
+        let e = err("[search]\ngeneration_retries = 4\nfix_retries = 5\n");
+        assert!(e.contains("fix_retries (5)") && e.contains("at most 8"), "{e}");
         let e = err("[search]\nretry_temperature = 3.5\n");
         assert!(e.contains("retry_temperature is 3.5") && e.contains("between 0 and 2"), "{e}");
         let c = parse("[search]\nretry_temperature = 1.2\n", Path::new("x.toml")).expect("parses");

@@ -231,7 +231,9 @@ pub struct IterationRecord {
     pub eval_retries: Vec<EvalRetry>,
     /// Answers of the generator that were asked for again within the
     /// iteration (`[search] generation_retries`), in order: one with no
-    /// code, with no `forward`, or a near-duplicate of an evaluated design.
+    /// code, with no `forward`, or a near-duplicate of an evaluated design;
+    /// then those whose design failed before training and that the
+    /// generator was asked to fix (`[search] fix_retries`, with `failed`).
     /// `generator_prompt` stays the first request (what a fine-tuning corpus
     /// pairs with the code) and `generator_response` is the last answer,
     /// which `code` comes from.
@@ -263,6 +265,10 @@ pub struct Regenerated {
     /// that change now holds this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// How the answer's design failed before training, when it was checked
+    /// and the generator was asked to fix it (`[search] fix_retries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<CandidateFailure>,
 }
 
 /// An evaluation run again alone because it ran out of memory beside others.

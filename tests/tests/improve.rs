@@ -5,7 +5,8 @@
 //! that layer before training (the real evaluator, real Fashion-MNIST), and a
 //! replay of the same answers shows both behaviours side by side. A design
 //! given back unchanged on every retry gets a common change made by the
-//! search (`repair = "change"`).
+//! search (`repair = "change"`). A design that fails its check is fixed by
+//! the generator within the iteration, told the error (`fix_retries`).
 
 use std::path::{Path, PathBuf};
 
@@ -547,4 +548,63 @@ fn a_design_given_back_on_every_retry_gets_a_common_change_made_by_the_search_an
         .find(|(generator, user, _)| *generator && user.contains("This is attempt 3."))
         .expect("attempt 3's prompt");
     assert!(third.1.contains(&format!("the search made this change to it itself: {made}")), "{}", third.1);
+}
+
+#[test]
+fn a_design_that_fails_its_check_is_fixed_by_the_generator_within_the_iteration_and_trains() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, user, _) = exchange(req);
+        // The first answer's head is sized for two poolings after one; told
+        // the error, the generator fixes it.
+        Some(Step::reply(if generator {
+            fence(if user.contains("failed before training") { GOOD } else { MISMATCH })
+        } else {
+            REAL.to_string()
+        }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let search = "repair = \"off\"\nfix_retries = 1";
+    let cfg = write_config_for(dir.path(), &server, 1, search);
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = run_dirs(dir.path()).pop().expect("run");
+    let recs = records(&run);
+    assert_eq!(recs.len(), 1);
+    let rec = &recs[0];
+    // The failed design stays in the record with its failure and what the
+    // generator was told: the error in one line and both sizes.
+    let [fixed] = rec.regenerated.as_slice() else { panic!("asked once to fix: {:?}", rec.regenerated) };
+    let failure = fixed.failed.as_ref().expect("the failure it was asked to fix");
+    assert_eq!((failure.stage.as_str(), failure.kind), ("check", nas_plugin_api::FailureKind::Runtime));
+    assert!(failure.message.contains("mat1 and mat2"), "{failure:?}");
+    assert!(fixed.answer.contains("nn.Linear(16 * 7 * 7, num_classes)"), "{}", fixed.answer);
+    assert!(fixed.retry.contains("failed before training") && fixed.retry.contains("mat1 and mat2"), "{}", fixed.retry);
+    assert!(fixed.retry.contains("are 3136 per example") && fixed.retry.contains("expects 784"), "{}", fixed.retry);
+    assert_eq!(fixed.of, None);
+    // The fix was asked in the same conversation, and it trained.
+    let generator: Vec<usize> =
+        server.requests().iter().map(exchange).filter(|(g, _, _)| *g).map(|(_, _, n)| n).collect();
+    assert_eq!(generator, [2, 4], "the first request, then the fix after the answer");
+    assert_eq!(rec.generator_usage.calls, 2);
+    assert!(matches!(rec.outcome, Outcome::Ok { .. }), "{:?}", rec.outcome);
+    assert_eq!(rec.code.as_deref().map(str::trim_end), Some(GOOD.trim_end()));
+    assert!(rec.generator_response.content.contains("AdaptiveAvgPool2d"), "the last answer is the fix");
+    // The report names the failure the generator fixed.
+    let reported = dir.path().join("report");
+    let out = nas(dir.path(), &["report", s(&run), "--out", s(&reported)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let csv = std::fs::read_to_string(reported.join("records.csv")).expect("records.csv");
+    assert!(csv.lines().next().is_some_and(|h| h.contains("fixed_after")), "{csv}");
+    assert!(csv.lines().nth(1).is_some_and(|r| r.contains(",runtime,")), "{csv}");
+
+    // Replayed from the run's journal, the same exchange gives the same record.
+    drop(server);
+    let replay_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config_for(replay_dir.path(), &TestServer::start(), 1, search);
+    let out = nas_with_evaluator(replay_dir.path(), &["run", "--replay", s(&run), "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let replayed = records(&run_dirs(replay_dir.path()).pop().expect("replay run"));
+    assert_eq!(replayed[0].regenerated, rec.regenerated);
+    assert_eq!(replayed[0].code, rec.code);
 }

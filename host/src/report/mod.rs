@@ -171,8 +171,12 @@ pub struct Row {
     /// The twin of a duplicate.
     pub duplicate_of: Option<u64>,
     /// Generator answers asked for again (no code, no `forward`, or a
-    /// near-duplicate; `[search] generation_retries`).
+    /// near-duplicate; `[search] generation_retries`; or a design that
+    /// failed before training, `[search] fix_retries`).
     pub regenerated: u64,
+    /// Of those, designs that failed before training and that the generator
+    /// was asked to fix (`[search] fix_retries`): the first failure's kind.
+    pub fixed_after: Option<String>,
     /// Why the Prompt Improver's answer was not taken as a diagnosis (it
     /// then opened no memory entry).
     pub diagnosis_rejected: Option<String>,
@@ -245,6 +249,7 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     failure_message: failure.map(|f| f.message.clone()),
                     duplicate_of: r.outcome.duplicate_of(),
                     regenerated: r.regenerated.len() as u64,
+                    fixed_after: r.regenerated.iter().find_map(|g| g.failed.as_ref()).map(|f| f.kind.to_string()),
                     diagnosis_rejected: r.advice.as_ref().and_then(|a| a.rejected.clone()),
                     repaired: (!r.repair.is_empty()).then(|| {
                         // One softmax repair may change two lines (the call

@@ -291,6 +291,13 @@ struct Generated {
     /// The common change the search made itself on the best design, which
     /// the generator gave back unchanged.
     made: Option<String>,
+    /// The conversation before the last answer (asked again after it).
+    messages: Vec<ChatMessage>,
+    /// The design an answer without `forward` takes its `forward` from.
+    base: Option<String>,
+    /// The common change the generator was asked for, when it was one
+    /// (the first the search makes on a design given back unchanged).
+    asked: Option<String>,
 }
 
 /// Steps 2–3's result.
@@ -674,10 +681,22 @@ impl<'a> Search<'a> {
             }
             checkpoint!();
             locked(progress).stage(t, Stage::Generating);
-            let generated = step!(self.generate(&chain, t));
+            let mut generated = step!(self.generate(&chain, t));
             checkpoint!();
-            let evaluated = step!(self.evaluate(t, &generated.code, &generated.grafted, progress));
+            let mut evaluated = step!(self.evaluate(t, &generated.code, &generated.grafted, progress));
             checkpoint!();
+            for _ in 0..self.cfg.fix_retries {
+                let Some(failure) = fixable(&evaluated.outcome).filter(|_| generated.made.is_none()) else { break };
+                locked(progress).stage(t, Stage::Generating);
+                step!(self.fix(&chain, t, &mut generated, &failure));
+                checkpoint!();
+                let mut fixed = step!(self.evaluate(t, &generated.code, &generated.grafted, progress));
+                checkpoint!();
+                fixed.seconds += evaluated.seconds;
+                evaluated.retries.append(&mut fixed.retries);
+                fixed.retries = evaluated.retries;
+                evaluated = fixed;
+            }
             if let Some(change) = &generated.fallback {
                 chain.replace_open_change(change);
             }
@@ -770,19 +789,10 @@ impl<'a> Search<'a> {
         usage.add(&response);
         // The design an answer without `forward` takes its `forward` from:
         // the one it was asked to change.
-        let base = parent.as_ref().map(|p| p.code.as_str()).or_else(|| {
-            chain.best.as_ref().filter(|_| self.cfg.use_best_reference && cycle.is_none()).map(|b| b.code.as_str())
+        let base = parent.as_ref().map(|p| p.code.clone()).or_else(|| {
+            chain.best.as_ref().filter(|_| self.cfg.use_best_reference && cycle.is_none()).map(|b| b.code.clone())
         });
-        let take = |content: &str| {
-            let (code, diff) = take_code(content, parent.as_ref());
-            match (&code, base) {
-                (Ok(c), Some(base)) if self.cfg.repair.has(Repair::Forward) => match repair::repair_forward(c, base) {
-                    Some((grafted, notes)) => (Ok(grafted), diff, notes),
-                    None => (code, diff, Vec::new()),
-                },
-                _ => (code, diff, Vec::new()),
-            }
-        };
+        let take = |content: &str| self.take_answer(content, parent.as_ref(), base.as_deref());
         let (mut code, mut diff, mut grafted) = take(&response.content);
         let mut regenerated: Vec<Regenerated> = Vec::new();
         let mut fallback = None;
@@ -829,6 +839,7 @@ impl<'a> Search<'a> {
                 answer: response.content.clone(),
                 retry,
                 fallback: instead.map(str::to_string),
+                failed: None,
             });
             response = match self.llm(t, LlmRole::Generator, regenerated.len() as u32, messages.clone())? {
                 Ok(r) => r,
@@ -839,58 +850,123 @@ impl<'a> Search<'a> {
         }
         // Given back unchanged after every retry: the search makes a change
         // itself on the best design, the one it asked for first.
-        let mut made = None;
-        if let Ok(c) = &code {
-            let asked = fallback.clone().or_else(|| suggestions.clone().filter(|_| !improvers_change));
-            match self.change_on_duplicate(chain, t, c, asked.as_deref())? {
-                Err(stop) => return Ok(Err(stop)),
-                Ok(None) => {}
-                Ok(Some((change, edited, notes))) => {
-                    (code, diff, grafted) = (Ok(edited), None, notes);
-                    fallback = Some(change.to_string());
-                    made = Some(change.to_string());
-                }
-            }
+        let asked = fallback.clone().or_else(|| suggestions.clone().filter(|_| !improvers_change));
+        let mut generated = Generated {
+            prompt,
+            response,
+            usage,
+            parent,
+            code,
+            diff,
+            regenerated,
+            fallback,
+            grafted,
+            made: None,
+            messages,
+            base,
+            asked,
+        };
+        if let Err(stop) = self.change_on_duplicate(chain, t, &mut generated)? {
+            return Ok(Err(stop));
         }
-        Ok(Ok(Generated { prompt, response, usage, parent, code, diff, regenerated, fallback, grafted, made }))
+        Ok(Ok(generated))
+    }
+
+    /// The code taken from a generator's answer (the diff applied to the
+    /// parent in delta mode), with the `forward` of `base` grafted on when
+    /// the answer has none (`"forward"` in `[search] repair`): the code, the
+    /// diff, the notes of the graft.
+    fn take_answer(
+        &self,
+        content: &str,
+        parent: Option<&Parent>,
+        base: Option<&str>,
+    ) -> (Result<String, CandidateFailure>, Option<String>, Vec<repair::RepairNote>) {
+        let (code, diff) = take_code(content, parent);
+        match (&code, base) {
+            (Ok(c), Some(base)) if self.cfg.repair.has(Repair::Forward) => match repair::repair_forward(c, base) {
+                Some((grafted, notes)) => (Ok(grafted), diff, notes),
+                None => (code, diff, Vec::new()),
+            },
+            _ => (code, diff, Vec::new()),
+        }
+    }
+
+    /// With `[search] fix_retries`: the generator, told in one line how the
+    /// design of its last answer failed before training (and the search's
+    /// hint, when it has one), is asked in the same conversation to fix it;
+    /// its answer replaces the code, and the failed one is kept in
+    /// `regenerated` with its failure. Not asked after a change the search
+    /// made itself (the answer it would fix is not the code that failed).
+    fn fix(&self, chain: &Chain, t: u64, generated: &mut Generated, failure: &CandidateFailure) -> Step<()> {
+        let error: String = failure.message.lines().next().unwrap_or_default().chars().take(400).collect();
+        let text = self.prompts.render(
+            "generator_fix.md",
+            &serde_json::json!({
+                "error": error,
+                "hint": failure_hint(&Outcome::Failed { failure: failure.clone() }),
+                "delta": generated.parent.is_some(),
+            }),
+        )?;
+        let mut messages = generated.messages.clone();
+        messages.push(ChatMessage::assistant(generated.response.content.clone()));
+        messages.push(ChatMessage::user(text.clone()));
+        let seq = generated.regenerated.len() as u32 + 1;
+        let response = match self.llm(t, LlmRole::Generator, seq, messages.clone())? {
+            Ok(r) => r,
+            Err(stop) => return Ok(Err(stop)),
+        };
+        generated.usage.add(&response);
+        generated.regenerated.push(Regenerated {
+            of: None,
+            similarity: None,
+            answer: std::mem::replace(&mut generated.response, response).content,
+            retry: text,
+            fallback: None,
+            failed: Some(failure.clone()),
+        });
+        generated.messages = messages;
+        (generated.code, generated.diff, generated.grafted) =
+            self.take_answer(&generated.response.content, generated.parent.as_ref(), generated.base.as_deref());
+        self.change_on_duplicate(chain, t, generated)
     }
 
     /// With `"change"` in `[search] repair` (and fallback changes and the
-    /// novelty filter on, outside a cycle): when `code` is a near-duplicate
-    /// of an evaluated design, the first of the common changes (`asked`,
-    /// the one the generator was given, then the others the best design
-    /// lacks and has not tried, in the seeded order) that
+    /// novelty filter on, outside a cycle): when the generated code is a
+    /// near-duplicate of an evaluated design, the first of the common
+    /// changes (the one the generator was asked for, then the others the
+    /// best design lacks and has not tried, in the seeded order) that
     /// [`change::make`] can make on the best design and that gives a novel
-    /// design: the change, the changed code and its notes.
-    #[allow(clippy::type_complexity)]
-    fn change_on_duplicate(
-        &self,
-        chain: &Chain,
-        t: u64,
-        code: &str,
-        asked: Option<&str>,
-    ) -> Step<Option<(&'static str, String, Vec<repair::RepairNote>)>> {
+    /// design replaces it, with the change's notes; `made` and `fallback`
+    /// name the change.
+    fn change_on_duplicate(&self, chain: &Chain, t: u64, generated: &mut Generated) -> Step<()> {
         let on = self.cfg.repair.has(Repair::Change) && self.cfg.fallback_changes && self.cfg.novelty_filter;
-        let Some(best) = chain.best_design().filter(|_| on && self.cycle.is_none()) else { return Ok(Ok(None)) };
+        let Some(best) = chain.best_design().filter(|_| on && self.cycle.is_none()) else { return Ok(Ok(())) };
+        let Ok(code) = &generated.code else { return Ok(Ok(())) };
         let probe =
             |c: &str| self.archive.probe(t, &novelty::signature(c), self.cfg.novelty_threshold, &|| self.stopping());
         match probe(code) {
             Screen::Stopped => return Ok(Err(self.stop_now())),
-            Screen::Novel => return Ok(Ok(None)),
+            Screen::Novel => return Ok(Ok(())),
             Screen::Duplicate(..) => {}
         }
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         let open = improver::open_fallback_changes(&chain.entries, Some(best), self.seed, t);
-        let asked = improver::FALLBACK_CHANGES.iter().map(|(c, _)| *c).find(|c| Some(*c) == asked);
+        let asked = improver::FALLBACK_CHANGES.iter().map(|(c, _)| *c).find(|c| generated.asked.as_deref() == Some(*c));
         for change in asked.into_iter().chain(open.into_iter().filter(|c| Some(*c) != asked)) {
             let Some((edited, notes)) = change::make(change, best.1, in_shape) else { continue };
             match probe(&edited) {
                 Screen::Stopped => return Ok(Err(self.stop_now())),
-                Screen::Novel => return Ok(Ok(Some((change, edited, notes)))),
+                Screen::Novel => {
+                    (generated.code, generated.diff, generated.grafted) = (Ok(edited), None, notes);
+                    generated.fallback = Some(change.to_string());
+                    generated.made = Some(change.to_string());
+                    return Ok(Ok(()));
+                }
                 Screen::Duplicate(..) => {}
             }
         }
-        Ok(Ok(None))
+        Ok(Ok(()))
     }
 
     /// The parent a cycle's candidate `t` is asked to change: a seeded
@@ -1322,6 +1398,21 @@ fn take_code(answer: &str, parent: Option<&Parent>) -> (Result<String, Candidate
 
 /// Whether `code` defines a `forward` method: a small model asked to remove
 /// the last layer sometimes stops after `__init__`.
+/// The failure of a design that failed before training (the check, the
+/// export, the compute budget), which the generator can be asked to fix;
+/// not a sandbox refusal, nor a failure of training.
+fn fixable(outcome: &Outcome) -> Option<CandidateFailure> {
+    match outcome {
+        Outcome::Failed { failure }
+            if matches!(failure.stage.as_str(), "check" | "export" | "budget")
+                && failure.kind != FailureKind::Sandbox =>
+        {
+            Some(failure.clone())
+        }
+        _ => None,
+    }
+}
+
 fn defines_forward(code: &str) -> bool {
     code.lines().any(|l| l.trim_start().starts_with("def forward"))
 }

@@ -6,7 +6,8 @@
 //! (`host/prompts/<family>/`), then in the common set
 //! (`host/prompts/common/`). The files: `system_generator.md`,
 //! `generator.md`, `generator_delta.md`, `generator_retry.md` (asked when
-//! an answer repeats an evaluated design), `system_improver.md`,
+//! an answer repeats an evaluated design), `generator_fix.md` (asked to fix
+//! a design that failed before training), `system_improver.md`,
 //! `improver.md`, `improver_retry.md` (asked when an answer is not a
 //! diagnosis), and the pieces they include (`task.md`, `hints.md`,
 //! `answer_format.md`, `previous.md`).
@@ -23,6 +24,7 @@ const COMMON: &[(&str, &str)] = &[
     ("generator.md", include_str!("../../prompts/common/generator.md")),
     ("generator_delta.md", include_str!("../../prompts/common/generator_delta.md")),
     ("generator_retry.md", include_str!("../../prompts/common/generator_retry.md")),
+    ("generator_fix.md", include_str!("../../prompts/common/generator_fix.md")),
     ("improver.md", include_str!("../../prompts/common/improver.md")),
     ("improver_retry.md", include_str!("../../prompts/common/improver_retry.md")),
     ("answer_format.md", include_str!("../../prompts/common/answer_format.md")),
