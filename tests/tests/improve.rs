@@ -581,6 +581,11 @@ fn a_design_that_fails_its_check_is_fixed_by_the_generator_within_the_iteration_
     assert!(fixed.answer.contains("nn.Linear(16 * 7 * 7, num_classes)"), "{}", fixed.answer);
     assert!(fixed.retry.contains("failed before training") && fixed.retry.contains("mat1 and mat2"), "{}", fixed.retry);
     assert!(fixed.retry.contains("are 3136 per example") && fixed.retry.contains("expects 784"), "{}", fixed.retry);
+    assert!(
+        fixed.retry.contains("raised at this line of `forward`: `return self.softmax(self.fc(x.flatten(1)))`"),
+        "{}",
+        fixed.retry
+    );
     assert_eq!(fixed.of, None);
     // The fix was asked in the same conversation, and it trained.
     let generator: Vec<usize> =
@@ -605,6 +610,13 @@ fn a_design_that_fails_its_check_is_fixed_by_the_generator_within_the_iteration_
     let out = nas_with_evaluator(replay_dir.path(), &["run", "--replay", s(&run), "--config", s(&cfg)]);
     assert!(out.status.success(), "{:?}", text(&out));
     let replayed = records(&run_dirs(replay_dir.path()).pop().expect("replay run"));
-    assert_eq!(replayed[0].regenerated, rec.regenerated);
+    // (The failure's traceback names the run's own scratch files.)
+    let asked = |r: &nas_host::records::IterationRecord| -> Vec<(String, String, Option<String>)> {
+        r.regenerated
+            .iter()
+            .map(|g| (g.answer.clone(), g.retry.clone(), g.failed.as_ref().map(|f| f.message.clone())))
+            .collect()
+    };
+    assert_eq!(asked(&replayed[0]), asked(rec));
     assert_eq!(replayed[0].code, rec.code);
 }

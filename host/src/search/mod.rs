@@ -688,7 +688,8 @@ impl<'a> Search<'a> {
             for _ in 0..self.cfg.fix_retries {
                 let Some(failure) = fixable(&evaluated.outcome).filter(|_| generated.made.is_none()) else { break };
                 locked(progress).stage(t, Stage::Generating);
-                step!(self.fix(&chain, t, &mut generated, &failure));
+                let checked = evaluated.repaired.as_ref().map(|(c, _)| c.clone()).or(generated.code.clone().ok());
+                step!(self.fix(&chain, t, &mut generated, &failure, checked.as_deref()));
                 checkpoint!();
                 let mut fixed = step!(self.evaluate(t, &generated.code, &generated.grafted, progress));
                 checkpoint!();
@@ -898,12 +899,26 @@ impl<'a> Search<'a> {
     /// its answer replaces the code, and the failed one is kept in
     /// `regenerated` with its failure. Not asked after a change the search
     /// made itself (the answer it would fix is not the code that failed).
-    fn fix(&self, chain: &Chain, t: u64, generated: &mut Generated, failure: &CandidateFailure) -> Step<()> {
+    /// `checked`: the code that failed (after the repairs), whose line of
+    /// `forward` the traceback names is quoted.
+    fn fix(
+        &self,
+        chain: &Chain,
+        t: u64,
+        generated: &mut Generated,
+        failure: &CandidateFailure,
+        checked: Option<&str>,
+    ) -> Step<()> {
         let error: String = failure.message.lines().next().unwrap_or_default().chars().take(400).collect();
+        let at = checked.and_then(|code| {
+            let n = repair::failing_forward_line(failure, code)?;
+            code.split('\n').nth(n - 1).map(|l| l.trim().to_string())
+        });
         let text = self.prompts.render(
             "generator_fix.md",
             &serde_json::json!({
                 "error": error,
+                "at": at,
                 "hint": failure_hint(&Outcome::Failed { failure: failure.clone() }),
                 "delta": generated.parent.is_some(),
             }),
@@ -1480,7 +1495,8 @@ fn failure_hint(outcome: &Outcome) -> Option<String> {
         Outcome::Failed { failure } => repair::flatten_mismatch(failure)
             .map(|m| repair::plain_words(&m))
             .or_else(|| channel_mismatch(&failure.message))
-            .or_else(|| shrunk_to_nothing(&failure.message)),
+            .or_else(|| shrunk_to_nothing(&failure.message))
+            .or_else(|| unflattened(&failure.message)),
         // Small models answer "make this change" with the design unchanged.
         Outcome::Duplicate { of, .. } => Some(format!(
             "That answer was attempt {of}'s design again, so it was not trained. This time the code must differ from it: make the change below."
@@ -1520,6 +1536,15 @@ fn shrunk_to_nothing(message: &str) -> Option<String> {
         "A layer's input{} is smaller than its window: the image was downsampled too many times. Use fewer poolings or strided layers (each 2x2 pooling halves the size: 28 -> 14 -> 7 -> 3), or global average pooling before the classifier.",
         size.map(|s| format!(" ({s})")).unwrap_or_default()
     ))
+}
+
+/// A layer for flattened features (a batch norm over features, which torch
+/// reports as "expected 2D or 3D input (got 4D input)") fed a feature map:
+/// the flatten, or the `nn.Linear` before it, was skipped in `forward`.
+fn unflattened(message: &str) -> Option<String> {
+    message.contains("expected 2D or 3D input (got 4D input)").then(|| {
+        "A layer for flattened features (nn.BatchNorm1d) receives a 4D feature map: flatten it first (x = x.flatten(1)) and call the nn.Linear it follows, in the order __init__ builds them.".to_string()
+    })
 }
 
 /// A design that ends in a softmax feeds probabilities to a loss that
@@ -1651,6 +1676,13 @@ mod feedback_tests {
         );
         let hint = failure_hint(&Outcome::Failed { failure: shrunk }).expect("a hint");
         assert!(hint.starts_with("A layer's input (2x2) is smaller than its window"), "{hint}");
+        let unflat = CandidateFailure::new(
+            "check",
+            FailureKind::Runtime,
+            "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised ValueError: expected 2D or 3D input (got 4D input)",
+        );
+        let hint = failure_hint(&Outcome::Failed { failure: unflat }).expect("a hint");
+        assert!(hint.contains("receives a 4D feature map: flatten it first"), "{hint}");
         let other = CandidateFailure::new("check", FailureKind::Runtime, "the forward pass raised RuntimeError: boom");
         assert_eq!(failure_hint(&Outcome::Failed { failure: other }), None);
     }

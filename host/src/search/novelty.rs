@@ -1,6 +1,7 @@
 //! The novelty filter: MinHash over token shingles of normalised code.
 //!
-//! Code is normalised (comments and docstrings dropped, whitespace ignored),
+//! Code is normalised (comments, docstrings and imports dropped, whitespace
+//! ignored),
 //! split into tokens (identifiers, numbers, punctuation), and cut into
 //! shingles of [`SHINGLE`] tokens. A signature of [`PERMUTATIONS`] minimum
 //! hashes estimates the Jaccard similarity of two shingle sets; a candidate
@@ -47,6 +48,11 @@ pub fn tokens(code: &str) -> Vec<String> {
             Some(i) if !l[..i].contains(['"', '\'']) => &l[..i],
             _ => l,
         };
+        // The imports say nothing of the architecture: a design given back
+        // without them (the evaluator supplies torch) is the same design.
+        if l.starts_with("import ") || l.starts_with("from ") && l.contains(" import ") {
+            continue;
+        }
         let mut cur = String::new();
         for c in l.chars() {
             if c.is_alphanumeric()
@@ -161,6 +167,17 @@ mod tests {
         );
         assert_eq!(tokens(&noisy), tokens(NET));
         assert!((signature(&noisy).similarity(&signature(NET)) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_design_given_back_without_or_with_other_imports_is_the_same_design() {
+        let bare = NET.replace("import torch.nn as nn\n", "");
+        let more = format!("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n{bare}");
+        assert_eq!(tokens(&bare), tokens(NET));
+        assert_eq!(tokens(&more), tokens(NET));
+        // A name that merely starts like an import is code.
+        let code = format!("{NET}imported = nn.Linear(4, 4)\nfrom_scratch = True\n");
+        assert_eq!(tokens(&code).len(), tokens(NET).len() + 13, "{:?}", tokens(&code));
     }
 
     #[test]
