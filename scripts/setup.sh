@@ -90,10 +90,10 @@ fi
 export VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1
 if [ "$TESTS" -eq 1 ]; then
   step "cargo test --release --workspace --no-run"
+  # This builds target/release/nas too (the host's `cli` test runs it), with
+  # the tests' features: the binary the tests run and the model fetch below
+  # uses, so the host is not compiled a second time with other features.
   cargo test --release --workspace --no-run --quiet
-  # The `nas` binary as the tests build it (nas_tests::nas_bin), for the
-  # model fetch below.
-  cargo build --release -p nas-host --bin nas --quiet
 else
   step "cargo build --release --workspace"
   cargo build --release --workspace --quiet

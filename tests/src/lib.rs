@@ -17,10 +17,7 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root").to_path_buf()
 }
 
-/// The cargo that runs the tests (or `cargo`).
-pub fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
+pub use nas_plugin_test_support::cargo::cargo_command;
 
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
@@ -29,11 +26,12 @@ pub fn target_dir() -> PathBuf {
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Runs `cargo build --release` with `args` and returns the paths of the
-/// artifacts it reports whose file names satisfy `keep`.
-fn cargo_build(args: &[&str], manifest_dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+/// Runs `cargo build --release` with `args` in `manifest_dir` and returns,
+/// for each artifact it reports, the directory of the package that made it
+/// and the artifact's files (its executable among them).
+fn cargo_build(args: &[&str], manifest_dir: &Path) -> Vec<(PathBuf, Vec<PathBuf>)> {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(cargo())
+    let out = cargo_command()
         .args(["build", "--release", "--message-format=json-render-diagnostics"])
         .args(args)
         .current_dir(manifest_dir)
@@ -47,33 +45,52 @@ fn cargo_build(args: &[&str], manifest_dir: &Path, keep: impl Fn(&str) -> bool) 
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        for f in msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
-            if keep(f) {
-                found.push(PathBuf::from(f));
-            }
-        }
-        if let Some(exe) = msg["executable"].as_str() {
-            if keep(exe) {
-                found.push(PathBuf::from(exe));
-            }
-        }
+        let package = msg["manifest_path"].as_str().map(Path::new).and_then(Path::parent).map(Path::to_path_buf);
+        let files = msg["filenames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(msg.get("executable"))
+            .filter_map(|f| f.as_str())
+            .map(PathBuf::from)
+            .collect();
+        found.push((package.unwrap_or_default(), files));
     }
     found
 }
 
-/// Builds a workspace package's cdylib and returns the `.so`.
+/// Builds `targets` of the workspace as `cargo test --workspace` builds
+/// them: the whole workspace selected, with the tests' dev-dependencies
+/// (the host's own `cli` test asks for them). Features are resolved per
+/// selection, so a `-p` build would compile the host and the crates under it
+/// a second time with other features; this one is no build at all after
+/// `scripts/setup.sh --tests` (`cargo test --workspace --no-run`), and a
+/// single shared one otherwise.
+fn as_the_tests_build(targets: &[&str]) -> Vec<(PathBuf, Vec<PathBuf>)> {
+    let mut args = vec!["--workspace"];
+    args.extend_from_slice(targets);
+    args.extend_from_slice(&["--test", "cli"]);
+    cargo_build(&args, &workspace_root())
+}
+
+/// Builds a workspace package's cdylib and returns the `.so` (the package
+/// lives in a directory of its name).
 pub fn build_cdylib(package: &str) -> PathBuf {
-    let lib = format!("lib{}.so", package.replace('-', "_"));
-    let found = cargo_build(&["-p", package, "--lib"], &workspace_root(), |f| f.ends_with(".so"));
-    found
+    as_the_tests_build(&["--lib"])
         .into_iter()
-        .find(|f| f.file_name().is_some_and(|n| n == lib.as_str()))
-        .or_else(|| {
-            // A shim may rename its library; take the one .so it built.
-            let again = cargo_build(&["-p", package, "--lib"], &workspace_root(), |f| f.ends_with(".so"));
-            again.into_iter().last()
-        })
-        .unwrap_or_else(|| panic!("building {package} produced no .so"))
+        .filter(|(dir, _)| dir.file_name().is_some_and(|n| n == package))
+        .flat_map(|(_, files)| files)
+        .find(|f| f.extension().is_some_and(|e| e == "so"))
+        .unwrap_or_else(|| panic!("building the workspace's libraries produced no .so of {package}"))
+}
+
+/// The executable `bin` of the workspace, built once per test process.
+fn workspace_bin(bin: &str) -> PathBuf {
+    as_the_tests_build(&["--bin", bin])
+        .into_iter()
+        .flat_map(|(_, files)| files)
+        .find(|f| f.file_name().is_some_and(|n| n == bin))
+        .unwrap_or_else(|| panic!("{bin} builds"))
 }
 
 /// Builds the example third-party plugin from its own crate, as
@@ -82,20 +99,19 @@ pub fn build_example_plugin() -> PathBuf {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         let dir = workspace_root().join("plugins/examples/nas-example-plugin");
-        let found = cargo_build(&["--lib"], &dir, |f| f.ends_with("libnas_example_plugin.so"));
-        found.into_iter().next().expect("the example plugin builds a .so")
+        cargo_build(&["--lib"], &dir)
+            .into_iter()
+            .flat_map(|(_, files)| files)
+            .find(|f| f.ends_with("libnas_example_plugin.so"))
+            .expect("the example plugin builds a .so")
     })
     .clone()
 }
 
-/// The `nas` binary, built once per test process.
+/// The `nas` binary, built once per test process (as the tests build it).
 pub fn nas_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let found = cargo_build(&["-p", "nas-host", "--bin", "nas"], &workspace_root(), |f| f.ends_with("/nas"));
-        found.into_iter().next().expect("nas builds")
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("nas")).clone()
 }
 
 /// Runs `nas` with `args` in `cwd`, with `NAS_HOME` pointing into it.
@@ -149,13 +165,7 @@ pub fn text(out: &Output) -> (String, String) {
 /// process (the `nas` binary finds it through `NAS_EVAL_WORKER`).
 pub fn eval_worker_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let found = cargo_build(&["-p", "nas-eval-tch-worker", "--bin", "nas-eval-worker"], &workspace_root(), |f| {
-            f.ends_with("/nas-eval-worker")
-        });
-        found.into_iter().next().expect("nas-eval-worker builds")
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("nas-eval-worker")).clone()
 }
 
 /// The project's Python with torch (`NAS_PYTHON`, else `.venv/bin/python`

@@ -18,7 +18,6 @@
 //! with `fetch = false`, so that no check downloads a model.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nas_host::registry::{Origin, PluginRef, Registry};
 use nas_plugin_api::{ErrorCode, HostContext};
@@ -173,7 +172,7 @@ fn check_cargo(text: &str, dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir.join("src")).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("src/lib.rs"), "").map_err(|e| e.to_string())?;
     std::fs::write(dir.join("Cargo.toml"), text).map_err(|e| e.to_string())?;
-    let out = Command::new(nas_tests::cargo())
+    let out = nas_tests::cargo_command()
         .args(["read-manifest", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
         .current_dir(dir)

@@ -5,27 +5,6 @@
 use nas_tests::{assert_usage_error, build_cdylib, build_example_plugin, nas, s, text};
 
 #[test]
-fn version_and_help_work_on_every_command() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = nas(dir.path(), &["--version"]);
-    assert!(out.status.success());
-    assert!(text(&out).0.starts_with("nas "), "{:?}", text(&out));
-    for args in [
-        vec!["--help"],
-        vec!["run", "--help"],
-        vec!["plugins", "--help"],
-        vec!["plugins", "list", "--help"],
-        vec!["plugins", "check", "--help"],
-    ] {
-        let out = nas(dir.path(), &args);
-        assert!(out.status.success(), "{args:?}: {:?}", text(&out));
-        assert!(text(&out).0.contains("Usage:"), "{args:?}");
-    }
-    let out = nas(dir.path(), &["frobnicate"]);
-    assert_eq!(out.status.code(), Some(2));
-}
-
-#[test]
 fn builtins_are_listed_with_kind_version_api_and_origin() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = nas(dir.path(), &["plugins", "list", "--json"]);

@@ -4,11 +4,11 @@
 #![cfg(feature = "llama")]
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use nas_llm_local::{default_models_dir, fetch_model, FetchOptions};
 use nas_plugin_api::ffi::NativeLibrary;
 use nas_plugin_api::{ChatMessage, ChatRequest, HostContext, PluginInstance};
+use nas_plugin_test_support::cargo::cargo_command;
 
 fn release_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -18,9 +18,11 @@ fn release_dir() -> PathBuf {
 #[test]
 fn the_local_library_loads_and_generates() {
     let dir = release_dir();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "nas-llm-local-so"])
+    let status = cargo_command()
+        // As `cargo test --workspace` builds it (the workspace selected, the
+        // tests' dev-dependencies on): no build after it, where `-p` would
+        // compile the crates under the library again with other features.
+        .args(["build", "--release", "--quiet", "--workspace", "--lib", "--test", "cli"])
         .env("CARGO_TARGET_DIR", dir.parent().expect("target dir"))
         .status()
         .expect("run cargo build");

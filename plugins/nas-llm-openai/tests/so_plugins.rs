@@ -3,11 +3,11 @@
 //! completion against a real server on loopback.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use nas_llm_test_server::{Step, TestServer};
 use nas_plugin_api::ffi::NativeLibrary;
 use nas_plugin_api::{ChatMessage, ChatRequest, ErrorCode, HostContext, PluginInstance};
+use nas_plugin_test_support::cargo::cargo_command;
 
 const LIBS: [(&str, &str, &str); 4] = [
     ("nas-llm-deepseek-so", "libnas_llm_deepseek.so", "llm.deepseek-coder"),
@@ -22,16 +22,16 @@ fn release_dir() -> PathBuf {
     exe.parent().and_then(|deps| deps.parent()).expect("target/release/deps/<test>").to_path_buf()
 }
 
-/// Builds the four shims (a no-op when they are fresh) into the same target directory.
+/// Builds the four shims (a no-op when they are fresh) into the same target
+/// directory, as `cargo test --workspace` builds them (the workspace
+/// selected, the tests' dev-dependencies on): `-p` would compile the crates
+/// under them again with other features.
 fn build_libs() -> PathBuf {
     let dir = release_dir();
     let target_dir = dir.parent().expect("target dir").to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--quiet"]).env("CARGO_TARGET_DIR", &target_dir);
-    for (pkg, _, _) in LIBS {
-        cmd.args(["-p", pkg]);
-    }
+    let mut cmd = cargo_command();
+    cmd.args(["build", "--release", "--quiet", "--workspace", "--lib", "--test", "cli"])
+        .env("CARGO_TARGET_DIR", &target_dir);
     let status = cmd.status().expect("run cargo build for the plugin libraries");
     assert!(status.success(), "building the plugin libraries failed");
     dir

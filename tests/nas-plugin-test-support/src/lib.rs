@@ -37,6 +37,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nas_plugin_api::PluginError;
 
+pub mod cargo;
 mod dataset;
 mod eval;
 mod llm;
