@@ -17,7 +17,7 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root").to_path_buf()
 }
 
-pub use nas_plugin_test_support::cargo::cargo_command;
+pub use nas_plugin_test_support::cargo::{build_as_the_tests_do, cargo_command};
 
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
@@ -26,19 +26,17 @@ pub fn target_dir() -> PathBuf {
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Runs `cargo build --release` with `args` in `manifest_dir` and returns,
-/// for each artifact it reports, the directory of the package that made it
-/// and the artifact's files (its executable among them).
-fn cargo_build(args: &[&str], manifest_dir: &Path) -> Vec<(PathBuf, Vec<PathBuf>)> {
+/// Runs `build` (a `cargo build`) with JSON messages and returns, for each
+/// artifact it reports, the directory of the package that made it and the
+/// artifact's files (its executable among them).
+fn cargo_build(mut build: Command) -> Vec<(PathBuf, Vec<PathBuf>)> {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = cargo_command()
-        .args(["build", "--release", "--message-format=json-render-diagnostics"])
-        .args(args)
-        .current_dir(manifest_dir)
+    let out = build
+        .arg("--message-format=json-render-diagnostics")
         .env("CARGO_TARGET_DIR", target_dir())
         .output()
         .expect("cargo runs");
-    assert!(out.status.success(), "cargo build {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{build:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let mut found = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
@@ -59,18 +57,12 @@ fn cargo_build(args: &[&str], manifest_dir: &Path) -> Vec<(PathBuf, Vec<PathBuf>
     found
 }
 
-/// Builds `targets` of the workspace as `cargo test --workspace` builds
-/// them: the whole workspace selected, with the tests' dev-dependencies
-/// (the host's own `cli` test asks for them). Features are resolved per
-/// selection, so a `-p` build would compile the host and the crates under it
-/// a second time with other features; this one is no build at all after
-/// `scripts/setup.sh --tests` (`cargo test --workspace --no-run`), and a
-/// single shared one otherwise.
+/// `targets` of the workspace, built as the tests build them
+/// ([`build_as_the_tests_do`]), from the workspace root.
 fn as_the_tests_build(targets: &[&str]) -> Vec<(PathBuf, Vec<PathBuf>)> {
-    let mut args = vec!["--workspace"];
-    args.extend_from_slice(targets);
-    args.extend_from_slice(&["--test", "cli"]);
-    cargo_build(&args, &workspace_root())
+    let mut build = build_as_the_tests_do(targets);
+    build.current_dir(workspace_root());
+    cargo_build(build)
 }
 
 /// Builds a workspace package's cdylib and returns the `.so` (the package
@@ -99,7 +91,9 @@ pub fn build_example_plugin() -> PathBuf {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         let dir = workspace_root().join("plugins/examples/nas-example-plugin");
-        cargo_build(&["--lib"], &dir)
+        let mut build = cargo_command();
+        build.args(["build", "--release", "--lib"]).current_dir(&dir);
+        cargo_build(build)
             .into_iter()
             .flat_map(|(_, files)| files)
             .find(|f| f.ends_with("libnas_example_plugin.so"))

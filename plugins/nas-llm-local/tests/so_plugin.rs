@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use nas_llm_local::{default_models_dir, fetch_model, FetchOptions};
 use nas_plugin_api::ffi::NativeLibrary;
 use nas_plugin_api::{ChatMessage, ChatRequest, HostContext, PluginInstance};
-use nas_plugin_test_support::cargo::cargo_command;
+use nas_plugin_test_support::cargo::build_as_the_tests_do;
 
 fn release_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -18,11 +18,7 @@ fn release_dir() -> PathBuf {
 #[test]
 fn the_local_library_loads_and_generates() {
     let dir = release_dir();
-    let status = cargo_command()
-        // As `cargo test --workspace` builds it (the workspace selected, the
-        // tests' dev-dependencies on): no build after it, where `-p` would
-        // compile the crates under the library again with other features.
-        .args(["build", "--release", "--quiet", "--workspace", "--lib", "--test", "cli"])
+    let status = build_as_the_tests_do(&["--lib", "--quiet"])
         .env("CARGO_TARGET_DIR", dir.parent().expect("target dir"))
         .status()
         .expect("run cargo build");

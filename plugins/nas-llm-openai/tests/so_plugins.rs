@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use nas_llm_test_server::{Step, TestServer};
 use nas_plugin_api::ffi::NativeLibrary;
 use nas_plugin_api::{ChatMessage, ChatRequest, ErrorCode, HostContext, PluginInstance};
-use nas_plugin_test_support::cargo::cargo_command;
+use nas_plugin_test_support::cargo::build_as_the_tests_do;
 
-const LIBS: [(&str, &str, &str); 4] = [
-    ("nas-llm-deepseek-so", "libnas_llm_deepseek.so", "llm.deepseek-coder"),
-    ("nas-llm-qwen-so", "libnas_llm_qwen.so", "llm.qwen2.5"),
-    ("nas-llm-glm-so", "libnas_llm_glm.so", "llm.glm"),
-    ("nas-llm-openai-so", "libnas_llm_openai.so", "llm.openai"),
+const LIBS: [(&str, &str); 4] = [
+    ("libnas_llm_deepseek.so", "llm.deepseek-coder"),
+    ("libnas_llm_qwen.so", "llm.qwen2.5"),
+    ("libnas_llm_glm.so", "llm.glm"),
+    ("libnas_llm_openai.so", "llm.openai"),
 ];
 
 /// `target/release`, found from this test's own path (`target/release/deps/…`).
@@ -23,16 +23,14 @@ fn release_dir() -> PathBuf {
 }
 
 /// Builds the four shims (a no-op when they are fresh) into the same target
-/// directory, as `cargo test --workspace` builds them (the workspace
-/// selected, the tests' dev-dependencies on): `-p` would compile the crates
-/// under them again with other features.
+/// directory, as the tests build them.
 fn build_libs() -> PathBuf {
     let dir = release_dir();
     let target_dir = dir.parent().expect("target dir").to_path_buf();
-    let mut cmd = cargo_command();
-    cmd.args(["build", "--release", "--quiet", "--workspace", "--lib", "--test", "cli"])
-        .env("CARGO_TARGET_DIR", &target_dir);
-    let status = cmd.status().expect("run cargo build for the plugin libraries");
+    let status = build_as_the_tests_do(&["--lib", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .status()
+        .expect("run cargo build for the plugin libraries");
     assert!(status.success(), "building the plugin libraries failed");
     dir
 }
@@ -41,7 +39,7 @@ fn build_libs() -> PathBuf {
 fn each_family_library_loads_alone_and_answers_through_the_door() {
     let dir = build_libs();
     let server = TestServer::start();
-    for (_, file, id) in LIBS {
+    for (file, id) in LIBS {
         let path = dir.join(file);
         let lib = NativeLibrary::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let infos = lib.plugins().expect("lists its plugins");

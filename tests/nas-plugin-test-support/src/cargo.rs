@@ -26,6 +26,19 @@ pub fn cargo_command() -> Command {
     cmd
 }
 
+/// `cargo build --release` of `targets` of the workspace as
+/// `cargo test --workspace` builds them: the whole workspace selected, with
+/// the tests' dev-dependencies (the host's own `cli` test asks for them).
+/// Cargo resolves features per selection, so a `-p` build would compile the
+/// host and the crates under it a second time with other features; this one
+/// is no build at all after `cargo test --workspace --no-run` (what
+/// `scripts/setup.sh --tests` runs), and a single shared one otherwise.
+pub fn build_as_the_tests_do(targets: &[&str]) -> Command {
+    let mut cmd = cargo_command();
+    cmd.args(["build", "--release", "--workspace"]).args(targets).args(["--test", "cli"]);
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
