@@ -96,7 +96,7 @@
 //! | `max_processes` | 512 | processes and threads per sandboxed tree |
 //! | `jit_profiling` | false | run the TorchScript profiling executor (slower first epoch) |
 //! | `jit_optimize` | true | let the TorchScript executor optimise the graph (fusion, symbolic autodiff) |
-//! | `omp_wait_policy` | `"auto"` | OpenMP waiting: `auto` (passive when the machine is busy), `active`, `passive` |
+//! | `omp_wait_policy` | `"auto"` | OpenMP waiting: `auto` (passive when the machine is busy, else libgomp's default: spin a moment, then sleep), `active` (spin without end, also while the worker waits between candidates and the LLM runs: for benchmarks), `passive` |
 //! | `extra_read_paths` | `[]` | more paths the sandbox may read (e.g. a libtorch elsewhere) |
 //! | `keep_scratch` | false | keep each candidate's scratch directory |
 //! | `bf16` | false | bfloat16 autocast for forward passes (training, test, latency); the paper's recipe is fp32 |
@@ -180,13 +180,27 @@ pub enum Augment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OmpWaitPolicy {
-    /// Passive when other processes keep the cores busy, active otherwise.
+    /// Passive when other processes keep the cores busy, else libgomp's own
+    /// default (spin a moment, then sleep). Never active: the worker lives
+    /// for the whole search and idles between evaluations while the host's
+    /// LLM runs, and an active team spins on a core all that time.
     #[default]
     Auto,
-    /// Spin-wait (fastest on an idle machine).
+    /// Spin-wait without end, also while the worker idles between
+    /// evaluations (a benchmark's setting, not a search's).
     Active,
     /// Sleep-wait (robust on a busy machine).
     Passive,
+}
+
+/// The `OMP_WAIT_POLICY` a child of the evaluator gets (`None`: unset,
+/// libgomp's default). `busy` is asked only under `auto`.
+fn omp_wait_policy(policy: OmpWaitPolicy, busy: impl FnOnce() -> bool) -> Option<&'static str> {
+    match policy {
+        OmpWaitPolicy::Active => Some("ACTIVE"),
+        OmpWaitPolicy::Passive => Some("PASSIVE"),
+        OmpWaitPolicy::Auto => busy().then_some("PASSIVE"),
+    }
 }
 
 /// The settings of `eval.tch-one-epoch` (see the crate overview for the table).
@@ -1191,27 +1205,18 @@ impl TchOneEpoch {
     }
 
     fn child_env(&self, home: &Path, threads: usize) -> Vec<(String, String)> {
-        let policy = match self.settings.omp_wait_policy {
-            OmpWaitPolicy::Active => "ACTIVE",
-            OmpWaitPolicy::Passive => "PASSIVE",
-            OmpWaitPolicy::Auto => {
-                if discover::machine_busy(threads) {
-                    "PASSIVE"
-                } else {
-                    "ACTIVE"
-                }
-            }
-        };
         let mut env = vec![
             ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
             ("HOME".to_string(), home.display().to_string()),
             ("TMPDIR".to_string(), home.display().to_string()),
             ("OMP_NUM_THREADS".to_string(), threads.to_string()),
-            ("OMP_WAIT_POLICY".to_string(), policy.to_string()),
             ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
             ("PYTHONNOUSERSITE".to_string(), "1".to_string()),
             ("LANG".to_string(), "C.UTF-8".to_string()),
         ];
+        if let Some(policy) = omp_wait_policy(self.settings.omp_wait_policy, || discover::machine_busy(threads)) {
+            env.push(("OMP_WAIT_POLICY".to_string(), policy.to_string()));
+        }
         for key in ["LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES"] {
             if let Ok(v) = std::env::var(key) {
                 env.push((key.to_string(), v));
@@ -1551,6 +1556,17 @@ pub use nas_plugin_api::text::extract_code;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_never_makes_the_worker_spin_wait() {
+        // The worker outlives each evaluation and idles while the host's LLM
+        // runs: under `auto` its OpenMP team may spin only briefly (libgomp's
+        // default, unset) or sleep (PASSIVE), never without end (ACTIVE).
+        assert_eq!(omp_wait_policy(OmpWaitPolicy::Auto, || false), None);
+        assert_eq!(omp_wait_policy(OmpWaitPolicy::Auto, || true), Some("PASSIVE"));
+        assert_eq!(omp_wait_policy(OmpWaitPolicy::Active, || panic!("not asked")), Some("ACTIVE"));
+        assert_eq!(omp_wait_policy(OmpWaitPolicy::Passive, || panic!("not asked")), Some("PASSIVE"));
+    }
 
     #[test]
     fn extraction_prefers_the_first_python_fence() {

@@ -538,6 +538,57 @@ fn latency_memory_and_device_time_are_measured_and_plausible() {
     assert!(cnn.batch_latency_ms > mlp.batch_latency_ms, "{:?} vs {:?}", cnn.batch_latency_ms, mlp.batch_latency_ms);
 }
 
+/// CPU seconds (user + system) of this process's `nas-eval-worker`
+/// descendants (found through /proc from here, outside their namespace).
+fn workers_cpu_seconds() -> f64 {
+    let me = std::process::id();
+    let stat = |pid: u32| -> Option<(String, u32, u64)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (open, close) = (text.find('(')?, text.rfind(')')?);
+        let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some((text[open + 1..close].to_string(), fields.get(1)?.parse().ok()?, ticks))
+    };
+    let mut ticks = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some((comm, mut parent, t)) = stat(pid) else { continue };
+        if comm != "nas-eval-worker" {
+            continue;
+        }
+        while parent > 1 && parent != me {
+            parent = stat(parent).map_or(0, |(_, p, _)| p);
+        }
+        if parent == me {
+            ticks += t;
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn the_worker_does_not_spin_while_it_waits_for_the_next_candidate() {
+    // The worker outlives each evaluation and waits while the host's LLM
+    // writes the next design. Under the default `omp_wait_policy` its OpenMP
+    // team sleeps then; under `active` (the control: it shows this
+    // measurement sees a spinning team) a thread spins on a core.
+    let _g = lock();
+    let data = fmnist();
+    let mut idle = Vec::new();
+    for policy in ["active", "auto"] {
+        let mut e = evaluator(json!({"omp_wait_policy": policy, "max_train_examples": 500, "max_test_examples": 200}));
+        ok(eval(&mut e, policy, &read("tests/candidates/good_cnn.md"), &data, None), policy);
+        let before = workers_cpu_seconds();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        idle.push(workers_cpu_seconds() - before);
+        drop(e);
+    }
+    eprintln!("CPU seconds of the idle worker in 2 s: active {:.2}, auto {:.2}", idle[0], idle[1]);
+    assert!(idle[0] > 0.3, "the control: an active team spins while the worker waits ({:.2} s)", idle[0]);
+    assert!(idle[1] < 0.1, "the default: the waiting worker sleeps ({:.2} s of CPU in 2 s)", idle[1]);
+}
+
 #[test]
 fn bf16_channels_last_and_epochs_are_settings() {
     let _g = lock();
