@@ -538,11 +538,20 @@ fn latency_memory_and_device_time_are_measured_and_plausible() {
     assert!(cnn.batch_latency_ms > mlp.batch_latency_ms, "{:?} vs {:?}", cnn.batch_latency_ms, mlp.batch_latency_ms);
 }
 
+/// The processes /proc lists (from here, outside the sandboxes' namespaces).
+fn pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()))
+        .collect()
+}
+
 /// CPU seconds (user + system) of this process's `nas-eval-worker`
-/// descendants (found through /proc from here, outside their namespace).
+/// descendants.
 fn workers_cpu_seconds() -> f64 {
-    let me = std::process::id();
-    let stat = |pid: u32| -> Option<(String, u32, u64)> {
+    let me = std::process::id() as i32;
+    let stat = |pid: i32| -> Option<(String, i32, u64)> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let (open, close) = (text.find('(')?, text.rfind(')')?);
         let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
@@ -550,8 +559,7 @@ fn workers_cpu_seconds() -> f64 {
         Some((text[open + 1..close].to_string(), fields.get(1)?.parse().ok()?, ticks))
     };
     let mut ticks = 0;
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+    for pid in pids() {
         let Some((comm, mut parent, t)) = stat(pid) else { continue };
         if comm != "nas-eval-worker" {
             continue;

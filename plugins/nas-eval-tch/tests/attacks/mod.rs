@@ -275,16 +275,15 @@ fn descriptors_left_open_by_the_host_are_not_inherited() {
 /// the warm checker has the warm checker's command line, and works in the
 /// candidate's directory).
 fn processes_with(marker: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
-        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cwd = std::fs::read_link(entry.path().join("cwd")).map(|c| c.display().to_string()).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd).contains(marker) || cwd.contains(marker) {
-            out.push(pid);
-        }
-    }
-    out
+    super::pids()
+        .into_iter()
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cwd =
+                std::fs::read_link(format!("/proc/{pid}/cwd")).map(|c| c.display().to_string()).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains(marker) || cwd.contains(marker)
+        })
+        .collect()
 }
 
 const KILLED_HOST_SCRATCH: &str = "NAS_EVAL_TCH_TEST_KILLED_HOST_SCRATCH";

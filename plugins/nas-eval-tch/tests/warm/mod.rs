@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nas_plugin_api::*;
 use serde_json::json;
 
-use super::{data_root, eval, evaluator_in, failure, fmnist, lock, ok, read};
+use super::{data_root, eval, evaluator_in, failure, fmnist, lock, ok, pids, read};
 
 /// A fresh scratch directory for one test's evaluator (its processes are
 /// found by it).
@@ -38,14 +38,6 @@ fn cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default()
-}
-
-fn pids() -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()))
-        .collect()
 }
 
 /// The zygotes of the evaluator whose scratch directory is `scratch`.
