@@ -288,6 +288,28 @@ fn compare_runs_every_arm_and_seed_and_its_numbers_match_the_records() {
     let table = std::fs::read_to_string(report.join("comparison.csv")).expect("comparison.csv");
     assert_eq!(table.lines().count(), 4, "{table}");
 
+    // iterations.md: each run's section has a row per iteration, in order,
+    // its outcome as recorded.
+    let iterations = std::fs::read_to_string(report.join("iterations.md")).expect("iterations.md");
+    for ((arm, seed), recs) in &recs {
+        let label = format!("{arm}/seed-{seed}");
+        let section = iterations
+            .split("\n## ")
+            .find(|s| s.starts_with(&format!("{label}\n")))
+            .unwrap_or_else(|| panic!("no section {label} in\n{iterations}"));
+        let row_lines: Vec<&str> =
+            section.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| iteration |")).collect();
+        assert_eq!(row_lines.len(), recs.len(), "{section}");
+        for (rec, line) in recs.iter().zip(&row_lines) {
+            let shown = match (rec.outcome.accuracy(), rec.outcome.failure_kind()) {
+                (Some(a), _) => format!("| {} | trained: {:.2}% |", rec.iteration, a * 100.0),
+                (None, Some(kind)) if kind == "duplicate" => format!("| {} | duplicate of ", rec.iteration),
+                (None, kind) => format!("| {} | failed ({}): ", rec.iteration, kind.expect("a failure kind")),
+            };
+            assert!(line.starts_with(&shown), "{label}: {line:?} is not {shown:?}");
+        }
+    }
+
     // The figures are real pictures.
     for (name, title) in [
         ("best_so_far_bands", "Best so far: mean over seeds"),

@@ -102,6 +102,7 @@ pub fn run(args: &ReportArgs) -> Result<(), Failure> {
     }
     println!("report: {}", written.html.display());
     println!("summary: {}", written.markdown.display());
+    println!("iterations: {}", written.iterations.display());
     println!("figures: {} files in {}", written.figures.len(), out.join("figures").display());
     println!("records: {}", written.exports.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     Ok(())

@@ -383,6 +383,7 @@ pub fn markdown(
         );
     }
     let _ = write!(s, "\n## Runs\n\n{}\n", runs_table(groups).markdown());
+    s.push_str("Each iteration in a row (outcome, what the loop did, size, cost): [iterations.md](iterations.md).\n\n");
     s.push_str(&super::cycles::markdown(groups));
     s.push_str(&super::fidelity::markdown(groups));
     s.push_str("## Figures\n\n");

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `report.html` | one self-contained page: tables, every figure inline (SVG), the best architecture's code |
 //! | `summary.md` | the same facts as Markdown, with the PNG figures linked |
+//! | `iterations.md` | each run's iterations, one row each: outcome, what the loop did (retries, repairs, refused diagnoses, fallback changes), size, cost, best so far |
 //! | `figures/*.svg`, `figures/*.png` | each figure in both formats |
 //! | `records.csv`, `records.json` | one flat row per iteration per run |
 //! | `records-full.jsonl` | every iteration record whole (prompts, answers, code), one per line |
@@ -20,6 +21,7 @@ pub mod cycles;
 pub mod fidelity;
 pub mod figures;
 pub mod html;
+pub mod iterations;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
@@ -308,6 +310,8 @@ pub struct Written {
     pub html: PathBuf,
     /// The Markdown summary.
     pub markdown: PathBuf,
+    /// The iterations, one row each (Markdown).
+    pub iterations: PathBuf,
     /// Every figure file (SVG and PNG).
     pub figures: Vec<PathBuf>,
     /// The record exports.
@@ -426,9 +430,11 @@ pub fn write_report(
     let html_path = write(&out.join("report.html"), page)?;
     let md = html::markdown(groups, &figures, options, comparison);
     let md_path = write(&out.join("summary.md"), md)?;
+    let iterations_path = write(&out.join("iterations.md"), iterations::markdown(groups, &options.title))?;
     Ok(Written {
         html: html_path,
         markdown: md_path,
+        iterations: iterations_path,
         figures: figures.iter().flat_map(|f| [f.svg_path.clone(), f.png_path.clone()]).collect(),
         exports,
     })

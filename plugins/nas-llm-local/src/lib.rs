@@ -196,17 +196,19 @@ impl LocalSettings {
 }
 
 /// The number of CPU threads to generate with: the cores not busy right now
-/// (cores minus the other runnable tasks, sampled a few times), at least 1.
+/// (cores minus the other runnable tasks that compete with ours, sampled a
+/// few times), at least 1.
 ///
 /// On a 2-core machine generation with 2 threads collapses to a few tokens/s
-/// when another process holds a core, so the count follows the load.
+/// when another process holds a core, so the count follows the load. A task
+/// that yields its core to ours is not counted (see [`competing_tasks`]): a
+/// build or a batch job started with `nice -n 19` from the same session.
 pub fn free_cores() -> usize {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut busy = usize::MAX;
     for _ in 0..3 {
-        if let Some(r) = running_tasks() {
-            // The reading process itself is one of the running tasks.
-            busy = busy.min(r.saturating_sub(1));
+        if let Some(r) = competing_tasks().map(|t| t.len()).or_else(|| running_tasks().map(|r| r.saturating_sub(1))) {
+            busy = busy.min(r);
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -214,6 +216,106 @@ pub fn free_cores() -> usize {
         return cores;
     }
     cores.saturating_sub(busy).max(1)
+}
+
+/// How many nice levels below ours a runnable task must be to leave its core
+/// to our threads: at +10 the kernel gives it about a tenth of our share.
+const YIELDING_NICE: i64 = 10;
+
+/// Where the kernel weighs a process against others: its autogroup (with
+/// `kernel.sched_autogroup_enabled`, each session is a group and the groups
+/// share the CPU by their own nice value, whatever the nice of their tasks)
+/// and its cgroups.
+#[derive(Debug, Clone, PartialEq)]
+struct SchedGroup {
+    /// `/autogroup-N` and its nice value, when autogroups are on.
+    autogroup: Option<(String, i64)>,
+    /// `/proc/PID/cgroup` as it reads.
+    cgroup: String,
+}
+
+fn sched_group(proc_dir: &std::path::Path, autogroups: bool) -> Option<SchedGroup> {
+    let autogroup = if autogroups {
+        let text = std::fs::read_to_string(proc_dir.join("autogroup")).ok()?;
+        // "/autogroup-14 nice 0"
+        let mut words = text.split_whitespace();
+        let name = words.next()?.to_string();
+        let nice = words.nth(1)?.parse().ok()?;
+        Some((name, nice))
+    } else {
+        None
+    };
+    Some(SchedGroup { autogroup, cgroup: std::fs::read_to_string(proc_dir.join("cgroup")).ok()? })
+}
+
+/// Whether a runnable task at `nice` in `group` leaves a core to one of our
+/// threads (at `own_nice` in `own`): its weight is a tenth of ours or less
+/// where the kernel compares them. Tasks of another cgroup always compete
+/// (their share is set by weights this does not read), as do tasks of
+/// another autogroup unless that whole group is niced 10 below ours.
+fn yields(own: &SchedGroup, own_nice: i64, group: &SchedGroup, nice: i64) -> bool {
+    if group.cgroup != own.cgroup {
+        return false;
+    }
+    match (&own.autogroup, &group.autogroup) {
+        (Some((own_name, own_group_nice)), Some((name, group_nice))) if name != own_name => {
+            *group_nice >= own_group_nice + YIELDING_NICE
+        }
+        _ => nice >= own_nice + YIELDING_NICE,
+    }
+}
+
+/// The threads of other processes that are runnable now and compete with
+/// ours for a core, as (pid, tid): `/proc/PID/task/TID/stat` in state `R`,
+/// unless the task [`yields`]. None when /proc cannot be read.
+pub fn competing_tasks() -> Option<Vec<(u32, u32)>> {
+    let own_pid = std::process::id();
+    let own_nice = stat_fields(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1;
+    let autogroups = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").is_ok_and(|v| v.trim() == "1");
+    let own_group = sched_group(std::path::Path::new("/proc/self"), autogroups);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == own_pid {
+            continue;
+        }
+        // A process that ends while it is read is skipped.
+        let Ok(tasks) = std::fs::read_dir(entry.path().join("task")) else { continue };
+        let mut group = None;
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some((state, nice)) =
+                std::fs::read_to_string(task.path().join("stat")).ok().as_deref().and_then(stat_fields)
+            else {
+                continue;
+            };
+            if state != 'R' {
+                continue;
+            }
+            let group = group.get_or_insert_with(|| sched_group(&entry.path(), autogroups));
+            let yielding = match (&own_group, &*group) {
+                (Some(own), Some(g)) => yields(own, own_nice, g, nice),
+                // Unknown groups: counted, as they were before.
+                _ => false,
+            };
+            if !yielding {
+                found.push((pid, tid));
+            }
+        }
+    }
+    Some(found)
+}
+
+/// The state (field 3) and nice value (field 19) of a `/proc/.../stat` line.
+/// The command name (field 2) is in parentheses and may hold spaces and
+/// parentheses itself, so the fields are counted after its last `)`.
+fn stat_fields(line: &str) -> Option<(char, i64)> {
+    let rest = &line[line.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After the state come ppid .. priority (fields 4 to 18), then nice.
+    let nice = fields.nth(15)?.parse().ok()?;
+    Some((state, nice))
 }
 
 fn running_tasks() -> Option<usize> {
@@ -301,6 +403,82 @@ mod tests {
         let e = s.resolve_model(&HostContext::default()).expect_err("unknown");
         assert_eq!(e.code, ErrorCode::InvalidConfig);
         assert!(e.message.contains("qwen2.5-coder-1.5b"), "{e}");
+    }
+
+    #[test]
+    fn stat_fields_reads_state_and_nice_after_the_command_name() {
+        // A real line of /proc/PID/stat, the command name with a space and
+        // a parenthesis in it.
+        let line = "4242 (cc1 (x) y) R 4200 4242 4100 0 -1 4194304 9120 0 0 0 310 12 0 0 39 19 1 0 55817 \
+                    81526784 19570 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(stat_fields(line), Some(('R', 19)));
+        let sleeping = "17 (bash) S 1 17 17 34816 17 4194560 1 0 0 0 0 0 0 0 20 0 1 0 9 1 1 1";
+        assert_eq!(stat_fields(sleeping), Some(('S', 0)));
+        assert_eq!(stat_fields("17 (bash) S 1 2"), None);
+        assert_eq!(stat_fields("no parenthesis"), None);
+    }
+
+    #[test]
+    fn a_task_yields_only_where_the_kernel_weighs_its_nice_against_ours() {
+        let group = |ag: Option<(&str, i64)>, cg: &str| SchedGroup {
+            autogroup: ag.map(|(n, v)| (n.to_string(), v)),
+            cgroup: cg.to_string(),
+        };
+        let own = group(Some(("/autogroup-1", 0)), "0::/user.slice\n");
+        assert!(yields(&own, 0, &own, 19), "nice 19 in our own group");
+        assert!(yields(&own, 0, &own, 10));
+        assert!(!yields(&own, 0, &own, 9), "nice 9 takes a third of a core or more");
+        assert!(!yields(&own, 5, &own, 10), "ten levels below ours, not below 0");
+        let other_session = group(Some(("/autogroup-7", 0)), "0::/user.slice\n");
+        assert!(!yields(&own, 0, &other_session, 19), "another session's group competes whatever its tasks' nice");
+        let niced_session = group(Some(("/autogroup-7", 19)), "0::/user.slice\n");
+        assert!(yields(&own, 0, &niced_session, 0), "a whole session niced by 19 yields");
+        let other_cgroup = group(Some(("/autogroup-1", 0)), "0::/system.slice/batch.service\n");
+        assert!(!yields(&own, 0, &other_cgroup, 19), "another cgroup's share is not read: it competes");
+        let no_autogroups = group(None, "0::/\n");
+        assert!(yields(&no_autogroups, 0, &no_autogroups, 19));
+    }
+
+    /// Real spinning processes: one at our priority, one started with
+    /// `nice -n 19` (in our session), and one at nice 19 in a session of its
+    /// own (`setsid`), which with autogroups on is a group of its own that
+    /// the kernel weighs against ours as an equal.
+    #[test]
+    fn a_process_started_with_nice_in_our_session_does_not_count_as_busy() {
+        let own_nice = stat_fields(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap().1;
+        if own_nice + YIELDING_NICE > 19 {
+            eprintln!("skipped: this test runs at nice {own_nice}, so nothing can be started {YIELDING_NICE} below it");
+            return;
+        }
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let spin = |program: &str, args: &[&str]| {
+            Kill(std::process::Command::new(program).args(args).spawn().expect("nice, setsid and sh run"))
+        };
+        let busy = spin("nice", &["-n", "0", "sh", "-c", "while :; do :; done"]);
+        let yielding = spin("nice", &["-n", "19", "sh", "-c", "while :; do :; done"]);
+        // setsid execs (it is not a group leader as a fresh child), so the
+        // child's pid is the spinner's.
+        let own_session = spin("setsid", &["nice", "-n", "19", "sh", "-c", "while :; do :; done"]);
+        // Until they have exec'd into their loops.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let tasks = competing_tasks().expect("/proc is readable");
+        let pids: Vec<u32> = tasks.iter().map(|t| t.0).collect();
+        assert!(pids.contains(&busy.0.id()), "the spinner at our priority is runnable and counted: {tasks:?}");
+        assert!(!pids.contains(&yielding.0.id()), "the spinner at nice +19 in our session is not counted: {tasks:?}");
+        assert!(!pids.contains(&std::process::id()), "our own threads are not counted");
+        let autogroups =
+            std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").is_ok_and(|v| v.trim() == "1");
+        assert_eq!(
+            pids.contains(&own_session.0.id()),
+            autogroups,
+            "the niced spinner in a session of its own competes exactly when autogroups are on: {tasks:?}"
+        );
     }
 
     #[test]
