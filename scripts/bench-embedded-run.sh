@@ -24,10 +24,13 @@ STORE=$OUT/store
 save() {
   [ -f "$RUN/run.sqlite" ] || { echo "bench-embedded-run: no run in $RUN to save" >&2; return 1; }
   mkdir -p "$STORE"
+  # The run's own files (config.toml, plugins.json); not the evaluator's
+  # scratch, the lock or the report made from it.
   for f in "$RUN"/*; do
+    [ -f "$f" ] || continue
     case "$(basename "$f")" in
       run.sqlite|run.sqlite-*|run.lock) ;;
-      *) cp -r "$f" "$STORE/" ;;
+      *) cp "$f" "$STORE/" ;;
     esac
   done
   # SQLite's online backup: a consistent copy while the run writes, the

@@ -620,3 +620,37 @@ fn a_design_that_fails_its_check_is_fixed_by_the_generator_within_the_iteration_
     assert_eq!(asked(&replayed[0]), asked(rec));
     assert_eq!(replayed[0].code, rec.code);
 }
+
+/// A small generator shown the repaired best often writes it out again: that
+/// answer differs from the one screened by the repaired line, and is the
+/// network already trained, so it is a duplicate, not a second training.
+#[test]
+fn a_design_written_as_the_earlier_one_trained_after_its_repair_is_a_duplicate() {
+    use nas_host::search::novelty::signature;
+    let repaired = MISMATCH.replace("nn.Linear(16 * 7 * 7, num_classes)", "nn.Linear(3136, num_classes)");
+    assert!(
+        signature(MISMATCH).similarity(&signature(&repaired)) < 0.98,
+        "the answer as written is not a near-duplicate of it as repaired"
+    );
+    let server = TestServer::start();
+    let again = repaired.clone();
+    server.set_responder(move |req: &RecordedRequest| {
+        let (generator, user, _) = exchange(req);
+        Some(Step::reply(if generator {
+            fence(if user.contains("This is attempt 1.") { MISMATCH } else { &again })
+        } else {
+            REAL.to_string()
+        }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config_with(dir.path(), &server, "repair = [\"flatten\"]\nnovelty_threshold = 0.98");
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+    assert_eq!(recs[0].code.as_deref().map(str::trim_end), Some(repaired.trim_end()), "trained as repaired");
+    match &recs[1].outcome {
+        Outcome::Duplicate { of: 1, similarity } => assert!(*similarity > 0.999, "{similarity}"),
+        other => panic!("the repaired design written out again was not a duplicate of 1: {other:?}"),
+    }
+}

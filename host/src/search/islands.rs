@@ -46,10 +46,26 @@ enum Entry {
 }
 
 /// The novelty archive shared by the islands, in iteration order.
-#[derive(Debug, Default)]
+///
+/// Each evaluated candidate is kept as the generator wrote it; one that
+/// repairs changed before training (`[search] repair`) is also kept as it
+/// trained, for the later candidates of its own island: a small generator
+/// shown the repaired best often writes it out again, which differs from the
+/// answer that was screened by the repaired lines and would otherwise train
+/// the same network twice. Another island's repaired designs are not
+/// compared with, as whether they are known yet depends on timing.
+#[derive(Debug)]
 pub struct OrderedArchive {
     entries: Mutex<BTreeMap<u64, Entry>>,
+    trained: Mutex<BTreeMap<u64, Signature>>,
+    islands: u64,
     changed: Condvar,
+}
+
+impl Default for OrderedArchive {
+    fn default() -> Self {
+        OrderedArchive::new(1)
+    }
 }
 
 /// The archive's answer for a candidate.
@@ -64,9 +80,30 @@ pub enum Screen {
 }
 
 impl OrderedArchive {
-    /// Records what a committed iteration left in the archive (on resume).
-    pub fn restore(&self, t: u64, evaluated: Option<Signature>) {
+    /// An empty archive of a run with `islands` islands.
+    pub fn new(islands: u64) -> Self {
+        OrderedArchive {
+            entries: Mutex::default(),
+            trained: Mutex::default(),
+            islands: islands.max(1),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Records what a committed iteration left in the archive (on resume):
+    /// the answer's signature, and the trained design's when repairs changed
+    /// it.
+    pub fn restore(&self, t: u64, evaluated: Option<Signature>, trained: Option<Signature>) {
         lock(&self.entries).insert(t, evaluated.map_or(Entry::Nothing, Entry::Evaluated));
+        if let Some(sig) = trained {
+            lock(&self.trained).insert(t, sig);
+        }
+    }
+
+    /// Records the design candidate `t` trained as, when repairs changed it
+    /// after it was screened.
+    pub fn trained(&self, t: u64, sig: Signature) {
+        lock(&self.trained).insert(t, sig);
     }
 
     /// Marks iterations that will not run (an island that stopped), so later
@@ -96,12 +133,21 @@ impl OrderedArchive {
         }
     }
 
-    /// The most similar evaluated design before `t` at or above `threshold`.
-    fn twin(entries: &BTreeMap<u64, Entry>, t: u64, sig: &Signature, threshold: f64) -> Option<(u64, f64)> {
+    /// The most similar evaluated design before `t` at or above `threshold`
+    /// (as written, or as trained for `t`'s own island).
+    fn twin(&self, entries: &BTreeMap<u64, Entry>, t: u64, sig: &Signature, threshold: f64) -> Option<(u64, f64)> {
+        let trained = lock(&self.trained);
+        let island = locate(t, self.islands).0;
         entries
             .range(..t)
             .filter_map(|(i, e)| match e {
-                Entry::Evaluated(s) => Some((*i, s.similarity(sig))),
+                Entry::Evaluated(s) => {
+                    let as_trained = trained
+                        .get(i)
+                        .filter(|_| locate(*i, self.islands).0 == island)
+                        .map_or(0.0, |tr| tr.similarity(sig));
+                    Some((*i, s.similarity(sig).max(as_trained)))
+                }
                 Entry::Nothing => None,
             })
             .filter(|(_, sim)| *sim >= threshold)
@@ -115,7 +161,7 @@ impl OrderedArchive {
         let Some(entries) = self.known_before(t, stopping) else {
             return Screen::Stopped;
         };
-        match Self::twin(&entries, t, sig, threshold) {
+        match self.twin(&entries, t, sig, threshold) {
             Some((of, sim)) => Screen::Duplicate(of, sim),
             None => Screen::Novel,
         }
@@ -141,7 +187,7 @@ impl OrderedArchive {
             self.changed.notify_all();
             return Screen::Novel;
         };
-        let twin = if filter { Self::twin(&entries, t, &sig, threshold) } else { None };
+        let twin = if filter { self.twin(&entries, t, &sig, threshold) } else { None };
         let screen = match twin {
             Some((of, sim)) => {
                 entries.insert(t, Entry::Nothing);
@@ -246,6 +292,38 @@ mod tests {
         // A later duplicate of 2 points at 2, never at a later twin.
         assert!(matches!(archive.screen(4, Some(signature(code)), 0.9, true, &never), Screen::Duplicate(2, _)));
         assert_eq!(archive.screen(6, None, 0.9, true, &|| true), Screen::Stopped);
+    }
+
+    #[test]
+    fn a_design_written_as_an_earlier_one_trained_after_repairs_is_its_twin_on_its_own_island() {
+        let answer = "class Net:\n    def __init__(self):\n        self.conv = nn.Conv2d(1, 32, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(32 * 28 * 28, 10)\n    def forward(self, x):\n        return self.fc(self.pool(self.conv(x)).flatten(1))\n";
+        let repaired = answer.replace("32 * 28 * 28", "6272");
+        let never = || false;
+        assert!(signature(answer).similarity(&signature(&repaired)) < 0.95, "the repaired line is a real difference");
+        // One chain: iteration 1 trained as repaired; 2 writes the repaired
+        // design out again.
+        let one = OrderedArchive::new(1);
+        assert_eq!(one.screen(1, Some(signature(answer)), 0.95, true, &never), Screen::Novel);
+        assert_eq!(one.probe(2, &signature(&repaired), 0.95, &never), Screen::Novel, "not known as trained yet");
+        one.trained(1, signature(&repaired));
+        assert_eq!(one.probe(2, &signature(&repaired), 0.95, &never), Screen::Duplicate(1, 1.0));
+        assert_eq!(one.screen(2, Some(signature(&repaired)), 0.95, true, &never), Screen::Duplicate(1, 1.0));
+        // Restored from the records, the same.
+        let resumed = OrderedArchive::new(1);
+        resumed.restore(1, Some(signature(answer)), Some(signature(&repaired)));
+        assert_eq!(resumed.probe(2, &signature(&repaired), 0.95, &never), Screen::Duplicate(1, 1.0));
+        // Two islands: 1 is island 0's, 2 island 1's, 3 island 0's again.
+        let two = OrderedArchive::new(2);
+        assert_eq!(two.screen(1, Some(signature(answer)), 0.95, true, &never), Screen::Novel);
+        two.trained(1, signature(&repaired));
+        assert_eq!(two.screen(2, Some(signature(&repaired)), 0.95, true, &never), Screen::Novel, "another island's");
+        // Island 0's 3 finds its own 1 as trained (and 2 as written): the
+        // earliest twin.
+        assert_eq!(two.probe(3, &signature(&repaired), 0.95, &never), Screen::Duplicate(1, 1.0));
+        let other = OrderedArchive::new(2);
+        other.restore(1, Some(signature(answer)), Some(signature(&repaired)));
+        other.restore(2, None, None);
+        assert_eq!(other.probe(3, &signature(&repaired), 0.95, &never), Screen::Duplicate(1, 1.0), "its own island's");
     }
 
     #[test]

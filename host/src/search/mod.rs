@@ -404,6 +404,7 @@ impl<'a> Search<'a> {
         let slots = roles.evaluators.len().max(1) as u64;
         let admission =
             Admission::new(memory.budget_mb, memory.estimate_mb.or(memory.budget_mb.map(|b| b / slots)).unwrap_or(0));
+        let islands = u64::from(cfg.islands.max(1));
         Search {
             admission,
             objective,
@@ -419,7 +420,7 @@ impl<'a> Search<'a> {
             memory: Mutex::new(roles.memory),
             store: Mutex::new(store),
             replay: replay.map(Mutex::new),
-            archive: OrderedArchive::default(),
+            archive: OrderedArchive::new(islands),
             migrations: Migrations::default(),
             committed: Mutex::new(Vec::new()),
             halt: Mutex::new(Halt::default()),
@@ -543,13 +544,15 @@ impl<'a> Search<'a> {
             })
             .collect();
         for r in &records {
-            let evaluated = match (&r.code, &r.outcome) {
+            let (evaluated, trained) = match (&r.code, &r.outcome) {
                 (Some(code), Outcome::Ok { .. } | Outcome::Failed { .. }) => {
-                    Some(novelty::signature(&repair::screened(&r.repair, code)))
+                    let screened = repair::screened(&r.repair, code);
+                    let trained = (screened != *code).then(|| novelty::signature(code));
+                    (Some(novelty::signature(&screened)), trained)
                 }
-                _ => None,
+                _ => (None, None),
             };
-            self.archive.restore(r.iteration, evaluated);
+            self.archive.restore(r.iteration, evaluated, trained);
             if let Some(peak) = peak_of(&r.outcome) {
                 self.admission.observe(peak);
             }
@@ -1088,6 +1091,9 @@ impl<'a> Search<'a> {
             retries.extend(more_retries);
         }
         let (outcome, over_limit) = self.objective.judge(outcome);
+        if softened != *code {
+            self.archive.trained(t, novelty::signature(&softened));
+        }
         let repaired = (!notes.is_empty()).then_some((softened, notes));
         Ok(Ok(Evaluated { outcome, seconds, repaired, over_limit, retries }))
     }
