@@ -26,8 +26,8 @@ use nas_plugin_api::{ChatMessage, ChatRequest, LlmBackend, PluginError};
 const MODEL: &str = "qwen2.5-coder-1.5b";
 const PROMPT: &str = "Write a PyTorch image classifier `class Net(nn.Module)` for 1x28x28 inputs and 10 classes, \
 with `__init__(self, in_shape, num_classes)`. Answer with the code only, in one python block.";
-const ROUNDS: usize = 3;
-const NEW_TOKENS: u32 = 160;
+const ROUNDS: usize = 1;
+const NEW_TOKENS: u32 = 96;
 
 /// Background processes, killed when dropped.
 struct Load(Vec<Child>);
@@ -155,7 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Written by `cargo bench -p nas-llm-local --bench niced` (plugins/nas-llm-local/benches/niced.rs), {:.0} s. \
          Qwen2.5-Coder-1.5B-Instruct Q4_K_M through llama.cpp; {NEW_TOKENS} new tokens, greedy, from the same \
          prompt; generated tokens/s = (tokens − 1) / (call time − prompt time on an idle machine). The loads are \
-         taken in turns, {ROUNDS} rounds; each figure is the mean. `free_cores` is the thread count `llm.local` \
+         taken in turns, {ROUNDS} round(s); each figure is the mean. `free_cores` is the thread count `llm.local` \
          chooses by default under that load (each round's answer).\n",
         started.elapsed().as_secs_f64()
     )?;
@@ -163,7 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(md, "Machine: {cores} cores; kernel.sched_autogroup_enabled = {}.\n", autogroups.trim())?;
     write!(md, "| load | free_cores |")?;
     for t in &counts {
-        write!(md, " {t} threads, tokens/s |")?;
+        write!(md, " {t} thread{}, tokens/s |", if *t == 1 { "" } else { "s" })?;
     }
     writeln!(md)?;
     writeln!(md, "|---|---|{}", "---|".repeat(counts.len()))?;
