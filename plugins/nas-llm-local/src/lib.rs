@@ -465,8 +465,24 @@ mod tests {
         // setsid execs (it is not a group leader as a fresh child), so the
         // child's pid is the spinner's.
         let own_session = spin("setsid", &["nice", "-n", "19", "sh", "-c", "while :; do :; done"]);
-        // Until they have exec'd into their loops.
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Until each has set its nice and exec'd into its loop: before, it
+        // runs at ours and is rightly counted (on a loaded machine that can
+        // take longer than any fixed sleep).
+        for (child, nice) in [(&busy, own_nice), (&yielding, 19), (&own_session, 19)] {
+            let stat = format!("/proc/{}/stat", child.0.id());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let line = std::fs::read_to_string(&stat).unwrap_or_default();
+                if line.contains(" (sh) ") && stat_fields(&line).is_some_and(|(_, n)| n == nice) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the spinner never started its loop at nice {nice}: {line}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         let tasks = competing_tasks().expect("/proc is readable");
         let pids: Vec<u32> = tasks.iter().map(|t| t.0).collect();
         assert!(pids.contains(&busy.0.id()), "the spinner at our priority is runnable and counted: {tasks:?}");
