@@ -34,40 +34,19 @@
 # candidate, default 20000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/device-nas.sh
 PACK=.whl/islands-bench
 
 case "${1:-}" in
 prepare)
-  HOME_DIR=${NAS_HOME:-$HOME/.cache/nas}
-  PREPARED=$(ls -d "$HOME_DIR"/data/prepared/fashion-mnist-*/ 2>/dev/null | head -1)
-  [ -n "$PREPARED" ] && [ -f "$PREPARED/manifest.json" ] || {
-    echo "no prepared Fashion-MNIST under $HOME_DIR/data/prepared: run 'nas data fetch fashion-mnist'" >&2
-    exit 2
-  }
-  rm -rf "$PACK" && mkdir -p "$PACK"
-  strip -o "$PACK/nas" target/release/nas
-  strip -o "$PACK/nas-eval-worker" target/release/nas-eval-worker
-  xz -T0 -6 "$PACK/nas"
-  tar -C "$(dirname "$PREPARED")" -cJf "$PACK/fashion-mnist.tar.xz" "$(basename "$PREPARED")"
+  device_pack "$PACK"
   du -sh "$PACK" "$PACK"/*
   ;;
 run)
   OUT_DIR=${2:-${OUT:-/tmp/islands-bench}}
   mkdir -p "$OUT_DIR"
-  [ -f "$PACK/nas.xz" ] || { echo "no $PACK: run '$0 prepare' here and carry it" >&2; exit 2; }
-  if [ -z "${PYTHON:-}" ]; then
-    PYTHON=python3
-    [ -x /opt/torch/.venv/bin/python3 ] && PYTHON=/opt/torch/.venv/bin/python3
-  fi
   WORK=$(mktemp -d /tmp/islands-bench.XXXX)
-  xz -dc "$PACK/nas.xz" > "$WORK/nas" && chmod +x "$WORK/nas"
-  cp "$PACK/nas-eval-worker" "$WORK/" && chmod +x "$WORK/nas-eval-worker"
-  export NAS_HOME=$WORK/home
-  mkdir -p "$NAS_HOME/data/prepared"
-  tar -C "$NAS_HOME/data/prepared" -xJf "$PACK/fashion-mnist.tar.xz"
-  TORCH_LIB=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-  export LD_LIBRARY_PATH=$TORCH_LIB:${LD_LIBRARY_PATH:-}
-  export NAS_PYTHON=$PYTHON NAS_EVAL_WORKER=$WORK/nas-eval-worker
+  device_unpack "$PACK" "$WORK"
   N=${CANDIDATES:-8} K=${SLOTS:-4} DEV=${DEVICE:-cuda} TRAIN=${TRAIN:-20000}
   # N small nets of different widths (a few thousand to a few hundred
   # thousand parameters).

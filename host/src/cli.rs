@@ -307,6 +307,11 @@ pub struct EvalArgs {
     /// parameters than this (`[search.limits] max_params`).
     #[arg(long, value_name = "N", value_parser = count)]
     pub max_params: Option<u64>,
+    /// Seed of initialisation and shuffling (default: the evaluator's, 43
+    /// for eval.tch-one-epoch); scoring a design under a few seeds shows how
+    /// far its one-epoch figure moves by chance.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// The evaluator plugin.
     #[arg(long, default_value = "eval.tch-one-epoch")]
     pub evaluator: String,

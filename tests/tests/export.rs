@@ -366,6 +366,8 @@ fn the_real_evaluator_writes_the_trained_best_model_as_torchscript_and_lemur_fil
                 "cpu",
                 "--max-train-examples",
                 "16",
+                "--seed",
+                "7",
                 "--json",
             ],
         );
@@ -374,5 +376,6 @@ fn the_real_evaluator_writes_the_trained_best_model_as_torchscript_and_lemur_fil
         let outcome: Value = serde_json::from_str(&stdout).expect("json outcome");
         assert_eq!(outcome["status"], "ok", "{outcome}");
         assert_eq!(outcome["extra"]["contract"], "lemur", "{outcome}");
+        assert_eq!(outcome["seed"], 7, "the seed given is the one trained with: {outcome}");
     }
 }

@@ -41,7 +41,7 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
             source,
             dataset: prepared.reference,
             time_limit_s: args.time_limit,
-            seed: None,
+            seed: args.seed,
             save_model: None,
             budget: Budget { max_params: args.max_params, max_flops: args.max_flops },
         })

@@ -1500,6 +1500,7 @@ fn failure_hint(outcome: &Outcome) -> Option<String> {
         }
         Outcome::Failed { failure } => repair::flatten_mismatch(failure)
             .map(|m| repair::plain_words(&m))
+            .or_else(|| repair::unflattened_linear(failure))
             .or_else(|| channel_mismatch(&failure.message))
             .or_else(|| shrunk_to_nothing(&failure.message))
             .or_else(|| unflattened(&failure.message)),

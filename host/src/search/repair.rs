@@ -136,12 +136,48 @@ pub fn screened(notes: &[RepairNote], repaired: &str) -> String {
     notes.iter().rev().filter(|n| !n.made_on_answer()).fold(repaired.to_string(), |code, note| note.original(&code))
 }
 
-/// The flatten mismatch a failure reports, if it is one.
+/// The flatten mismatch a failure reports, if it is one: not when the
+/// layer's input has more rows than the batch (see [`unflattened_linear`]).
 pub fn flatten_mismatch(failure: &CandidateFailure) -> Option<FlattenMismatch> {
-    [failure.message.as_str(), failure.traceback.as_str()].into_iter().find_map(parse_mismatch)
+    let (rows, m) = [failure.message.as_str(), failure.traceback.as_str()].into_iter().find_map(parse_mismatch)?;
+    match check_batch(&failure.message) {
+        Some(batch) if batch != rows => None,
+        _ => Some(m),
+    }
 }
 
-fn parse_mismatch(text: &str) -> Option<FlattenMismatch> {
+/// A `nn.Linear` that got the feature maps unflattened: torch multiplies
+/// the last dimension, so `[2, 128, 14, 14]` reaches it as 3584 rows of 14
+/// features, and `in_features = 14` would "fit" and return a 4-D output.
+/// Read only where the check's dummy batch is known (its message says
+/// `dummy batch of shape [2, ...]`); said in plain words, with the size the
+/// layer needs once the maps are flattened.
+pub fn unflattened_linear(failure: &CandidateFailure) -> Option<String> {
+    let batch = check_batch(&failure.message)?;
+    let (rows, m) = [failure.message.as_str(), failure.traceback.as_str()].into_iter().find_map(parse_mismatch)?;
+    (batch > 0 && rows != batch && rows % batch == 0).then(|| {
+        format!(
+            "nn.Linear({}, {}) receives the feature maps without a flatten ({} rows of {} values for a batch of {}): \
+             flatten them first (x = torch.flatten(x, 1)); its in_features must then be {} for this input size, or \
+             compute it from in_shape.",
+            m.expected,
+            m.out_features,
+            rows,
+            m.features,
+            batch,
+            rows / batch * m.features
+        )
+    })
+}
+
+/// The batch of the check's forward pass, from its message.
+fn check_batch(message: &str) -> Option<u64> {
+    let rest = &message[message.find("dummy batch of shape [")? + 22..];
+    rest[..rest.find(',')?].trim().parse().ok()
+}
+
+/// The rows of the layer's input and the mismatch, from torch's message.
+fn parse_mismatch(text: &str) -> Option<(u64, FlattenMismatch)> {
     let rest = &text[text.find("mat1 and mat2 shapes cannot be multiplied (")? + 43..];
     let inner = &rest[..rest.find(')')?];
     let (a, b) = inner.split_once(" and ")?;
@@ -149,8 +185,8 @@ fn parse_mismatch(text: &str) -> Option<FlattenMismatch> {
         let (x, y) = s.trim().split_once('x')?;
         Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
     };
-    let ((_, features), (expected, out_features)) = (dims(a)?, dims(b)?);
-    (features != expected).then_some(FlattenMismatch { features, expected, out_features })
+    let ((rows, features), (expected, out_features)) = (dims(a)?, dims(b)?);
+    (features != expected).then_some((rows, FlattenMismatch { features, expected, out_features }))
 }
 
 /// The mismatch in plain words, for the Improver's feedback and the
@@ -1602,6 +1638,27 @@ mod tests {
         let words = plain_words(&m);
         assert!(words.contains("2304") && words.contains("12544"), "{words}");
         assert_eq!(flatten_mismatch(&failure("name 'nn' is not defined")), None);
+        assert_eq!(unflattened_linear(&f), None, "no dummy batch in the message: nothing to compare");
+    }
+
+    /// Iteration 48 of the kept target run: the feature maps reached the
+    /// head unflattened, and the flatten repair used to set in_features to
+    /// 14, which passed the matmul and returned [2, 128, 14, 10].
+    #[test]
+    fn a_linear_fed_unflattened_maps_is_not_a_flatten_size_to_repair() {
+        let f = failure(
+            "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: mat1 and mat2 shapes \
+             cannot be multiplied (3584x14 and 256x10)",
+        );
+        assert_eq!(flatten_mismatch(&f), None);
+        let words = unflattened_linear(&f).expect("said in plain words");
+        assert!(words.contains("without a flatten") && words.contains("25088"), "{words}");
+        let flattened = failure(
+            "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: mat1 and mat2 shapes \
+             cannot be multiplied (2x2304 and 12544x512)",
+        );
+        assert_eq!(flatten_mismatch(&flattened).map(|m| m.features), Some(2304));
+        assert_eq!(unflattened_linear(&flattened), None);
     }
 
     #[test]

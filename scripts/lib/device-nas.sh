@@ -1,0 +1,44 @@
+# Shared by the scripts that run `nas eval` on the GPU machine (sourced).
+#
+# The GPU machine has torch (in /opt/torch/.venv, its `python3`) but no Rust
+# toolchain and no network, so the `nas` binary, the training worker and the
+# prepared Fashion-MNIST travel with the checkout, compressed to fit what the
+# device tool carries (64 MiB).
+
+# device_pack DIR: here, after `cargo build --release -p nas-host --bin nas`
+# and `cargo build --release -p nas-eval-tch-worker`, with Fashion-MNIST
+# prepared (`nas data fetch fashion-mnist`).
+device_pack() {
+  local pack=$1 home_dir=${NAS_HOME:-$HOME/.cache/nas} prepared
+  prepared=$(ls -d "$home_dir"/data/prepared/fashion-mnist-*/ 2>/dev/null | head -1)
+  [ -n "$prepared" ] && [ -f "$prepared/manifest.json" ] || {
+    echo "no prepared Fashion-MNIST under $home_dir/data/prepared: run 'nas data fetch fashion-mnist'" >&2
+    return 2
+  }
+  rm -rf "$pack" && mkdir -p "$pack"
+  strip -o "$pack/nas" target/release/nas
+  strip -o "$pack/nas-eval-worker" target/release/nas-eval-worker
+  xz -T0 -6 "$pack/nas"
+  tar -C "$(dirname "$prepared")" -cJf "$pack/fashion-mnist.tar.xz" "$(basename "$prepared")"
+}
+
+# device_unpack DIR WORK: there. Puts `nas` and the worker in WORK, the
+# dataset under WORK/home, and exports NAS_HOME, LD_LIBRARY_PATH (torch's
+# libraries), NAS_PYTHON and NAS_EVAL_WORKER; sets PYTHON when unset.
+device_unpack() {
+  local pack=$1 work=$2
+  [ -f "$pack/nas.xz" ] || { echo "no $pack: run the script's 'prepare' here and carry it" >&2; return 2; }
+  if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    [ -x /opt/torch/.venv/bin/python3 ] && PYTHON=/opt/torch/.venv/bin/python3
+  fi
+  xz -dc "$pack/nas.xz" > "$work/nas" && chmod +x "$work/nas"
+  cp "$pack/nas-eval-worker" "$work/" && chmod +x "$work/nas-eval-worker"
+  export NAS_HOME=$work/home
+  mkdir -p "$NAS_HOME/data/prepared"
+  tar -C "$NAS_HOME/data/prepared" -xJf "$pack/fashion-mnist.tar.xz"
+  local torch_lib
+  torch_lib=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  export LD_LIBRARY_PATH=$torch_lib:${LD_LIBRARY_PATH:-}
+  export NAS_PYTHON=$PYTHON NAS_EVAL_WORKER=$work/nas-eval-worker
+}
