@@ -10,7 +10,7 @@ import os
 import statistics
 import sys
 
-work, designs, device, gpu, p1, p2, slots, out_dir = sys.argv[1:9]
+work, designs, device, machine, p1, p2, slots, out_dir = sys.argv[1:9]
 TARGET = 0.91
 # The references' one-epoch accuracies on the CPU (docs/results/embedded-run.md,
 # "How high one epoch goes under this recipe"), for the device cross-check.
@@ -70,11 +70,12 @@ over_mean = [r for r in multi if r["mean"] >= TARGET]
 pct = lambda a: f"{100 * a:.2f} %"
 
 lines = [
-    "## The one-epoch ceiling on a GPU",
+    f"## The one-epoch ceiling on `{device}`",
     "",
-    f"Written by `scripts/device-ceiling-bench.sh run`. GPU: {gpu}. Device `{device}`, {slots} `nas eval` at once; "
-    "eval.tch-one-epoch defaults (one epoch of SGD, lr 0.01, momentum 0.9, weight decay 5e-4, batch 128), all 60,000 "
-    f"training and 10,000 test images of Fashion-MNIST, `--max-flops 2e8` as in the embedded run. Phase 1: "
+    f"Written by `scripts/device-ceiling-bench.sh run`. Machine: {machine}. Device `{device}`, {slots} `nas eval` at once; "
+    "eval.tch-one-epoch defaults (one epoch of SGD, lr 0.01, momentum 0.9, weight decay 5e-4, batch 128), "
+    + (f"the first {os.environ['TRAIN']} training images" if os.environ.get("TRAIN") else "all 60,000 training images")
+    + " and the 10,000 test images of Fashion-MNIST, `--max-flops 2e8` as in the embedded run. Phase 1: "
     f"{len(rows)} designs at seed 43 ({p1} s); phase 2: the best of them under more seeds ({p2} s).",
     "",
     f"**{len(over)} of {len(scored)} designs reached {pct(TARGET)} at seed 43**"
@@ -129,6 +130,6 @@ if failures:
     lines += ["", "Not scored:", ""] + [f"- {f}" for f in failures]
 os.makedirs(out_dir, exist_ok=True)
 open(os.path.join(out_dir, "ceiling-bench.md"), "w").write("\n".join(lines) + "\n")
-json.dump({"gpu": gpu, "device": device, "designs": sorted(rows.values(), key=lambda r: r["name"]), "failures": failures},
+json.dump({"machine": machine, "device": device, "designs": sorted(rows.values(), key=lambda r: r["name"]), "failures": failures},
           open(os.path.join(out_dir, "ceiling-bench.json"), "w"), indent=1, default=str)
 print("\n".join(lines[:8]))

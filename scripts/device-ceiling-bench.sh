@@ -29,8 +29,11 @@
 # Environment: PYTHON (default /opt/torch/.venv/bin/python3, else python3),
 # SLOTS (`nas eval` processes at once, default 8), DEVICE (cuda), TOP (10),
 # SEEDS ("1 2 3"), TRAIN (train examples, default all), LIMIT (designs of
-# the grid, default all; for a quick try), PHASE2_AFTER (seconds after which
-# phase 2 is skipped, default 360).
+# the grid, default all; for a quick try), ONLY (the names of the designs to
+# score, space-separated, e.g. "ref-vgg-64-128 cnn-64-128-fc512"; default
+# all), PHASE2_AFTER (seconds after which phase 2 is skipped, default 360).
+# On a machine without a GPU: DEVICE=cpu PYTHON=.venv/bin/python and a few
+# designs in ONLY (an epoch takes minutes there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/device-nas.sh
@@ -59,9 +62,16 @@ run)
     [ "$name" = . ] && name=run-50p
     cp "$f" "$D/loop-$name.py"
   done
+  if [ -n "${ONLY:-}" ]; then
+    for f in "$D"/*.py; do
+      case " $ONLY " in *" $(basename "$f" .py) "*) ;; *) rm "$f" ;; esac
+    done
+    [ -n "$(ls "$D" | grep '\.py$')" ] || { echo "ONLY names no design: $ONLY" >&2; exit 2; }
+  fi
   "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-  GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || echo "no nvidia-smi")
-  echo "$GPU"
+  MACHINE=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)
+  [ -n "$MACHINE" ] || MACHINE="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, no GPU"
+  echo "$MACHINE"
   TRAIN_ARGS=()
   [ -n "${TRAIN:-}" ] && TRAIN_ARGS=(--max-train-examples "$TRAIN")
   mkdir -p "$WORK/out"
@@ -104,10 +114,10 @@ PY
   fi
   t2=$(date +%s)
   echo "phase 2: $((t2 - t1)) s"
-  "$PYTHON" scripts/ceiling-report.py "$WORK" "$D" "$DEV" "$GPU" "$((t1 - t0))" "$((t2 - t1))" "$K" "$OUT_DIR"
+  "$PYTHON" scripts/ceiling-report.py "$WORK" "$D" "$DEV" "$MACHINE" "$((t1 - t0))" "$((t2 - t1))" "$K" "$OUT_DIR"
   ;;
 *)
-  sed -n '2,36p' "$0" >&2
+  sed -n '2,39p' "$0" >&2
   exit 2
   ;;
 esac
