@@ -451,6 +451,46 @@ fn a_pooling_with_nothing_left_to_pool_is_taken_out_and_then_the_head_is_resized
     assert!(failures[0].contains("Output size is too small"), "{failures:?}");
 }
 
+/// A head fed the feature maps unflattened (iteration 48 of the kept
+/// embedded run): torch multiplies the last dimension, 224 rows of 14 for a
+/// batch of 2. A flatten goes in before the call, then the head gets the
+/// flattened size.
+const UNFLATTENED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(1, 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(100, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        x = self.fc(x)\n        return x\n";
+
+#[test]
+fn a_head_fed_unflattened_maps_gets_a_flatten_and_then_its_size() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, _, _) = exchange(req);
+        Some(Step::reply(if generator { fence(UNFLATTENED) } else { REAL.to_string() }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config_for(dir.path(), &server, 1, "repair = \"flatten\"");
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert_eq!(recs.len(), 1);
+    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+    let notes: Vec<(&str, usize, &str, &str)> =
+        recs[0].repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+    assert_eq!(
+        notes,
+        [
+            (
+                "flatten",
+                12,
+                "x = self.pool(torch.relu(self.conv(x)))",
+                "x = self.pool(torch.relu(self.conv(x)))\n        x = x.flatten(1)"
+            ),
+            ("flatten", 9, "self.fc = nn.Linear(100, num_classes)", "self.fc = nn.Linear(1568, num_classes)"),
+        ]
+    );
+    let failures: Vec<&str> =
+        recs[0].repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
+    assert!(failures[0].contains("(224x14 and 100x10)"), "{failures:?}");
+    assert!(failures[1].contains("(2x1568 and 100x10)"), "{failures:?}");
+}
+
 /// `GOOD` with twice the convolution's channels, written as the embedded
 /// generator writes some answers: the class stops after `__init__`.
 const WIDER_WITHOUT_FORWARD: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(16 * 4 * 4, num_classes)\n";

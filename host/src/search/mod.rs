@@ -1065,9 +1065,9 @@ impl<'a> Search<'a> {
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         for _ in 0..Self::MAX_REPAIRS_AFTER_FAILURE {
             let Outcome::Failed { failure } = &outcome else { break };
-            let flattened = || {
-                let m = repair::flatten_mismatch(failure)?;
-                repair::repair_flatten(&softened, &m, in_shape, failure).map(|(c, n)| (c, vec![n]))
+            let flattened = || match repair::flatten_mismatch(failure) {
+                Some(m) => repair::repair_flatten(&softened, &m, in_shape, failure).map(|(c, n)| (c, vec![n])),
+                None => repair::repair_unflattened(&softened, failure),
             };
             let channelled = || {
                 let m = repair::channel_mismatch(&failure.message)?;

@@ -170,6 +170,46 @@ pub fn unflattened_linear(failure: &CandidateFailure) -> Option<String> {
     })
 }
 
+/// With the `flatten` repair: a `nn.Linear` fed the feature maps
+/// unflattened ([`unflattened_linear`]) gets `x = x.flatten(1)` on a line of
+/// its own before the call the traceback ends at, when that line is
+/// `y = self.name(x)` (or `return self.name(x)`) with `self.name` an
+/// `nn.Linear` of `__init__` and `x` a plain name. The next check then
+/// measures the flattened size, which the flatten repair gives the layer.
+/// One note of kind `flatten`: its line is the one before the call, `after`
+/// that line and the added one.
+pub fn repair_unflattened(code: &str, failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
+    unflattened_linear(failure)?;
+    let lines: Vec<&str> = code.split('\n').collect();
+    let at = failing_forward_line(failure, code)? - 1;
+    let (forward, end) = forward_span(&lines)?;
+    if at <= forward || at >= end {
+        return None;
+    }
+    let call = uncommented(lines[at]).trim();
+    let call = call.strip_prefix("return ").or_else(|| call.split_once('=').map(|(_, r)| r)).unwrap_or(call).trim();
+    let (name, arg) = self_call(call)?;
+    let arg = arg.trim();
+    let linear = lines.iter().any(|l| match bound_by(l) {
+        (names, Some(rhs)) => names == [name.clone()] && rhs.starts_with("nn.Linear("),
+        _ => false,
+    });
+    if !linear || !is_ident(arg) || !call.ends_with(')') {
+        return None;
+    }
+    let added = format!("{}{arg} = {arg}.flatten(1)", &lines[at][..indent(lines[at])]);
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    out.insert(at, added.clone());
+    let note = RepairNote {
+        kind: "flatten".into(),
+        line: at,
+        before: lines[at - 1].to_string(),
+        after: format!("{}\n{added}", lines[at - 1]),
+        failure: Some(failure.clone()),
+    };
+    Some((out.join("\n"), vec![note]))
+}
+
 /// The batch of the check's forward pass, from its message.
 fn check_batch(message: &str) -> Option<u64> {
     let rest = &message[message.find("dummy batch of shape [")? + 22..];
@@ -1659,6 +1699,27 @@ mod tests {
         );
         assert_eq!(flatten_mismatch(&flattened).map(|m| m.features), Some(2304));
         assert_eq!(unflattened_linear(&flattened), None);
+    }
+
+    #[test]
+    fn a_flatten_is_added_before_a_linear_fed_unflattened_maps() {
+        let code = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(1, 128, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc2 = nn.Linear(256, num_classes)\n\n    def forward(self, x):\n        x = self.pool(self.conv(x))\n        x = self.fc2(x)\n        return x\n";
+        let traceback = "Traceback (most recent call last):\n  File \"/s/check.py\", line 171, in <module>\n    out = model(dummy)\n  File \"/s/candidate.py\", line 12, in forward\n    x = self.fc2(x)\n  File \"/t/linear.py\", line 134, in forward\n    return F.linear(input, self.weight, self.bias)\nRuntimeError: mat1 and mat2 shapes cannot be multiplied (3584x14 and 256x10)\n";
+        let mut f = failure(
+            "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: mat1 and mat2 shapes \
+             cannot be multiplied (3584x14 and 256x10)",
+        );
+        f.traceback = traceback.into();
+        let (fixed, notes) = repair_unflattened(code, &f).expect("repaired");
+        assert!(
+            fixed.contains("        x = self.pool(self.conv(x))\n        x = x.flatten(1)\n        x = self.fc2(x)"),
+            "{fixed}"
+        );
+        assert_eq!((notes.len(), notes[0].kind.as_str(), notes[0].line), (1, "flatten", 11));
+        assert_eq!(original(&notes, &fixed), code, "the note undoes it");
+        // A call of a layer that is not a Linear, or a traceback of other code, is left alone.
+        assert_eq!(repair_unflattened(&code.replace("nn.Linear(256", "nn.Bilinear(256"), &f), None);
+        assert_eq!(repair_unflattened(&code.replace("x = self.fc2(x)", "y = self.fc2(x)"), &f), None);
     }
 
     #[test]
