@@ -384,26 +384,33 @@ fn a_design_over_the_budget_is_not_trained_and_both_roles_read_its_cost_and_a_mi
     assert!(recs[1].code.as_deref().is_some_and(|c| !c.contains("self.pool2")), "{:?}", recs[1].code);
 }
 
+/// One iteration on the real evaluator, the generator answering `design`
+/// and `search` set in `[search]`: its record, which trained.
+fn one_trained_iteration(design: &'static str, search: &str) -> nas_host::records::IterationRecord {
+    let server = TestServer::start();
+    server.set_responder(move |req: &RecordedRequest| {
+        let (generator, _, _) = exchange(req);
+        Some(Step::reply(if generator { fence(design) } else { REAL.to_string() }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config_for(dir.path(), &server, 1, search);
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let mut recs = records(&run_dirs(dir.path()).pop().expect("run"));
+    assert_eq!(recs.len(), 1);
+    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+    recs.remove(0)
+}
+
 /// A convolution built for three channels on a one-channel image, and a
 /// head sized for two poolings after one: two failures, one after the other.
 const MISWIRED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.fc(x.flatten(1))\n";
 
 #[test]
 fn a_convolution_built_for_other_channels_and_then_a_flatten_size_are_repaired_in_turn() {
-    let server = TestServer::start();
-    server.set_responder(|req: &RecordedRequest| {
-        let (generator, _, _) = exchange(req);
-        Some(Step::reply(if generator { fence(MISWIRED) } else { REAL.to_string() }))
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config_for(dir.path(), &server, 1, "repair = [\"flatten\", \"channels\"]");
-    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
-    assert_eq!(recs.len(), 1);
-    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+    let rec = one_trained_iteration(MISWIRED, "repair = [\"flatten\", \"channels\"]");
     let notes: Vec<(&str, &str, &str)> =
-        recs[0].repair.iter().map(|n| (n.kind.as_str(), n.before.trim(), n.after.trim())).collect();
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.before.trim(), n.after.trim())).collect();
     assert_eq!(
         notes,
         [
@@ -413,7 +420,7 @@ fn a_convolution_built_for_other_channels_and_then_a_flatten_size_are_repaired_i
     );
     // Each note keeps the failure it repaired.
     let failures: Vec<&str> =
-        recs[0].repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
+        rec.repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
     assert!(failures[0].contains("to have 3 channels, but got 1"), "{failures:?}");
     assert!(failures[1].contains("1568") && failures[1].contains("392"), "{failures:?}");
 }
@@ -425,20 +432,9 @@ const POOLED_TOO_OFTEN: &str = "import torch\nimport torch.nn as nn\n\nclass Net
 
 #[test]
 fn a_pooling_with_nothing_left_to_pool_is_taken_out_and_then_the_head_is_resized() {
-    let server = TestServer::start();
-    server.set_responder(|req: &RecordedRequest| {
-        let (generator, _, _) = exchange(req);
-        Some(Step::reply(if generator { fence(POOLED_TOO_OFTEN) } else { REAL.to_string() }))
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config_for(dir.path(), &server, 1, "repair = [\"flatten\", \"pooling\"]");
-    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
-    assert_eq!(recs.len(), 1);
-    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+    let rec = one_trained_iteration(POOLED_TOO_OFTEN, "repair = [\"flatten\", \"pooling\"]");
     let notes: Vec<(&str, usize, &str, &str)> =
-        recs[0].repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
     assert_eq!(
         notes,
         [
@@ -447,7 +443,7 @@ fn a_pooling_with_nothing_left_to_pool_is_taken_out_and_then_the_head_is_resized
         ]
     );
     let failures: Vec<&str> =
-        recs[0].repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
+        rec.repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
     assert!(failures[0].contains("Output size is too small"), "{failures:?}");
 }
 
@@ -459,20 +455,9 @@ const UNFLATTENED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.M
 
 #[test]
 fn a_head_fed_unflattened_maps_gets_a_flatten_and_then_its_size() {
-    let server = TestServer::start();
-    server.set_responder(|req: &RecordedRequest| {
-        let (generator, _, _) = exchange(req);
-        Some(Step::reply(if generator { fence(UNFLATTENED) } else { REAL.to_string() }))
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config_for(dir.path(), &server, 1, "repair = \"flatten\"");
-    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let recs = records(&run_dirs(dir.path()).pop().expect("run"));
-    assert_eq!(recs.len(), 1);
-    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
+    let rec = one_trained_iteration(UNFLATTENED, "repair = \"flatten\"");
     let notes: Vec<(&str, usize, &str, &str)> =
-        recs[0].repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
     assert_eq!(
         notes,
         [
@@ -486,7 +471,7 @@ fn a_head_fed_unflattened_maps_gets_a_flatten_and_then_its_size() {
         ]
     );
     let failures: Vec<&str> =
-        recs[0].repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
+        rec.repair.iter().map(|n| n.failure.as_ref().map_or("", |f| f.message.as_str())).collect();
     assert!(failures[0].contains("(224x14 and 100x10)"), "{failures:?}");
     assert!(failures[1].contains("(2x1568 and 100x10)"), "{failures:?}");
 }

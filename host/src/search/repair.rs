@@ -139,11 +139,26 @@ pub fn screened(notes: &[RepairNote], repaired: &str) -> String {
 /// The flatten mismatch a failure reports, if it is one: not when the
 /// layer's input has more rows than the batch (see [`unflattened_linear`]).
 pub fn flatten_mismatch(failure: &CandidateFailure) -> Option<FlattenMismatch> {
-    let (rows, m) = [failure.message.as_str(), failure.traceback.as_str()].into_iter().find_map(parse_mismatch)?;
+    let (rows, m) = mismatch_rows(failure)?;
     match check_batch(&failure.message) {
         Some(batch) if batch != rows => None,
         _ => Some(m),
     }
+}
+
+/// The rows of the layer's input and the mismatch, from the failure's
+/// message or traceback.
+fn mismatch_rows(failure: &CandidateFailure) -> Option<(u64, FlattenMismatch)> {
+    [failure.message.as_str(), failure.traceback.as_str()].into_iter().find_map(parse_mismatch)
+}
+
+/// The mismatch, its rows and the check's batch, when the rows are a
+/// multiple of the batch other than it: the maps reached the layer
+/// unflattened.
+fn unflattened(failure: &CandidateFailure) -> Option<(FlattenMismatch, u64, u64)> {
+    let batch = check_batch(&failure.message)?;
+    let (rows, m) = mismatch_rows(failure)?;
+    (batch > 0 && rows != batch && rows % batch == 0).then_some((m, rows, batch))
 }
 
 /// A `nn.Linear` that got the feature maps unflattened: torch multiplies
@@ -153,21 +168,18 @@ pub fn flatten_mismatch(failure: &CandidateFailure) -> Option<FlattenMismatch> {
 /// `dummy batch of shape [2, ...]`); said in plain words, with the size the
 /// layer needs once the maps are flattened.
 pub fn unflattened_linear(failure: &CandidateFailure) -> Option<String> {
-    let batch = check_batch(&failure.message)?;
-    let (rows, m) = [failure.message.as_str(), failure.traceback.as_str()].into_iter().find_map(parse_mismatch)?;
-    (batch > 0 && rows != batch && rows % batch == 0).then(|| {
-        format!(
-            "nn.Linear({}, {}) receives the feature maps without a flatten ({} rows of {} values for a batch of {}): \
-             flatten them first (x = torch.flatten(x, 1)); its in_features must then be {} for this input size, or \
-             compute it from in_shape.",
-            m.expected,
-            m.out_features,
-            rows,
-            m.features,
-            batch,
-            rows / batch * m.features
-        )
-    })
+    let (m, rows, batch) = unflattened(failure)?;
+    Some(format!(
+        "nn.Linear({}, {}) receives the feature maps without a flatten ({} rows of {} values for a batch of {}): \
+         flatten them first (x = torch.flatten(x, 1)); its in_features must then be {} for this input size, or \
+         compute it from in_shape.",
+        m.expected,
+        m.out_features,
+        rows,
+        m.features,
+        batch,
+        rows / batch * m.features
+    ))
 }
 
 /// With the `flatten` repair: a `nn.Linear` fed the feature maps
@@ -179,7 +191,7 @@ pub fn unflattened_linear(failure: &CandidateFailure) -> Option<String> {
 /// One note of kind `flatten`: its line is the one before the call, `after`
 /// that line and the added one.
 pub fn repair_unflattened(code: &str, failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
-    unflattened_linear(failure)?;
+    unflattened(failure)?;
     let lines: Vec<&str> = code.split('\n').collect();
     let at = failing_forward_line(failure, code)? - 1;
     let (forward, end) = forward_span(&lines)?;
