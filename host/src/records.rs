@@ -245,6 +245,19 @@ pub struct IterationRecord {
     /// `change`), and the memory entry this attempt closes holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub made_change: Option<String>,
+    /// The design `made_change` was made on when it was not the best: every
+    /// common change had been tried on the best, so the search made one on
+    /// a next-best trained design (its iteration and accuracy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_on: Option<MadeOn>,
+}
+
+/// The trained design, not the best, that the search made a common change
+/// on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MadeOn {
+    pub iteration: u64,
+    pub accuracy: f64,
 }
 
 /// A generator answer asked for again.

@@ -518,6 +518,7 @@ mod tests {
             eval_retries: Vec::new(),
             regenerated: Vec::new(),
             made_change: None,
+            made_on: None,
         }
     }
 

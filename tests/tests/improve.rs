@@ -5,7 +5,8 @@
 //! that layer before training (the real evaluator, real Fashion-MNIST), and a
 //! replay of the same answers shows both behaviours side by side. A design
 //! given back unchanged on every retry gets a common change made by the
-//! search (`repair = "change"`). A design that fails its check is fixed by
+//! search (`repair = "change"`), on a next-best design when none is left on
+//! the best. A design that fails its check is fixed by
 //! the generator within the iteration, told the error (`fix_retries`).
 
 use std::path::{Path, PathBuf};
@@ -573,6 +574,91 @@ fn a_design_given_back_on_every_retry_gets_a_common_change_made_by_the_search_an
         .find(|(generator, user, _)| *generator && user.contains("This is attempt 3."))
         .expect("attempt 3's prompt");
     assert!(third.1.contains(&format!("the search made this change to it itself: {made}")), "{}", third.1);
+}
+
+/// A best design the search can make no common change on: it has dropout,
+/// one `nn.Linear` (so no wider head and no batch norm between two), its
+/// convolution is not bound by name (no batch norm after it), and `forward`
+/// flattens to a written size (no convolution resized).
+const UNCHANGEABLE: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Dropout(0.1))\n        self.head = nn.Linear(8 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).view(-1, 8 * 4 * 4))\n";
+
+/// A weaker design (two channels, pooled to one value each) the search can
+/// change.
+const WEAK: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))\n        self.head = nn.Linear(2, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";
+
+#[test]
+fn when_no_change_is_left_on_the_best_the_search_makes_one_on_a_next_best_design() {
+    use nas_host::search::{change, improver, repair};
+    let fashion = [1, 28, 28];
+    // What the test rests on: no common change is left on the best; one is on the other.
+    let left = |code: &str| {
+        improver::FALLBACK_CHANGES
+            .iter()
+            .filter(|(c, has)| !has(code) && change::make(c, code, fashion).is_some())
+            .count()
+    };
+    assert_eq!(left(UNCHANGEABLE), 0);
+    assert!(left(WEAK) > 0);
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, user, _) = exchange(req);
+        // Attempt 1 is the weak design; from attempt 2 on, the generator
+        // writes the better one whatever it is asked.
+        Some(Step::reply(match (generator, user.contains("This is attempt 1.")) {
+            (true, true) => fence(WEAK),
+            (true, false) => fence(UNCHANGEABLE),
+            (false, _) => REAL.to_string(),
+        }))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let search = "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"\nfallback_changes = true\nrepair = [\"change\", \"channels\", \"flatten\"]";
+    let cfg = write_config_for(dir.path(), &server, 4, search);
+    let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = run_dirs(dir.path()).pop().expect("run");
+    let recs = records(&run);
+    assert_eq!(recs.len(), 4);
+    let (weak, best) = (recs[0].outcome.accuracy().expect("1 trained"), recs[1].outcome.accuracy().expect("2 trained"));
+    assert!(best > weak, "the second design is the best: {best} against {weak}");
+    // Attempt 3 gave the best back twice; the search made a change on the
+    // next-best design, attempt 1's, and it trained.
+    let third = &recs[2];
+    assert_eq!(third.regenerated.iter().map(|r| r.of).collect::<Vec<_>>(), [Some(2)]);
+    let on = third.made_on.expect("made on a next-best design");
+    assert_eq!((on.iteration, on.accuracy), (1, weak));
+    let made = third.made_change.as_deref().expect("a change made by the search");
+    assert!(change::make(made, WEAK, fashion).is_some(), "{made}");
+    assert!(matches!(third.outcome, Outcome::Ok { .. }), "{:?}", third.outcome);
+    let changed: Vec<_> = third.repair.iter().filter(|n| n.kind == "change").cloned().collect();
+    let screened = repair::screened(&third.repair, third.code.as_deref().expect("code"));
+    assert_eq!(repair::original(&changed, &screened).trim_end(), WEAK.trim_end());
+    // Its memory entry says the change was made on a next-best design.
+    let memory = Store::open(&run).expect("store").memory().expect("memory");
+    let entry = memory.iter().find(|e| e.iteration == 2).expect("entry 2");
+    assert_eq!(entry.problem, improver::RUNNER_UP_PROBLEM, "{entry:?}");
+    assert!(entry.suggestion.starts_with("On the design of attempt 1 ("), "{entry:?}");
+    assert!(entry.suggestion.ends_with(made), "{entry:?}");
+    assert_eq!(entry.accuracy, third.outcome.accuracy());
+    // Attempt 4 changes another design again (the first change on attempt
+    // 1's design is now in the archive), and its prompt says which design
+    // attempt 3's change was made on.
+    let fourth = &recs[3];
+    assert!(fourth.made_change.is_some() && matches!(fourth.outcome, Outcome::Ok { .. }), "{fourth:?}");
+    assert_ne!(fourth.code, third.code);
+    let prompt = server
+        .requests()
+        .iter()
+        .map(exchange)
+        .find(|(generator, user, _)| *generator && user.contains("This is attempt 4."))
+        .expect("attempt 4's prompt");
+    assert!(
+        prompt.1.contains(&format!(
+            "so the search made this change itself to the design of attempt 1 ({:.2}%): {made}",
+            weak * 100.0
+        )),
+        "{}",
+        prompt.1
+    );
 }
 
 #[test]

@@ -41,8 +41,14 @@ fn asked_again(g: &Regenerated) -> String {
 /// when the generator's first answer went straight to training).
 pub fn actions(r: &IterationRecord) -> String {
     let mut done: Vec<String> = r.regenerated.iter().map(asked_again).collect();
-    if let Some(change) = &r.made_change {
-        done.push(format!("the search made the change: {change}"));
+    match (&r.made_change, &r.made_on) {
+        (Some(change), Some(on)) => done.push(format!(
+            "the search made the change on attempt {}'s design ({:.2} %): {change}",
+            on.iteration,
+            on.accuracy * 100.0
+        )),
+        (Some(change), None) => done.push(format!("the search made the change: {change}")),
+        (None, _) => {}
     }
     // One repair may change several lines of a kind (a softmax call and its
     // module): each kind once, with its first line.

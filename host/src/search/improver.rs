@@ -98,7 +98,11 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     if suggestions.len() < 2 {
         return Some("it gives no suggestion".into());
     }
-    let templates = ANSWER_KEYS.iter().map(|k| k.description).chain(LEGACY_PLACEHOLDERS).chain([FALLBACK_PROBLEM]);
+    let templates = ANSWER_KEYS
+        .iter()
+        .map(|k| k.description)
+        .chain(LEGACY_PLACEHOLDERS)
+        .chain([FALLBACK_PROBLEM, RUNNER_UP_PROBLEM]);
     for template in templates {
         let t = words(template);
         for (field, w) in [("reason", &problem), ("improvement_suggestions", &suggestions)] {
@@ -197,6 +201,11 @@ fn pools(code: &str) -> usize {
 
 /// The problem of the memory entry a fallback change opens.
 pub const FALLBACK_PROBLEM: &str = "no diagnosis; a common change to the best design, chosen by the search";
+
+/// The problem of the memory entry of a common change the search made on
+/// one of the next-best designs, every change having been tried on the best.
+pub const RUNNER_UP_PROBLEM: &str =
+    "no diagnosis; every common change was tried on the best design, so the search made one on a next-best design";
 
 /// The change the search gives iteration `t`'s generator when the Improver
 /// gave none: one of [`FALLBACK_CHANGES`] the best design does not already

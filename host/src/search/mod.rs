@@ -45,13 +45,18 @@ use nas_plugin_api::{
 use serde::Serialize;
 
 use crate::config::{GenerationMode, PromptStyle, Repair, SearchSection};
-use crate::records::{EvalRetry, IterationRecord, LlmCall, LlmRole, Outcome, Regenerated, RoleUsage};
+use crate::records::{EvalRetry, IterationRecord, LlmCall, LlmRole, MadeOn, Outcome, Regenerated, RoleUsage};
 use crate::store::{Store, StoreError};
 
 /// Longest suggestion kept in a memory entry.
 pub const SUGGESTION_CHARS: usize = 300;
 /// Longest evaluator feedback shown to the Improver.
 const FEEDBACK_CHARS: usize = 2000;
+
+/// How many trained designs after the best the search makes a common change
+/// on, once every change was tried on the best (`[search] repair`
+/// `"change"`).
+pub const RUNNER_UPS: usize = 4;
 
 /// Why a run stopped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -239,12 +244,34 @@ impl Chain {
     }
 
     /// The open entry's change becomes `change`, a fallback change given in
-    /// its place (its problem says so): the outcome is that change's.
-    fn replace_open_change(&mut self, change: &str) {
+    /// its place (`problem` says so): the outcome is that change's.
+    fn replace_open_change(&mut self, problem: &str, change: &str) {
         if let Some(open) = self.entries.last_mut().filter(|e| !e.is_closed()) {
-            open.problem = improver::FALLBACK_PROBLEM.to_string();
+            open.problem = problem.to_string();
             open.suggestion = change.to_string();
         }
+    }
+
+    /// The trained designs after the best, most accurate first (the earlier
+    /// of equals first; the best's own code and repeats left out): the ones
+    /// the search makes a common change on when every change was tried on
+    /// the best.
+    fn runner_ups(&self, best: &str) -> Vec<(u64, f64, &str)> {
+        let mut trained: Vec<(u64, f64, &str)> = self
+            .records
+            .iter()
+            .filter_map(|r| Some((r.iteration, r.outcome.accuracy()?, r.code.as_deref()?)))
+            .filter(|(_, _, code)| code.trim_end() != best.trim_end())
+            .collect();
+        trained.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut seen: Vec<&str> = Vec::new();
+        trained.retain(|(_, _, code)| {
+            let new = !seen.contains(&code.trim_end());
+            seen.push(code.trim_end());
+            new
+        });
+        trained.truncate(RUNNER_UPS);
+        trained
     }
 
     /// Step 4: closes the open memory entry with the outcome.
@@ -291,6 +318,9 @@ struct Generated {
     /// The common change the search made itself on the best design, which
     /// the generator gave back unchanged.
     made: Option<String>,
+    /// The next-best design `made` was made on, when every common change
+    /// had been tried on the best.
+    made_on: Option<MadeOn>,
     /// The conversation before the last answer (asked again after it).
     messages: Vec<ChatMessage>,
     /// The design an answer without `forward` takes its `forward` from.
@@ -702,7 +732,9 @@ impl<'a> Search<'a> {
                 evaluated = fixed;
             }
             if let Some(change) = &generated.fallback {
-                chain.replace_open_change(change);
+                let problem =
+                    if generated.made_on.is_some() { improver::RUNNER_UP_PROBLEM } else { improver::FALLBACK_PROBLEM };
+                chain.replace_open_change(problem, change);
             }
             let closed = chain.close_open_entry(&evaluated.outcome);
             let code = evaluated.repaired.as_ref().map(|(c, _)| c.as_str()).or(generated.code.as_deref().ok());
@@ -755,6 +787,7 @@ impl<'a> Search<'a> {
                 "error": r.outcome.memory_text().trim_start_matches("error: ").to_string(),
                 "hint": failure_hint(&r.outcome),
                 "made_change": r.made_change,
+                "made_on": r.made_on.map(|on| serde_json::json!({"iteration": on.iteration, "accuracy_pct": pct(on.accuracy)})),
                 "repaired": r.repair.iter().filter(|n| n.kind != change::CHANGE).map(|n| serde_json::json!({"kind": n.kind, "line": n.line, "before": n.before.trim(), "after": n.after.trim()})).collect::<Vec<_>>(),
                 "code": r.code,
             })
@@ -866,6 +899,7 @@ impl<'a> Search<'a> {
             fallback,
             grafted,
             made: None,
+            made_on: None,
             messages,
             base,
             asked,
@@ -956,7 +990,11 @@ impl<'a> Search<'a> {
     /// best design lacks and has not tried, in the seeded order) that
     /// [`change::make`] can make on the best design and that gives a novel
     /// design replaces it, with the change's notes; `made` and `fallback`
-    /// name the change.
+    /// name the change. When every change was tried on the best (or none
+    /// can be made on it), the same on the next-best trained designs
+    /// ([`RUNNER_UPS`] of them, most accurate first), with `made_on` naming
+    /// the design: a small generator that writes the best back would
+    /// otherwise end each of its later iterations as a duplicate.
     fn change_on_duplicate(&self, chain: &Chain, t: u64, generated: &mut Generated) -> Step<()> {
         let on = self.cfg.repair.has(Repair::Change) && self.cfg.fallback_changes && self.cfg.novelty_filter;
         let Some(best) = chain.best_design().filter(|_| on && self.cycle.is_none()) else { return Ok(Ok(())) };
@@ -971,14 +1009,31 @@ impl<'a> Search<'a> {
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         let open = improver::open_fallback_changes(&chain.entries, Some(best), self.seed, t);
         let asked = improver::FALLBACK_CHANGES.iter().map(|(c, _)| *c).find(|c| generated.asked.as_deref() == Some(*c));
-        for change in asked.into_iter().chain(open.into_iter().filter(|c| Some(*c) != asked)) {
-            let Some((edited, notes)) = change::make(change, best.1, in_shape) else { continue };
+        let on_best =
+            asked.into_iter().chain(open.into_iter().filter(|c| Some(*c) != asked)).map(|c| (None, best.1, c));
+        // On a next-best design the archive alone says what was tried: the
+        // memory's entries name the best each change was tried on.
+        let on_runner_ups = chain.runner_ups(best.1).into_iter().flat_map(|(iteration, accuracy, code)| {
+            improver::open_fallback_changes(&[], Some((accuracy, code)), self.seed, t)
+                .into_iter()
+                .map(move |c| (Some(MadeOn { iteration, accuracy }), code, c))
+        });
+        for (made_on, design, change) in on_best.chain(on_runner_ups) {
+            let Some((edited, notes)) = change::make(change, design, in_shape) else { continue };
             match probe(&edited) {
                 Screen::Stopped => return Ok(Err(self.stop_now())),
                 Screen::Novel => {
                     (generated.code, generated.diff, generated.grafted) = (Ok(edited), None, notes);
-                    generated.fallback = Some(change.to_string());
+                    generated.fallback = Some(match made_on {
+                        None => change.to_string(),
+                        Some(on) => format!(
+                            "On the design of attempt {} ({}), not the best: {change}",
+                            on.iteration,
+                            pct(on.accuracy)
+                        ),
+                    });
                     generated.made = Some(change.to_string());
+                    generated.made_on = made_on;
                     return Ok(Ok(()));
                 }
                 Screen::Duplicate(..) => {}
@@ -1480,6 +1535,7 @@ fn assemble(
         eval_retries: evaluated.retries,
         regenerated: generated.regenerated,
         made_change: generated.made,
+        made_on: generated.made_on,
     }
 }
 
@@ -1633,6 +1689,29 @@ mod feedback_tests {
         let (repaired, _) = repair::repair_softmax(module).expect("repaired");
         assert!(softmax_note(module).is_some());
         assert_eq!(softmax_note(&repaired), None, "{repaired}");
+    }
+
+    #[test]
+    fn runner_ups_are_the_trained_designs_after_the_best_most_accurate_first_without_repeats() {
+        use crate::cycles::select::tests::record;
+        let ok = |a: f64| Outcome::Ok { report: nas_plugin_api::EvalReport { accuracy: a, ..Default::default() } };
+        let failed = Outcome::Failed { failure: CandidateFailure::new("check", FailureKind::Runtime, "boom") };
+        let records = vec![
+            record(1, "a", ok(0.80)),
+            record(2, "best", ok(0.90)),
+            record(3, "c", ok(0.85)),
+            record(4, "d", failed),
+            record(5, "c\n", ok(0.86)), // c again, trained once more
+            record(6, "e", ok(0.85)),
+            record(7, "f", ok(0.70)),
+            record(8, "g", ok(0.60)),
+            record(9, "best", ok(0.90)),
+        ];
+        let chain = Chain { island: 0, records, entries: Vec::new(), best: None, pending_migrant: None };
+        let ups: Vec<(u64, f64)> = chain.runner_ups("best").into_iter().map(|(t, a, _)| (t, a)).collect();
+        // 5 (c at 0.86), then 6 (e; 3 is c again), 1, 7: four of them.
+        assert_eq!(ups, [(5, 0.86), (6, 0.85), (1, 0.80), (7, 0.70)]);
+        assert_eq!(ups.len(), RUNNER_UPS);
     }
 
     #[test]
