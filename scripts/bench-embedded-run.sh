@@ -5,11 +5,12 @@
 #
 #   scripts/bench-embedded-run.sh          # start the run, or continue it
 #   scripts/bench-embedded-run.sh save     # copy the run so far into the repo, and its report
+#   NAS_TARGET_NAME=target-run-2 scripts/bench-embedded-run.sh   # another run, beside the first
 #
 # On 2 cores an iteration takes about 5 minutes, so the run takes longer than
 # one sitting on a machine that does not last. The run is kept in the repo
-# (docs/results/embedded-run/target-run/store: its config, plugins and a
-# consistent copy of run.sqlite); on a machine without runs/embedded-target
+# (docs/results/embedded-run/NAME/store: its config, plugins and a
+# consistent copy of run.sqlite); on a machine without runs/embedded-NAME
 # the script starts from that copy with `nas resume`, so the run goes on where
 # the last machine stopped. `save` (also done when the run stops, Ctrl-C
 # included) writes the copy and the report: summary.md, iterations.md (what
@@ -17,8 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITERATIONS=${NAS_TARGET_ITERATIONS:-50}
-RUN=runs/embedded-target
-OUT=docs/results/embedded-run/target-run
+NAME=${NAS_TARGET_NAME:-target-run}
+RUN=runs/embedded-$NAME
+OUT=docs/results/embedded-run/$NAME
 STORE=$OUT/store
 
 save() {
