@@ -375,6 +375,74 @@ pub fn batch_norm_in_head(code: &str, _in_shape: [u64; 3]) -> Option<(String, Ve
     edit.done()
 }
 
+/// "Add nn.MaxPool2d(2) right after the activation of the last nn.Conv2d,
+/// and divide the in_features of the first nn.Linear by 4 to match": when
+/// `forward` flattens a name (`x = x.view(x.size(0), -1)`, `torch.flatten(x,
+/// 1)`, `self.fc(x.flatten(1))`) on a line of its own level after the last
+/// call of its last convolution, with no pooling from that call to the
+/// flatten, `self.pool_last = nn.MaxPool2d(2)` is added after the
+/// convolution and `x = self.pool_last(x)` before the flattening line: the
+/// same place, as nothing between them changes the maps' size. The head's
+/// size is then the `"flatten"` repair's. `None` for a convolution not bound
+/// to an attribute of its own, a flatten to a written size or of a value
+/// that is not a name (`self.body(x).flatten(1)`), or a pooling already
+/// after the last convolution.
+pub fn pool_after_last_conv(code: &str, _in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    if flattens_to_written_size(code) {
+        return None;
+    }
+    let mut edit = Edit::new(code);
+    let conv = bound_layers(&edit.lines, "Conv2d")?.pop()?;
+    let lines: Vec<&str> = code.split('\n').collect();
+    let (start, end) = repair::forward_span(&lines)?;
+    let call = format!("self.{}(", conv.name);
+    let called = (start + 1..end).rev().find(|&i| repair::uncommented(lines[i]).contains(&call))?;
+    let flat = (called + 1..end).find(|&i| flattened_name(repair::uncommented(lines[i])).is_some())?;
+    if lines[called..=flat].iter().any(|l| repair::uncommented(l).to_lowercase().contains("pool")) {
+        return None;
+    }
+    // The flattening line starts a statement at the level of `forward`'s body.
+    let level = (start + 1..end).map(|i| lines[i]).find(|l| !repair::uncommented(l).trim().is_empty())?;
+    let before = repair::uncommented(lines[flat - 1]);
+    if repair::indent(lines[flat]) != repair::indent(level)
+        || !repair::balanced(before)
+        || before.trim_end().ends_with('\\')
+    {
+        return None;
+    }
+    let name = flattened_name(repair::uncommented(lines[flat]))?;
+    let pool = fresh_name(code, "pool_last");
+    let layer = format!("{}MaxPool2d(2)", module_prefix(code, &conv.prefix)?);
+    let indent = " ".repeat(repair::indent(lines[flat]));
+    edit.insert_after(flat - 1, format!("{indent}{name} = self.{pool}({name})"));
+    let binding = edit.lines.iter().position(|l| repair::bound_by(l).0 == [conv.name.clone()])?;
+    let end = statement_end(&edit.lines, binding);
+    let indent = " ".repeat(repair::indent(&edit.lines[binding]));
+    edit.insert_after(end, format!("{indent}self.{pool} = {layer}"));
+    edit.done()
+}
+
+/// The name a line flattens: `x` of `x.view(...)`, `x.reshape(...)`,
+/// `x.flatten(...)` or `torch.flatten(x, ...)`; `None` when it flattens
+/// nothing or something else than a name.
+fn flattened_name(line: &str) -> Option<String> {
+    let is_name = repair::is_ident;
+    if let Some(at) = line.find("torch.flatten(") {
+        let (args, _) = repair::call_args(&line[at + "torch.flatten".len()..])?;
+        let first = args.first()?.trim();
+        return is_name(first).then(|| first.to_string());
+    }
+    for method in [".view(", ".reshape(", ".flatten("] {
+        if let Some(at) = line.find(method) {
+            let receiver: String = line[..at].chars().rev().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let receiver: String = receiver.chars().rev().collect();
+            let before = line[..at - receiver.len()].chars().next_back();
+            return (is_name(&receiver) && receiver != "self" && before != Some('.')).then_some(receiver);
+        }
+    }
+    None
+}
+
 /// The prefix an added layer's class is written with: the one the layer
 /// beside it uses, or `torch.nn.` for a class imported by name (`from
 /// torch.nn import Linear`) when `torch` is imported.
@@ -388,15 +456,16 @@ fn module_prefix(code: &str, prefix: &str) -> Option<String> {
 }
 
 /// The changes of [`FALLBACK_CHANGES`] the search can make itself, by
-/// index: all but adding a convolution and adding a pooling (where the new
-/// layer goes in `forward` is not one call to wrap).
-const MAKERS: [(usize, Maker); 6] = [
+/// index: all but adding a convolution (where the new layer and its
+/// activation go in `forward` is not one call to wrap).
+const MAKERS: [(usize, Maker); 7] = [
     (0, batch_norm_after_convs),
     (1, dropout_before_head),
     (2, double_last_conv),
     (4, wider_first_kernel),
     (5, wider_head),
     (6, batch_norm_in_head),
+    (7, pool_after_last_conv),
 ];
 
 /// Makes `change` (one of [`FALLBACK_CHANGES`]) on `code`, whose input is
@@ -515,12 +584,60 @@ mod tests {
     }
 
     #[test]
+    fn a_pooling_goes_after_the_last_convolution_where_forward_flattens() {
+        // The target run's best: conv3's block, then `x = x.view(x.size(0), -1)`.
+        let code = design("docs/results/embedded-run/target-run/best.py");
+        let made = pool_after_last_conv(&code, FASHION).expect("made");
+        undone(&code, &made);
+        assert_eq!(changed_lines(&code, &made), ["self.pool_last = nn.MaxPool2d(2)", "x = self.pool_last(x)"]);
+        let lines: Vec<&str> = made.0.lines().map(str::trim).collect();
+        let at = |l: &str| lines.iter().position(|x| *x == l).expect(l);
+        assert_eq!(
+            at("self.pool_last = nn.MaxPool2d(2)"),
+            at("self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)") + 1
+        );
+        assert_eq!(at("x = self.pool_last(x)") + 1, at("x = x.view(x.size(0), -1)"));
+        assert!(at("x = self.relu3(x)") < at("x = self.pool_last(x)"));
+        // The two-convolution design pools on its last convolution's line.
+        assert!(pool_after_last_conv(&design("tests/benches/fidelity/11_cnn_two_conv.py"), FASHION).is_none());
+        // A convolution inside an nn.Sequential, and a flatten of a call, are left.
+        let sequential = "import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())\n        self.head = nn.Linear(8 * 26 * 26, num_classes)\n    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n";
+        assert!(pool_after_last_conv(sequential, FASHION).is_none());
+        let called = sequential
+            .replace("self.body = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())", "self.conv = nn.Conv2d(1, 8, 3)")
+            .replace("self.body(x).flatten(1)", "self.conv(x).flatten(1)");
+        assert!(pool_after_last_conv(&called, FASHION).is_none(), "{called}");
+        // Flattened on the return line: the pooling goes on the line before it.
+        let returned = called.replace(
+            "        return self.head(self.conv(x).flatten(1))",
+            "        x = torch.relu(self.conv(x))\n        return self.head(x.flatten(1))",
+        );
+        let made = pool_after_last_conv(&returned, FASHION).expect("made");
+        undone(&returned, &made);
+        assert!(made.0.contains("        x = self.pool_last(x)\n        return self.head(x.flatten(1))"), "{}", made.0);
+    }
+
+    #[test]
+    fn the_flattened_name_is_read_from_each_way_of_flattening() {
+        assert_eq!(flattened_name("x = x.view(x.size(0), -1)").as_deref(), Some("x"));
+        assert_eq!(flattened_name("out = torch.flatten(out, 1)").as_deref(), Some("out"));
+        assert_eq!(flattened_name("return self.fc(h.flatten(1))").as_deref(), Some("h"));
+        assert_eq!(flattened_name("x = x.reshape(x.shape[0], -1)").as_deref(), Some("x"));
+        assert_eq!(flattened_name("x = self.body(x).flatten(1)"), None);
+        assert_eq!(flattened_name("x = self.x.view(2, -1)"), None);
+        assert_eq!(flattened_name("x = torch.flatten(self.pool(x), 1)"), None);
+        assert_eq!(flattened_name("x = self.conv(x)"), None);
+    }
+
+    #[test]
     fn make_takes_the_changes_by_their_words_and_refuses_the_others() {
         let code = design("tests/benches/fidelity/10_lenet5.py");
         for (change, _) in FALLBACK_CHANGES {
             let made = make(change, &code, FASHION);
             let by_hand = MAKERS.iter().any(|(i, _)| FALLBACK_CHANGES[*i].0 == change);
-            assert_eq!(made.is_some(), by_hand && !change.starts_with("Use kernel_size=5"), "{change}");
+            // LeNet-5's first kernel is 5x5 already, and it pools after its last convolution.
+            let had = change.starts_with("Use kernel_size=5") || change.starts_with("Add nn.MaxPool2d(2)");
+            assert_eq!(made.is_some(), by_hand && !had, "{change}");
         }
         assert!(make("Add residual connections.", &code, FASHION).is_none());
         // Each maker is the change its words say.
@@ -531,6 +648,7 @@ mod tests {
             (4, "Use kernel_size=5"),
             (5, "Double the out_features of the first"),
             (6, "Add self.bn_fc"),
+            (7, "Add nn.MaxPool2d(2)"),
         ];
         for ((i, _), (j, w)) in MAKERS.iter().zip(words) {
             assert!(*i == j && FALLBACK_CHANGES[*i].0.starts_with(w), "{i}: {w}");
