@@ -422,6 +422,46 @@ pub fn pool_after_last_conv(code: &str, _in_shape: [u64; 3]) -> Option<(String, 
     edit.done()
 }
 
+/// The width of the hidden layer [`hidden_layer`] adds.
+const HIDDEN: u64 = 256;
+
+/// "Add a hidden layer before the last nn.Linear": when the network's one
+/// used `nn.Linear` (`self.fc`, bound to an attribute, built once, called
+/// on one argument) classifies what it is given, `self.fc_hidden =
+/// nn.Linear(N, 256)` and `self.fc_hidden_act = nn.ReLU()` are added after
+/// it, it takes 256 inputs, and each call `self.fc(a)` becomes
+/// `self.fc(self.fc_hidden_act(self.fc_hidden(a)))`. `None` for a head in
+/// an `nn.Sequential`, several used `nn.Linear`s, or an `in_features` that
+/// is not one argument.
+pub fn hidden_layer(code: &str, _in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
+    let mut edit = Edit::new(code);
+    let used: Vec<Bound> = bound_layers(&edit.lines, "Linear")?
+        .into_iter()
+        .filter(|b| code.matches(&format!("self.{}(", b.name)).count() > 0)
+        .collect();
+    let [fc] = used.as_slice() else { return None };
+    let binding = edit.lines.iter().position(|l| repair::bound_by(l).0 == [fc.name.clone()])?;
+    let at = edit.lines[..binding].iter().map(|l| l.len() + 1).sum::<usize>();
+    let args = repair::layer_calls(code, "Linear").into_iter().find(|a| a.first().is_some_and(|a| a.start >= at))?;
+    if !builds_one(code, args.first()?.start) {
+        return None;
+    }
+    let n = arg(&args, "in_features", 0)?;
+    let prefix = module_prefix(code, &fc.prefix)?;
+    let (hidden, act) = (fresh_name(code, "fc_hidden"), fresh_name(code, "fc_hidden_act"));
+    let name = fc.name.clone();
+    edit.replace_spans(vec![((n.start, n.end), HIDDEN.to_string())]);
+    wrap_calls(&mut edit, &fc.name, &|_, args| match args {
+        [a] if !a.contains('=') => Some(format!("self.{name}(self.{act}(self.{hidden}({a})))")),
+        _ => None,
+    })?;
+    let end = statement_end(&edit.lines, binding);
+    let indent = " ".repeat(repair::indent(&edit.lines[binding]));
+    edit.insert_after(end, format!("{indent}self.{hidden} = {prefix}Linear({}, {HIDDEN})", n.text.trim()));
+    edit.insert_after(end + 1, format!("{indent}self.{act} = {prefix}ReLU()"));
+    edit.done()
+}
+
 /// The name a line flattens: `x` of `x.view(...)`, `x.reshape(...)`,
 /// `x.flatten(...)` or `torch.flatten(x, ...)`; `None` when it flattens
 /// nothing or something else than a name.
@@ -458,7 +498,7 @@ fn module_prefix(code: &str, prefix: &str) -> Option<String> {
 /// The changes of [`FALLBACK_CHANGES`] the search can make itself, by
 /// index: all but adding a convolution (where the new layer and its
 /// activation go in `forward` is not one call to wrap).
-const MAKERS: [(usize, Maker); 7] = [
+const MAKERS: [(usize, Maker); 8] = [
     (0, batch_norm_after_convs),
     (1, dropout_before_head),
     (2, double_last_conv),
@@ -466,6 +506,7 @@ const MAKERS: [(usize, Maker); 7] = [
     (5, wider_head),
     (6, batch_norm_in_head),
     (7, pool_after_last_conv),
+    (8, hidden_layer),
 ];
 
 /// Makes `change` (one of [`FALLBACK_CHANGES`]) on `code`, whose input is
@@ -618,6 +659,45 @@ mod tests {
     }
 
     #[test]
+    fn a_head_of_one_linear_gets_a_hidden_layer() {
+        // The target run's best: fc1 is built and never called; fc2 classifies.
+        let code = design("docs/results/embedded-run/target-run/best.py");
+        let made = hidden_layer(&code, FASHION).expect("made");
+        undone(&code, &made);
+        assert_eq!(
+            changed_lines(&code, &made),
+            [
+                "self.fc2 = nn.Linear(256, num_classes)",
+                "self.fc_hidden = nn.Linear(25088, 256)",
+                "self.fc_hidden_act = nn.ReLU()",
+                "x = self.fc2(self.fc_hidden_act(self.fc_hidden(x)))"
+            ]
+        );
+        // Two used nn.Linear layers, or one in an nn.Sequential: left.
+        assert!(hidden_layer(&design("tests/benches/fidelity/11_cnn_two_conv.py"), FASHION).is_none());
+        let sequential = "import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(1, 8, 3)\n        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 26 * 26, num_classes))\n    def forward(self, x):\n        return self.head(self.conv(x))\n";
+        assert!(hidden_layer(sequential, FASHION).is_none());
+        // A keyword in_features, written as arithmetic, is carried to the new layer.
+        let keyword = sequential
+            .replace(
+                "self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 26 * 26, num_classes))",
+                "self.head = nn.Linear(in_features=8 * 26 * 26, out_features=num_classes)",
+            )
+            .replace("self.head(self.conv(x))", "self.head(self.conv(x).flatten(1))");
+        let made = hidden_layer(&keyword, FASHION).expect("made");
+        undone(&keyword, &made);
+        assert_eq!(
+            changed_lines(&keyword, &made),
+            [
+                "self.head = nn.Linear(in_features=256, out_features=num_classes)",
+                "self.fc_hidden = nn.Linear(8 * 26 * 26, 256)",
+                "self.fc_hidden_act = nn.ReLU()",
+                "return self.head(self.fc_hidden_act(self.fc_hidden(self.conv(x).flatten(1))))"
+            ]
+        );
+    }
+
+    #[test]
     fn the_flattened_name_is_read_from_each_way_of_flattening() {
         assert_eq!(flattened_name("x = x.view(x.size(0), -1)").as_deref(), Some("x"));
         assert_eq!(flattened_name("out = torch.flatten(out, 1)").as_deref(), Some("out"));
@@ -635,8 +715,11 @@ mod tests {
         for (change, _) in FALLBACK_CHANGES {
             let made = make(change, &code, FASHION);
             let by_hand = MAKERS.iter().any(|(i, _)| FALLBACK_CHANGES[*i].0 == change);
-            // LeNet-5's first kernel is 5x5 already, and it pools after its last convolution.
-            let had = change.starts_with("Use kernel_size=5") || change.starts_with("Add nn.MaxPool2d(2)");
+            // LeNet-5's first kernel is 5x5 already, it pools after its last
+            // convolution and its head has hidden layers.
+            let had = ["Use kernel_size=5", "Add nn.MaxPool2d(2)", "Add a hidden layer"]
+                .iter()
+                .any(|w| change.starts_with(w));
             assert_eq!(made.is_some(), by_hand && !had, "{change}");
         }
         assert!(make("Add residual connections.", &code, FASHION).is_none());
@@ -649,6 +732,7 @@ mod tests {
             (5, "Double the out_features of the first"),
             (6, "Add self.bn_fc"),
             (7, "Add nn.MaxPool2d(2)"),
+            (8, "Add a hidden layer before the last nn.Linear"),
         ];
         for ((i, _), (j, w)) in MAKERS.iter().zip(words) {
             assert!(*i == j && FALLBACK_CHANGES[*i].0.starts_with(w), "{i}: {w}");
