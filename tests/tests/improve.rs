@@ -578,9 +578,10 @@ fn a_design_given_back_on_every_retry_gets_a_common_change_made_by_the_search_an
 
 /// A best design the search can make no common change on: it has dropout,
 /// one `nn.Linear` (so no wider head and no batch norm between two), its
-/// convolution is not bound by name (no batch norm after it), and `forward`
-/// flattens to a written size (no convolution resized).
-const UNCHANGEABLE: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Dropout(0.1))\n        self.head = nn.Linear(8 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        return self.head(self.body(x).view(-1, 8 * 4 * 4))\n";
+/// layers are not bound by name (no batch norm after the convolution, no
+/// hidden layer before the head), and `forward` flattens to a written size
+/// (no convolution resized, no pooling added).
+const UNCHANGEABLE: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Dropout(0.1))\n        self.head = nn.Sequential(nn.Linear(8 * 4 * 4, num_classes))\n\n    def forward(self, x):\n        return self.head(self.body(x).view(-1, 8 * 4 * 4))\n";
 
 /// A weaker design (two channels, pooled to one value each) the search can
 /// change.
