@@ -170,6 +170,12 @@ pub enum Repair {
     /// the novelty filter sees the whole design, and the generator is not
     /// asked again for it); the record keeps the added lines.
     Forward,
+    /// A layer with weights or a training mode that `forward` builds and
+    /// calls in one expression (`nn.Dropout(0.3)(x)`: a new module each
+    /// call, never trained, never put in eval mode) is bound in `__init__`
+    /// and called by name, before the first evaluation; the record keeps
+    /// each changed line.
+    LayerInForward,
     /// A design the generator gives back unchanged on every retry (a
     /// near-duplicate of the best, with fallback changes on): the search
     /// makes one of the common changes itself on the best design, when it
@@ -212,7 +218,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\", \"change\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"forward\", \"change\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -226,13 +232,14 @@ impl<'de> Deserialize<'de> for Repairs {
                 "softmax" => Repair::Softmax,
                 "class_name" => Repair::ClassName,
                 "missing_layer" => Repair::MissingLayer,
+                "layer_in_forward" => Repair::LayerInForward,
                 "channels" => Repair::Channels,
                 "pooling" => Repair::Pooling,
                 "forward" => Repair::Forward,
                 "change" => Repair::Change,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\" and \"change\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"forward\" and \"change\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -816,7 +823,7 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
-    /// "missing_layer", "channels", "pooling", "forward", "change"]`, `prompt_style = "compact"`,
+    /// "missing_layer", "layer_in_forward", "channels", "pooling", "forward", "change"]`, `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `fix_retries = 1`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
@@ -833,6 +840,7 @@ impl RunConfig {
             Repair::Softmax,
             Repair::ClassName,
             Repair::MissingLayer,
+            Repair::LayerInForward,
             Repair::Channels,
             Repair::Pooling,
             Repair::Forward,
@@ -1170,6 +1178,7 @@ mod tests {
                 Repair::Softmax,
                 Repair::ClassName,
                 Repair::MissingLayer,
+                Repair::LayerInForward,
                 Repair::Channels,
                 Repair::Pooling,
                 Repair::Forward,
@@ -1184,7 +1193,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"channels\", \"pooling\", \"forward\", \"change\"]"
+                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"forward\", \"change\"]"
             ),
             "{text}"
         );

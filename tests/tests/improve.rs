@@ -6,7 +6,8 @@
 //! replay of the same answers shows both behaviours side by side. A design
 //! given back unchanged on every retry gets a common change made by the
 //! search (`repair = "change"`), on a next-best design when none is left on
-//! the best. A design that fails its check is fixed by
+//! the best. A layer built in `forward` is bound in `__init__`
+//! (`"layer_in_forward"`). A design that fails its check is fixed by
 //! the generator within the iteration, told the error (`fix_retries`).
 
 use std::path::{Path, PathBuf};
@@ -660,6 +661,44 @@ fn when_no_change_is_left_on_the_best_the_search_makes_one_on_a_next_best_design
         "{}",
         prompt.1
     );
+}
+
+/// `GOOD` with a dropout built in `forward`, after the classifier, as the
+/// embedded generator wrote one when asked for dropout.
+const DROPOUT_BUILT_IN_FORWARD: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(8 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        x = self.head(self.body(x).flatten(1))\n        x = nn.Dropout(0.5)(x)\n        return x\n";
+
+#[test]
+fn a_dropout_built_in_forward_is_bound_in_init_and_stops_dropping_at_test_time() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, _, _) = exchange(req);
+        Some(Step::reply(if generator { fence(DROPOUT_BUILT_IN_FORWARD) } else { REAL.to_string() }))
+    });
+    let run = |repair: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = write_config_for(dir.path(), &server, 1, &format!("repair = \"{repair}\""));
+        // Enough steps for the classifier to learn something a dropout can take away.
+        let written = std::fs::read_to_string(&cfg).expect("config");
+        std::fs::write(&cfg, written.replace("max_train_examples = 512", "max_train_examples = 8192")).expect("config");
+        let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let mut recs = records(&run_dirs(dir.path()).pop().expect("run"));
+        assert_eq!(recs.len(), 1);
+        recs.remove(0)
+    };
+    let (off, on) = (run("off"), run("layer_in_forward"));
+    assert!(off.repair.is_empty(), "{:?}", off.repair);
+    let kinds: Vec<(&str, usize)> = on.repair.iter().map(|n| (n.kind.as_str(), n.line)).collect();
+    assert_eq!(kinds, [("layer_in_forward", 12), ("layer_in_forward", 8)]);
+    let code = on.code.as_deref().expect("code");
+    assert!(
+        code.contains("        self.dropout = nn.Dropout(0.5)\n") && code.contains("        x = self.dropout(x)\n"),
+        "{code}"
+    );
+    // Unrepaired, the dropout drops half the logits at test time too.
+    let (off, on) = (off.outcome.accuracy().expect("trained"), on.outcome.accuracy().expect("trained"));
+    eprintln!("bound in __init__ {on}, built in forward {off}");
+    assert!(on > off + 0.05, "bound in __init__ {on}, built in forward {off}");
 }
 
 #[test]

@@ -302,7 +302,7 @@ fn wrap_calls(edit: &mut Edit, name: &str, wrap: &dyn Fn(&str, &[&str]) -> Optio
 
 /// A name for an added layer, `base` or `base2`, `base3`..., that the code
 /// does not use yet.
-fn fresh_name(code: &str, base: &str) -> String {
+pub(super) fn fresh_name(code: &str, base: &str) -> String {
     let used = |n: &str| {
         code.match_indices(&format!("self.{n}"))
             .any(|(at, m)| !code[at + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'))

@@ -1102,9 +1102,10 @@ impl<'a> Search<'a> {
         // The repairs made before any evaluation, in order.
         let mut notes = grafted.to_vec();
         let mut softened = code.clone();
-        let before_training: [(Repair, repair::BeforeTraining); 3] = [
+        let before_training: [(Repair, repair::BeforeTraining); 4] = [
             (Repair::ClassName, repair::repair_class_name),
             (Repair::MissingLayer, repair::repair_missing_layer),
+            (Repair::LayerInForward, repair::repair_layer_in_forward),
             (Repair::Softmax, repair::repair_softmax),
         ];
         for (kind, repair) in before_training {
