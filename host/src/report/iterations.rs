@@ -213,6 +213,18 @@ mod tests {
             outcome(&rec(6, Outcome::Duplicate { of: 2, similarity: 0.987 })),
             "duplicate of 2 (similarity 0.99)"
         );
+        // A change the search made, on the best and on a next-best design.
+        let mut made = rec(7, Outcome::Ok { report: EvalReport { accuracy: 0.89, ..Default::default() } });
+        made.made_change = Some("Use kernel_size=5 and padding=2 in the first nn.Conv2d.".into());
+        assert_eq!(
+            actions(&made),
+            "the search made the change: Use kernel_size=5 and padding=2 in the first nn.Conv2d."
+        );
+        made.made_on = Some(crate::records::MadeOn { iteration: 25, accuracy: 0.8956 });
+        assert_eq!(
+            actions(&made),
+            "the search made the change on attempt 25's design (89.56 %): Use kernel_size=5 and padding=2 in the first nn.Conv2d."
+        );
     }
 
     fn run_of(records: Vec<IterationRecord>) -> super::super::RunData {
