@@ -435,18 +435,19 @@ const HIDDEN: u64 = 256;
 /// is not one argument.
 pub fn hidden_layer(code: &str, _in_shape: [u64; 3]) -> Option<(String, Vec<RepairNote>)> {
     let mut edit = Edit::new(code);
-    let used: Vec<Bound> = bound_layers(&edit.lines, "Linear")?
+    // Every nn.Linear is bound (or `bound_layers` is `None`), so the calls
+    // are the bound layers' in the same order.
+    let used: Vec<(Bound, Vec<Arg>)> = bound_layers(&edit.lines, "Linear")?
         .into_iter()
-        .filter(|b| code.matches(&format!("self.{}(", b.name)).count() > 0)
+        .zip(repair::layer_calls(code, "Linear"))
+        .filter(|(b, _)| code.contains(&format!("self.{}(", b.name)))
         .collect();
-    let [fc] = used.as_slice() else { return None };
+    let [(fc, args)] = used.as_slice() else { return None };
     let binding = edit.lines.iter().position(|l| repair::bound_by(l).0 == [fc.name.clone()])?;
-    let at = edit.lines[..binding].iter().map(|l| l.len() + 1).sum::<usize>();
-    let args = repair::layer_calls(code, "Linear").into_iter().find(|a| a.first().is_some_and(|a| a.start >= at))?;
     if !builds_one(code, args.first()?.start) {
         return None;
     }
-    let n = arg(&args, "in_features", 0)?;
+    let n = arg(args, "in_features", 0)?;
     let prefix = module_prefix(code, &fc.prefix)?;
     let (hidden, act) = (fresh_name(code, "fc_hidden"), fresh_name(code, "fc_hidden_act"));
     let name = fc.name.clone();
@@ -466,18 +467,17 @@ pub fn hidden_layer(code: &str, _in_shape: [u64; 3]) -> Option<(String, Vec<Repa
 /// `x.flatten(...)` or `torch.flatten(x, ...)`; `None` when it flattens
 /// nothing or something else than a name.
 fn flattened_name(line: &str) -> Option<String> {
-    let is_name = repair::is_ident;
     if let Some(at) = line.find("torch.flatten(") {
         let (args, _) = repair::call_args(&line[at + "torch.flatten".len()..])?;
         let first = args.first()?.trim();
-        return is_name(first).then(|| first.to_string());
+        return repair::is_ident(first).then(|| first.to_string());
     }
     for method in [".view(", ".reshape(", ".flatten("] {
         if let Some(at) = line.find(method) {
-            let receiver: String = line[..at].chars().rev().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            let receiver: String = receiver.chars().rev().collect();
-            let before = line[..at - receiver.len()].chars().next_back();
-            return (is_name(&receiver) && receiver != "self" && before != Some('.')).then_some(receiver);
+            let head = line[..at].trim_end_matches(|c: char| c.is_alphanumeric() || c == '_');
+            let receiver = &line[head.len()..at];
+            let attribute = head.ends_with('.');
+            return (repair::is_ident(receiver) && receiver != "self" && !attribute).then(|| receiver.to_string());
         }
     }
     None

@@ -433,10 +433,7 @@ pub fn repair_layer_in_forward(code: &str) -> Option<(String, Vec<RepairNote>)> 
     let mut lines: Vec<String> = code.split('\n').map(str::to_string).collect();
     let refs: Vec<&str> = code.split('\n').collect();
     let (forward, end) = forward_span(&refs)?;
-    let init = refs.iter().position(|l| l.trim_start().starts_with("def __init__("))?;
-    let init_end = (init + 1..refs.len())
-        .find(|&i| !refs[i].trim().is_empty() && indent(refs[i]) <= indent(refs[init]))
-        .unwrap_or(refs.len());
+    let (init, init_end) = method_span(&refs, "__init__")?;
     let last = (init + 1..init_end).rev().find(|&i| !uncommented(refs[i]).trim().is_empty())?;
     let pad = " ".repeat((init + 1..init_end).map(|i| refs[i]).find(|l| !l.trim().is_empty()).map(indent)?);
     let mut added: Vec<String> = Vec::new();
@@ -445,6 +442,7 @@ pub fn repair_layer_in_forward(code: &str) -> Option<(String, Vec<RepairNote>)> 
         let body = uncommented(refs[i]);
         let mut out = String::new();
         let mut from = 0;
+        let bound_before = added.len();
         while let Some((start, class_end)) = next_layer(body, from) {
             let class = &body[body[..class_end].rfind('.').map_or(start, |d| d + 1)..class_end];
             let Some((args, tail)) = call_args(&body[class_end..]) else { break };
@@ -461,7 +459,7 @@ pub fn repair_layer_in_forward(code: &str) -> Option<(String, Vec<RepairNote>)> 
             out.push_str(&format!("self.{name}"));
             from = ctor_end;
         }
-        if from > 0 && out != body[..from] {
+        if added.len() > bound_before {
             out.push_str(&body[from..]);
             out.push_str(&refs[i][body.len()..]);
             notes.push(RepairNote::before_evaluation(LAYER_IN_FORWARD, i + 1, refs[i].to_string(), out.clone()));
@@ -1024,12 +1022,19 @@ pub(super) fn uncommented(line: &str) -> &str {
 /// The first `def forward(` of `lines` and the end of its body (exclusive):
 /// the first non-blank line indented no deeper than the `def`.
 pub(super) fn forward_span(lines: &[&str]) -> Option<(usize, usize)> {
-    let forward = lines.iter().position(|l| l.trim_start().starts_with("def forward("))?;
-    let def_indent = indent(lines[forward]);
-    let end = (forward + 1..lines.len())
+    method_span(lines, "forward")
+}
+
+/// The first `def {name}(` of `lines` and the end of its body (exclusive),
+/// as [`forward_span`] reads `forward`.
+fn method_span(lines: &[&str], name: &str) -> Option<(usize, usize)> {
+    let def = format!("def {name}(");
+    let start = lines.iter().position(|l| l.trim_start().starts_with(&def))?;
+    let def_indent = indent(lines[start]);
+    let end = (start + 1..lines.len())
         .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= def_indent)
         .unwrap_or(lines.len());
-    Some((forward, end))
+    Some((start, end))
 }
 
 pub(super) fn indent(line: &str) -> usize {
