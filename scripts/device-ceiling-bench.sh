@@ -87,6 +87,7 @@ run)
     --max-train-examples 512 --json > "$WORK/warm.json" 2> "$WORK/warm.err" || ! grep -q '"status": "ok"' "$WORK/warm.json"; then
     echo "the first nas eval did not score its design:" >&2
     tail -c 3000 "$WORK/warm.json" "$WORK/warm.err" >&2
+    device_diagnose
     exit 1
   fi
   grep -E '"(device|accuracy|epoch_seconds)"' "$WORK/warm.json"

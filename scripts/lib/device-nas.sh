@@ -42,3 +42,15 @@ device_unpack() {
   export LD_LIBRARY_PATH=$torch_lib:${LD_LIBRARY_PATH:-}
   export NAS_PYTHON=$PYTHON NAS_EVAL_WORKER=$work/nas-eval-worker
 }
+
+# device_diagnose: what a failed CUDA start needs to be read (device files,
+# the driver libraries, the mounts they come from), on stderr.
+device_diagnose() {
+  {
+    echo "--- the GPU machine, as the sandbox's parent sees it"
+    ls -la /dev/nvidia* 2>&1 | head -20
+    ls -la /usr/lib/x86_64-linux-gnu/libcuda.so* 2>&1 | head -5
+    grep -E 'nvidia|cuda' /proc/self/mountinfo 2>&1 | head -20
+    id
+  } >&2
+}

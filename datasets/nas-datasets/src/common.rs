@@ -57,8 +57,10 @@ impl Common {
         Ok(Common { id, name: name.to_string(), raw_dir, settings, threads })
     }
 
-    /// Reuses a valid cache unless `request.force`; otherwise runs `read` and
-    /// writes its result atomically into `request.cache_dir`.
+    /// Reuses a valid cache unless `request.force` (one made from this raw
+    /// directory, or carried from another to where no release file is);
+    /// otherwise runs `read` and writes its result atomically into
+    /// `request.cache_dir`.
     pub fn prepare_with(
         &self,
         request: &PrepareRequest,
@@ -67,7 +69,12 @@ impl Common {
         let raw_dir = serde_json::Value::String(self.raw_dir.display().to_string());
         if !request.force {
             if let Some(manifest) = reusable_cache(&request.cache_dir, &self.raw_dir, self.id, &self.settings) {
-                if manifest.extra.get(RAW_DIR_KEY) == Some(&raw_dir) {
+                // A cache made from another raw directory is reused only when
+                // this one holds none of its release files: a cache carried to
+                // a machine without them (a GPU machine, a cluster node) has
+                // nothing here to be prepared again from.
+                let carried = !manifest.sources.iter().any(|s| self.raw_dir.join(&s.name).exists());
+                if manifest.extra.get(RAW_DIR_KEY) == Some(&raw_dir) || carried {
                     return Ok(manifest);
                 }
             }

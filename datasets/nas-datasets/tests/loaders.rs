@@ -102,6 +102,42 @@ fn write_idx_release(dir: &Path, gzip: bool) {
 }
 
 #[test]
+fn a_cache_carried_to_a_machine_without_the_release_is_reused_and_one_with_another_release_is_not() {
+    let here = tempfile::tempdir().expect("tempdir");
+    write_idx_release(&here.path().join("raw/mnist"), true);
+    let cache = here.path().join("cache");
+    let made = prepare("data.mnist", json!({}), here.path(), &cache).expect("prepares");
+
+    // Another machine: the cache copied, no release files in its data directory.
+    let there = tempfile::tempdir().expect("tempdir");
+    let carried = there.path().join("cache");
+    std::fs::create_dir_all(&carried).expect("mkdir");
+    for entry in std::fs::read_dir(&cache).expect("cache") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), carried.join(entry.file_name())).expect("copy");
+    }
+    let reused = prepare("data.mnist", json!({}), there.path(), &carried).expect("the carried cache is reused");
+    assert_eq!(reused, made);
+
+    // With a release in the new raw directory, the cache is made again from it.
+    let other = there.path().join("raw/mnist");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let files: [(&str, Vec<u8>); 4] = [
+        ("train-images-idx3-ubyte", encode_idx(&[4, 3, 2], &[7; 24])),
+        ("train-labels-idx1-ubyte", encode_idx(&[4], &[1, 1, 1, 1])),
+        ("t10k-images-idx3-ubyte", encode_idx(&[2, 3, 2], &[7; 12])),
+        ("t10k-labels-idx1-ubyte", encode_idx(&[2], &[1, 1])),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(other.join(format!("{name}.gz")), gz(&bytes)).expect("write");
+    }
+    let remade = prepare("data.mnist", json!({}), there.path(), &carried).expect("prepares again");
+    assert_ne!(remade.sources, made.sources, "read from the release there");
+    let ds = PreparedDataset::open(&carried).expect("opens");
+    assert_eq!(ds.split("train").expect("train").labels(), vec![1, 1, 1, 1]);
+}
+
+#[test]
 fn idx_release_gzipped_or_raw_prepares_to_the_same_tensors() {
     for gzip in [true, false] {
         let data = tempfile::tempdir().expect("tempdir");

@@ -27,6 +27,7 @@
 //! on. Anything that kills the process (an abort inside libtorch) is seen by
 //! the plugin as a closed pipe; its watchdog restarts the worker.
 
+mod cuda_probe;
 mod train;
 
 use std::io::{BufRead, Write};

@@ -232,9 +232,10 @@ impl Worker {
         if let Device::Cuda(n) = device {
             if !tch::Cuda::is_available() || n >= tch::Cuda::device_count().max(0) as usize {
                 return Err(format!(
-                    "device {} was asked for, but libtorch sees {} CUDA device(s)",
+                    "device {} was asked for, but libtorch sees {} CUDA device(s) ({})",
                     device_name(device),
-                    tch::Cuda::device_count()
+                    tch::Cuda::device_count(),
+                    crate::cuda_probe::why_no_cuda()
                 ));
             }
             tch::Cuda::cudnn_set_benchmark(true);

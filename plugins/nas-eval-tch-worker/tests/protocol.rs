@@ -32,6 +32,15 @@ fn worker_answers_ping_and_reports_bad_requests_without_dying() {
     );
     assert_eq!(missing["ok"], false);
     assert!(missing["error"].as_str().unwrap_or("").contains("/nonexistent/ds"), "{missing}");
+    // No GPU here: a CUDA load says why, in the driver's words, not just "0 devices".
+    let cuda = ask(
+        r#"{"op":"load","train":"/nonexistent/ds/train.safetensors","test_images":"/nonexistent/t.safetensors","device":"cuda","mean":[0.5],"std":[0.5]}"#,
+    );
+    if cuda["ok"] == false && cuda["error"].as_str().unwrap_or("").contains("CUDA device(s)") {
+        let e = cuda["error"].as_str().unwrap_or("");
+        assert!(e.contains("libcuda.so.1") || e.contains("cuInit") || e.contains("the CUDA driver"), "{cuda}");
+        assert!(e.contains("/dev/nvidia"), "names the device files: {cuda}");
+    }
     let untrained = ask(
         r#"{"op":"train","model":"/x.pt","lr":0.01,"momentum":0.9,"weight_decay":0.0,"batch_size":8,"seed":1,"epochs":1,"augment":false,"num_classes":10}"#,
     );
