@@ -43,13 +43,18 @@ fn driver_answer() -> String {
         return "libcuda.so.1 loads but has no cuInit or cuDeviceGetCount".into();
     };
     // SAFETY: the symbols have the driver API's C signatures.
-    let (init, count): (CuInit, CuDeviceGetCount) = unsafe { (std::mem::transmute(init), std::mem::transmute(count)) };
+    let (init, count): (CuInit, CuDeviceGetCount) = unsafe {
+        (
+            std::mem::transmute::<*mut libc::c_void, CuInit>(init),
+            std::mem::transmute::<*mut libc::c_void, CuDeviceGetCount>(count),
+        )
+    };
     let text = |code: c_int| -> String {
         let mut out = Vec::new();
         for (f, label) in [(c"cuGetErrorName", ""), (c"cuGetErrorString", ": ")] {
             if let Some(p) = sym(f) {
                 // SAFETY: the driver API's signature; it writes a static string or leaves NULL.
-                let f: CuGetErrorText = unsafe { std::mem::transmute(p) };
+                let f = unsafe { std::mem::transmute::<*mut libc::c_void, CuGetErrorText>(p) };
                 let mut s: *const c_char = std::ptr::null();
                 // SAFETY: `s` is a valid out pointer.
                 if unsafe { f(code, &mut s) } == 0 && !s.is_null() {
