@@ -319,6 +319,7 @@ pub fn execute(
                 seed: Some(seed),
                 save_model: None,
                 budget: Default::default(),
+                known_networks: Vec::new(),
             };
             let t0 = Instant::now();
             let result = evaluator

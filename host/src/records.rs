@@ -58,12 +58,19 @@ pub enum Outcome {
         /// The failure.
         failure: CandidateFailure,
     },
-    /// The novelty filter found it too close to an evaluated one; not trained.
+    /// The novelty filter found it too close to an evaluated one, or (with
+    /// `network`) the evaluator found it builds a network already trained;
+    /// not trained.
     Duplicate {
         /// The iteration of its twin.
         of: u64,
-        /// Estimated Jaccard similarity.
+        /// Estimated Jaccard similarity of the texts (1 for the same network).
         similarity: f64,
+        /// The same network as its twin's, however written: the evaluator's
+        /// fingerprint of the network ([`nas_plugin_api::NETWORK_KEY`]) is
+        /// the twin's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        network: bool,
     },
 }
 
@@ -82,6 +89,15 @@ impl Outcome {
             Outcome::Ok { .. } => "ok",
             Outcome::Failed { .. } => "failed",
             Outcome::Duplicate { .. } => "duplicate",
+        }
+    }
+
+    /// The network's fingerprint ([`nas_plugin_api::NETWORK_KEY`]) of a
+    /// candidate that trained, when the evaluator reported one.
+    pub fn network(&self) -> Option<&str> {
+        match self {
+            Outcome::Ok { report } => report.extra.get(nas_plugin_api::NETWORK_KEY).and_then(|v| v.as_str()),
+            _ => None,
         }
     }
 
@@ -112,7 +128,10 @@ impl Outcome {
                 let msg = format!("{}: {}", failure.kind, failure.message);
                 format!("error: {}", nas_plugin_api::text::truncate_chars(&msg, 200))
             }
-            Outcome::Duplicate { of, similarity } => {
+            Outcome::Duplicate { of, network: true, .. } => {
+                format!("error: the same network as iteration {of}, written otherwise; not trained")
+            }
+            Outcome::Duplicate { of, similarity, .. } => {
                 format!("error: duplicate of iteration {of} (similarity {similarity:.2}); not trained")
             }
         }
@@ -250,6 +269,11 @@ pub struct IterationRecord {
     /// a next-best trained design (its iteration and accuracy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub made_on: Option<MadeOn>,
+    /// The attempt whose network the generator's design built again (the
+    /// evaluator's fingerprint, however it was written), when the search
+    /// then made a change of its own in its place (`made_change`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_network_as: Option<u64>,
 }
 
 /// The trained design, not the best, that the search made a common change

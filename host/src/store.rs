@@ -519,6 +519,7 @@ mod tests {
             regenerated: Vec::new(),
             made_change: None,
             made_on: None,
+            same_network_as: None,
         }
     }
 
@@ -549,7 +550,7 @@ mod tests {
     fn a_duplicate_iteration_number_is_refused_and_nothing_half_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Store::create(dir.path()).expect("create");
-        let dup = Outcome::Duplicate { of: 1, similarity: 0.95 };
+        let dup = Outcome::Duplicate { of: 1, similarity: 0.95, network: false };
         s.commit_iteration(&record(1, dup.clone()), None, None).expect("first");
         let entry = MemoryEntry { iteration: 1, ..Default::default() };
         assert!(s.commit_iteration(&record(1, dup), None, Some(&entry)).is_err());

@@ -50,7 +50,22 @@ pub struct EvalRequest {
     /// returns). Added in plugin API 1.2.
     #[serde(default, skip_serializing_if = "Budget::is_empty")]
     pub budget: Budget,
+    /// The network fingerprints ([`NETWORK_KEY`] of earlier reports) of the
+    /// networks this search has already trained. An evaluator that
+    /// fingerprints the network before training fails one whose
+    /// fingerprint is among them with a [`FailureKind::Duplicate`] at stage
+    /// `network`, naming the fingerprint in its message, without training
+    /// it; one that cannot ignores them. Added in plugin API 1.3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_networks: Vec<String>,
 }
+
+/// The key in [`EvalReport::extra`] under which an evaluator that can
+/// reports the network's fingerprint: equal for two candidates that build
+/// the same network (the same parameters and buffers, initialised the same
+/// at the same seed, giving the same outputs in training and in evaluation
+/// mode), whatever their source text; they would train to the same score.
+pub const NETWORK_KEY: &str = "network";
 
 /// A compute budget checked before training: what a network may cost to be
 /// worth an epoch. Unset fields are unlimited.
@@ -178,6 +193,10 @@ pub enum FailureKind {
     /// The candidate trained but breaks a limit of the search's objective
     /// (parameters, FLOPs, latency, memory). Added in plugin API 1.2.
     Constraint,
+    /// The network is one the search has already trained (its fingerprint
+    /// is in [`EvalRequest::known_networks`]), so it was not trained again.
+    /// Added in plugin API 1.3.
+    Duplicate,
     /// A kind this host does not know (from a newer plugin).
     #[serde(other)]
     Unknown,
@@ -199,6 +218,7 @@ impl FailureKind {
             FailureKind::Patch => "patch",
             FailureKind::Sandbox => "sandbox",
             FailureKind::Constraint => "constraint",
+            FailureKind::Duplicate => "duplicate",
             FailureKind::Unknown => "unknown",
         }
     }

@@ -82,7 +82,10 @@ pub use tune::*;
 ///   model as TorchScript).
 /// - 1.2: the fine-tuner role ([`FineTuner`], [`PluginKind::Tune`]) and
 ///   [`ChatRequest::adapter`] (a backend may apply a LoRA adapter).
-pub const API_VERSION: ApiVersion = ApiVersion { major: 1, minor: 2 };
+/// - 1.3: [`EvalRequest::known_networks`], [`FailureKind::Duplicate`] and
+///   [`NETWORK_KEY`] (an evaluator may refuse to train a network the search
+///   has already trained).
+pub const API_VERSION: ApiVersion = ApiVersion { major: 1, minor: 3 };
 
 /// A plugin API version: `major.minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]

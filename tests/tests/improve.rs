@@ -663,6 +663,65 @@ fn when_no_change_is_left_on_the_best_the_search_makes_one_on_a_next_best_design
     );
 }
 
+/// `GOOD`'s network written otherwise: other names, keyword arguments, the
+/// flatten as a function, a comment. The text is novel to the filter; the
+/// network is the same.
+const GOOD_REWRITTEN: &str = "import torch\nimport torch.nn as nn\n\n\nclass Net(nn.Module):\n    # a small convolutional classifier\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        channels = in_shape[0]\n        self.features = nn.Sequential(\n            nn.Conv2d(in_channels=channels, out_channels=8, kernel_size=3, padding=1),\n            nn.ReLU(inplace=True),\n            nn.AdaptiveAvgPool2d((4, 4)),\n        )\n        self.classifier = nn.Linear(in_features=128, out_features=num_classes)\n\n    def forward(self, images):\n        features = torch.flatten(self.features(images), start_dim=1)\n        logits = self.classifier(features)\n        return logits\n";
+
+#[test]
+fn a_design_that_builds_a_trained_network_again_is_not_trained_and_gets_a_change_of_the_search() {
+    let server = TestServer::start();
+    server.set_responder(|req: &RecordedRequest| {
+        let (generator, user, _) = exchange(req);
+        // Attempt 1 is GOOD; from attempt 2 on, the same network written otherwise.
+        Some(Step::reply(match (generator, user.contains("This is attempt 1.")) {
+            (true, true) => fence(GOOD),
+            (true, false) => fence(GOOD_REWRITTEN),
+            (false, _) => REAL.to_string(),
+        }))
+    });
+    let run_with = |search: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = write_config_for(dir.path(), &server, 2, search);
+        let out = nas_with_evaluator(dir.path(), &["run", "--config", s(&cfg)]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let recs = records(&run_dirs(dir.path()).pop().expect("run"));
+        assert_eq!(recs.len(), 2);
+        recs
+    };
+    let common =
+        "generation_retries = 1\nnovelty_threshold = 0.98\nprompt_style = \"compact\"\nfallback_changes = true";
+    // The paper's method (no repairs): attempt 2 is a duplicate of attempt 1, not trained.
+    let recs = run_with(&format!("{common}\nrepair = \"off\""));
+    let network = recs[0].outcome.network().expect("attempt 1's network fingerprint").to_string();
+    assert!(recs[1].regenerated.is_empty(), "the text was novel: {:?}", recs[1].regenerated);
+    match &recs[1].outcome {
+        Outcome::Duplicate { of: 1, network: true, .. } => {}
+        other => panic!("the same network as attempt 1: {other:?}"),
+    }
+    assert_eq!(recs[1].outcome.failure_kind().as_deref(), Some("duplicate"));
+    assert!(recs[1].eval_seconds < recs[0].eval_seconds, "refused before its epoch");
+    assert_eq!(nas_host::metrics::summarize(&recs).duplicates, 1);
+    // With the search's changes: it makes one on the best instead, and that trains as another network.
+    let recs = run_with(&format!("{common}\nrepair = [\"change\", \"channels\", \"flatten\"]"));
+    let second = &recs[1];
+    assert_eq!(second.same_network_as, Some(1), "{second:?}");
+    let made = second.made_change.as_deref().expect("a change made by the search");
+    assert!(nas_host::search::improver::FALLBACK_CHANGES.iter().any(|(c, _)| *c == made), "{made}");
+    assert!(matches!(second.outcome, Outcome::Ok { .. }), "{:?}", second.outcome);
+    assert_ne!(second.outcome.network(), Some(network.as_str()));
+    let changed: Vec<_> = second.repair.iter().filter(|n| n.kind == "change").cloned().collect();
+    let screened = nas_host::search::repair::screened(&second.repair, second.code.as_deref().expect("code"));
+    assert_eq!(nas_host::search::repair::original(&changed, &screened).trim_end(), GOOD.trim_end());
+    assert!(
+        nas_host::report::iterations::actions(second).starts_with(
+            "the generator's design built attempt 1's network again (not trained); the search made the change: "
+        ),
+        "{}",
+        nas_host::report::iterations::actions(second)
+    );
+}
+
 /// `GOOD` with a dropout built in `forward`, after the classifier, as the
 /// embedded generator wrote one when asked for dropout.
 const DROPOUT_BUILT_IN_FORWARD: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(in_shape[0], 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))\n        self.head = nn.Linear(8 * 4 * 4, num_classes)\n\n    def forward(self, x):\n        x = self.head(self.body(x).flatten(1))\n        x = nn.Dropout(0.5)(x)\n        return x\n";
@@ -801,7 +860,7 @@ fn a_design_written_as_the_earlier_one_trained_after_its_repair_is_a_duplicate()
     assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
     assert_eq!(recs[0].code.as_deref().map(str::trim_end), Some(repaired.trim_end()), "trained as repaired");
     match &recs[1].outcome {
-        Outcome::Duplicate { of: 1, similarity } => assert!(*similarity > 0.999, "{similarity}"),
+        Outcome::Duplicate { of: 1, similarity, .. } => assert!(*similarity > 0.999, "{similarity}"),
         other => panic!("the repaired design written out again was not a duplicate of 1: {other:?}"),
     }
 }

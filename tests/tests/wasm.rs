@@ -376,6 +376,7 @@ fn a_static_evaluator_guest_scores_candidates_and_fails_bad_ones_as_values() {
         seed: None,
         save_model: None,
         budget: Default::default(),
+        known_networks: Vec::new(),
     };
     let good = "```python\nclass Net(nn.Module):\n    def __init__(self):\n        self.c = nn.Conv2d(1, 8, 3)\n        \
                 self.b = nn.BatchNorm2d(8)\n        self.f = nn.Linear(8, 10)\n    def forward(self, x):\n        return x\n```";

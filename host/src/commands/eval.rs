@@ -44,6 +44,7 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
             seed: args.seed,
             save_model: None,
             budget: Budget { max_params: args.max_params, max_flops: args.max_flops },
+            known_networks: Vec::new(),
         })
         .run_failed()?;
     if args.json {

@@ -174,6 +174,7 @@ fn retrain(plugins: &[PathBuf], run: &Run, best: &Candidate<'_>, model_path: &Pa
             seed: None,
             save_model: Some(model_path.to_path_buf()),
             budget: Default::default(),
+            known_networks: Vec::new(),
         };
         match evaluator.evaluate(&request).map_err(|e| anyhow!("{id}: {e}"))? {
             EvalOutcome::Ok(report) => {

@@ -385,6 +385,7 @@ mod tests {
                 seed: None,
                 save_model: None,
                 budget: nas_plugin_api::Budget { max_params: None, max_flops: Some(200_000_000) },
+                known_networks: Vec::new(),
             },
         };
         let text = serde_json::to_string(&request).expect("json");

@@ -21,7 +21,8 @@ pub fn outcome(r: &IterationRecord) -> String {
             let first = failure.message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
             format!("failed ({}): {}", failure.kind, nas_plugin_api::text::truncate_chars(first, MESSAGE_CHARS))
         }
-        Outcome::Duplicate { of, similarity } => format!("duplicate of {of} (similarity {similarity:.2})"),
+        Outcome::Duplicate { of, network: true, .. } => format!("duplicate of {of} (the same network)"),
+        Outcome::Duplicate { of, similarity, .. } => format!("duplicate of {of} (similarity {similarity:.2})"),
     }
 }
 
@@ -41,6 +42,9 @@ fn asked_again(g: &Regenerated) -> String {
 /// when the generator's first answer went straight to training).
 pub fn actions(r: &IterationRecord) -> String {
     let mut done: Vec<String> = r.regenerated.iter().map(asked_again).collect();
+    if let Some(of) = r.same_network_as {
+        done.push(format!("the generator's design built attempt {of}'s network again (not trained)"));
+    }
     match (&r.made_change, &r.made_on) {
         (Some(change), Some(on)) => done.push(format!(
             "the search made the change on attempt {}'s design ({:.2} %): {change}",
@@ -210,7 +214,7 @@ mod tests {
         assert!(!o.contains("second line") && o.chars().count() < 200, "{o}");
         assert_eq!(actions(&failed), "");
         assert_eq!(
-            outcome(&rec(6, Outcome::Duplicate { of: 2, similarity: 0.987 })),
+            outcome(&rec(6, Outcome::Duplicate { of: 2, similarity: 0.987, network: false })),
             "duplicate of 2 (similarity 0.99)"
         );
         // A change the search made, on the best and on a next-best design.
@@ -224,6 +228,20 @@ mod tests {
         assert_eq!(
             actions(&made),
             "the search made the change on attempt 25's design (89.56 %): Use kernel_size=5 and padding=2 in the first nn.Conv2d."
+        );
+        // The same network as an earlier attempt's, written otherwise.
+        assert_eq!(
+            outcome(&rec(8, Outcome::Duplicate { of: 3, similarity: 1.0, network: true })),
+            "duplicate of 3 (the same network)"
+        );
+        made.made_on = None;
+        made.same_network_as = Some(3);
+        assert!(
+            actions(&made).starts_with(
+                "the generator's design built attempt 3's network again (not trained); the search made the change: "
+            ),
+            "{}",
+            actions(&made)
         );
     }
 

@@ -27,6 +27,7 @@ pub mod pool;
 pub mod prompts;
 pub mod repair;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -238,6 +239,20 @@ struct Chain {
 }
 
 impl Chain {
+    /// The networks this island has trained, by the evaluator's fingerprint
+    /// ([`nas_plugin_api::NETWORK_KEY`]): each with the first attempt that
+    /// trained it. An island's own records only, so that a run with islands
+    /// decides the same whatever the timing of the others.
+    fn networks(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for r in &self.records {
+            if let Some(network) = r.outcome.network() {
+                out.entry(network.to_string()).or_insert(r.iteration);
+            }
+        }
+        out
+    }
+
     /// The design the next attempt changes: its accuracy and code.
     fn best_design(&self) -> Option<(f64, &str)> {
         self.best.as_ref().and_then(|b| Some((b.accuracy?, b.code.as_str())))
@@ -328,6 +343,9 @@ struct Generated {
     /// The common change the generator was asked for, when it was one
     /// (the first the search makes on a design given back unchanged).
     asked: Option<String>,
+    /// The attempt whose network the generator's design built again, when
+    /// the search made its change in its place.
+    same_network_as: Option<u64>,
 }
 
 /// Steps 2–3's result.
@@ -714,9 +732,10 @@ impl<'a> Search<'a> {
             }
             checkpoint!();
             locked(progress).stage(t, Stage::Generating);
+            let known = chain.networks();
             let mut generated = step!(self.generate(&chain, t));
             checkpoint!();
-            let mut evaluated = step!(self.evaluate(t, &generated.code, &generated.grafted, progress));
+            let mut evaluated = step!(self.evaluate(t, &generated.code, &generated.grafted, &known, progress));
             checkpoint!();
             for _ in 0..self.cfg.fix_retries {
                 let Some(failure) = fixable(&evaluated.outcome).filter(|_| generated.made.is_none()) else { break };
@@ -724,12 +743,30 @@ impl<'a> Search<'a> {
                 let checked = evaluated.repaired.as_ref().map(|(c, _)| c.clone()).or(generated.code.clone().ok());
                 step!(self.fix(&chain, t, &mut generated, &failure, checked.as_deref()));
                 checkpoint!();
-                let mut fixed = step!(self.evaluate(t, &generated.code, &generated.grafted, progress));
+                let mut fixed = step!(self.evaluate(t, &generated.code, &generated.grafted, &known, progress));
                 checkpoint!();
                 fixed.seconds += evaluated.seconds;
                 evaluated.retries.append(&mut fixed.retries);
                 fixed.retries = evaluated.retries;
                 evaluated = fixed;
+            }
+            // The generator's design builds a network already trained: the
+            // search makes its change in its place, as for a design given
+            // back unchanged.
+            if let Outcome::Duplicate { of, network: true, .. } = evaluated.outcome {
+                if generated.made.is_none() {
+                    step!(self.change_on_duplicate(&chain, t, &mut generated, true));
+                    if generated.made.is_some() {
+                        generated.same_network_as = Some(of);
+                        let mut changed =
+                            step!(self.evaluate(t, &generated.code, &generated.grafted, &known, progress));
+                        checkpoint!();
+                        changed.seconds += evaluated.seconds;
+                        evaluated.retries.append(&mut changed.retries);
+                        changed.retries = evaluated.retries;
+                        evaluated = changed;
+                    }
+                }
             }
             if let Some(change) = &generated.fallback {
                 let problem =
@@ -900,11 +937,12 @@ impl<'a> Search<'a> {
             grafted,
             made: None,
             made_on: None,
+            same_network_as: None,
             messages,
             base,
             asked,
         };
-        if let Err(stop) = self.change_on_duplicate(chain, t, &mut generated)? {
+        if let Err(stop) = self.change_on_duplicate(chain, t, &mut generated, false)? {
             return Ok(Err(stop));
         }
         Ok(Ok(generated))
@@ -980,7 +1018,7 @@ impl<'a> Search<'a> {
         generated.messages = messages;
         (generated.code, generated.diff, generated.grafted) =
             self.take_answer(&generated.response.content, generated.parent.as_ref(), generated.base.as_deref());
-        self.change_on_duplicate(chain, t, generated)
+        self.change_on_duplicate(chain, t, generated, false)
     }
 
     /// With `"change"` in `[search] repair` (and fallback changes and the
@@ -995,7 +1033,10 @@ impl<'a> Search<'a> {
     /// ([`RUNNER_UPS`] of them, most accurate first), with `made_on` naming
     /// the design: a small generator that writes the best back would
     /// otherwise end each of its later iterations as a duplicate.
-    fn change_on_duplicate(&self, chain: &Chain, t: u64, generated: &mut Generated) -> Step<()> {
+    /// `network`: the evaluator found the design builds a network already
+    /// trained (the text may be novel), so a change is made without asking
+    /// the novelty filter first.
+    fn change_on_duplicate(&self, chain: &Chain, t: u64, generated: &mut Generated, network: bool) -> Step<()> {
         let on = self.cfg.repair.has(Repair::Change) && self.cfg.fallback_changes && self.cfg.novelty_filter;
         let Some(best) = chain.best_design().filter(|_| on && self.cycle.is_none()) else { return Ok(Ok(())) };
         let Ok(code) = &generated.code else { return Ok(Ok(())) };
@@ -1003,8 +1044,8 @@ impl<'a> Search<'a> {
             |c: &str| self.archive.probe(t, &novelty::signature(c), self.cfg.novelty_threshold, &|| self.stopping());
         match probe(code) {
             Screen::Stopped => return Ok(Err(self.stop_now())),
-            Screen::Novel => return Ok(Ok(())),
-            Screen::Duplicate(..) => {}
+            Screen::Novel if !network => return Ok(Ok(())),
+            Screen::Novel | Screen::Duplicate(..) => {}
         }
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         let open = improver::open_fallback_changes(&chain.entries, Some(best), self.seed, t);
@@ -1071,6 +1112,7 @@ impl<'a> Search<'a> {
         t: u64,
         code: &Result<String, CandidateFailure>,
         grafted: &[repair::RepairNote],
+        known: &BTreeMap<String, u64>,
         progress: &Mutex<&mut dyn Progress>,
     ) -> Step<Evaluated> {
         let sig = code.as_ref().ok().map(|c| novelty::signature(c));
@@ -1089,7 +1131,7 @@ impl<'a> Search<'a> {
             }
             (Ok(code), Screen::Duplicate(of, similarity)) => {
                 return Ok(Ok(Evaluated {
-                    outcome: Outcome::Duplicate { of, similarity },
+                    outcome: Outcome::Duplicate { of, similarity, network: false },
                     seconds: 0.0,
                     repaired: (!grafted.is_empty()).then(|| (code.clone(), grafted.to_vec())),
                     over_limit: None,
@@ -1114,7 +1156,7 @@ impl<'a> Search<'a> {
                 softened = fixed;
             }
         }
-        let (mut outcome, mut seconds, mut retries) = self.evaluate_code(t, &softened)?;
+        let (mut outcome, mut seconds, mut retries) = self.evaluate_code(t, &softened, known)?;
         // The repairs of a failure the check reported, each followed by
         // another evaluation (a channel fixed or a pooling taken out can
         // reveal a flatten size).
@@ -1142,7 +1184,7 @@ impl<'a> Search<'a> {
             let Some((fixed, made)) = fixed else { break };
             notes.extend(made);
             softened = fixed;
-            let (next, more, more_retries) = self.evaluate_code(t, &softened)?;
+            let (next, more, more_retries) = self.evaluate_code(t, &softened, known)?;
             (outcome, seconds) = (next, seconds + more);
             retries.extend(more_retries);
         }
@@ -1160,7 +1202,12 @@ impl<'a> Search<'a> {
     /// again alone (see [`admission`]); the attempt with company is
     /// journaled first, under [`crowded_key`], so a resumed run records the
     /// same retry.
-    fn evaluate_code(&self, t: u64, code: &str) -> Result<(Outcome, f64, Vec<EvalRetry>), SearchError> {
+    fn evaluate_code(
+        &self,
+        t: u64,
+        code: &str,
+        known: &BTreeMap<String, u64>,
+    ) -> Result<(Outcome, f64, Vec<EvalRetry>), SearchError> {
         let journaled_retry = |st: &Store| -> Result<Vec<EvalRetry>, SearchError> {
             Ok(match st.journaled_evaluation(t, &crowded_key(code))? {
                 Some((Outcome::Failed { failure }, seconds)) => vec![EvalRetry { failure, seconds }],
@@ -1182,6 +1229,7 @@ impl<'a> Search<'a> {
             seed: Some(self.seed),
             save_model: None,
             budget: self.objective.budget(),
+            known_networks: known.keys().cloned().collect(),
         };
         let mut retries = journaled_retry(&locked(&self.store))?;
         let (outcome, seconds) = if retries.is_empty() {
@@ -1196,13 +1244,13 @@ impl<'a> Search<'a> {
                     let first = Outcome::Failed { failure: failure.clone() };
                     locked(&self.store).journal_evaluation(t, &crowded_key(code), &first, seconds)?;
                     retries.push(EvalRetry { failure, seconds });
-                    self.evaluate_alone(&request)?
+                    self.evaluate_alone(&request, known)?
                 }
-                other => (outcome_of(other), seconds),
+                other => (outcome_of(other, known), seconds),
             }
         } else {
             // Killed after the attempt with company: run it alone now.
-            self.evaluate_alone(&request)?
+            self.evaluate_alone(&request, known)?
         };
         self.observe(&outcome);
         locked(&self.store).journal_evaluation(t, code, &outcome, seconds)?;
@@ -1210,11 +1258,15 @@ impl<'a> Search<'a> {
     }
 
     /// An evaluation with no other in flight.
-    fn evaluate_alone(&self, request: &EvalRequest) -> Result<(Outcome, f64), SearchError> {
+    fn evaluate_alone(
+        &self,
+        request: &EvalRequest,
+        known: &BTreeMap<String, u64>,
+    ) -> Result<(Outcome, f64), SearchError> {
         let e0 = Instant::now();
         let _alone = self.admission.alone();
         let result = self.evaluators.with(|e| e.evaluate(request)).map_err(SearchError::Evaluator)?;
-        Ok((outcome_of(result), e0.elapsed().as_secs_f64()))
+        Ok((outcome_of(result, known), e0.elapsed().as_secs_f64()))
     }
 
     /// Takes a measured peak into the admission's expectation.
@@ -1408,9 +1460,18 @@ impl<'a> Search<'a> {
 }
 
 /// The search's outcome of an evaluator's.
-fn outcome_of(result: EvalOutcome) -> Outcome {
+/// The record's outcome of an evaluator's answer: a network the evaluator
+/// refused as already trained is a duplicate of the attempt that trained it
+/// (`known`: the fingerprints the request carried, the message names one).
+fn outcome_of(result: EvalOutcome, known: &BTreeMap<String, u64>) -> Outcome {
     match result {
         EvalOutcome::Ok(report) => Outcome::Ok { report },
+        EvalOutcome::Failed(failure) if failure.kind == FailureKind::Duplicate => {
+            match known.iter().find(|(network, _)| failure.message.contains(network.as_str())) {
+                Some((_, &of)) => Outcome::Duplicate { of, similarity: 1.0, network: true },
+                None => Outcome::Failed { failure },
+            }
+        }
         EvalOutcome::Failed(failure) => Outcome::Failed { failure },
     }
 }
@@ -1537,6 +1598,7 @@ fn assemble(
         regenerated: generated.regenerated,
         made_change: generated.made,
         made_on: generated.made_on,
+        same_network_as: generated.same_network_as,
     }
 }
 
@@ -1561,6 +1623,9 @@ fn failure_hint(outcome: &Outcome) -> Option<String> {
             .or_else(|| channel_mismatch(&failure.message))
             .or_else(|| shrunk_to_nothing(&failure.message))
             .or_else(|| unflattened(&failure.message)),
+        Outcome::Duplicate { of, network: true, .. } => Some(format!(
+            "That answer built attempt {of}'s network again, only written otherwise, so it was not trained. This time the network itself must differ: make the change below."
+        )),
         // Small models answer "make this change" with the design unchanged.
         Outcome::Duplicate { of, .. } => Some(format!(
             "That answer was attempt {of}'s design again, so it was not trained. This time the code must differ from it: make the change below."
@@ -1663,7 +1728,13 @@ fn describe_outcome(outcome: &Outcome) -> (String, Option<String>) {
             let tail: String = if chars > FEEDBACK_CHARS { text.chars().skip(chars - FEEDBACK_CHARS).collect() } else { text };
             (format!("failed ({})", failure.kind), Some(tail))
         }
-        Outcome::Duplicate { of, similarity } => (
+        Outcome::Duplicate { of, network: true, .. } => (
+            format!("not trained: the same network as attempt {of}"),
+            Some(format!(
+                "The design builds the same network as attempt {of}, which was already trained, only written otherwise. Propose a change that makes a different network."
+            )),
+        ),
+        Outcome::Duplicate { of, similarity, .. } => (
             format!("not trained: a near-duplicate of attempt {of}"),
             Some(format!(
                 "The design is {:.0}% similar to attempt {of}, which was already evaluated. Propose a substantially different change.",
@@ -1717,7 +1788,7 @@ mod feedback_tests {
 
     #[test]
     fn a_duplicate_tells_the_generator_to_change_the_code() {
-        let hint = failure_hint(&Outcome::Duplicate { of: 3, similarity: 1.0 }).expect("a hint");
+        let hint = failure_hint(&Outcome::Duplicate { of: 3, similarity: 1.0, network: false }).expect("a hint");
         assert!(hint.contains("attempt 3") && hint.contains("must differ"), "{hint}");
     }
 

@@ -101,6 +101,7 @@ fn evaluate(e: &mut Box<dyn Evaluator>, id: &str, source: &str, data: &Path) -> 
         seed: None,
         save_model: None,
         budget: Default::default(),
+        known_networks: Vec::new(),
     };
     match e.evaluate(&req).expect("evaluate") {
         EvalOutcome::Ok(r) => (

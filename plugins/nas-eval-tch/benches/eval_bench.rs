@@ -119,6 +119,7 @@ fn main() {
                 seed: None,
                 save_model: None,
                 budget: Default::default(),
+                known_networks: Vec::new(),
             };
             let report = match e.evaluate(&req).expect("evaluate") {
                 EvalOutcome::Ok(r) => r,

@@ -20,7 +20,13 @@
 //!    candidate, never pass it;
 //!    When the request carries a [`nas_plugin_api::Budget`], the meter
 //!    (below) measures the exported module's parameters and FLOPs first, and
-//!    a network over the budget fails at stage `budget` without training;
+//!    a network over the budget fails at stage `budget` without training.
+//!    The check also takes the network's fingerprint (a hash of its initial
+//!    parameters and buffers and of its outputs on the check's batch in
+//!    evaluation and in training mode; reported as `extra.network`): a
+//!    network whose fingerprint is in the request's `known_networks` fails
+//!    at stage `network` (kind `duplicate`) without training. Written by
+//!    the candidate's process, a forged one can only refuse the candidate;
 //! 3. **train** one epoch and **predict** the test images in the persistent
 //!    worker `nas-eval-worker` (crate `nas-eval-tch-worker`, tch + libtorch),
 //!    which holds the training split and the test images (never their
@@ -121,6 +127,7 @@
 //!     seed: None,
 //!     save_model: None,
 //!     budget: Default::default(),
+//!     known_networks: Vec::new(),
 //! }).unwrap();
 //! println!("{}", serde_json::to_string(&outcome).unwrap());
 //! ```
@@ -483,6 +490,9 @@ static INSTANCE: AtomicU64 = AtomicU64::new(0);
 struct CheckPass {
     contract: String,
     export: String,
+    /// The network's fingerprint ([`nas_plugin_api::NETWORK_KEY`]): 32 hex
+    /// digits, when the check could take it.
+    network: Option<String>,
 }
 
 /// A short printable text from an untrusted answer.
@@ -675,6 +685,17 @@ impl TchOneEpoch {
         if let Err(failure) = take_model(&job.cand_dir.join("model.pt"), job.model)? {
             return Ok(failure);
         }
+        // A network the search has trained already is not trained again.
+        if let Some(network) = pass.network.as_ref().filter(|n| job.request.known_networks.contains(n)) {
+            return Ok(failed(
+                "network",
+                FailureKind::Duplicate,
+                format!(
+                    "the same network as one already trained in this search (network {network}: the same layers, \
+                     initialised the same, giving the same outputs), so it was not trained again"
+                ),
+            ));
+        }
         // A budget is checked on the exported module before the epoch is
         // spent; without one the meter runs beside the training.
         let budget = job.request.budget;
@@ -703,6 +724,9 @@ impl TchOneEpoch {
             Err(failure) => return Ok(failure),
         };
         let mut outcome = self.score(job, &pass, &report, &order, flops)?;
+        if let (EvalOutcome::Ok(r), Some(network)) = (&mut outcome, &pass.network) {
+            r.extra.insert(nas_plugin_api::NETWORK_KEY.into(), json!(network));
+        }
         if let (EvalOutcome::Ok(r), Some((path, secs))) = (&mut outcome, self.last_check) {
             r.extra.insert("check".into(), json!(path));
             r.extra.insert("check_seconds".into(), json!((secs * 1000.0).round() / 1000.0));
@@ -1061,7 +1085,15 @@ impl TchOneEpoch {
             f.traceback = untrusted_text(&check["traceback"], 4000);
             return Err(EvalOutcome::Failed(f));
         }
-        Ok(CheckPass { contract: untrusted_text(&check["contract"], 64), export: untrusted_text(&check["export"], 16) })
+        let network = check["network"]
+            .as_str()
+            .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase);
+        Ok(CheckPass {
+            contract: untrusted_text(&check["contract"], 64),
+            export: untrusted_text(&check["export"], 16),
+            network,
+        })
     }
 
     /// Trains and tests the model in the worker: its report and the test

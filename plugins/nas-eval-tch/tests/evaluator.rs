@@ -89,6 +89,7 @@ fn eval(e: &mut Box<dyn Evaluator>, id: &str, source: &str, dataset: &Path, limi
         seed: None,
         save_model: None,
         budget: Default::default(),
+        known_networks: Vec::new(),
     };
     e.evaluate(&req).unwrap_or_else(|err| panic!("{id}: evaluator error (not a candidate failure): {err}"))
 }
@@ -157,6 +158,7 @@ fn a_budget_is_checked_on_the_exported_network_before_its_epoch() {
         seed: None,
         save_model: None,
         budget,
+        known_networks: Vec::new(),
     };
     // Within the budget: trained, and measured as without one.
     let roomy = Budget { max_params: Some(u64::MAX), max_flops: Some(u64::MAX) };
@@ -178,6 +180,50 @@ fn a_budget_is_checked_on_the_exported_network_before_its_epoch() {
     // Exactly at the budget is within it.
     let exact = Budget { max_params: Some(params), max_flops: Some(flops) };
     assert_eq!(ok(e.evaluate(&request("exact", exact)).expect("evaluates"), "exact").params, Some(params));
+}
+
+/// The network of `tests/candidates/good_cnn.md` written otherwise: its layers
+/// renamed, a comment, `view` for `flatten`, the pooling as a module.
+const GOOD_CNN_REWRITTEN: &str = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Net(nn.Module):\n    # the same network\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        channels, height, width = in_shape\n        self.first = nn.Conv2d(channels, 32, kernel_size=3, padding=1)\n        self.norm1 = nn.BatchNorm2d(32)\n        self.second = nn.Conv2d(32, 64, kernel_size=3, padding=1)\n        self.norm2 = nn.BatchNorm2d(64)\n        self.dropout = nn.Dropout(p=0.25)\n        self.head = nn.Linear(64 * (height // 4) * (width // 4), num_classes)\n        self.pool = nn.MaxPool2d(2)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.norm1(self.first(x))))\n        x = self.pool(torch.relu(self.norm2(self.second(x))))\n        x = x.view(x.size(0), -1)\n        return self.head(self.dropout(x))\n";
+
+#[test]
+fn a_network_already_trained_is_refused_before_its_epoch_however_it_is_written() {
+    let _g = lock();
+    let mut e = evaluator(json!({"max_train_examples": 512, "max_test_examples": 256}));
+    let data = fmnist();
+    let request = |id: &str, source: &str, known: Vec<String>| EvalRequest {
+        candidate_id: id.into(),
+        source: source.into(),
+        dataset: DatasetRef { dir: data.clone(), name: "test".into() },
+        time_limit_s: None,
+        seed: None,
+        save_model: None,
+        budget: Default::default(),
+        known_networks: known,
+    };
+    let good = read("tests/candidates/good_cnn.md");
+    let r = ok(e.evaluate(&request("good", &good, Vec::new())).expect("evaluates"), "good");
+    let network = r.extra[NETWORK_KEY].as_str().expect("the report carries the network's fingerprint").to_string();
+    assert_eq!(network.len(), 32, "{network}");
+    // Written otherwise, with its fingerprint known: not trained again.
+    let f = failure(
+        e.evaluate(&request("rewritten", GOOD_CNN_REWRITTEN, vec!["0".repeat(32), network.clone()]))
+            .expect("evaluates"),
+        "rewritten",
+    );
+    assert_eq!((f.stage.as_str(), f.kind), ("network", FailureKind::Duplicate), "{f:#?}");
+    assert!(f.message.contains(&network) && f.message.contains("not trained again"), "{}", f.message);
+    // Not known: trained, with the same fingerprint.
+    let again =
+        ok(e.evaluate(&request("rewritten-alone", GOOD_CNN_REWRITTEN, Vec::new())).expect("evaluates"), "alone");
+    assert_eq!(again.extra[NETWORK_KEY], r.extra[NETWORK_KEY]);
+    // Another seed initialises it otherwise; another dropout rate trains otherwise: other networks.
+    let other_seed = EvalRequest { seed: Some(7), ..request("seed-7", &good, vec![network.clone()]) };
+    let seven = ok(e.evaluate(&other_seed).expect("evaluates"), "seed 7");
+    assert_ne!(seven.extra[NETWORK_KEY], r.extra[NETWORK_KEY]);
+    let other_rate = good.replace("nn.Dropout(0.25)", "nn.Dropout(0.5)");
+    let rate = ok(e.evaluate(&request("dropout-0.5", &other_rate, vec![network.clone()])).expect("evaluates"), "0.5");
+    assert_ne!(rate.extra[NETWORK_KEY], r.extra[NETWORK_KEY]);
 }
 
 /// Three 512-channel convolutions at full resolution: over 30 GFLOPs per
@@ -331,6 +377,7 @@ fn bad_settings_and_missing_datasets_are_errors_not_failures() {
         seed: None,
         save_model: None,
         budget: Default::default(),
+        known_networks: Vec::new(),
     };
     let err = e.evaluate(&req).expect_err("no dataset is an evaluator error");
     assert!(err.message.contains("/nonexistent/dataset"), "{err}");
@@ -381,6 +428,7 @@ fn save_model_writes_the_trained_module_as_torchscript_that_torch_loads() {
         seed: None,
         save_model: Some(save.to_path_buf()),
         budget: Default::default(),
+        known_networks: Vec::new(),
     };
     let r = ok(e.evaluate(&request("saved", read("tests/candidates/good_cnn.md"), &dest)).expect("evaluate"), "saved");
     assert!(dest.is_file(), "the trained model was written to {}", dest.display());
@@ -456,6 +504,7 @@ fn the_request_seed_drives_initialisation_and_data_order_and_is_echoed() {
             seed,
             save_model: Some(dest.clone()),
             budget: Default::default(),
+            known_networks: Vec::new(),
         };
         (ok(e.evaluate(&req).expect("evaluate"), id), dest)
     };
@@ -672,6 +721,7 @@ fn save_model_writes_an_onnx_twin_checked_against_the_torchscript_module() {
         seed: None,
         save_model: Some(dest.clone()),
         budget: Default::default(),
+        known_networks: Vec::new(),
     };
     let r = ok(e.evaluate(&req).expect("evaluate"), "onnx");
     let onnx = out.join("best/model.onnx");

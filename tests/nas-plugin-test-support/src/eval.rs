@@ -44,6 +44,7 @@ pub fn check_evaluator(evaluator: &mut dyn Evaluator, dataset: &DatasetRef) -> R
             seed: Some(SEED),
             save_model: None,
             budget: Default::default(),
+            known_networks: Vec::new(),
         };
         must(&format!("evaluating the {name} candidate"), || evaluator.evaluate(&request))
     };
