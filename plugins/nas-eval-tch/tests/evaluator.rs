@@ -183,8 +183,9 @@ fn a_budget_is_checked_on_the_exported_network_before_its_epoch() {
 }
 
 /// The network of `tests/candidates/good_cnn.md` written otherwise: its layers
-/// renamed, a comment, `view` for `flatten`, the pooling as a module.
-const GOOD_CNN_REWRITTEN: &str = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Net(nn.Module):\n    # the same network\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        channels, height, width = in_shape\n        self.first = nn.Conv2d(channels, 32, kernel_size=3, padding=1)\n        self.norm1 = nn.BatchNorm2d(32)\n        self.second = nn.Conv2d(32, 64, kernel_size=3, padding=1)\n        self.norm2 = nn.BatchNorm2d(64)\n        self.dropout = nn.Dropout(p=0.25)\n        self.head = nn.Linear(64 * (height // 4) * (width // 4), num_classes)\n        self.pool = nn.MaxPool2d(2)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.norm1(self.first(x))))\n        x = self.pool(torch.relu(self.norm2(self.second(x))))\n        x = x.view(x.size(0), -1)\n        return self.head(self.dropout(x))\n";
+/// renamed and bound in another order (both convolutions first), a comment,
+/// `view` for `flatten`, the pooling as a module.
+const GOOD_CNN_REWRITTEN: &str = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Net(nn.Module):\n    # the same network\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        channels, height, width = in_shape\n        self.first = nn.Conv2d(channels, 32, kernel_size=3, padding=1)\n        self.second = nn.Conv2d(32, 64, kernel_size=3, padding=1)\n        self.norm1 = nn.BatchNorm2d(32)\n        self.norm2 = nn.BatchNorm2d(64)\n        self.dropout = nn.Dropout(p=0.25)\n        self.head = nn.Linear(64 * (height // 4) * (width // 4), num_classes)\n        self.pool = nn.MaxPool2d(2)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.norm1(self.first(x))))\n        x = self.pool(torch.relu(self.norm2(self.second(x))))\n        x = x.view(x.size(0), -1)\n        return self.head(self.dropout(x))\n";
 
 #[test]
 fn a_network_already_trained_is_refused_before_its_epoch_however_it_is_written() {

@@ -18,6 +18,7 @@ afterwards by processes that run only the exported TorchScript.
 """
 
 import copy
+import ctypes
 import errno
 import hashlib
 import importlib.util
@@ -194,15 +195,20 @@ model.zero_grad(set_to_none=True)
 # text: the search refuses to train such a network twice. Names are left out:
 # a layer renamed is the same network.
 def tensor_bytes(t):
+    # The raw bytes at once (a storage's bytes() reads them one by one in Python).
     t = t.detach().cpu().reshape(-1).clone()
-    return bytes(t.view(torch.uint8).untyped_storage()) if t.numel() else b""
+    return ctypes.string_at(t.data_ptr(), t.numel() * t.element_size()) if t.numel() else b""
 
 
 def network_fingerprint():
-    h = hashlib.sha256()
-    for t in model.state_dict().values():
-        h.update(f"{t.dtype}{tuple(t.shape)};".encode())
-        h.update(tensor_bytes(t))
+    # Each tensor hashed alone and the hashes sorted: the order in which
+    # `__init__` registers layers does not change what trains (a batch norm
+    # bound before or after the next convolution initialises the same).
+    tensors = sorted(
+        hashlib.sha256(f"{t.dtype}{tuple(t.shape)};".encode() + tensor_bytes(t)).digest()
+        for t in model.state_dict().values()
+    )
+    h = hashlib.sha256(b"".join(tensors))
     with torch.no_grad():
         model.eval()
         h.update(tensor_bytes(model(dummy).float()))
