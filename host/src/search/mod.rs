@@ -6,7 +6,10 @@
 //!    mode, the diff, applied tolerantly to the parent);
 //! 2. **novelty filter**: a candidate too similar to an evaluated one is
 //!    recorded as a duplicate of its twin and not trained;
-//! 3. **evaluate** (sandboxed, one epoch) → accuracy or a typed failure;
+//! 3. **evaluate** (sandboxed, one epoch) → accuracy or a typed failure; a
+//!    candidate that builds a network its island has already trained (the
+//!    evaluator's fingerprint, sent as `known_networks`) is refused before
+//!    its epoch and recorded as a duplicate of the attempt that trained it;
 //! 4. **close** the open memory entry with the outcome;
 //! 5. **update best** (strictly greater accuracy);
 //! 6. **Prompt Improver** prompt (best and current code with results, the
