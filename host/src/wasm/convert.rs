@@ -229,7 +229,9 @@ pub(crate) fn manifest(m: t::DatasetManifest) -> Result<api::DatasetManifest, ap
 /// The WIT record `eval-request` (package `nas:plugin@1.0.0`) has no
 /// `save_model`: it came with plugin API 1.1 and stays native-only, so a
 /// wasm evaluator never receives it and writes no model, exactly as the
-/// field's contract allows ("others ignore it").
+/// field's contract allows ("others ignore it"). The same holds for 1.2's
+/// `budget` and 1.3's `known_networks`: a wasm evaluator trains every
+/// candidate it is given, and the host judges the report it returns.
 pub(crate) fn eval_request(r: &api::EvalRequest) -> t::EvalRequest {
     t::EvalRequest {
         candidate_id: r.candidate_id.clone(),
