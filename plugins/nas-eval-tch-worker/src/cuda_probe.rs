@@ -83,34 +83,55 @@ fn driver_answer() -> String {
     format!("the CUDA driver itself sees {n} device(s)")
 }
 
-/// `/dev/nvidia*` and whether each opens read-write here.
+/// The device files the CUDA driver opens besides the numbered GPUs.
+const CONTROL_FILES: [&str; 3] = ["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"];
+
+/// `/dev/nvidia*` and whether each opens read-write here. A sandbox may bind
+/// them without letting `/dev` be listed, so the control files and the
+/// numbered GPUs (up to the first missing one) are tried by name.
 fn device_files() -> String {
-    let mut names: Vec<String> = std::fs::read_dir("/dev")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("nvidia"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    if names.is_empty() {
-        return "no /dev/nvidia* device files here".into();
+    let mut names: Vec<String> = CONTROL_FILES.iter().map(|n| n.to_string()).collect();
+    names.extend((0..64).map(|i| format!("nvidia{i}")).take_while(|n| std::path::Path::new("/dev").join(n).exists()));
+    // Others the directory lists, where it can be listed.
+    let listed: std::io::Result<Vec<String>> = std::fs::read_dir("/dev").map(|d| {
+        d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("nvidia")).collect()
+    });
+    if let Ok(listed) = &listed {
+        for n in listed {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
     }
+    let mut found = false;
     let each: Vec<String> = names
         .iter()
         .map(|n| {
             let p = std::path::Path::new("/dev").join(n);
             if p.is_dir() {
+                found = true;
                 return format!("{} (a directory)", p.display());
             }
             match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
-                Ok(_) => format!("{} opens", p.display()),
-                Err(e) => format!("{}: {e}", p.display()),
+                Ok(_) => {
+                    found = true;
+                    format!("{} opens", p.display())
+                }
+                Err(e) => {
+                    found |= e.kind() != std::io::ErrorKind::NotFound;
+                    format!("{}: {e}", p.display())
+                }
             }
         })
         .collect();
-    format!("device files: {}", each.join(", "))
+    let listing = match listed {
+        Ok(_) => String::new(),
+        Err(e) => format!(" (/dev cannot be listed here: {e})"),
+    };
+    if !found {
+        return format!("no /dev/nvidia* device files here{listing}");
+    }
+    format!("device files: {}{listing}", each.join(", "))
 }
 
 #[cfg(test)]

@@ -142,11 +142,14 @@ impl Ruleset {
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Adds a read (and execute) rule below the directory open at `parent_fd`
-/// to the ruleset `ruleset_fd`, with system calls only (async-signal-safe:
-/// for the child between clone and execve, where a directory exists only
-/// after mounting). Returns the system call's result (negative on error).
-pub fn add_read_rule(ruleset_fd: i32, parent_fd: i32, abi: u32) -> i64 {
-    let rule = PathBeneathAttr { allowed_access: (EXECUTE | READ_FILE | READ_DIR) & handled_fs(abi), parent_fd };
+/// to the ruleset `ruleset_fd`, with writing files too when `write_files`,
+/// with system calls only (async-signal-safe: for the child between clone
+/// and execve, where a directory exists only after mounting). Returns the
+/// system call's result (negative on error).
+pub fn add_beneath_rule(ruleset_fd: i32, parent_fd: i32, abi: u32, write_files: bool) -> i64 {
+    let write = if write_files { WRITE_FILE | TRUNCATE } else { 0 };
+    let rule =
+        PathBeneathAttr { allowed_access: (EXECUTE | READ_FILE | READ_DIR | write) & handled_fs(abi), parent_fd };
     // SAFETY: `rule` is a valid landlock_path_beneath_attr; both descriptors
     // are owned by the caller for the duration of the call.
     unsafe {

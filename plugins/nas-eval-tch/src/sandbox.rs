@@ -562,6 +562,8 @@ struct ChildPlan {
     maps: Option<[(CString, CString); 3]>,
     mounts: Option<MountPlan>,
     landlock: Option<(RawFd, u32)>,
+    /// Whether the tree may use a GPU ([`Policy::gpu`]).
+    gpu: bool,
     become_user: Option<Ids>,
     last_cap: i32,
     max_fd: i32,
@@ -728,6 +730,7 @@ pub fn spawn(launch: Launch, policy: &Policy, caps: &Capabilities) -> std::io::R
         maps,
         mounts,
         landlock: ruleset.as_ref().map(|r| (r.raw_fd(), r.abi)),
+        gpu: policy.gpu,
         become_user,
         last_cap,
         max_fd,
@@ -926,11 +929,15 @@ unsafe fn run_child(plan: &ChildPlan) -> ! {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             f.fail(Step::NoNewPrivs);
         }
-        // 6. Landlock (the fresh /proc is another filesystem: its rule is added here).
+        // 6. Landlock (the fresh /proc is another filesystem: its rule is added
+        // here). A GPU tree may also write files there: the CUDA driver names
+        // its threads in /proc/self/task/*/comm while cuInit runs and fails
+        // (CUDA_ERROR_OPERATING_SYSTEM) when it cannot; what else /proc holds
+        // is still closed to `nobody` by its owners and modes.
         if let Some((fd, abi)) = plan.landlock {
             if plan.mounts.is_some() {
                 let proc_fd = libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
-                if proc_fd < 0 || landlock::add_read_rule(fd, proc_fd, abi) < 0 {
+                if proc_fd < 0 || landlock::add_beneath_rule(fd, proc_fd, abi, plan.gpu) < 0 {
                     f.fail(Step::ProcRule);
                 }
                 libc::close(proc_fd);
@@ -1578,6 +1585,56 @@ mod tests {
         want.sort();
         assert_eq!(got, want);
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// Whether `/bin/sh -c script` exits 0 in a sandbox with `gpu`.
+    fn sh_succeeds(caps: &Capabilities, scratch: &Path, gpu: bool, script: &str) -> bool {
+        let policy = Policy {
+            read: crate::discover::system_read_paths(),
+            write: vec![scratch.to_path_buf(), PathBuf::from("/dev/null")],
+            max_processes: 64,
+            max_file_bytes: 1 << 20,
+            gpu,
+            ..Policy::default()
+        };
+        let null = std::fs::File::options().read(true).write(true).open("/dev/null").expect("/dev/null");
+        let err = std::fs::File::create(scratch.join("stderr")).expect("stderr file");
+        let fds: Vec<OwnedFd> =
+            vec![null.try_clone().expect("dup").into(), null.into(), err.into()];
+        let launch = Launch {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: scratch.to_path_buf(),
+            fds,
+        };
+        let mut p = spawn(launch, &policy, caps).expect("spawns");
+        p.wait().expect("waits").success()
+    }
+
+    #[test]
+    fn a_gpu_tree_may_name_its_threads_in_proc_and_no_other_may() {
+        // The CUDA driver writes /proc/self/task/*/comm in cuInit; under a
+        // read-only /proc rule it fails and libtorch counts 0 devices.
+        let work = std::env::temp_dir().join(format!("nas-sandbox-comm-{}", std::process::id()));
+        let caps = Capabilities::probe_with(&work, &crate::discover::system_read_paths(), Path::new("/bin/true"), &[]);
+        if !caps.full_isolation() || caps.landlock_abi.is_none() {
+            eprintln!("skipped: no private root with Landlock here ({})", caps.describe());
+            let _ = std::fs::remove_dir_all(&work);
+            return;
+        }
+        let scratch = work.join("scratch");
+        std::fs::create_dir_all(&scratch).expect("mkdir");
+        caps.make_writable(&scratch).expect("writable");
+        let name = "echo named > /proc/$$/comm && read n < /proc/$$/comm && test \"$n\" = named";
+        assert!(
+            sh_succeeds(&caps, &scratch, true, name),
+            "a GPU tree names its threads: {}",
+            std::fs::read_to_string(scratch.join("stderr")).unwrap_or_default()
+        );
+        assert!(!sh_succeeds(&caps, &scratch, false, "echo named > /proc/self/comm"), "a CPU tree may not write /proc");
+        assert!(sh_succeeds(&caps, &scratch, false, "cat /proc/self/comm > /dev/null"), "but reads it");
+        let _ = std::fs::remove_dir_all(&work);
     }
 
     #[test]
