@@ -170,6 +170,14 @@ pub enum Repair {
     /// the novelty filter sees the whole design, and the generator is not
     /// asked again for it); the record keeps the added lines.
     Forward,
+    /// A design the evaluator refuses as over the search's compute budget
+    /// (`[search.limits] max_flops`, `max_params`) is made narrower: every
+    /// `nn.Conv2d` gets half its channels (the input's kept) and every
+    /// `nn.BatchNorm2d` half its features, when a reading of the lines can
+    /// halve them all, and the candidate is evaluated again (the head's size
+    /// is then the flatten repair's; still over, it is made narrower again);
+    /// the record keeps each changed line.
+    Budget,
     /// A layer with weights or a training mode that `forward` builds and
     /// calls in one expression (`nn.Dropout(0.3)(x)`: a new module each
     /// call, never trained, never put in eval mode) is bound in `__init__`
@@ -218,7 +226,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"forward\", \"change\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -235,11 +243,12 @@ impl<'de> Deserialize<'de> for Repairs {
                 "layer_in_forward" => Repair::LayerInForward,
                 "channels" => Repair::Channels,
                 "pooling" => Repair::Pooling,
+                "budget" => Repair::Budget,
                 "forward" => Repair::Forward,
                 "change" => Repair::Change,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"forward\" and \"change\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -823,7 +832,8 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
-    /// "missing_layer", "layer_in_forward", "channels", "pooling", "forward", "change"]`, `prompt_style = "compact"`,
+    /// "missing_layer", "layer_in_forward", "channels", "pooling", "budget", "forward", "change"]`,
+    /// `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `fix_retries = 1`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
@@ -843,6 +853,7 @@ impl RunConfig {
             Repair::LayerInForward,
             Repair::Channels,
             Repair::Pooling,
+            Repair::Budget,
             Repair::Forward,
             Repair::Change,
         ]);
@@ -1181,6 +1192,7 @@ mod tests {
                 Repair::LayerInForward,
                 Repair::Channels,
                 Repair::Pooling,
+                Repair::Budget,
                 Repair::Forward,
                 Repair::Change
             ])
@@ -1193,7 +1205,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"forward\", \"change\"]"
+                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
             ),
             "{text}"
         );

@@ -386,6 +386,34 @@ fn a_design_over_the_budget_is_not_trained_and_both_roles_read_its_cost_and_a_mi
     assert!(recs[1].code.as_deref().is_some_and(|c| !c.contains("self.pool2")), "{:?}", recs[1].code);
 }
 
+#[test]
+fn a_design_over_the_budget_is_made_narrower_and_trains_within_it() {
+    // COSTLY's 128 channels cost about 1.9 MFLOPs, over the 1-MFLOP budget:
+    // at 64 they cost about 0.9, and the head then takes half the features.
+    let search =
+        "objective = \"constrained\"\nrepair = [\"flatten\", \"budget\"]\n[search.limits]\nmax_flops = 1_000_000";
+    let rec = one_trained_iteration(COSTLY, search);
+    let Outcome::Ok { report } = &rec.outcome else { unreachable!() };
+    assert!(report.flops.is_some_and(|f| f <= 1_000_000), "{report:?}");
+    let notes: Vec<(&str, usize, &str, &str)> =
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+    assert_eq!(
+        notes,
+        [
+            (
+                "budget",
+                7,
+                "self.body = nn.Sequential(nn.Conv2d(in_shape[0], 128, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))",
+                "self.body = nn.Sequential(nn.Conv2d(in_shape[0], 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))"
+            ),
+            ("flatten", 8, "self.head = nn.Linear(128 * 4 * 4, num_classes)", "self.head = nn.Linear(1024, num_classes)"),
+        ]
+    );
+    // The budget note keeps the refusal it answered.
+    let failure = rec.repair[0].failure.as_ref().expect("the failure behind the repair");
+    assert!(failure.message.contains("over the limit of 1.0"), "{failure:?}");
+}
+
 /// One iteration on the real evaluator, the generator answering `design`
 /// and `search` set in `[search]`: its record, which trained.
 fn one_trained_iteration(design: &'static str, search: &str) -> nas_host::records::IterationRecord {

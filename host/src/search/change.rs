@@ -20,6 +20,7 @@
 
 use super::improver::FALLBACK_CHANGES;
 use super::repair::{self, layer_arg as arg, Arg, RepairNote};
+use nas_plugin_api::{CandidateFailure, FailureKind};
 
 /// The kind of a change's notes.
 pub const CHANGE: &str = "change";
@@ -32,11 +33,25 @@ pub type Maker = fn(&str, [u64; 3]) -> Option<(String, Vec<RepairNote>)>;
 struct Edit {
     lines: Vec<String>,
     notes: Vec<RepairNote>,
+    /// The notes' kind: [`CHANGE`], or [`BUDGET`] with the failure behind it.
+    kind: &'static str,
+    failure: Option<CandidateFailure>,
 }
 
 impl Edit {
     fn new(code: &str) -> Self {
-        Edit { lines: code.split('\n').map(str::to_string).collect(), notes: Vec::new() }
+        Edit { lines: code.split('\n').map(str::to_string).collect(), notes: Vec::new(), kind: CHANGE, failure: None }
+    }
+
+    /// Notes of a repair of `failure`, of kind `kind`.
+    fn repairing(code: &str, kind: &'static str, failure: &CandidateFailure) -> Self {
+        Edit { kind, failure: Some(failure.clone()), ..Edit::new(code) }
+    }
+
+    fn note(&self, line: usize, before: String, after: String) -> RepairNote {
+        let mut note = RepairNote::before_evaluation(self.kind, line, before, after);
+        note.failure = self.failure.clone();
+        note
     }
 
     fn text(&self) -> String {
@@ -47,7 +62,8 @@ impl Edit {
     fn replace(&mut self, i: usize, after: String) {
         if self.lines[i] != after {
             let before = std::mem::replace(&mut self.lines[i], after.clone());
-            self.notes.push(RepairNote::before_evaluation(CHANGE, i + 1, before, after));
+            let note = self.note(i + 1, before, after);
+            self.notes.push(note);
         }
     }
 
@@ -56,7 +72,8 @@ impl Edit {
     fn insert_after(&mut self, i: usize, added: String) {
         let before = self.lines[i].clone();
         let after = format!("{before}\n{added}");
-        self.notes.push(RepairNote::before_evaluation(CHANGE, i + 1, before, after));
+        let note = self.note(i + 1, before, after);
+        self.notes.push(note);
         self.lines.insert(i + 1, added);
     }
 
@@ -495,6 +512,72 @@ fn module_prefix(code: &str, prefix: &str) -> Option<String> {
     }
 }
 
+/// The kind of a [`narrower`] note (`[search] repair` `"budget"`).
+pub const BUDGET: &str = "budget";
+
+/// Whether `failure` is the evaluator's refusal of a design over the
+/// search's compute budget (`max_flops`, `max_params`), before training.
+pub fn over_budget(failure: &CandidateFailure) -> bool {
+    failure.kind == FailureKind::Constraint && failure.stage == "budget"
+}
+
+/// Layers whose sizes follow the channels of a convolution in ways a
+/// reading of one argument cannot halve.
+const CHANNEL_LAYERS_LEFT: [&str; 5] = ["GroupNorm", "InstanceNorm2d", "ConvTranspose2d", "LayerNorm", "Conv1d"];
+
+/// A design the evaluator refused as over the search's budget, made
+/// narrower (`[search] repair` `"budget"`): every `nn.Conv2d` gets half its
+/// `out_channels`, and half its `in_channels` where they come from another
+/// convolution (all but the input's channels); every `nn.BatchNorm2d` half
+/// its `num_features` (one written as `self.conv1.out_channels` follows by
+/// itself). A convolution's multiply-adds are in × out × the map, so the
+/// convolutions between others cost a quarter, and the head's input is
+/// half (its size is then the `"flatten"` repair's). The candidate is
+/// evaluated again and, still over, made narrower again, within the repairs
+/// one candidate gets. `None` when the failure is another, the design has no
+/// convolution, a convolution is grouped, built in a loop or helper, has
+/// sizes that are not integer arithmetic, `out_channels` under 2 or equal
+/// to the input's channels, a layer of [`CHANNEL_LAYERS_LEFT`] takes
+/// channels, or `forward` flattens to a written size.
+pub fn narrower(code: &str, in_shape: [u64; 3], failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
+    if !over_budget(failure) || flattens_to_written_size(code) {
+        return None;
+    }
+    if CHANNEL_LAYERS_LEFT.iter().any(|l| !repair::layer_calls(code, l).is_empty()) {
+        return None;
+    }
+    let convs = repair::layer_calls(code, "Conv2d");
+    if convs.is_empty() {
+        return None;
+    }
+    let mut spans = Vec::new();
+    for args in &convs {
+        if args.iter().any(|a| a.keyword.as_deref() == Some("groups")) || !builds_one(code, args.first()?.start) {
+            return None;
+        }
+        let (inp, out) = (arg(args, "in_channels", 0)?, arg(args, "out_channels", 1)?);
+        let (i, o) = (value(code, &inp, in_shape)?, value(code, &out, in_shape)?);
+        if o < 2 || o == in_shape[0] {
+            return None;
+        }
+        spans.push(((out.start, out.end), (o / 2).to_string()));
+        if i != in_shape[0] {
+            spans.push(((inp.start, inp.end), (i / 2).max(1).to_string()));
+        }
+    }
+    for args in repair::layer_calls(code, "BatchNorm2d") {
+        let n = arg(&args, "num_features", 0)?;
+        match value(code, &n, in_shape) {
+            Some(v) => spans.push(((n.start, n.end), (v / 2).max(1).to_string())),
+            None if n.text.trim().ends_with(".out_channels") => {}
+            None => return None,
+        }
+    }
+    let mut edit = Edit::repairing(code, BUDGET, failure);
+    edit.replace_spans(spans);
+    edit.done()
+}
+
 /// The changes of [`FALLBACK_CHANGES`] the search can make itself, by
 /// index: all but adding a convolution (where the new layer and its
 /// activation go in `forward` is not one call to wrap).
@@ -737,5 +820,78 @@ mod tests {
         for ((i, _), (j, w)) in MAKERS.iter().zip(words) {
             assert!(*i == j && FALLBACK_CHANGES[*i].0.starts_with(w), "{i}: {w}");
         }
+    }
+
+    fn budget_failure() -> CandidateFailure {
+        CandidateFailure::new(
+            "budget",
+            FailureKind::Constraint,
+            "it breaks the search's limits, so it was not trained: 290.0 MFLOPs per example, over the limit of 200.0",
+        )
+    }
+
+    #[test]
+    fn a_design_over_the_budget_is_made_narrower_layer_by_layer_and_the_notes_give_it_back() {
+        // The first target run's iteration 47: five convolutions up to 512
+        // channels, 290 MFLOPs per example against 200.
+        let code = include_str!("testdata/over_budget.py");
+        let failure = budget_failure();
+        let (narrow, notes) = narrower(code, FASHION, &failure).expect("made narrower");
+        assert!(notes.iter().all(|n| n.kind == BUDGET && n.failure.as_ref() == Some(&failure)), "{notes:?}");
+        assert!(!notes.iter().any(RepairNote::made_on_answer), "screened as the answer was");
+        assert_eq!(repair::original(&notes, &narrow), code, "the notes give the design back");
+        let changed = changed_lines(code, &(narrow.clone(), notes));
+        assert_eq!(
+            changed,
+            [
+                "self.conv1 = nn.Conv2d(C, 16, kernel_size=3, padding=1)",
+                "self.bn1 = nn.BatchNorm2d(16)",
+                "self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)",
+                "self.bn2 = nn.BatchNorm2d(32)",
+                "self.conv3 = nn.Conv2d(32, 64, kernel_size=3, padding=1)",
+                "self.bn3 = nn.BatchNorm2d(64)",
+                "self.conv4 = nn.Conv2d(64, 128, kernel_size=3, padding=1)",
+                "self.bn4 = nn.BatchNorm2d(128)",
+                "self.conv5 = nn.Conv2d(128, 256, kernel_size=3, padding=1)",
+                "self.bn5 = nn.BatchNorm2d(256)",
+            ]
+        );
+        // Again, still over: a quarter of the channels.
+        let (narrower_still, _) = narrower(&narrow, FASHION, &failure).expect("again");
+        assert!(
+            narrower_still.contains("self.conv5 = nn.Conv2d(64, 128, kernel_size=3, padding=1)"),
+            "{narrower_still}"
+        );
+    }
+
+    #[test]
+    fn only_a_design_over_the_budget_whose_channels_a_reading_can_halve_is_made_narrower() {
+        let code = include_str!("testdata/over_budget.py");
+        let failure = budget_failure();
+        let other = CandidateFailure::new("check", FailureKind::Runtime, "mat1 and mat2 shapes cannot be multiplied");
+        assert!(narrower(code, FASHION, &other).is_none(), "another failure");
+        let refused = [
+            ("nn.Conv2d(64, 128, kernel_size=3, padding=1)", "nn.Conv2d(64, 128, kernel_size=3, padding=1, groups=2)"),
+            ("x = x.view(x.size(0), -1)", "x = x.view(-1, 512 * 7 * 7)"),
+            ("nn.Conv2d(32, 64, kernel_size=3, padding=1)", "nn.Conv2d(32, self.width, kernel_size=3, padding=1)"),
+            ("self.bn2 = nn.BatchNorm2d(64)", "self.bn2 = nn.GroupNorm(8, 64)"),
+            ("self.bn3 = nn.BatchNorm2d(128)", "self.bn3 = nn.BatchNorm2d(self.width)"),
+        ];
+        for (from, to) in refused {
+            let changed = code.replace(from, to);
+            assert_ne!(changed, code, "{from}");
+            assert!(narrower(&changed, FASHION, &failure).is_none(), "{to}");
+        }
+        // A convolution built in a loop would change every layer it builds.
+        let looped = code.replace(
+            "        self.conv1 = nn.Conv2d(C, 32, kernel_size=3, padding=1)",
+            "        self.convs = nn.ModuleList([nn.Conv2d(C, 32, 3) for _ in range(2)])\n        self.conv1 = nn.Conv2d(C, 32, kernel_size=3, padding=1)",
+        );
+        assert!(narrower(&looped, FASHION, &failure).is_none());
+        // A batch norm sized by its convolution follows it.
+        let follows =
+            code.replace("self.bn1 = nn.BatchNorm2d(32)", "self.bn1 = nn.BatchNorm2d(self.conv1.out_channels)");
+        let (narrow, _) = narrower(&follows, FASHION, &failure).expect("made narrower");
+        assert!(narrow.contains("self.bn1 = nn.BatchNorm2d(self.conv1.out_channels)"), "{narrow}");
     }
 }

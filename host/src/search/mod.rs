@@ -1161,8 +1161,8 @@ impl<'a> Search<'a> {
         }
         let (mut outcome, mut seconds, mut retries) = self.evaluate_code(t, &softened, known)?;
         // The repairs of a failure the check reported, each followed by
-        // another evaluation (a channel fixed or a pooling taken out can
-        // reveal a flatten size).
+        // another evaluation (a channel fixed, a pooling taken out or a
+        // design made narrower can reveal a flatten size).
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         for _ in 0..Self::MAX_REPAIRS_AFTER_FAILURE {
             let Outcome::Failed { failure } = &outcome else { break };
@@ -1178,12 +1178,14 @@ impl<'a> Search<'a> {
                 let line = repair::pooled_too_small_at(failure, &softened)?;
                 repair::repair_pooling(&softened, line, failure)
             };
+            let narrowed = || change::narrower(&softened, in_shape, failure);
             let on = |r: Repair| self.cfg.repair.has(r);
             let fixed = on(Repair::Flatten)
                 .then(flattened)
                 .flatten()
                 .or_else(|| on(Repair::Channels).then(channelled).flatten())
-                .or_else(|| on(Repair::Pooling).then(pooled).flatten());
+                .or_else(|| on(Repair::Pooling).then(pooled).flatten())
+                .or_else(|| on(Repair::Budget).then(narrowed).flatten());
             let Some((fixed, made)) = fixed else { break };
             notes.extend(made);
             softened = fixed;
