@@ -315,6 +315,11 @@ pub struct EvalArgs {
     /// The evaluator plugin.
     #[arg(long, default_value = "eval.tch-one-epoch")]
     pub evaluator: String,
+    /// One of the evaluator's settings, as in `[evaluator.settings]`
+    /// (`--set cudnn_benchmark=false`, `--set batch_size=256`); the value is
+    /// read as TOML, else taken as a string. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = setting)]
+    pub settings: Vec<(String, serde_json::Value)>,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
@@ -442,6 +447,24 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `KEY=VALUE` of `nas eval --set`: the value read as a TOML value
+/// (`false`, `256`, `0.05`, `"auto"`, `[1, 2]`), else as a bare string.
+fn setting(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = s.split_once('=').ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("`{s}` has no key before `=`"));
+    }
+    let value = value.trim();
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("v").cloned())
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or_else(|| serde_json::Value::String(value.to_string()));
+    Ok((key.to_string(), parsed))
+}
+
 /// A whole count: `200000000`, `200_000_000` or `2e8`.
 fn count(s: &str) -> Result<u64, String> {
     let t = s.replace('_', "");
@@ -456,7 +479,8 @@ fn count(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use super::{count, setting};
+    use serde_json::json;
 
     #[test]
     fn counts_read_plainly_with_separators_or_in_scientific_notation() {
@@ -467,5 +491,17 @@ mod tests {
             let e = count(bad).expect_err(bad);
             assert!(e.contains(bad) && e.contains("whole number"), "{e}");
         }
+    }
+
+    #[test]
+    fn an_evaluator_setting_reads_its_value_as_toml_else_as_a_string() {
+        assert_eq!(setting("cudnn_benchmark=false"), Ok(("cudnn_benchmark".into(), json!(false))));
+        assert_eq!(setting("batch_size = 256"), Ok(("batch_size".into(), json!(256))));
+        assert_eq!(setting("lr=0.05"), Ok(("lr".into(), json!(0.05))));
+        assert_eq!(setting("augment=none"), Ok(("augment".into(), json!("none"))));
+        assert_eq!(setting("device=\"cuda:0\""), Ok(("device".into(), json!("cuda:0"))));
+        assert_eq!(setting("extra_read_paths=[\"/opt/x\"]"), Ok(("extra_read_paths".into(), json!(["/opt/x"]))));
+        assert!(setting("cudnn_benchmark").expect_err("no =").contains("KEY=VALUE"));
+        assert!(setting("=3").expect_err("no key").contains("no key"));
     }
 }

@@ -26,6 +26,9 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
     if let Some(n) = args.max_train_examples {
         settings.insert("max_train_examples".into(), n.into());
     }
+    for (key, value) in &args.settings {
+        settings.insert(key.clone(), value.clone());
+    }
     let ctx = crate::session::host_context(Path::new("."), None);
     let reference: PluginRef = args.evaluator.parse().map_err(|e: String| anyhow!(e)).usage()?;
     let (_, instance) =

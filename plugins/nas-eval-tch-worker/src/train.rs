@@ -34,6 +34,11 @@ pub struct LoadRequest {
     /// autodiff) or runs the graph's ops one by one with eager autograd.
     #[serde(default = "yes")]
     pub jit_optimize: bool,
+    /// On a GPU: whether cuDNN times its candidate kernels and takes the
+    /// fastest (benchmark mode; the choice, and with it the arithmetic, can
+    /// differ from run to run) or takes its heuristics' pick.
+    #[serde(default = "yes")]
+    pub cudnn_benchmark: bool,
 }
 
 /// Where a file comes from: a path, or a descriptor this process was
@@ -238,7 +243,7 @@ impl Worker {
                     crate::cuda_probe::why_no_cuda()
                 ));
             }
-            tch::Cuda::cudnn_set_benchmark(true);
+            tch::Cuda::cudnn_set_benchmark(req.cudnn_benchmark);
         }
         self.data = None;
         let (train_x, train_y) = read_split(&req.train, req.max_train_examples, true)?;

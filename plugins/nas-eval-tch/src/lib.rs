@@ -102,6 +102,7 @@
 //! | `max_processes` | 512 | processes and threads per sandboxed tree |
 //! | `jit_profiling` | false | run the TorchScript profiling executor (slower first epoch) |
 //! | `jit_optimize` | true | let the TorchScript executor optimise the graph (fusion, symbolic autodiff) |
+//! | `cudnn_benchmark` | true | on a GPU, let cuDNN time its candidate kernels and take the fastest; `false` takes its heuristics' pick: 15–30 % longer epochs on an H200 and no more repeatable (the same seed's scores spread by up to half a point either way: kernels accumulate in a varying order; `docs/results/ceiling-bench.md`) |
 //! | `omp_wait_policy` | `"auto"` | OpenMP waiting: `auto` (passive when the machine is busy, else libgomp's default: spin a moment, then sleep), `active` (spin without end, also while the worker waits between candidates and the LLM runs: for benchmarks), `passive` |
 //! | `extra_read_paths` | `[]` | more paths the sandbox may read (e.g. a libtorch elsewhere) |
 //! | `keep_scratch` | false | keep each candidate's scratch directory |
@@ -250,6 +251,8 @@ pub struct Settings {
     pub jit_profiling: bool,
     /// TorchScript graph optimisation (fusion, symbolic autodiff).
     pub jit_optimize: bool,
+    /// cuDNN's benchmark mode on a GPU.
+    pub cudnn_benchmark: bool,
     /// OpenMP waiting policy.
     pub omp_wait_policy: OmpWaitPolicy,
     /// More readable paths for the sandbox.
@@ -287,6 +290,7 @@ impl Default for Settings {
             max_processes: 512,
             jit_profiling: false,
             jit_optimize: true,
+            cudnn_benchmark: true,
             omp_wait_policy: OmpWaitPolicy::Auto,
             extra_read_paths: Vec::new(),
             keep_scratch: false,
@@ -1332,7 +1336,7 @@ impl TchOneEpoch {
             "op": "load", "train": {"fd": 4}, "test_images": {"fd": 5}, "device": self.settings.device,
             "max_train_examples": self.settings.max_train_examples,
             "mean": manifest.mean, "std": manifest.std, "cpu_threads": self.threads, "jit_profiling": self.settings.jit_profiling,
-            "jit_optimize": self.settings.jit_optimize,
+            "jit_optimize": self.settings.jit_optimize, "cudnn_benchmark": self.settings.cudnn_benchmark,
         });
         let answer = match w.request(&load, Duration::from_secs(600)) {
             Ok(a) => a,

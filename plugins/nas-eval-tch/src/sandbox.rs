@@ -1599,8 +1599,7 @@ mod tests {
         };
         let null = std::fs::File::options().read(true).write(true).open("/dev/null").expect("/dev/null");
         let err = std::fs::File::create(scratch.join("stderr")).expect("stderr file");
-        let fds: Vec<OwnedFd> =
-            vec![null.try_clone().expect("dup").into(), null.into(), err.into()];
+        let fds: Vec<OwnedFd> = vec![null.try_clone().expect("dup").into(), null.into(), err.into()];
         let launch = Launch {
             program: PathBuf::from("/bin/sh"),
             args: vec!["-c".into(), script.into()],
