@@ -414,6 +414,24 @@ fn a_design_over_the_budget_is_made_narrower_and_trains_within_it() {
     assert!(failure.message.contains("over the limit of 1.0"), "{failure:?}");
 }
 
+#[test]
+fn nas_eval_sets_the_evaluators_settings_and_names_a_key_it_does_not_have() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("good.py");
+    std::fs::write(&file, GOOD).expect("write");
+    let args = ["eval", s(&file), "--max-train-examples", "256", "--json", "--set", "batch_size=64"];
+    let out = nas_with_evaluator(dir.path(), &[&args[..], &["--set", "max_test_examples = 300"]].concat());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let outcome: serde_json::Value = serde_json::from_str(&stdout).expect("JSON outcome");
+    // 256 examples in batches of 64, tested on 300.
+    assert_eq!((outcome["extra"]["steps"].as_u64(), outcome["extra"]["test_examples"].as_u64()), (Some(4), Some(300)));
+    let out = nas_with_evaluator(dir.path(), &[&args[..], &["--set", "batch_sise=64"]].concat());
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown field `batch_sise`"), "{stderr}");
+}
+
 /// One iteration on the real evaluator, the generator answering `design`
 /// and `search` set in `[search]`: its record, which trained.
 fn one_trained_iteration(design: &'static str, search: &str) -> nas_host::records::IterationRecord {
