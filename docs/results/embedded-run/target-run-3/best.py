@@ -21,6 +21,7 @@ class Net(nn.Module):
         self.relu3 = nn.ReLU()
 
         self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.bn_fc = nn.BatchNorm1d(self.fc1.out_features)
         self.relu4 = nn.ReLU()
         self.fc2 = nn.Linear(128, num_classes)
 
@@ -40,7 +41,7 @@ class Net(nn.Module):
         x = self.relu3(x)
 
         x = x.view(x.size(0), -1)
-        x = self.fc1(x)
+        x = self.bn_fc(self.fc1(x))
         x = self.relu4(x)
         x = self.fc2(x)
         return x
