@@ -536,10 +536,16 @@ const CHANNEL_LAYERS_LEFT: [&str; 5] = ["GroupNorm", "InstanceNorm2d", "ConvTran
 /// evaluated again and, still over, made narrower again, within the repairs
 /// one candidate gets. `None` when the failure is another, the design has no
 /// convolution, a convolution is grouped, built in a loop or helper, has
-/// sizes that are not integer arithmetic, `out_channels` under 2 or equal
-/// to the input's channels, a layer of [`CHANNEL_LAYERS_LEFT`] takes
+/// sizes that are not integer arithmetic, `out_channels` under 2, equal
+/// to the input's channels or to `num_classes` (a convolution that gives
+/// the classes' scores), a layer of [`CHANNEL_LAYERS_LEFT`] takes
 /// channels, or `forward` flattens to a written size.
-pub fn narrower(code: &str, in_shape: [u64; 3], failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
+pub fn narrower(
+    code: &str,
+    in_shape: [u64; 3],
+    num_classes: u64,
+    failure: &CandidateFailure,
+) -> Option<(String, Vec<RepairNote>)> {
     if !over_budget(failure) || flattens_to_written_size(code) {
         return None;
     }
@@ -557,7 +563,7 @@ pub fn narrower(code: &str, in_shape: [u64; 3], failure: &CandidateFailure) -> O
         }
         let (inp, out) = (arg(args, "in_channels", 0)?, arg(args, "out_channels", 1)?);
         let (i, o) = (value(code, &inp, in_shape)?, value(code, &out, in_shape)?);
-        if o < 2 || o == in_shape[0] {
+        if o < 2 || o == in_shape[0] || o == num_classes {
             return None;
         }
         spans.push(((out.start, out.end), (o / 2).to_string()));
@@ -836,7 +842,7 @@ mod tests {
         // channels, 290 MFLOPs per example against 200.
         let code = include_str!("testdata/over_budget.py");
         let failure = budget_failure();
-        let (narrow, notes) = narrower(code, FASHION, &failure).expect("made narrower");
+        let (narrow, notes) = narrower(code, FASHION, 10, &failure).expect("made narrower");
         assert!(notes.iter().all(|n| n.kind == BUDGET && n.failure.as_ref() == Some(&failure)), "{notes:?}");
         assert!(!notes.iter().any(RepairNote::made_on_answer), "screened as the answer was");
         assert_eq!(repair::original(&notes, &narrow), code, "the notes give the design back");
@@ -857,7 +863,7 @@ mod tests {
             ]
         );
         // Again, still over: a quarter of the channels.
-        let (narrower_still, _) = narrower(&narrow, FASHION, &failure).expect("again");
+        let (narrower_still, _) = narrower(&narrow, FASHION, 10, &failure).expect("again");
         assert!(
             narrower_still.contains("self.conv5 = nn.Conv2d(64, 128, kernel_size=3, padding=1)"),
             "{narrower_still}"
@@ -869,29 +875,31 @@ mod tests {
         let code = include_str!("testdata/over_budget.py");
         let failure = budget_failure();
         let other = CandidateFailure::new("check", FailureKind::Runtime, "mat1 and mat2 shapes cannot be multiplied");
-        assert!(narrower(code, FASHION, &other).is_none(), "another failure");
+        assert!(narrower(code, FASHION, 10, &other).is_none(), "another failure");
         let refused = [
             ("nn.Conv2d(64, 128, kernel_size=3, padding=1)", "nn.Conv2d(64, 128, kernel_size=3, padding=1, groups=2)"),
             ("x = x.view(x.size(0), -1)", "x = x.view(-1, 512 * 7 * 7)"),
             ("nn.Conv2d(32, 64, kernel_size=3, padding=1)", "nn.Conv2d(32, self.width, kernel_size=3, padding=1)"),
             ("self.bn2 = nn.BatchNorm2d(64)", "self.bn2 = nn.GroupNorm(8, 64)"),
             ("self.bn3 = nn.BatchNorm2d(128)", "self.bn3 = nn.BatchNorm2d(self.width)"),
+            // A convolution that gives the ten classes' scores.
+            ("nn.Conv2d(256, 512, kernel_size=3, padding=1)", "nn.Conv2d(256, 10, kernel_size=1)"),
         ];
         for (from, to) in refused {
             let changed = code.replace(from, to);
             assert_ne!(changed, code, "{from}");
-            assert!(narrower(&changed, FASHION, &failure).is_none(), "{to}");
+            assert!(narrower(&changed, FASHION, 10, &failure).is_none(), "{to}");
         }
         // A convolution built in a loop would change every layer it builds.
         let looped = code.replace(
             "        self.conv1 = nn.Conv2d(C, 32, kernel_size=3, padding=1)",
             "        self.convs = nn.ModuleList([nn.Conv2d(C, 32, 3) for _ in range(2)])\n        self.conv1 = nn.Conv2d(C, 32, kernel_size=3, padding=1)",
         );
-        assert!(narrower(&looped, FASHION, &failure).is_none());
+        assert!(narrower(&looped, FASHION, 10, &failure).is_none());
         // A batch norm sized by its convolution follows it.
         let follows =
             code.replace("self.bn1 = nn.BatchNorm2d(32)", "self.bn1 = nn.BatchNorm2d(self.conv1.out_channels)");
-        let (narrow, _) = narrower(&follows, FASHION, &failure).expect("made narrower");
+        let (narrow, _) = narrower(&follows, FASHION, 10, &failure).expect("made narrower");
         assert!(narrow.contains("self.bn1 = nn.BatchNorm2d(self.conv1.out_channels)"), "{narrow}");
     }
 }

@@ -1178,7 +1178,8 @@ impl<'a> Search<'a> {
                 let line = repair::pooled_too_small_at(failure, &softened)?;
                 repair::repair_pooling(&softened, line, failure)
             };
-            let narrowed = || change::narrower(&softened, in_shape, failure);
+            let classes = self.dataset.manifest.num_classes as u64;
+            let narrowed = || change::narrower(&softened, in_shape, classes, failure);
             let on = |r: Repair| self.cfg.repair.has(r);
             let fixed = on(Repair::Flatten)
                 .then(flattened)
