@@ -20,9 +20,13 @@ class Net(nn.Module):
         self.bn3 = nn.BatchNorm2d(64)
         self.relu3 = nn.ReLU()
 
+        self.conv4 = nn.Conv2d(64, 64, kernel_size=3, padding=1)
+        self.bn4 = nn.BatchNorm2d(64)
+        self.relu4 = nn.ReLU()
+
         self.fc1 = nn.Linear(64 * 7 * 7, 128)
         self.bn_fc = nn.BatchNorm1d(self.fc1.out_features)
-        self.relu4 = nn.ReLU()
+        self.relu5 = nn.ReLU()
         self.fc2 = nn.Linear(128, num_classes)
 
     def forward(self, x):
@@ -40,8 +44,12 @@ class Net(nn.Module):
         x = self.bn3(x)
         x = self.relu3(x)
 
+        x = self.conv4(x)
+        x = self.bn4(x)
+        x = self.relu4(x)
+
         x = x.view(x.size(0), -1)
         x = self.bn_fc(self.fc1(x))
-        x = self.relu4(x)
+        x = self.relu5(x)
         x = self.fc2(x)
         return x
