@@ -154,7 +154,7 @@ impl Capabilities {
             if drop_root {
                 let _ = std::os::unix::fs::chown(&scratch, Some(NOBODY), Some(NOBODY));
             }
-            if i + 1 == levels.len() || caps.runs(read, &scratch, program, args) {
+            if i + 1 == levels.len() || caps.runs(read, &scratch, false, program, args, None) {
                 break;
             }
         }
@@ -167,16 +167,31 @@ impl Capabilities {
         caps
     }
 
-    fn runs(&self, read: &[PathBuf], scratch: &Path, program: &Path, args: &[&str]) -> bool {
+    /// Whether `program args` exits 0 within 10 s in a sandbox that reads
+    /// `read` and writes `scratch` (a GPU tree when `gpu`), its standard
+    /// error going to `stderr` when given, else to /dev/null.
+    fn runs(
+        &self,
+        read: &[PathBuf],
+        scratch: &Path,
+        gpu: bool,
+        program: &Path,
+        args: &[&str],
+        stderr: Option<std::fs::File>,
+    ) -> bool {
         let policy = Policy {
             read: read.to_vec(),
             write: vec![scratch.to_path_buf(), PathBuf::from("/dev/null")],
             max_processes: 64,
             max_file_bytes: 1 << 20,
+            gpu,
             ..Policy::default()
         };
         let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") else { return false };
-        let fds: Vec<OwnedFd> = (0..3).filter_map(|_| null.try_clone().ok().map(OwnedFd::from)).collect();
+        let mut fds: Vec<OwnedFd> = (0..3).filter_map(|_| null.try_clone().ok().map(OwnedFd::from)).collect();
+        if let (Some(err), Some(slot)) = (stderr, fds.get_mut(2)) {
+            *slot = err.into();
+        }
         let launch = Launch {
             program: program.to_path_buf(),
             args: args.iter().map(OsString::from).collect(),
@@ -1587,28 +1602,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&base);
     }
 
-    /// Whether `/bin/sh -c script` exits 0 in a sandbox with `gpu`.
+    /// Whether `/bin/sh -c script` exits 0 in a sandbox with `gpu`, its
+    /// standard error kept in `scratch/stderr`.
     fn sh_succeeds(caps: &Capabilities, scratch: &Path, gpu: bool, script: &str) -> bool {
-        let policy = Policy {
-            read: crate::discover::system_read_paths(),
-            write: vec![scratch.to_path_buf(), PathBuf::from("/dev/null")],
-            max_processes: 64,
-            max_file_bytes: 1 << 20,
-            gpu,
-            ..Policy::default()
-        };
-        let null = std::fs::File::options().read(true).write(true).open("/dev/null").expect("/dev/null");
         let err = std::fs::File::create(scratch.join("stderr")).expect("stderr file");
-        let fds: Vec<OwnedFd> = vec![null.try_clone().expect("dup").into(), null.into(), err.into()];
-        let launch = Launch {
-            program: PathBuf::from("/bin/sh"),
-            args: vec!["-c".into(), script.into()],
-            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            cwd: scratch.to_path_buf(),
-            fds,
-        };
-        let mut p = spawn(launch, &policy, caps).expect("spawns");
-        p.wait().expect("waits").success()
+        let read = crate::discover::system_read_paths();
+        caps.runs(&read, scratch, gpu, Path::new("/bin/sh"), &["-c", script], Some(err))
     }
 
     #[test]
