@@ -67,6 +67,12 @@ pub struct EvalRequest {
 /// mode), whatever their source text; they would train to the same score.
 pub const NETWORK_KEY: &str = "network";
 
+/// The stage of a [`CandidateFailure`] that refuses a candidate before its
+/// training because it breaks the request's [`Budget`] (kind
+/// [`FailureKind::Constraint`]); a host may answer it (a narrower design,
+/// a request to make it cheaper).
+pub const BUDGET_STAGE: &str = "budget";
+
 /// A compute budget checked before training: what a network may cost to be
 /// worth an epoch. Unset fields are unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

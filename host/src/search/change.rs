@@ -518,7 +518,7 @@ pub const BUDGET: &str = "budget";
 /// Whether `failure` is the evaluator's refusal of a design over the
 /// search's compute budget (`max_flops`, `max_params`), before training.
 pub fn over_budget(failure: &CandidateFailure) -> bool {
-    failure.kind == FailureKind::Constraint && failure.stage == "budget"
+    failure.kind == FailureKind::Constraint && failure.stage == nas_plugin_api::BUDGET_STAGE
 }
 
 /// Layers whose sizes follow the channels of a convolution in ways a

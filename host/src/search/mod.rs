@@ -1164,6 +1164,7 @@ impl<'a> Search<'a> {
         // another evaluation (a channel fixed, a pooling taken out or a
         // design made narrower can reveal a flatten size).
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
+        let classes = self.dataset.manifest.num_classes as u64;
         for _ in 0..Self::MAX_REPAIRS_AFTER_FAILURE {
             let Outcome::Failed { failure } = &outcome else { break };
             let flattened = || match repair::flatten_mismatch(failure) {
@@ -1178,7 +1179,6 @@ impl<'a> Search<'a> {
                 let line = repair::pooled_too_small_at(failure, &softened)?;
                 repair::repair_pooling(&softened, line, failure)
             };
-            let classes = self.dataset.manifest.num_classes as u64;
             let narrowed = || change::narrower(&softened, in_shape, classes, failure);
             let on = |r: Repair| self.cfg.repair.has(r);
             let fixed = on(Repair::Flatten)
@@ -1548,7 +1548,7 @@ fn take_code(answer: &str, parent: Option<&Parent>) -> (Result<String, Candidate
 fn fixable(outcome: &Outcome) -> Option<CandidateFailure> {
     match outcome {
         Outcome::Failed { failure }
-            if matches!(failure.stage.as_str(), "check" | "export" | "budget")
+            if matches!(failure.stage.as_str(), "check" | "export" | nas_plugin_api::BUDGET_STAGE)
                 && failure.kind != FailureKind::Sandbox =>
         {
             Some(failure.clone())
@@ -1612,7 +1612,7 @@ fn assemble(
 /// raw error (today: a flatten-size mismatch, with both sizes).
 fn failure_hint(outcome: &Outcome) -> Option<String> {
     match outcome {
-        Outcome::Failed { failure } if failure.stage == "budget" => Some(
+        Outcome::Failed { failure } if failure.stage == nas_plugin_api::BUDGET_STAGE => Some(
             "That design costs more than the search allows, so it was not trained. Make it cheaper: fewer channels, fewer layers at full resolution, or pool earlier."
                 .to_string(),
         ),

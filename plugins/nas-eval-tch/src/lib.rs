@@ -709,7 +709,7 @@ impl TchOneEpoch {
             let broken = m.map(|m| budget.broken_by(m.params, m.flops)).unwrap_or_default();
             if !broken.is_empty() {
                 return Ok(failed(
-                    "budget",
+                    nas_plugin_api::BUDGET_STAGE,
                     FailureKind::Constraint,
                     format!("it breaks the search's limits, so it was not trained: {}", broken.join("; ")),
                 ));
