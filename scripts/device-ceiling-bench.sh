@@ -51,26 +51,9 @@ run)
   device_unpack "$PACK" "$WORK"
   K=${SLOTS:-8} DEV=${DEVICE:-cuda} TOP=${TOP:-10} SEEDS=${SEEDS:-1 2 3}
   D=$WORK/designs
-  "$PYTHON" scripts/ceiling-designs.py "$D" --max-mflops 200
-  if [ -n "${LIMIT:-}" ]; then
-    ls "$D"/*.py | tail -n +"$((LIMIT + 1))" | xargs -r rm
-  fi
-  for f in docs/results/embedded-run/references/*.py; do cp "$f" "$D/ref-$(basename "$f")"; done
-  for f in $(find docs/results/embedded-run -name best.py | sort); do
-    rel=${f#docs/results/embedded-run/}
-    name=$(dirname "$rel" | tr / -)
-    [ "$name" = . ] && name=run-50p
-    cp "$f" "$D/loop-$name.py"
-  done
-  if [ -n "${ONLY:-}" ]; then
-    for f in "$D"/*.py; do
-      case " $ONLY " in *" $(basename "$f" .py) "*) ;; *) rm "$f" ;; esac
-    done
-    [ -n "$(ls "$D" | grep '\.py$')" ] || { echo "ONLY names no design: $ONLY" >&2; exit 2; }
-  fi
+  device_designs "$D"
   "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-  MACHINE=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)
-  [ -n "$MACHINE" ] || MACHINE="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, no GPU"
+  MACHINE=$(device_machine)
   echo "$MACHINE"
   TRAIN_ARGS=()
   [ -n "${TRAIN:-}" ] && TRAIN_ARGS=(--max-train-examples "$TRAIN")

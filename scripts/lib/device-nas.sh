@@ -6,8 +6,8 @@
 # device tool carries (64 MiB).
 
 # device_pack DIR: here, after `cargo build --release -p nas-host --bin nas`
-# and `cargo build --release -p nas-eval-tch-worker`, with Fashion-MNIST
-# prepared (`nas data fetch fashion-mnist`).
+# and `cargo build --release -p nas-eval-tch-worker` (in CARGO_TARGET_DIR
+# when set), with Fashion-MNIST prepared (`nas data fetch fashion-mnist`).
 device_pack() {
   local pack=$1 home_dir=${NAS_HOME:-$HOME/.cache/nas} prepared
   prepared=$(ls -d "$home_dir"/data/prepared/fashion-mnist-*/ 2>/dev/null | head -1)
@@ -16,8 +16,9 @@ device_pack() {
     return 2
   }
   rm -rf "$pack" && mkdir -p "$pack"
-  strip -o "$pack/nas" target/release/nas
-  strip -o "$pack/nas-eval-worker" target/release/nas-eval-worker
+  local bin=${CARGO_TARGET_DIR:-target}/release
+  strip -o "$pack/nas" "$bin/nas"
+  strip -o "$pack/nas-eval-worker" "$bin/nas-eval-worker"
   xz -T0 -6 "$pack/nas"
   tar -C "$(dirname "$prepared")" -cJf "$pack/fashion-mnist.tar.xz" "$(basename "$prepared")"
 }
@@ -41,6 +42,40 @@ device_unpack() {
   torch_lib=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
   export LD_LIBRARY_PATH=$torch_lib:${LD_LIBRARY_PATH:-}
   export NAS_PYTHON=$PYTHON NAS_EVAL_WORKER=$work/nas-eval-worker
+}
+
+# device_designs DIR: the designs the device benchmarks score, as DIR/NAME.py
+# (with DIR/designs.json): the grid of scripts/ceiling-designs.py within
+# 200 MFLOPs (the first LIMIT of it when set), the hand-written references
+# (ref-NAME) and the best design of each kept embedded run (loop-RUN); only
+# those ONLY names (space-separated) when it is set.
+device_designs() {
+  local d=$1 f rel name
+  "$PYTHON" scripts/ceiling-designs.py "$d" --max-mflops 200
+  if [ -n "${LIMIT:-}" ]; then
+    ls "$d"/*.py | tail -n +"$((LIMIT + 1))" | xargs -r rm
+  fi
+  for f in docs/results/embedded-run/references/*.py; do cp "$f" "$d/ref-$(basename "$f")"; done
+  for f in $(find docs/results/embedded-run -name best.py | sort); do
+    rel=${f#docs/results/embedded-run/}
+    name=$(dirname "$rel" | tr / -)
+    [ "$name" = . ] && name=run-50p
+    cp "$f" "$d/loop-$name.py"
+  done
+  if [ -n "${ONLY:-}" ]; then
+    for f in "$d"/*.py; do
+      case " $ONLY " in *" $(basename "$f" .py) "*) ;; *) rm "$f" ;; esac
+    done
+    [ -n "$(ls "$d" | grep '\.py$')" ] || { echo "ONLY names no design: $ONLY" >&2; return 2; }
+  fi
+}
+
+# device_machine: the GPU's name, memory and driver, or the CPU's.
+device_machine() {
+  local m
+  m=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)
+  [ -n "$m" ] || m="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, no GPU"
+  echo "$m"
 }
 
 # device_diagnose: what a failed CUDA start needs to be read (device files,

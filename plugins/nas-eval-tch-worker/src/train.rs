@@ -39,6 +39,13 @@ pub struct LoadRequest {
     /// differ from run to run) or takes its heuristics' pick.
     #[serde(default = "yes")]
     pub cudnn_benchmark: bool,
+    /// Deterministic algorithms (torch's `use_deterministic_algorithms(True,
+    /// warn_only=True)` and cuDNN's deterministic mode; on a GPU, cuDNN's
+    /// benchmark mode off): the same seed gives the same score where every
+    /// operation has a deterministic implementation, and each training
+    /// reports the operations that ran without one.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 /// Where a file comes from: a path, or a descriptor this process was
@@ -157,6 +164,9 @@ struct Data {
     scale: Tensor,
     shift: Tensor,
     resident_on_device: bool,
+    /// Deterministic algorithms are on: each training records the
+    /// operations that have none.
+    deterministic: bool,
 }
 
 /// The worker's state: the resident dataset.
@@ -243,7 +253,17 @@ impl Worker {
                     crate::cuda_probe::why_no_cuda()
                 ));
             }
-            tch::Cuda::cudnn_set_benchmark(req.cudnn_benchmark);
+            tch::Cuda::cudnn_set_benchmark(req.cudnn_benchmark && !req.deterministic);
+        }
+        // SAFETY: a C function of this crate's shim that catches every C++
+        // exception; it takes and returns plain integers.
+        if unsafe { nas_set_deterministic(i32::from(req.deterministic)) } != 0
+            || unsafe { nas_deterministic() } != i64::from(req.deterministic)
+        {
+            return Err(format!(
+                "deterministic algorithms could not be turned {}",
+                if req.deterministic { "on" } else { "off" }
+            ));
         }
         self.data = None;
         let (train_x, train_y) = read_split(&req.train, req.max_train_examples, true)?;
@@ -279,8 +299,18 @@ impl Worker {
             "input_shape": &train_x.size()[1..],
             "torch_threads": tch::get_num_threads(),
             "load_seconds": started.elapsed().as_secs_f64(),
+            "deterministic": req.deterministic,
         });
-        self.data = Some(Data { device, train_x, train_y, test_x, scale, shift, resident_on_device: resident });
+        self.data = Some(Data {
+            device,
+            train_x,
+            train_y,
+            test_x,
+            scale,
+            shift,
+            resident_on_device: resident,
+            deterministic: req.deterministic,
+        });
         Ok(info)
     }
 
@@ -410,6 +440,53 @@ unsafe extern "C" {
     /// Turns bfloat16 autocast on or off for a device type (0 CPU, 1 CUDA)
     /// on this thread; 0, or -1 on an error.
     fn nas_autocast_bf16(device_type: i32, enabled: i32) -> i64;
+    /// Turns deterministic algorithms (warn-only) and cuDNN's deterministic
+    /// mode on (1) or off (0); 0, or -1.
+    fn nas_set_deterministic(on: i32) -> i64;
+    /// Whether deterministic algorithms are on (1, 0), or -1.
+    fn nas_deterministic() -> i64;
+    /// Starts recording, on this thread, the operations that run without a
+    /// deterministic implementation; 0, or -1.
+    fn nas_nondeterministic_begin() -> i64;
+    /// Stops recording; writes the operations recorded, one per line, into
+    /// `buf` (at most `cap` bytes); answers the length of the whole list, or -1.
+    fn nas_nondeterministic_end(buf: *mut u8, cap: i64) -> i64;
+}
+
+/// Records, while it lives, the operations that run without a
+/// deterministic implementation on this thread (with deterministic
+/// algorithms on, torch warns of each instead of failing).
+struct Nondeterministic {
+    recording: bool,
+}
+
+impl Nondeterministic {
+    fn record() -> Nondeterministic {
+        // SAFETY: a C function of this crate's shim that catches every C++
+        // exception; it takes no arguments.
+        Nondeterministic { recording: unsafe { nas_nondeterministic_begin() } == 0 }
+    }
+
+    /// The operations recorded (sorted, each once); `None` when the record
+    /// could not be made.
+    fn finish(mut self) -> Option<Vec<String>> {
+        self.recording = false;
+        let mut buf = vec![0u8; 16 * 1024];
+        // SAFETY: `buf` is valid for `buf.len()` bytes; the shim writes at most that many.
+        let n = unsafe { nas_nondeterministic_end(buf.as_mut_ptr(), buf.len() as i64) };
+        let n = usize::try_from(n).ok()?.min(buf.len());
+        let text = String::from_utf8_lossy(&buf[..n]);
+        Some(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+    }
+}
+
+impl Drop for Nondeterministic {
+    fn drop(&mut self) {
+        if self.recording {
+            // SAFETY: as in `finish`, with no buffer.
+            unsafe { nas_nondeterministic_end(std::ptr::null_mut(), 0) };
+        }
+    }
 }
 
 /// bfloat16 autocast on this thread while it lives.
@@ -581,6 +658,7 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
     let total = Instant::now();
     let device = data.device;
     let mut memory = MemoryMeter::start(device);
+    let nondeterministic = data.deterministic.then(Nondeterministic::record);
     tch::manual_seed(req.seed as i64);
     let vs = nn::VarStore::new(device);
     let mut model = tch::TrainableCModule::load(&req.model, vs.root()).map_err(t("load"))?;
@@ -762,6 +840,9 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         Err(e) => (None, None, Some(nas_truncate(e.to_string().lines().last().unwrap_or_default(), 400))),
     };
     let (peak_memory, peak_memory_kind) = memory.finish();
+    // The latency runs call the forward pass the test called: no operation
+    // of theirs is new.
+    let nondeterministic_ops = nondeterministic.and_then(Nondeterministic::finish);
     let device_seconds = total.elapsed().as_secs_f64();
     drop(_autocast);
     let save_error = req.save_to.as_ref().and_then(|path| save_trained(&model, device, path).err());
@@ -782,6 +863,8 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
         "bf16": req.bf16,
         "channels_last": req.channels_last,
         "output_dtype": output_kind,
+        "deterministic": data.deterministic,
+        "nondeterministic_ops": nondeterministic_ops,
         "device_seconds": device_seconds,
         "device": device_name(device),
         "test_seconds": test_seconds,

@@ -106,6 +106,7 @@
 //! | `omp_wait_policy` | `"auto"` | OpenMP waiting: `auto` (passive when the machine is busy, else libgomp's default: spin a moment, then sleep), `active` (spin without end, also while the worker waits between candidates and the LLM runs: for benchmarks), `passive` |
 //! | `extra_read_paths` | `[]` | more paths the sandbox may read (e.g. a libtorch elsewhere) |
 //! | `keep_scratch` | false | keep each candidate's scratch directory |
+//! | `deterministic` | false | deterministic algorithms, as `torch.use_deterministic_algorithms(True, warn_only=True)` with cuDNN's deterministic mode (and its benchmark mode off) and a fixed cuBLAS workspace: where every operation of a candidate has a deterministic implementation, the same seed gives the same score on a GPU too; an operation without one (on a GPU: the backward passes of `AdaptiveAvgPool2d`, `AdaptiveMaxPool2d`, bilinear `interpolate`, `ReflectionPad2d`; anywhere: `MaxUnpool2d`) runs as before and is named in the score's `nondeterministic_ops` (empty: the score repeats exactly). On the CPU the evaluator is deterministic either way |
 //! | `bf16` | false | bfloat16 autocast for forward passes (training, test, latency); the paper's recipe is fp32 |
 //! | `channels_last` | false | channels-last memory order for 4-D weights and input batches |
 //! | `stop_early` | true | stop a training whose first batches (after two warm-up batches, at least 3 batches and 3 s) project the training and the test past 1.5 times the evaluation's time left: a `timeout` failure that says the projection, in seconds instead of at the limit |
@@ -253,6 +254,9 @@ pub struct Settings {
     pub jit_optimize: bool,
     /// cuDNN's benchmark mode on a GPU.
     pub cudnn_benchmark: bool,
+    /// Deterministic algorithms (warn-only), each score saying which
+    /// operations had none.
+    pub deterministic: bool,
     /// OpenMP waiting policy.
     pub omp_wait_policy: OmpWaitPolicy,
     /// More readable paths for the sandbox.
@@ -291,6 +295,7 @@ impl Default for Settings {
             jit_profiling: false,
             jit_optimize: true,
             cudnn_benchmark: true,
+            deterministic: false,
             omp_wait_policy: OmpWaitPolicy::Auto,
             extra_read_paths: Vec::new(),
             keep_scratch: false,
@@ -1215,6 +1220,8 @@ impl TchOneEpoch {
             "bf16",
             "channels_last",
             "output_dtype",
+            "deterministic",
+            "nondeterministic_ops",
         ] {
             if !r[key].is_null() {
                 extra.insert(key.to_string(), r[key].clone());
@@ -1305,6 +1312,12 @@ impl TchOneEpoch {
 
         let mut env = self.child_env(&self.dirs.worker, self.threads);
         env.retain(|(k, _)| !k.starts_with("PYTHON"));
+        if self.settings.deterministic {
+            // cuBLAS reads its workspace configuration when the worker
+            // creates its first handle: a fixed one makes its reductions
+            // repeatable (torch's deterministic mode asks for it).
+            env.push(("CUBLAS_WORKSPACE_CONFIG".to_string(), ":4096:8".to_string()));
+        }
         // The worker sees no dataset path: the training split and the test
         // images come as open descriptors (4 and 5).
         let open = |p: &Path| -> Result<OwnedFd, PluginError> {
@@ -1337,6 +1350,7 @@ impl TchOneEpoch {
             "max_train_examples": self.settings.max_train_examples,
             "mean": manifest.mean, "std": manifest.std, "cpu_threads": self.threads, "jit_profiling": self.settings.jit_profiling,
             "jit_optimize": self.settings.jit_optimize, "cudnn_benchmark": self.settings.cudnn_benchmark,
+            "deterministic": self.settings.deterministic,
         });
         let answer = match w.request(&load, Duration::from_secs(600)) {
             Ok(a) => a,

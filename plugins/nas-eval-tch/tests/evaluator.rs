@@ -669,6 +669,40 @@ fn bf16_channels_last_and_epochs_are_settings() {
 }
 
 #[test]
+fn deterministic_algorithms_are_a_setting_and_each_score_names_the_operations_that_have_none() {
+    let _g = lock();
+    let data = fmnist();
+    let good = read("tests/candidates/good_cnn.md");
+    let mut e = evaluator(json!({"max_train_examples": 1000, "max_test_examples": 300, "deterministic": true}));
+    let det = ok(eval(&mut e, "deterministic", &good, &data, None), "deterministic");
+    assert_eq!(det.extra["deterministic"], json!(true), "{:?}", det.extra);
+    assert_eq!(
+        det.extra["nondeterministic_ops"],
+        json!([]),
+        "a plain CNN has a deterministic implementation of every operation"
+    );
+    let unpool = ok(eval(&mut e, "unpool", &read("tests/candidates/max_unpool.py"), &data, None), "unpool");
+    assert_eq!(
+        unpool.extra["nondeterministic_ops"],
+        json!(["max_unpooling2d_forward_out"]),
+        "the operation without a deterministic implementation is named, once: {:?}",
+        unpool.extra
+    );
+    assert!(unpool.accuracy > 0.3, "it trains as before: {}", unpool.accuracy);
+    // The next candidate's record starts empty.
+    let again = ok(eval(&mut e, "deterministic-again", &good, &data, None), "deterministic-again");
+    assert_eq!(again.extra["nondeterministic_ops"], json!([]));
+    assert_eq!(again.accuracy, det.accuracy, "the same seed, the same score");
+    // The default: off, nothing recorded; on the CPU the score is the same.
+    let mut e = evaluator(json!({"max_train_examples": 1000, "max_test_examples": 300}));
+    let default = ok(eval(&mut e, "default", &good, &data, None), "default");
+    assert_eq!(default.extra["deterministic"], json!(false));
+    assert!(!default.extra.contains_key("nondeterministic_ops"), "{:?}", default.extra);
+    assert_eq!(default.accuracy, det.accuracy, "on the CPU the evaluator is deterministic either way");
+    assert_eq!(default.train_loss, det.train_loss);
+}
+
+#[test]
 fn a_cuda_device_that_is_missing_is_refused_when_the_plugin_is_created() {
     let lib = NativeLibrary::from_ref(nas_eval_tch::library());
     let info = lib.plugins().expect("list").remove(0);
