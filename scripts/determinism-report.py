@@ -1,5 +1,5 @@
 """Writes determinism-bench.md and determinism-bench.json from the outcomes
-of scripts/device-determinism-bench.sh (its last step).
+of `scripts/device-ceiling-bench.sh repeat` (its last step).
 
     python scripts/determinism-report.py OUT DEVICE MACHINE SECONDS SLOTS OUT_DIR
 

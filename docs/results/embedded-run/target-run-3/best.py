@@ -16,18 +16,14 @@ class Net(nn.Module):
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)
 
-        self.conv3 = nn.Conv2d(64, 64, kernel_size=3, padding=1)
-        self.bn3 = nn.BatchNorm2d(64)
+        self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
+        self.bn3 = nn.BatchNorm2d(128)
         self.relu3 = nn.ReLU()
 
-        self.conv4 = nn.Conv2d(64, 64, kernel_size=3, padding=1)
-        self.bn4 = nn.BatchNorm2d(64)
+        self.fc1 = nn.Linear(6272, 1024)  # Double the out_channels
+        self.bn_fc = nn.BatchNorm1d(1024)
         self.relu4 = nn.ReLU()
-
-        self.fc1 = nn.Linear(64 * 7 * 7, 128)
-        self.bn_fc = nn.BatchNorm1d(self.fc1.out_features)
-        self.relu5 = nn.ReLU()
-        self.fc2 = nn.Linear(128, num_classes)
+        self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x):
         x = self.conv1(x)
@@ -44,12 +40,8 @@ class Net(nn.Module):
         x = self.bn3(x)
         x = self.relu3(x)
 
-        x = self.conv4(x)
-        x = self.bn4(x)
-        x = self.relu4(x)
-
         x = x.view(x.size(0), -1)
         x = self.bn_fc(self.fc1(x))
-        x = self.relu5(x)
+        x = self.relu4(x)
         x = self.fc2(x)
         return x
