@@ -238,10 +238,11 @@ pub fn create_plugins(
             .map(|i| i.into_evaluator().map_err(|_| wrong("evaluator", PluginKind::Evaluator)))
             .collect::<Result<_, _>>()?,
     };
-    let llms = |v: Vec<PluginInstance>, section: &str| -> Result<Vec<Box<dyn LlmBackend>>, SessionError> {
+    type Backends = Vec<Box<dyn LlmBackend>>;
+    let llms = |v: Vec<PluginInstance>, section: &str| -> Result<Backends, SessionError> {
         v.into_iter().map(|i| i.into_llm().map_err(|_| wrong(section, PluginKind::Llm))).collect()
     };
-    let (generators, improvers): (Vec<Box<dyn LlmBackend>>, Vec<Box<dyn LlmBackend>>) = if replaying {
+    let (generators, improvers): (Backends, Backends) = if replaying {
         (vec![Box::new(NoLlm)], Vec::new())
     } else {
         let generators = llms(make("generator", &c.generator, PluginKind::Llm, in_flight)?, "generator")?;

@@ -147,10 +147,13 @@ fn net(i: u64) -> String {
     ))
 }
 
+/// What a server saw, with when.
+pub type EventLog = Arc<Mutex<Vec<(Instant, String)>>>;
+
 /// A loopback server answering the generator with a distinct candidate
 /// per attempt and the Improver with a distinct advice, each after
 /// `delay_ms`; the events it saw are appended to the returned log.
-pub fn slow_scripted_server(delay_ms: u64) -> (TestServer, Arc<Mutex<Vec<(Instant, String)>>>) {
+pub fn slow_scripted_server(delay_ms: u64) -> (TestServer, EventLog) {
     let server = TestServer::start();
     let events: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
     let log = events.clone();

@@ -187,7 +187,7 @@ fn islands_and_slots_killed_at_random_points_resume_to_the_uninterrupted_records
 
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), &server, search, 2, 250);
-    let mut seed: u64 = 0x15_1a_4d5;
+    let mut seed: u64 = 0x151a4d5;
     let mut next_delay = || {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         Duration::from_millis(150 + (seed >> 33) % 700)

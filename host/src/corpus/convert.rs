@@ -608,7 +608,7 @@ pub fn to_search_contract(
     text = lines2.iter().zip(&keep).filter(|(_, k)| **k).map(|(l, _)| *l).collect::<Vec<_>>().join("\n");
 
     // `torch` must be importable by that name for what was written.
-    if text.contains("torch.device(") && !text.lines().any(|l| is_import_torch(l)) {
+    if text.contains("torch.device(") && !text.lines().any(is_import_torch) {
         text.insert_str(0, "import torch\n");
     }
     Ok(tidy(&text))

@@ -131,7 +131,7 @@ impl Evaluator for SlurmEvaluator {
 /// How a followed job ended.
 enum Ended {
     /// Its result, checked.
-    Result(JobResult),
+    Result(Box<JobResult>),
     /// Without a usable result.
     Fault(JobFault, String),
 }
@@ -373,7 +373,7 @@ impl Cluster {
     fn reattach(&self, a: &mut Attempt) -> Result<Option<Ended>, PluginError> {
         let expected = Expected { nonce: &a.nonce, candidate_id: &a.candidate_id, code_sha256: &a.code_sha256 };
         if let Ok(Some(result)) = job::read_result(&a.dir, &expected) {
-            return Ok(Some(Ended::Result(result)));
+            return Ok(Some(Ended::Result(Box::new(result))));
         }
         if a.job_id.is_none() {
             let found = self.find_by_name(a).map_err(|e| {
@@ -395,17 +395,19 @@ impl Cluster {
     fn conclude(&self, a: &mut Attempt, ended: Ended, history: &[Attempt]) -> Result<Option<EvalOutcome>, PluginError> {
         a.ended_at = Some(crate::time::now_s());
         let (fault, detail) = match ended {
-            Ended::Result(JobResult { outcome: Some(outcome), node, .. }) => {
-                a.state = AttemptState::Done;
-                a.node = Some(node);
-                self.save(a)?;
-                return Ok(Some(self.with_history(outcome, a, history)));
-            }
-            Ended::Result(JobResult { error, node, .. }) => {
-                a.node = Some(node.clone());
-                let error = error.map_or_else(|| "no outcome".to_string(), |e| e.to_string());
-                (JobFault::EvaluatorError, format!("the evaluator on {node} failed: {error}"))
-            }
+            Ended::Result(result) => match *result {
+                JobResult { outcome: Some(outcome), node, .. } => {
+                    a.state = AttemptState::Done;
+                    a.node = Some(node);
+                    self.save(a)?;
+                    return Ok(Some(self.with_history(outcome, a, history)));
+                }
+                JobResult { error, node, .. } => {
+                    a.node = Some(node.clone());
+                    let error = error.map_or_else(|| "no outcome".to_string(), |e| e.to_string());
+                    (JobFault::EvaluatorError, format!("the evaluator on {node} failed: {error}"))
+                }
+            },
             Ended::Fault(fault, detail) => (fault, detail),
         };
         a.state = AttemptState::Fault;
@@ -501,7 +503,7 @@ impl Cluster {
                 return Err(self.cancel(a));
             }
             match job::read_result(&a.dir, &expected) {
-                Ok(Some(result)) => return Ok(Ended::Result(result)),
+                Ok(Some(result)) => return Ok(Ended::Result(Box::new(result))),
                 Ok(None) => {}
                 Err(why) => {
                     let _ = self.slurm.cancel(&[id]);

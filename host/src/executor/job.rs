@@ -316,28 +316,28 @@ mod tests {
         assert_eq!(check_result(&result(failed), &expected), Ok(()));
 
         let other = Expected { nonce: "n2", ..expected.clone() };
-        assert!(check_result(&result(ok(0.8)), &other).unwrap_err().contains("nonce"));
+        assert!(check_result(&result(ok(0.8)), &other).expect_err("refused").contains("nonce"));
         let other_code = sha256("class Net: other");
         let other = Expected { code_sha256: &other_code, ..expected.clone() };
-        assert!(check_result(&result(ok(0.8)), &other).unwrap_err().contains("not this one"));
-        assert!(check_result(&result(ok(1.5)), &expected).unwrap_err().contains("accuracy"));
-        assert!(check_result(&result(ok(-0.1)), &expected).unwrap_err().contains("accuracy"));
+        assert!(check_result(&result(ok(0.8)), &other).expect_err("refused").contains("not this one"));
+        assert!(check_result(&result(ok(1.5)), &expected).expect_err("refused").contains("accuracy"));
+        assert!(check_result(&result(ok(-0.1)), &expected).expect_err("refused").contains("accuracy"));
         let mut r = result(ok(0.8));
         r.error = Some(PluginError::internal("boom"));
-        assert!(check_result(&r, &expected).unwrap_err().contains("both"));
+        assert!(check_result(&r, &expected).expect_err("refused").contains("both"));
         r.outcome = None;
         assert_eq!(check_result(&r, &expected), Ok(()));
         r.error = None;
-        assert!(check_result(&r, &expected).unwrap_err().contains("neither"));
+        assert!(check_result(&r, &expected).expect_err("refused").contains("neither"));
         let mut r = result(ok(0.8));
         r.format = 2;
-        assert!(check_result(&r, &expected).unwrap_err().contains("format"));
+        assert!(check_result(&r, &expected).expect_err("refused").contains("format"));
         let mut r =
             result(EvalOutcome::Ok(EvalReport { accuracy: 0.5, epoch_seconds: Some(-1.0), ..Default::default() }));
-        assert!(check_result(&r, &expected).unwrap_err().contains("epoch_seconds"));
+        assert!(check_result(&r, &expected).expect_err("refused").contains("epoch_seconds"));
         r.outcome = Some(ok(0.5));
         r.eval_seconds = f64::NAN;
-        assert!(check_result(&r, &expected).unwrap_err().contains("eval_seconds"));
+        assert!(check_result(&r, &expected).expect_err("refused").contains("eval_seconds"));
     }
 
     #[test]
@@ -358,7 +358,7 @@ mod tests {
         let mut value = serde_json::to_value(&good).expect("json");
         value["extra_field"] = serde_json::json!(1);
         std::fs::write(dir.path().join(RESULT_FILE), value.to_string()).expect("write");
-        assert!(read_result(dir.path(), &expected).unwrap_err().contains("extra_field"));
+        assert!(read_result(dir.path(), &expected).expect_err("refused").contains("extra_field"));
         let text = serde_json::to_string(&good).expect("json");
         std::fs::write(dir.path().join(RESULT_FILE), &text[..text.len() / 2]).expect("write");
         assert!(read_result(dir.path(), &expected).is_err());
@@ -366,7 +366,7 @@ mod tests {
         assert!(read_result(dir.path(), &expected).is_err());
         let huge = vec![b' '; (MAX_RESULT_BYTES + 1) as usize];
         std::fs::write(dir.path().join(RESULT_FILE), huge).expect("write");
-        assert!(read_result(dir.path(), &expected).unwrap_err().contains("larger than"));
+        assert!(read_result(dir.path(), &expected).expect_err("refused").contains("larger than"));
     }
 
     #[test]

@@ -221,6 +221,10 @@ pub fn libraries(registry: &Registry) -> Vec<PathBuf> {
     paths
 }
 
+/// The evaluators that submit Slurm jobs, one per job in flight, and the
+/// `[evaluator]` plugin's record.
+pub type SlurmEvaluators = (Vec<Box<dyn Evaluator>>, PluginRecord);
+
 /// For `[executor] kind = "slurm"`: the evaluators the search holds (one
 /// per job in flight) and the `[evaluator]` plugin's record. The evaluator
 /// plugin itself is only looked up here, never created: it runs on the
@@ -230,7 +234,7 @@ pub fn slurm_evaluators(
     registry: &mut Registry,
     loaded: &LoadedConfig,
     run_dir: Option<&Path>,
-) -> Result<Option<(Vec<Box<dyn Evaluator>>, PluginRecord)>, ExecutorError> {
+) -> Result<Option<SlurmEvaluators>, ExecutorError> {
     if loaded.config.executor.is_local() {
         return Ok(None);
     }

@@ -18,6 +18,9 @@ use crate::cycles::log::{self, CycleState};
 use crate::cycles::select;
 use crate::cycles::table::{self, CycleRow};
 
+/// A value's interval (low, high), where it has one.
+type Band = Option<(f64, f64)>;
+
 /// A cycles run as the report shows it.
 #[derive(Debug, Clone)]
 pub struct CycleRun {
@@ -322,13 +325,13 @@ impl Draw for ByCycle<'_> {
         let n = self.runs.iter().flat_map(|r| r.rows.iter().map(|x| x.cycle)).max().unwrap_or(1).max(1) as f64;
         let panels: [(&str, Metric); 4] = [
             ("Valid (%)", |r| {
-                (r.valid_rate.n > 0).then(|| (r.valid_rate.value, Some((r.valid_rate.low, r.valid_rate.high))))
+                (r.valid_rate.n > 0).then_some((r.valid_rate.value, Some((r.valid_rate.low, r.valid_rate.high))))
             }),
             ("Best (%)", |r| r.best.map(|b| (b, None))),
             ("Mean (%)", |r| r.mean.map(|m| (m, None))),
             ("≥40% of valid (%)", |r| {
                 (r.at_least_40_rate.n > 0)
-                    .then(|| (r.at_least_40_rate.value, Some((r.at_least_40_rate.low, r.at_least_40_rate.high))))
+                    .then_some((r.at_least_40_rate.value, Some((r.at_least_40_rate.low, r.at_least_40_rate.high))))
             }),
         ];
         let areas = root.split_evenly((2, 2));
@@ -347,7 +350,7 @@ impl Draw for ByCycle<'_> {
                 .map_err(de)?;
             for (i, run) in self.runs.iter().enumerate() {
                 let c = color(i);
-                let pts: Vec<(f64, f64, Option<(f64, f64)>)> = run
+                let pts: Vec<(f64, f64, Band)> = run
                     .rows
                     .iter()
                     .filter_map(|r| {

@@ -154,6 +154,9 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
         .or_else(|| recipe_change(&advice.suggestions))
 }
 
+/// Whether a design's code already has a change (or the change does not fit it).
+pub type HasChange = fn(&str) -> bool;
+
 /// Changes the search gives the generator in place of an Improver answer
 /// that is not a diagnosis (`[search] fallback_changes`): common, concrete
 /// edits of a small image classifier, each with a test of the best design's
@@ -161,7 +164,7 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
 /// fit it). A small Improver refused as a repeat gives the same change again
 /// when asked again; without a change, the generator gives the best design
 /// back.
-pub const FALLBACK_CHANGES: [(&str, fn(&str) -> bool); 9] = [
+pub const FALLBACK_CHANGES: [(&str, HasChange); 9] = [
     ("Add an nn.BatchNorm2d after each nn.Conv2d, before its activation.", |c| c.contains("BatchNorm2d")),
     ("Add nn.Dropout(0.3) right before the first nn.Linear.", |c| c.contains("Dropout")),
     (

@@ -790,7 +790,7 @@ pub fn failing_forward_line(failure: &CandidateFailure, code: &str) -> Option<us
                 && !quoted.is_empty())
             .then_some(n)
         })
-        .last()
+        .next_back()
 }
 
 /// Of several layers that could be the one a failure names (`candidates`,
@@ -1781,7 +1781,7 @@ mod tests {
             assert_eq!(fixed.lines().count(), code.lines().count(), "the line count stays");
             assert_eq!(original(&notes, &fixed), code, "the notes give the code back");
             // The four poolings before it stay, in order; __init__ is untouched.
-            let forward = fixed.split("def forward").nth(1).unwrap();
+            let forward = fixed.split("def forward").nth(1).expect("a forward");
             let left: Vec<&str> = forward
                 .lines()
                 .filter_map(|l| l.trim().strip_prefix("x = self.")?.strip_suffix("(x)"))
@@ -1805,7 +1805,7 @@ mod tests {
             None
         );
         // A line that is not a pooling call, a line outside forward.
-        let conv = code.lines().position(|l| l.trim() == "x = self.conv5(x)").unwrap() + 1;
+        let conv = code.lines().position(|l| l.trim() == "x = self.conv5(x)").expect("the conv5 line") + 1;
         assert_eq!(repair_pooling(code, conv, &failure), None);
         assert_eq!(repair_pooling(code, 12, &failure), None);
         // F.max_pool2d is not a layer the repair takes out.

@@ -714,7 +714,7 @@ fn train_one(data: &Data, req: &TrainRequest) -> Result<Value, Failure> {
                 .f_to_kind(Kind::Float)
                 .and_then(|x| x.f_mul(&data.scale))
                 .and_then(|x| x.f_add(&data.shift))
-                .and_then(|x| prepare(x))
+                .and_then(&prepare)
                 .map_err(t("train"))?;
             let out = model.forward_ts(&[&x]).map_err(t("train"))?;
             if steps == 0 {

@@ -170,8 +170,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (k, kind) in kinds.iter().enumerate() {
         let said: Vec<String> = chosen[k].iter().map(|c| c.to_string()).collect();
         write!(md, "| {} | {} |", kind.describe(cores), said.join(", "))?;
-        for i in 0..counts.len() {
-            write!(md, " {:.1} |", mean(&rates[k][i]))?;
+        for rate in rates[k].iter().take(counts.len()) {
+            write!(md, " {:.1} |", mean(rate))?;
         }
         writeln!(md)?;
     }

@@ -466,7 +466,8 @@ mod tests {
     /// the kernel weighs against ours as an equal.
     #[test]
     fn a_process_started_with_nice_in_our_session_does_not_count_as_busy() {
-        let own_nice = stat_fields(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap().1;
+        let own_nice =
+            stat_fields(&std::fs::read_to_string("/proc/self/stat").expect("own stat")).expect("stat fields").1;
         if own_nice + YIELDING_NICE > 19 {
             eprintln!("skipped: this test runs at nice {own_nice}, so nothing can be started {YIELDING_NICE} below it");
             return;

@@ -626,7 +626,7 @@ impl OpenAiBackend {
     fn adapter_use(&self, adapter: Option<&AdapterRef>) -> Result<AdapterUse, PluginError> {
         let Some(adapter) = adapter else { return Ok(AdapterUse::Base) };
         match adapter.scale {
-            Some(s) if s == 0.0 => return Ok(AdapterUse::Base),
+            Some(0.0) => return Ok(AdapterUse::Base),
             Some(s) if s != 1.0 => {
                 return Err(self.err(
                     ErrorCode::Unsupported,
