@@ -192,6 +192,13 @@ pub enum Repair {
     /// candidate is screened again; the record keeps each changed line and
     /// the change, and the next prompt says it.
     Change,
+    /// A `nn.Linear` that `__init__` builds and nothing calls, when the
+    /// failed check shows where `forward` skipped it (a batch norm built for
+    /// its output fed the flattened maps; rows of another width than the
+    /// classes returned, the layer giving the classes): its call is added
+    /// there, and the candidate is evaluated again; the record keeps the
+    /// added line.
+    Uncalled,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -226,7 +233,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -241,6 +248,7 @@ impl<'de> Deserialize<'de> for Repairs {
                 "class_name" => Repair::ClassName,
                 "missing_layer" => Repair::MissingLayer,
                 "layer_in_forward" => Repair::LayerInForward,
+                "uncalled" => Repair::Uncalled,
                 "channels" => Repair::Channels,
                 "pooling" => Repair::Pooling,
                 "budget" => Repair::Budget,
@@ -248,7 +256,7 @@ impl<'de> Deserialize<'de> for Repairs {
                 "change" => Repair::Change,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -832,7 +840,7 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
-    /// "missing_layer", "layer_in_forward", "channels", "pooling", "budget", "forward", "change"]`,
+    /// "missing_layer", "layer_in_forward", "uncalled", "channels", "pooling", "budget", "forward", "change"]`,
     /// `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `fix_retries = 1`,
@@ -851,6 +859,7 @@ impl RunConfig {
             Repair::ClassName,
             Repair::MissingLayer,
             Repair::LayerInForward,
+            Repair::Uncalled,
             Repair::Channels,
             Repair::Pooling,
             Repair::Budget,
@@ -1190,6 +1199,7 @@ mod tests {
                 Repair::ClassName,
                 Repair::MissingLayer,
                 Repair::LayerInForward,
+                Repair::Uncalled,
                 Repair::Channels,
                 Repair::Pooling,
                 Repair::Budget,
@@ -1205,7 +1215,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
+                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
             ),
             "{text}"
         );

@@ -450,6 +450,30 @@ fn one_trained_iteration(design: &'static str, search: &str) -> nas_host::record
     recs.remove(0)
 }
 
+/// A forward that skips `fc1` (the embedded generator drops the line): the
+/// batch norm built for its output gets the flattened maps; and `fc1` is
+/// sized for two poolings after one.
+const SKIPPED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc1 = nn.Linear(8 * 7 * 7, 32)\n        self.bn_fc = nn.BatchNorm1d(self.fc1.out_features)\n        self.fc2 = nn.Linear(32, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        x = x.flatten(1)\n        x = self.bn_fc(x)\n        return self.fc2(torch.relu(x))\n";
+
+#[test]
+fn a_layer_forward_skipped_is_called_where_the_failure_shows_and_then_sized() {
+    // The channels repair would have resized the batch norm to the
+    // flattened maps instead (a network without fc1): uncalled comes first.
+    let rec = one_trained_iteration(SKIPPED, "repair = [\"flatten\", \"uncalled\", \"channels\"]");
+    let notes: Vec<(&str, &str, &str)> =
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.before.trim(), n.after.trim())).collect();
+    assert_eq!(
+        notes,
+        [
+            ("uncalled", "x = x.flatten(1)", "x = x.flatten(1)\n        x = self.fc1(x)"),
+            ("flatten", "self.fc1 = nn.Linear(8 * 7 * 7, 32)", "self.fc1 = nn.Linear(1568, 32)"),
+        ]
+    );
+    let failure = rec.repair[0].failure.as_ref().expect("the failure behind the repair");
+    assert!(failure.message.contains("running_mean should contain 1568 elements not 32"), "{failure:?}");
+    assert!(rec.code.contains("        x = self.fc1(x)\n        x = self.bn_fc(x)"), "{}", rec.code);
+}
+
 /// A convolution built for three channels on a one-channel image, and a
 /// head sized for two poolings after one: two failures, one after the other.
 const MISWIRED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.fc(x.flatten(1))\n";

@@ -1161,8 +1161,9 @@ impl<'a> Search<'a> {
         }
         let (mut outcome, mut seconds, mut retries) = self.evaluate_code(t, &softened, known)?;
         // The repairs of a failure the check reported, each followed by
-        // another evaluation (a channel fixed, a pooling taken out or a
-        // design made narrower can reveal a flatten size).
+        // another evaluation (a channel fixed, a pooling taken out, a
+        // skipped layer called or a design made narrower can reveal a
+        // flatten size).
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         let classes = self.dataset.manifest.num_classes as u64;
         for _ in 0..Self::MAX_REPAIRS_AFTER_FAILURE {
@@ -1180,10 +1181,13 @@ impl<'a> Search<'a> {
                 repair::repair_pooling(&softened, line, failure)
             };
             let narrowed = || change::narrower(&softened, in_shape, classes, failure);
+            let called = || repair::repair_uncalled(&softened, failure, in_shape, classes);
             let on = |r: Repair| self.cfg.repair.has(r);
+            // A layer forward skipped before a size fixed to fit its absence.
             let fixed = on(Repair::Flatten)
                 .then(flattened)
                 .flatten()
+                .or_else(|| on(Repair::Uncalled).then(called).flatten())
                 .or_else(|| on(Repair::Channels).then(channelled).flatten())
                 .or_else(|| on(Repair::Pooling).then(pooled).flatten())
                 .or_else(|| on(Repair::Budget).then(narrowed).flatten());

@@ -55,6 +55,14 @@
 //! list, [`super::change::narrower`] halves the channels of every
 //! convolution and batch norm, and the candidate is evaluated again.
 //!
+//! The tenth: a `nn.Linear` that `__init__` builds and `forward` never
+//! calls, the embedded generator having dropped its line while rewriting
+//! `forward` (the third target run's iterations 10, 38 and 39: a batch norm
+//! sized by `self.fc1.out_features` fed the flattened maps, a network that
+//! returns its hidden features). With `"uncalled"` in the list,
+//! [`repair_uncalled`] adds the call where the failure shows it belongs,
+//! after a failed check.
+//!
 //! Not a repair of a failure but of an answer that changed nothing: with
 //! `"change"`, [`super::change`] makes a common change on the best design
 //! itself when the generator gives it back on every retry.
@@ -77,8 +85,8 @@ pub struct FlattenMismatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepairNote {
     /// The repair's name in `[search] repair` (`flatten`, `softmax`,
-    /// `class_name`, `missing_layer`, `channels`, `pooling`, `forward`,
-    /// `change`).
+    /// `class_name`, `missing_layer`, `layer_in_forward`, `uncalled`,
+    /// `channels`, `pooling`, `budget`, `forward`, `change`).
     pub kind: String,
     /// 1-based line of the changed layer.
     pub line: usize,
@@ -867,6 +875,150 @@ pub fn repair_pooling(code: &str, line: usize, failure: &CandidateFailure) -> Op
     }
     // The failing line itself must be one that pools.
     (notes.first()?.line == line).then(|| (out.join("\n"), notes))
+}
+
+/// The kind of a [`repair_uncalled`] note.
+pub const UNCALLED: &str = "uncalled";
+
+/// A `nn.Linear` that `__init__` builds and nothing calls, which the failed
+/// check shows `forward` skipped:
+///
+/// - a batch norm built for its `out_features` (`nn.BatchNorm1d(self.fc1.out_features)`,
+///   or the number) receives another number of features (torch:
+///   `running_mean should contain 3136 elements not 128`) on the line of
+///   `forward` where the traceback ends, `y = self.bn(x)` (or `return
+///   self.bn(x)`): `x = self.fc1(x)` is added before that line;
+/// - `forward` returns rows of another width than the classes (`returned
+///   shape [2, 512]; expected [2, 10]`) and the layer gives the classes
+///   (`out_features` `num_classes` or its value): `x = self.fc2(x)` is
+///   added before `forward`'s one `return x`.
+///
+/// `x` is a plain name; exactly one uncalled `nn.Linear` must fit. Its
+/// `in_features` is left: where it does not match, the next check says so
+/// and the flatten repair sizes it. One note of kind [`UNCALLED`]: its line
+/// is the one before the added call, `after` that line and the call. `None`
+/// when the failure is neither, the code binds attributes in ways a reading
+/// of its lines cannot follow, or no single layer fits.
+pub fn repair_uncalled(
+    code: &str,
+    failure: &CandidateFailure,
+    in_shape: [u64; 3],
+    num_classes: u64,
+) -> Option<(String, Vec<RepairNote>)> {
+    if binds_unreadably(code) {
+        return None;
+    }
+    let lines: Vec<&str> = code.split('\n').collect();
+    let (forward, end) = forward_span(&lines)?;
+    let names = shape_names(code);
+    // Each layer bound to an attribute: its name, class (`Linear`) and arguments' texts.
+    let bound: Vec<(String, &str, Vec<&str>)> = lines
+        .iter()
+        .filter_map(|l| {
+            let (bound, rhs) = bound_by(l);
+            let rhs = rhs?;
+            let rest = rhs.strip_prefix("torch.nn.").or_else(|| rhs.strip_prefix("nn."))?;
+            let class = ["Linear", "BatchNorm1d"].into_iter().find(|c| rest.starts_with(&format!("{c}(")))?;
+            let line = uncommented(l);
+            let open = line.find(&format!("{class}("))? + class.len();
+            let (args, _) = call_args(&line[open..])?;
+            Some((bound.into_iter().next()?, class, args))
+        })
+        .collect();
+    // The nn.Linear layers nothing calls: name, out_features' text and value.
+    let uncalled: Vec<(&str, &str, Option<u64>)> = bound
+        .iter()
+        .filter(|(name, class, _)| *class == "Linear" && !code.contains(&format!("self.{name}(")))
+        .filter_map(|(name, _, args)| {
+            let out = arg_text(args, "out_features", 1)?;
+            Some((name.as_str(), out, eval(out, in_shape, &names)))
+        })
+        .collect();
+    let (linear, at) =
+        if let Some(m) = channel_mismatch(&failure.message).filter(|m| m.layer == ChannelLayer::BatchNorm) {
+            // The failing line calls a batch norm built for an uncalled layer's output.
+            let at = failing_forward_line(failure, code)? - 1;
+            let (norm, _) = self_call(called_expr(lines.get(at)?))?;
+            let size = bound.iter().find_map(|(name, class, args)| {
+                (*name == norm && *class == "BatchNorm1d").then(|| arg_text(args, "num_features", 0)).flatten()
+            })?;
+            let fits: Vec<&str> = uncalled
+                .iter()
+                .filter(|(name, _, value)| {
+                    size == format!("self.{name}.out_features")
+                        || (*value == Some(m.built_for) && size.parse() == Ok(m.built_for))
+                })
+                .map(|(name, _, _)| *name)
+                .collect();
+            let [fit] = fits.as_slice() else { return None };
+            (*fit, at)
+        } else if returns_other_width(&failure.message, num_classes) {
+            // forward returns before the layer that gives the classes.
+            let fits: Vec<&str> = uncalled
+                .iter()
+                .filter(|(_, text, value)| *text == "num_classes" || *value == Some(num_classes))
+                .map(|(name, _, _)| *name)
+                .collect();
+            let [fit] = fits.as_slice() else { return None };
+            let returns: Vec<usize> =
+                (forward + 1..end).filter(|&i| uncommented(lines[i]).trim_start().starts_with("return ")).collect();
+            let [at] = returns.as_slice() else { return None };
+            (*fit, *at)
+        } else {
+            return None;
+        };
+    if at <= forward + 1 || at >= end {
+        return None;
+    }
+    // The name the call on that line takes (`y = self.bn(x)`, `return x`).
+    let expr = called_expr(lines[at]);
+    let arg = if is_ident(expr) { expr.to_string() } else { self_call(expr)?.1.trim().to_string() };
+    if !is_ident(&arg) {
+        return None;
+    }
+    let added = format!("{}{arg} = self.{linear}({arg})", &lines[at][..indent(lines[at])]);
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    out.insert(at, added.clone());
+    let note = RepairNote {
+        kind: UNCALLED.into(),
+        line: at,
+        before: lines[at - 1].to_string(),
+        after: format!("{}\n{added}", lines[at - 1]),
+        failure: Some(failure.clone()),
+    };
+    Some((out.join("\n"), vec![note]))
+}
+
+/// The expression a line of `forward` computes: what it returns or assigns
+/// (`return self.fc(x)`, `x = self.bn(x)`), else the line.
+fn called_expr(line: &str) -> &str {
+    let code = uncommented(line).trim();
+    code.strip_prefix("return ").or_else(|| code.split_once('=').map(|(_, r)| r)).unwrap_or(code).trim()
+}
+
+/// A layer's argument by keyword, else at `position` among the positional
+/// ones: its text.
+fn arg_text<'a>(args: &[&'a str], keyword: &str, position: usize) -> Option<&'a str> {
+    let keyed = args.iter().find_map(|a| match a.split_once('=') {
+        Some((k, v)) if k.trim() == keyword => Some(v.trim()),
+        _ => None,
+    });
+    keyed.or_else(|| args.get(position).filter(|a| !a.contains('=')).map(|a| a.trim()))
+}
+
+/// Whether the check's shape failure (`returned shape [2, 512]; expected
+/// [2, 10]`) says `forward` returned rows (a 2-D output) of another width
+/// than the classes.
+fn returns_other_width(message: &str, num_classes: u64) -> bool {
+    let read = || -> Option<bool> {
+        let rest = &message[message.find("returned shape [")? + 16..];
+        let dims: Vec<u64> =
+            rest[..rest.find(']')?].split(',').map(|d| d.trim().parse().ok()).collect::<Option<_>>()?;
+        let expected = &rest[rest.find("expected [")? + 10..];
+        let classes: u64 = expected[..expected.find(']')?].split(',').nth(1)?.trim().parse().ok()?;
+        Some(classes == num_classes && matches!(dims.as_slice(), [_, width] if *width != num_classes))
+    };
+    read().unwrap_or(false)
 }
 
 /// Module attributes a grafted `forward` may read without `__init__`
@@ -2088,6 +2240,101 @@ mod tests {
 
     fn runtime(message: &str) -> CandidateFailure {
         CandidateFailure::new("check", nas_plugin_api::FailureKind::Runtime, message)
+    }
+
+    /// The lines of `fixed` that `code` lacks.
+    fn added_lines(code: &str, fixed: &str) -> Vec<String> {
+        let had: Vec<&str> = code.lines().collect();
+        fixed.lines().filter(|l| !had.contains(l)).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_batch_norm_fed_the_flattened_maps_gets_the_linear_it_was_built_for_called_before_it() {
+        // Recorded (the third target run's iteration 38): forward flattens
+        // and calls bn_fc, built as nn.BatchNorm1d(self.fc1.out_features),
+        // and never calls fc1.
+        let code = include_str!("testdata/bn_before_its_linear.py");
+        let message = "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: running_mean should contain 15488 elements not 512";
+        let failure = CandidateFailure {
+            traceback: include_str!("testdata/bn_before_its_linear.traceback").to_string(),
+            ..runtime(message)
+        };
+        let (fixed, notes) = repair_uncalled(code, &failure, [1, 28, 28], 10).expect("repaired");
+        assert_eq!(added_lines(code, &fixed), ["        x = self.fc1(x)"]);
+        let order: Vec<&str> = fixed.lines().map(str::trim).filter(|l| l.starts_with("x = ")).collect();
+        let at = order.iter().position(|l| *l == "x = x.view(x.size(0), -1)").expect("the flatten");
+        assert_eq!(order[at + 1..at + 3], ["x = self.fc1(x)", "x = self.bn_fc(x)"], "{fixed}");
+        let [note] = notes.as_slice() else { panic!("one note: {notes:?}") };
+        assert_eq!((note.kind.as_str(), note.failure.as_ref()), (UNCALLED, Some(&failure)));
+        assert_eq!(note.original(&fixed), code, "the note gives the code back");
+        assert_eq!(original(&notes, &fixed), code);
+        // The channels repair reads no size there (`self.fc1.out_features`).
+        let m = channel_mismatch(message).expect("a batch norm mismatch");
+        assert_eq!(repair_channels(code, &m, [1, 28, 28], &failure), None);
+        // Without the traceback the failing line is not known.
+        assert_eq!(repair_uncalled(code, &runtime(message), [1, 28, 28], 10), None);
+        // Once fc1 is called anywhere, it is not the layer forward skipped.
+        let called = code.replace("x = self.bn_fc(x)", "x = self.bn_fc(x) + 0 * self.fc1(x).sum()");
+        assert_eq!(repair_uncalled(&called, &failure, [1, 28, 28], 10), None);
+    }
+
+    #[test]
+    fn a_batch_norm_sized_by_number_gets_the_one_uncalled_linear_of_that_size() {
+        // Recorded (the embedded run at dbf3dc0, iteration 7): bn_fc is
+        // nn.BatchNorm1d(64), fc1 = nn.Linear(512, 64) is never called.
+        let code = include_str!("testdata/batch_norm_twice.py");
+        let message = "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: running_mean should contain 512 elements not 64";
+        let failure = CandidateFailure {
+            traceback: include_str!("testdata/batch_norm_twice.traceback").to_string(),
+            ..runtime(message)
+        };
+        let (fixed, notes) = repair_uncalled(code, &failure, [1, 28, 28], 10).expect("repaired");
+        assert_eq!(added_lines(code, &fixed), ["        x = self.fc1(x)"]);
+        assert!(fixed.contains("        x = self.fc1(x)\n        x = self.bn_fc(x)"), "{fixed}");
+        assert_eq!(original(&notes, &fixed), code);
+        // Another size than fc1's: not the layer the batch norm was built for.
+        let other = code.replace("self.fc1 = nn.Linear(512, 64)", "self.fc1 = nn.Linear(512, 32)");
+        assert_eq!(repair_uncalled(&other, &failure, [1, 28, 28], 10), None);
+    }
+
+    #[test]
+    fn a_forward_that_returns_before_the_head_gets_the_head_called_before_its_return() {
+        // Recorded (the third target run's iteration 39, after its flatten
+        // repair): forward ends `x = self.relu5(x); return x`, and fc2 =
+        // nn.Linear(512, num_classes) is never called.
+        let code = include_str!("testdata/head_never_called.py");
+        let failure = CandidateFailure::new(
+            "check",
+            nas_plugin_api::FailureKind::Shape,
+            "forward on a batch of shape [2, 1, 28, 28] returned shape [2, 512]; expected [2, 10]",
+        );
+        let (fixed, notes) = repair_uncalled(code, &failure, [1, 28, 28], 10).expect("repaired");
+        assert_eq!(added_lines(code, &fixed), ["        x = self.fc2(x)"]);
+        assert!(fixed.contains("        x = self.fc2(x)\n        return x"), "{fixed}");
+        assert_eq!(original(&notes, &fixed), code);
+        // The head written with its number of classes is found the same way.
+        let numbered = code.replace("nn.Linear(512, num_classes)", "nn.Linear(512, 10)");
+        assert!(repair_uncalled(&numbered, &failure, [1, 28, 28], 10).is_some());
+        // Not when no uncalled layer gives the classes, nor when two do.
+        let other = code.replace("nn.Linear(512, num_classes)", "nn.Linear(512, 7)");
+        assert_eq!(repair_uncalled(&other, &failure, [1, 28, 28], 10), None);
+        let two = code.replace(
+            "        self.fc2 = nn.Linear(512, num_classes)",
+            "        self.fc2 = nn.Linear(512, num_classes)\n        self.fc3 = nn.Linear(512, num_classes)",
+        );
+        assert_eq!(repair_uncalled(&two, &failure, [1, 28, 28], 10), None);
+        // A 4-D output or the right width is not this failure.
+        for message in [
+            "forward on a batch of shape [2, 1, 28, 28] returned shape [2, 512, 7, 7]; expected [2, 10]",
+            "forward on a batch of shape [2, 1, 28, 28] returned shape [2]; expected [2, 10]",
+        ] {
+            let f = CandidateFailure::new("check", nas_plugin_api::FailureKind::Shape, message);
+            assert_eq!(repair_uncalled(code, &f, [1, 28, 28], 10), None, "{message}");
+        }
+        // A forward with two returns: which one skipped the head is not known.
+        let branches =
+            code.replace("        return x", "        if x.sum() > 0:\n            return x\n        return x");
+        assert_eq!(repair_uncalled(&branches, &failure, [1, 28, 28], 10), None);
     }
 
     #[test]
