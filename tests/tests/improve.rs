@@ -471,7 +471,8 @@ fn a_layer_forward_skipped_is_called_where_the_failure_shows_and_then_sized() {
     );
     let failure = rec.repair[0].failure.as_ref().expect("the failure behind the repair");
     assert!(failure.message.contains("running_mean should contain 1568 elements not 32"), "{failure:?}");
-    assert!(rec.code.contains("        x = self.fc1(x)\n        x = self.bn_fc(x)"), "{}", rec.code);
+    let code = rec.code.as_deref().expect("the trained code");
+    assert!(code.contains("        x = self.fc1(x)\n        x = self.bn_fc(x)"), "{code}");
 }
 
 /// A convolution built for three channels on a one-channel image, and a

@@ -1104,8 +1104,12 @@ impl<'a> Search<'a> {
         Some(Parent { iteration: 0, code, accuracy: None })
     }
 
-    /// The most repairs made after failed evaluations of one candidate.
-    const MAX_REPAIRS_AFTER_FAILURE: usize = 4;
+    /// The most repairs made after failed evaluations of one candidate
+    /// (each is one more check, about a second): a design over the budget
+    /// needs a flatten repair after each halving, and the third target run's
+    /// iteration 43 ran out of four (flatten, budget, flatten, budget) with
+    /// a design one flatten repair short of training.
+    const MAX_REPAIRS_AFTER_FAILURE: usize = 6;
 
     /// Steps 2–3: the novelty filter, then the evaluator (its journaled
     /// outcome when resuming). `grafted`: the repairs made as the code was
