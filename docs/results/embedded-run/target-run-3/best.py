@@ -6,24 +6,24 @@ class Net(nn.Module):
     def __init__(self, in_shape, num_classes):
         super(Net, self).__init__()
         C, H, W = in_shape
-        self.conv1 = nn.Conv2d(C, 32, kernel_size=3, padding=1)
-        self.bn1 = nn.BatchNorm2d(32)
+        self.conv1 = nn.Conv2d(C, 64, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(64)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(kernel_size=2, stride=2)
 
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
-        self.bn2 = nn.BatchNorm2d(64)
+        self.conv2 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(128)
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)
 
-        self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
-        self.bn3 = nn.BatchNorm2d(128)
+        self.conv3 = nn.Conv2d(128, 256, kernel_size=3, padding=3)
+        self.bn3 = nn.BatchNorm2d(256)
         self.relu3 = nn.ReLU()
 
-        self.fc1 = nn.Linear(6272, 1024)  # Double the out_channels
-        self.bn_fc = nn.BatchNorm1d(1024)
+        self.fc1 = nn.Linear(30976, 512)
+        self.bn_fc = nn.BatchNorm1d(self.fc1.out_features)
         self.relu4 = nn.ReLU()
-        self.fc2 = nn.Linear(1024, num_classes)
+        self.fc2 = nn.Linear(512, num_classes)
 
     def forward(self, x):
         x = self.conv1(x)
