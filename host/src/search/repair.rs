@@ -219,8 +219,7 @@ pub fn repair_unflattened(code: &str, failure: &CandidateFailure) -> Option<(Str
     if at <= forward || at >= end {
         return None;
     }
-    let call = uncommented(lines[at]).trim();
-    let call = call.strip_prefix("return ").or_else(|| call.split_once('=').map(|(_, r)| r)).unwrap_or(call).trim();
+    let call = called_expr(lines[at]);
     let (name, arg) = self_call(call)?;
     let arg = arg.trim();
     let linear = lines.iter().any(|l| match bound_by(l) {
