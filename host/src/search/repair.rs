@@ -910,27 +910,14 @@ pub fn repair_uncalled(
     let lines: Vec<&str> = code.split('\n').collect();
     let (forward, end) = forward_span(&lines)?;
     let names = shape_names(code);
-    // Each layer bound to an attribute: its name, class (`Linear`) and arguments' texts.
-    let bound: Vec<(String, &str, Vec<&str>)> = lines
-        .iter()
-        .filter_map(|l| {
-            let (bound, rhs) = bound_by(l);
-            let rhs = rhs?;
-            let rest = rhs.strip_prefix("torch.nn.").or_else(|| rhs.strip_prefix("nn."))?;
-            let class = ["Linear", "BatchNorm1d"].into_iter().find(|c| rest.starts_with(&format!("{c}(")))?;
-            let line = uncommented(l);
-            let open = line.find(&format!("{class}("))? + class.len();
-            let (args, _) = call_args(&line[open..])?;
-            Some((bound.into_iter().next()?, class, args))
-        })
-        .collect();
     // The nn.Linear layers nothing calls: name, out_features' text and value.
-    let uncalled: Vec<(&str, &str, Option<u64>)> = bound
-        .iter()
-        .filter(|(name, class, _)| *class == "Linear" && !code.contains(&format!("self.{name}(")))
-        .filter_map(|(name, _, args)| {
-            let out = arg_text(args, "out_features", 1)?;
-            Some((name.as_str(), out, eval(out, in_shape, &names)))
+    let uncalled: Vec<(String, String, Option<u64>)> = bound_calls(code, &lines, "Linear")
+        .into_iter()
+        .filter(|(name, _)| !code.contains(&format!("self.{name}(")))
+        .filter_map(|(name, args)| {
+            let out = layer_arg(&args, "out_features", 1)?;
+            let value = eval(&out.text, in_shape, &names);
+            Some((name, out.text, value))
         })
         .collect();
     let (linear, at) =
@@ -938,16 +925,15 @@ pub fn repair_uncalled(
             // The failing line calls a batch norm built for an uncalled layer's output.
             let at = failing_forward_line(failure, code)? - 1;
             let (norm, _) = self_call(called_expr(lines.get(at)?))?;
-            let size = bound.iter().find_map(|(name, class, args)| {
-                (*name == norm && *class == "BatchNorm1d").then(|| arg_text(args, "num_features", 0)).flatten()
-            })?;
+            let (_, args) = bound_calls(code, &lines, "BatchNorm1d").into_iter().find(|(name, _)| *name == norm)?;
+            let size = layer_arg(&args, "num_features", 0)?.text;
             let fits: Vec<&str> = uncalled
                 .iter()
                 .filter(|(name, _, value)| {
                     size == format!("self.{name}.out_features")
                         || (*value == Some(m.built_for) && size.parse() == Ok(m.built_for))
                 })
-                .map(|(name, _, _)| *name)
+                .map(|(name, _, _)| name.as_str())
                 .collect();
             let [fit] = fits.as_slice() else { return None };
             (*fit, at)
@@ -955,8 +941,8 @@ pub fn repair_uncalled(
             // forward returns before the layer that gives the classes.
             let fits: Vec<&str> = uncalled
                 .iter()
-                .filter(|(_, text, value)| *text == "num_classes" || *value == Some(num_classes))
-                .map(|(name, _, _)| *name)
+                .filter(|(_, text, value)| text == "num_classes" || *value == Some(num_classes))
+                .map(|(name, _, _)| name.as_str())
                 .collect();
             let [fit] = fits.as_slice() else { return None };
             let returns: Vec<usize> =
@@ -995,14 +981,19 @@ fn called_expr(line: &str) -> &str {
     code.strip_prefix("return ").or_else(|| code.split_once('=').map(|(_, r)| r)).unwrap_or(code).trim()
 }
 
-/// A layer's argument by keyword, else at `position` among the positional
-/// ones: its text.
-fn arg_text<'a>(args: &[&'a str], keyword: &str, position: usize) -> Option<&'a str> {
-    let keyed = args.iter().find_map(|a| match a.split_once('=') {
-        Some((k, v)) if k.trim() == keyword => Some(v.trim()),
-        _ => None,
-    });
-    keyed.or_else(|| args.get(position).filter(|a| !a.contains('=')).map(|a| a.trim()))
+/// Each call of the layer `class` ([`layer_calls`]) on a line that binds
+/// it to one attribute (`self.fc1 = nn.Linear(...)`): the attribute and the
+/// call's arguments.
+fn bound_calls(code: &str, lines: &[&str], class: &str) -> Vec<(String, Vec<Arg>)> {
+    layer_calls(code, class)
+        .into_iter()
+        .filter_map(|args| {
+            let open = code[..args.first()?.start].rfind(&format!("{class}("))?;
+            let (names, _) = bound_by(lines.get(code[..open].matches('\n').count())?);
+            let [name] = names.as_slice() else { return None };
+            Some((name.clone(), args))
+        })
+        .collect()
 }
 
 /// Whether the check's shape failure (`returned shape [2, 512]; expected
