@@ -451,25 +451,32 @@ fn one_trained_iteration(design: &'static str, search: &str) -> nas_host::record
 }
 
 /// A forward that skips `fc1` (the embedded generator drops the line): the
-/// batch norm built for its output gets the flattened maps; and `fc1` is
-/// sized for two poolings after one.
-const SKIPPED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc1 = nn.Linear(8 * 7 * 7, 32)\n        self.bn_fc = nn.BatchNorm1d(self.fc1.out_features)\n        self.fc2 = nn.Linear(32, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        x = x.flatten(1)\n        x = self.bn_fc(x)\n        return self.fc2(torch.relu(x))\n";
+/// batch norm built for its output gets the flattened maps; `fc1` is sized
+/// for two poolings after one; and a dropout is called as its functional
+/// form and never defined (the third target run's iteration 10 did all but
+/// the size).
+const SKIPPED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc1 = nn.Linear(8 * 7 * 7, 32)\n        self.bn_fc = nn.BatchNorm1d(self.fc1.out_features)\n        self.fc2 = nn.Linear(32, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        x = x.flatten(1)\n        x = self.bn_fc(x)\n        x = self.dropout(x, p=0.25)\n        return self.fc2(torch.relu(x))\n";
 
 #[test]
 fn a_layer_forward_skipped_is_called_where_the_failure_shows_and_then_sized() {
     // The channels repair would have resized the batch norm to the
     // flattened maps instead (a network without fc1): uncalled comes first.
-    let rec = one_trained_iteration(SKIPPED, "repair = [\"flatten\", \"uncalled\", \"channels\"]");
+    let rec = one_trained_iteration(SKIPPED, "repair = [\"flatten\", \"missing_layer\", \"uncalled\", \"channels\"]");
     let notes: Vec<(&str, &str, &str)> =
         rec.repair.iter().map(|n| (n.kind.as_str(), n.before.trim(), n.after.trim())).collect();
     assert_eq!(
         notes,
         [
+            (
+                "missing_layer",
+                "x = self.dropout(x, p=0.25)",
+                "x = torch.nn.functional.dropout(x, p=0.25, training=self.training)"
+            ),
             ("uncalled", "x = x.flatten(1)", "x = x.flatten(1)\n        x = self.fc1(x)"),
             ("flatten", "self.fc1 = nn.Linear(8 * 7 * 7, 32)", "self.fc1 = nn.Linear(1568, 32)"),
         ]
     );
-    let failure = rec.repair[0].failure.as_ref().expect("the failure behind the repair");
+    let failure = rec.repair[1].failure.as_ref().expect("the failure behind the repair");
     assert!(failure.message.contains("running_mean should contain 1568 elements not 32"), "{failure:?}");
     let code = rec.code.as_deref().expect("the trained code");
     assert!(code.contains("        x = self.fc1(x)\n        x = self.bn_fc(x)"), "{code}");

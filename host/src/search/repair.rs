@@ -27,7 +27,10 @@
 //! `self.pool2`). With `"missing_layer"` in the list,
 //! [`repair_missing_layer`] takes a pooling call out (the sizes `__init__`
 //! gives the head counted only the pools it defines) and has an activation
-//! call its namesake, before the first evaluation.
+//! call its namesake, before the first evaluation. An activation, dropout
+//! or flatten with no namesake, called as its function is
+//! (`self.dropout(x, p=0.3)`), calls that function instead
+//! (`F.dropout(x, p=0.3, training=self.training)`).
 //!
 //! The fifth: a layer built for another number of input channels than it
 //! receives (`"channels"`, [`repair_channels`], after a failed check). The
@@ -667,7 +670,12 @@ fn free_layer(rhs: &str) -> Option<(&'static str, bool)> {
 /// removed, `self.pool3(e)` becomes `e`): the sizes `__init__` gives the
 /// layers after it were worked out without it. An activation or a dropout
 /// calls its family's layer instead (`self.relu3(x)` becomes
-/// `self.relu1(x)`, the same computation). One note per changed line, the
+/// `self.relu1(x)`, the same computation). An activation, dropout or
+/// flatten with no layer of its family defined, called as its functional
+/// form is (`self.dropout(x, p=0.3)`: the generator mixed up
+/// `nn.Dropout` and `F.dropout`), calls the functional form
+/// (`F.dropout(x, p=0.3, training=self.training)`, so that it stops
+/// dropping at test time as the layer does). One note per changed line, the
 /// line count kept. `None` when no call is of that kind, or when the code
 /// binds attributes in ways a reading of its lines cannot follow
 /// (`setattr`, `add_module`, a name in quotes), or the family mixes
@@ -686,13 +694,18 @@ pub fn repair_missing_layer(code: &str) -> Option<(String, Vec<RepairNote>)> {
         })
         .collect();
     let quoted = |name: &str| code.contains(&format!("\"{name}\"")) || code.contains(&format!("'{name}'"));
-    // What a missing name's call becomes: unwrapped (pooling) or its
-    // family's first layer (the same computation).
-    let resolve = |name: &str| -> Option<Option<String>> {
+    let functional = functional_module(&lines);
+    // What a missing name's call becomes: unwrapped (pooling), its
+    // family's first layer (the same computation), or, with no family, the
+    // functional form of its name.
+    let resolve = |name: &str| -> Option<CallFix> {
         if bound.contains(name) || quoted(name) || family(name).is_empty() {
             return None;
         }
         let kin: Vec<&(String, String)> = defined.iter().filter(|(n, _)| family(n) == family(name)).collect();
+        if kin.is_empty() {
+            return functional_form(name, functional.as_deref()?);
+        }
         let (first, rhs) = kin.first()?;
         let (class, resizes) = free_layer(rhs)?;
         let same = |r: &str| r.split_whitespace().collect::<String>() == rhs.split_whitespace().collect::<String>();
@@ -707,7 +720,7 @@ pub fn repair_missing_layer(code: &str) -> Option<(String, Vec<RepairNote>)> {
         if !kin.iter().all(|(_, r)| fits(r)) {
             return None;
         }
-        Some((!resizes).then(|| first.clone()))
+        Some(if resizes { CallFix::Unwrap } else { CallFix::Kin(first.clone()) })
     };
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let mut notes = Vec::new();
@@ -721,12 +734,69 @@ pub fn repair_missing_layer(code: &str) -> Option<(String, Vec<RepairNote>)> {
     (!notes.is_empty()).then(|| (out.join("\n"), notes))
 }
 
-/// `line` with each call `self.name(...)` that `fix` resolves rewritten:
-/// `Some(None)` takes the call out (its one argument is left in its place,
-/// and read again: it may call another), `Some(Some(other))` calls
-/// `self.other` instead. A line left as `x = x` is emptied (no statement).
+/// What [`rewrite_self_calls`] does with a call `self.name(...)`.
+enum CallFix {
+    /// Takes the call out: its one argument is left in its place.
+    Unwrap,
+    /// Calls `self.other` instead.
+    Kin(String),
+    /// Calls this function (`F.relu`) with the same arguments, and with
+    /// `training=self.training` added when `training` is set and the call
+    /// does not pass it.
+    Function { name: String, training: bool },
+}
+
+/// The module prefix a design reaches `torch.nn.functional` through: `F.`
+/// when it imports it as `F`, else through the `torch` or `nn` it imports.
+fn functional_module(lines: &[&str]) -> Option<String> {
+    [("F", "F."), ("torch", "torch.nn.functional."), ("nn", "nn.functional.")]
+        .into_iter()
+        .find(|(name, _)| imports(lines, name))
+        .map(|(_, prefix)| prefix.to_string())
+}
+
+/// The functional forms of the parameter-free layers whose call the
+/// embedded generator writes as `self.<name>(x, ...)` without defining
+/// `self.<name>`: the attribute's name (or its family's) against the
+/// function, and whether the function needs `training=self.training` to
+/// behave as the layer does.
+const FUNCTIONAL_FORMS: [(&str, &str, bool); 13] = [
+    ("relu", "relu", false),
+    ("relu6", "relu6", false),
+    ("leaky_relu", "leaky_relu", false),
+    ("gelu", "gelu", false),
+    ("silu", "silu", false),
+    ("elu", "elu", false),
+    ("sigmoid", "sigmoid", false),
+    ("tanh", "tanh", false),
+    ("hardswish", "hardswish", false),
+    ("mish", "mish", false),
+    ("dropout", "dropout", true),
+    ("dropout2d", "dropout2d", true),
+    ("flatten", "flatten", false),
+];
+
+/// The call that stands in for `self.<name>(...)` ([`FUNCTIONAL_FORMS`]),
+/// reached through `module` (`F.`). A flatten is `torch.flatten` (from the
+/// second dimension when the call does not say: the batch stays).
+fn functional_form(name: &str, module: &str) -> Option<CallFix> {
+    let lower = name.to_ascii_lowercase();
+    let (_, function, training) = FUNCTIONAL_FORMS
+        .iter()
+        .find(|(n, _, _)| *n == lower)
+        .or_else(|| FUNCTIONAL_FORMS.iter().find(|(n, _, _)| *n == family(&lower)))?;
+    let name = match *function {
+        "flatten" => "torch.flatten".to_string(),
+        f => format!("{module}{f}"),
+    };
+    Some(CallFix::Function { name, training: *training })
+}
+
+/// `line` with each call `self.name(...)` that `fix` resolves rewritten
+/// ([`CallFix`]; a call taken out leaves its argument, which is read again:
+/// it may call another). A line left as `x = x` is emptied (no statement).
 /// `None` when a call to take out has other than one positional argument.
-fn rewrite_self_calls(line: &str, fix: &dyn Fn(&str) -> Option<Option<String>>) -> Option<String> {
+fn rewrite_self_calls(line: &str, fix: &dyn Fn(&str) -> Option<CallFix>) -> Option<String> {
     let mut fixed = line.to_string();
     let mut from = 0;
     while let Some(pos) = uncommented(&fixed)[from..].find("self.") {
@@ -746,14 +816,29 @@ fn rewrite_self_calls(line: &str, fix: &dyn Fn(&str) -> Option<Option<String>>) 
         let Some((args, tail)) = call_args(&fixed[call_start..]) else { continue };
         let call_end = fixed.len() - tail.len();
         fixed = match fix {
-            Some(kin) => format!("{}self.{kin}{}", &fixed[..at], &fixed[call_start..]),
-            None => match args.as_slice() {
+            CallFix::Kin(kin) => format!("{}self.{kin}{}", &fixed[..at], &fixed[call_start..]),
+            CallFix::Unwrap => match args.as_slice() {
                 [arg] if !arg.contains('=') => {
                     from = at;
                     format!("{}{arg}{}", &fixed[..at], &fixed[call_end..])
                 }
                 _ => return None,
             },
+            CallFix::Function { name, training } => {
+                let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                // A flatten keeps the batch: from the second dimension
+                // unless the call says where.
+                if name == "torch.flatten" && args.len() == 1 && !args[0].contains('=') {
+                    args.push("1".into());
+                }
+                let passes = |kw: &str| args.iter().any(|a| a.split('=').next().is_some_and(|k| k.trim() == kw));
+                if training && !passes("training") {
+                    args.push("training=self.training".into());
+                }
+                // The arguments are read again: one may call another layer.
+                from = at;
+                format!("{}{name}({}){}", &fixed[..at], args.join(", "), &fixed[call_end..])
+            }
         };
     }
     if fixed != line {
@@ -855,7 +940,7 @@ pub fn repair_pooling(code: &str, line: usize, failure: &CandidateFailure) -> Op
             _ => None,
         })
         .collect();
-    let take_out = |name: &str| pools.contains(name).then_some(None);
+    let take_out = |name: &str| pools.contains(name).then_some(CallFix::Unwrap);
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let mut notes: Vec<RepairNote> = Vec::new();
     for i in at..end {
@@ -1967,6 +2052,66 @@ mod tests {
         // A family that mixes a pooling with an activation is left.
         let odd = code.replace("self.pool5 = nn.AvgPool2d", "self.pool5 = nn.ReLU()  #");
         assert_eq!(repair_missing_layer(&odd), None);
+    }
+
+    #[test]
+    fn a_layer_called_as_its_functional_form_and_never_defined_calls_the_function() {
+        // Recorded (the third target run's iteration 10): forward calls
+        // `self.dropout(x, p=0.3)`, no dropout defined, and skips fc1.
+        let code = include_str!("testdata/functional_dropout.py");
+        let (fixed, notes) = repair_missing_layer(code).expect("repaired");
+        let changed: Vec<(usize, &str, &str)> =
+            notes.iter().map(|n| (n.line, n.before.trim(), n.after.trim())).collect();
+        assert_eq!(changed, [(45, "x = self.dropout(x, p=0.3)", "x = F.dropout(x, p=0.3, training=self.training)")]);
+        assert_eq!(original(&notes, &fixed), code);
+        // The line count is kept, so the recorded traceback still names the
+        // batch norm's line: the uncalled repair then calls fc1 before it.
+        let message = "the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: running_mean should contain 3136 elements not 128";
+        let failure = CandidateFailure {
+            traceback: include_str!("testdata/functional_dropout.traceback").to_string(),
+            ..runtime(message)
+        };
+        let (called, _) = repair_uncalled(&fixed, &failure, [1, 28, 28], 10).expect("fc1 called");
+        let order: Vec<&str> = called.lines().map(str::trim).filter(|l| l.starts_with("x = ")).collect();
+        let at = order.iter().position(|l| *l == "x = self.fc1(x)").expect("fc1 called");
+        assert_eq!(order[at + 1..at + 3], ["x = self.bn_fc(x)", "x = F.dropout(x, p=0.3, training=self.training)"]);
+
+        // Reached through what the design imports; a training flag passed
+        // is kept; activations and a flatten take their functions.
+        let net = |imports: &str, line: &str| {
+            format!("{imports}\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n\n    def forward(self, x):\n        {line}\n        return self.fc(x)\n")
+        };
+        let after = |imports: &str, line: &str| {
+            let code = net(imports, line);
+            repair_missing_layer(&code)
+                .map(|(_, notes)| notes.iter().map(|n| n.after.trim().to_string()).collect::<Vec<_>>())
+        };
+        let torch = "import torch\nimport torch.nn as nn";
+        assert_eq!(
+            after(torch, "x = self.dropout(x, 0.2)").unwrap_or_default(),
+            ["x = torch.nn.functional.dropout(x, 0.2, training=self.training)"]
+        );
+        assert_eq!(
+            after("from torch import nn", "x = self.relu_1(x)").unwrap_or_default(),
+            ["x = nn.functional.relu(x)"]
+        );
+        assert_eq!(after(torch, "x = self.drop(x, training=self.training)"), None, "not a name of the table");
+        assert_eq!(
+            after(torch, "x = self.dropout(x, p=0.5, training=self.training)").unwrap_or_default(),
+            ["x = torch.nn.functional.dropout(x, p=0.5, training=self.training)"]
+        );
+        assert_eq!(
+            after(torch, "x = self.flatten(self.gelu(x))").unwrap_or_default(),
+            ["x = torch.flatten(torch.nn.functional.gelu(x), 1)"]
+        );
+        assert_eq!(after(torch, "x = self.flatten(x, 1)").unwrap_or_default(), ["x = torch.flatten(x, 1)"]);
+        // relu6 is its own function, not the sixth relu.
+        assert_eq!(after(torch, "x = self.relu6(x)").unwrap_or_default(), ["x = torch.nn.functional.relu6(x)"]);
+        // A family with a layer defined calls that layer, as before.
+        let kin = net(torch, "x = self.relu2(x)").replace("self.fc =", "self.relu1 = nn.ReLU()\n        self.fc =");
+        assert!(repair_missing_layer(&kin).is_some_and(|(f, _)| f.contains("x = self.relu1(x)")));
+        // Without an import to reach the functions through, left.
+        assert_eq!(after("import numpy as np", "x = self.dropout(x, p=0.3)"), None);
     }
 
     #[test]
