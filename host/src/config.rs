@@ -268,6 +268,23 @@ impl<'de> Deserialize<'de> for Repairs {
     }
 }
 
+/// The order in which the search picks the common changes
+/// (`[search] fallback_changes`) it gives the generator or makes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackOrder {
+    /// Of the changes open on the best design, one picked by the seed and
+    /// the iteration, the others after it in the list's order.
+    #[default]
+    Seeded,
+    /// The changes not yet tried in the run first (in the seeded order),
+    /// then those tried, the one whose trained attempts gained most over
+    /// the best before them first; those whose every attempt failed last.
+    /// A change that does not pay off on this dataset and recipe (a dropout
+    /// in a one-epoch proxy) stops being picked for every new best.
+    Gain,
+}
+
 /// How the generator's prompt is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -423,6 +440,11 @@ pub struct SearchSection {
     /// change). The embedded defaults turn it on.
     #[serde(default)]
     pub fallback_changes: bool,
+    /// In what order the search picks those changes, and the ones it makes
+    /// itself on a design trained before (`seeded` or `gain`). The embedded
+    /// defaults use `gain`.
+    #[serde(default)]
+    pub fallback_order: FallbackOrder,
     /// How the generator's prompt is written (`paper` or `compact`).
     #[serde(default)]
     pub prompt_style: PromptStyle,
@@ -536,6 +558,7 @@ impl Default for SearchSection {
             fix_retries: 0,
             retry_temperature: None,
             fallback_changes: false,
+            fallback_order: FallbackOrder::Seeded,
             prompt_style: PromptStyle::Paper,
             islands: one_island(),
             migration_interval: default_migration_interval(),
@@ -845,7 +868,7 @@ impl RunConfig {
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `fix_retries = 1`,
     /// `retry_temperature` [`EMBEDDED_RETRY_TEMPERATURE`],
-    /// `fallback_changes = true`),
+    /// `fallback_changes = true`, `fallback_order = "gain"`),
     /// and a compute budget checked before training (`objective =
     /// "constrained"`, `[search.limits] max_flops` [`EMBEDDED_MAX_FLOPS`]).
     /// `docs/config.md` lists them.
@@ -872,6 +895,7 @@ impl RunConfig {
         c.search.fix_retries = 1;
         c.search.retry_temperature = Some(EMBEDDED_RETRY_TEMPERATURE);
         c.search.fallback_changes = true;
+        c.search.fallback_order = FallbackOrder::Gain;
         c
     }
 
@@ -1158,6 +1182,12 @@ mod tests {
         assert_eq!(c.search.retry_temperature, None);
         assert_eq!(RunConfig::embedded().search.retry_temperature, Some(EMBEDDED_RETRY_TEMPERATURE));
         assert!(!c.search.fallback_changes && RunConfig::embedded().search.fallback_changes);
+        assert_eq!(
+            (c.search.fallback_order, RunConfig::embedded().search.fallback_order),
+            (FallbackOrder::Seeded, FallbackOrder::Gain)
+        );
+        let gain = parse("[search]\nfallback_order = \"gain\"\n", Path::new("x")).expect("parses");
+        assert_eq!(gain.search.fallback_order, FallbackOrder::Gain);
         // The paper's objective has no budget; the embedded defaults check
         // one before training, and a run directory's config keeps it.
         assert_eq!((c.search.objective, c.search.limits), (Objective::Accuracy, Limits::default()));

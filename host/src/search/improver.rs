@@ -278,6 +278,30 @@ pub fn open_fallback_changes(
     open
 }
 
+/// `open` (changes of [`FALLBACK_CHANGES`], in the seeded order of
+/// [`open_fallback_changes`]) ordered by what each gave in `history` (the
+/// chain's memory entries, whose suggestion is the change itself): the
+/// changes not yet tried first, then those tried by the mean accuracy their
+/// trained attempts gained over the best before them (most first), then
+/// those whose every attempt failed. Ties keep the seeded order.
+pub fn by_gain(mut open: Vec<&'static str>, history: &[nas_plugin_api::MemoryEntry]) -> Vec<&'static str> {
+    let rank = |change: &str| -> (u8, f64) {
+        let tried: Vec<&nas_plugin_api::MemoryEntry> =
+            history.iter().filter(|e| e.is_closed() && e.suggestion == change).collect();
+        let gains: Vec<f64> = tried.iter().filter_map(|e| e.gain()).collect();
+        match (tried.is_empty(), gains.is_empty()) {
+            (true, _) => (0, 0.0),
+            (false, false) => (1, -(gains.iter().sum::<f64>() / gains.len() as f64)),
+            (false, true) => (2, 0.0),
+        }
+    };
+    open.sort_by(|a, b| {
+        let (ra, rb) = (rank(a), rank(b));
+        ra.0.cmp(&rb.0).then(ra.1.total_cmp(&rb.1))
+    });
+    open
+}
+
 /// Whether entry `e` was tried on the best design of accuracy `best`: it
 /// was opened while that design was the best, the one the next attempt
 /// changes.
@@ -928,6 +952,45 @@ mod tests {
             earlier.iter().map(|e| MemoryEntry { best_before: Some(0.89), ..e.clone() }).collect();
         assert!(picked(&elsewhere, 20).is_some());
         assert_eq!(fallback_change(&[], None, 43, 6), None, "no best design, nothing to change");
+    }
+
+    #[test]
+    fn by_gain_the_untried_changes_come_first_then_those_that_gained_most_then_those_that_only_failed() {
+        let change = |i: usize| FALLBACK_CHANGES[i].0;
+        let (dropout, wider_conv, one_more_conv, kernel5, wider_head) = (1, 2, 3, 4, 5);
+        let entry = |i: usize, accuracy: Option<f64>, best_before: f64| MemoryEntry {
+            iteration: 5,
+            problem: FALLBACK_PROBLEM.into(),
+            suggestion: change(i).into(),
+            outcome: Some(accuracy.map_or("error: runtime".to_string(), |a| format!("accuracy: {:.2}%", a * 100.0))),
+            accuracy,
+            failure_kind: accuracy.is_none().then(|| "runtime".to_string()),
+            best_before: Some(best_before),
+        };
+        // The third target run's dropout: below the best each time.
+        let history = vec![
+            entry(dropout, Some(0.8975), 0.9018),
+            entry(dropout, Some(0.8921), 0.9030),
+            entry(one_more_conv, Some(0.9018), 0.8994),
+            entry(one_more_conv, Some(0.8941), 0.9018),
+            entry(wider_conv, Some(0.9030), 0.9023),
+            entry(wider_head, None, 0.9030),
+            // Open (its outcome not known yet): no evidence.
+            MemoryEntry { outcome: None, accuracy: None, ..entry(kernel5, None, 0.9074) },
+        ];
+        let open =
+            vec![change(dropout), change(wider_head), change(kernel5), change(one_more_conv), change(wider_conv)];
+        let ordered = by_gain(open.clone(), &history);
+        assert_eq!(
+            ordered,
+            [change(kernel5), change(wider_conv), change(one_more_conv), change(dropout), change(wider_head)],
+            "untried; then by mean gain: +0.07 points, -0.27, -0.76; only failed"
+        );
+        // Without a history the seeded order stands.
+        assert_eq!(by_gain(open.clone(), &[]), open);
+        // A suggestion of the Improver's own words is not a common change's evidence.
+        let own = vec![MemoryEntry { suggestion: "Add dropout.".into(), ..entry(dropout, Some(0.5), 0.9) }];
+        assert_eq!(by_gain(open.clone(), &own), open);
     }
 
     #[test]

@@ -48,7 +48,7 @@ use nas_plugin_api::{
 };
 use serde::Serialize;
 
-use crate::config::{GenerationMode, PromptStyle, Repair, SearchSection};
+use crate::config::{FallbackOrder, GenerationMode, PromptStyle, Repair, SearchSection};
 use crate::records::{EvalRetry, IterationRecord, LlmCall, LlmRole, MadeOn, Outcome, Regenerated, RoleUsage};
 use crate::store::{Store, StoreError};
 
@@ -893,7 +893,7 @@ impl<'a> Search<'a> {
             let instead = (of.is_some() && improvers_change && fallback.is_none() && self.cfg.fallback_changes)
                 .then(|| {
                     let best = chain.best_design();
-                    improver::fallback_change(&chain.entries, best, self.seed, t)
+                    self.fallback_changes(chain, &chain.entries, best, t).into_iter().next()
                 })
                 .flatten();
             fallback = fallback.or(instead.map(str::to_string));
@@ -1024,11 +1024,29 @@ impl<'a> Search<'a> {
         self.change_on_duplicate(chain, t, generated, false)
     }
 
+    /// The common changes open on `best` (those it lacks and, by
+    /// `earlier`, has not tried), in the order `[search] fallback_order`
+    /// says: the seeded one, or by what each gained in the chain's memory.
+    fn fallback_changes(
+        &self,
+        chain: &Chain,
+        earlier: &[MemoryEntry],
+        best: Option<(f64, &str)>,
+        t: u64,
+    ) -> Vec<&'static str> {
+        let open = improver::open_fallback_changes(earlier, best, self.seed, t);
+        match self.cfg.fallback_order {
+            FallbackOrder::Seeded => open,
+            FallbackOrder::Gain => improver::by_gain(open, &chain.entries),
+        }
+    }
+
     /// With `"change"` in `[search] repair` (and fallback changes and the
     /// novelty filter on, outside a cycle): when the generated code is a
     /// near-duplicate of an evaluated design, the first of the common
     /// changes (the one the generator was asked for, then the others the
-    /// best design lacks and has not tried, in the seeded order) that
+    /// best design lacks and has not tried, in the order of
+    /// [`Search::fallback_changes`]) that
     /// [`change::make`] can make on the best design and that gives a novel
     /// design replaces it, with the change's notes; `made` and `fallback`
     /// name the change. When every change was tried on the best (or none
@@ -1051,14 +1069,14 @@ impl<'a> Search<'a> {
             Screen::Novel | Screen::Duplicate(..) => {}
         }
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
-        let open = improver::open_fallback_changes(&chain.entries, Some(best), self.seed, t);
+        let open = self.fallback_changes(chain, &chain.entries, Some(best), t);
         let asked = improver::FALLBACK_CHANGES.iter().map(|(c, _)| *c).find(|c| generated.asked.as_deref() == Some(*c));
         let on_best =
             asked.into_iter().chain(open.into_iter().filter(|c| Some(*c) != asked)).map(|c| (None, best.1, c));
         // On a next-best design the archive alone says what was tried: the
         // memory's entries name the best each change was tried on.
         let on_runner_ups = chain.runner_ups(best.1).into_iter().flat_map(|(iteration, accuracy, code)| {
-            improver::open_fallback_changes(&[], Some((accuracy, code)), self.seed, t)
+            self.fallback_changes(chain, &[], Some((accuracy, code)), t)
                 .into_iter()
                 .map(move |c| (Some(MadeOn { iteration, accuracy }), code, c))
         });
@@ -1389,7 +1407,7 @@ impl<'a> Search<'a> {
         d.prompt = Some(messages);
         d.response = Some(response);
         let fallback = if advice.rejected.is_some() && self.cfg.fallback_changes {
-            improver::fallback_change(&chain.entries, best, self.seed, t)
+            self.fallback_changes(chain, &chain.entries, best, t).into_iter().next()
         } else {
             None
         };
