@@ -278,10 +278,11 @@ pub enum FallbackOrder {
     #[default]
     Seeded,
     /// The changes not yet tried in the run first (in the seeded order),
-    /// then those tried, the one whose trained attempts gained most over
-    /// the best before them first; those whose every attempt failed last.
-    /// A change that does not pay off on this dataset and recipe (a dropout
-    /// in a one-epoch proxy) stops being picked for every new best.
+    /// then those tried by their improvement per try over the best before
+    /// them, then the closest to the best; those whose every try failed
+    /// last ([`crate::search::improver::by_gain`]). A change that does not
+    /// pay off on this dataset and recipe (a dropout in a one-epoch proxy)
+    /// stops being picked for every new best.
     Gain,
 }
 

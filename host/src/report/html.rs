@@ -167,6 +167,51 @@ fn failures_table(groups: &[Group]) -> Option<Table> {
     Some(Table { header, rows })
 }
 
+/// What the common changes of `[search] fallback_changes` gave in each
+/// run, read from its memory entries (those whose suggestion is the change
+/// itself: made on the best design; [`ChangeStats`]): how often each was
+/// tried, trained and gave a new best, the mean improvement per attempt and
+/// the mean accuracy its trained attempts gained over the best before them,
+/// in the order `fallback_order = "gain"` gives. `None` when no run tried one.
+fn changes_table(groups: &[Group]) -> Option<Table> {
+    use crate::search::improver::{ChangeStats, FALLBACK_CHANGES};
+    let points = |x: f64| format!("{:+.2}", x * 100.0);
+    let mut rows = Vec::new();
+    for run in groups.iter().flat_map(|g| &g.runs) {
+        let mut tried: Vec<(&str, Option<ChangeStats>)> = FALLBACK_CHANGES
+            .iter()
+            .map(|(c, _)| (*c, ChangeStats::of(c, &run.memory)))
+            .filter(|(_, s)| s.is_some())
+            .collect();
+        tried.sort_by(|a, b| ChangeStats::order(&a.1, &b.1));
+        rows.extend(tried.into_iter().filter_map(|(change, s)| {
+            let s = s?;
+            Some(vec![
+                run.label.clone(),
+                short_change(change).to_string(),
+                s.tried.to_string(),
+                s.trained.to_string(),
+                s.new_bests.to_string(),
+                format!("{:.2}", s.improvement * 100.0),
+                s.mean_gain.map_or("-".into(), points),
+            ])
+        }));
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let header =
+        ["run", "change", "tried", "trained", "new best", "improvement per try (points)", "mean gain (points)"];
+    Some(Table { header: header.iter().map(|h| h.to_string()).collect(), rows })
+}
+
+/// A common change's words up to its first clause: `Double the
+/// out_channels of the last nn.Conv2d` of the whole instruction.
+fn short_change(change: &str) -> &str {
+    let end = [", ", ": ", " ("].iter().filter_map(|sep| change.find(sep)).min().unwrap_or(change.len());
+    change[..end].trim_end_matches('.')
+}
+
 /// Every trained candidate, best first.
 fn ranked(groups: &[Group]) -> Vec<(&RunData, &IterationRecord, f64)> {
     let mut all: Vec<(&RunData, &IterationRecord, f64)> = groups
@@ -309,6 +354,14 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
     if let Some(t) = failures_table(groups) {
         let _ = write!(s, "<h2 id=\"failures\">Failures by kind</h2>\n{}", t.html("failures"));
     }
+    if let Some(t) = changes_table(groups) {
+        let _ = write!(
+            s,
+            "<h2 id=\"changes\">Common changes</h2>\n<p class=\"note\">{}</p>\n{}",
+            escape(CHANGES),
+            t.html("changes")
+        );
+    }
     if let Some(t) = top_table(groups, 10) {
         let _ = write!(s, "<h2 id=\"top\">Top candidates</h2>\n{}", t.html("top"));
     }
@@ -364,6 +417,14 @@ fn strip_xml_declaration(svg: &str) -> &str {
     }
 }
 
+/// What the common-changes table shows.
+const CHANGES: &str = "The common changes the search gave the generator or made itself on the best design \
+     (`[search] fallback_changes`), by run: how often each was tried, how many of those trained and gave a new \
+     best, the improvement per try (what a try gained over the best before it where it beat it, 0 where it did \
+     not or failed, averaged over the tries) and the mean accuracy the trained ones gained over the best before \
+     them; in the order `fallback_order = \"gain\"` gives them (most improvement per try first, then the \
+     closest to the best).";
+
 /// The Markdown summary.
 pub fn markdown(
     groups: &[Group],
@@ -393,6 +454,9 @@ pub fn markdown(
     if let Some(t) = failures_table(groups) {
         let _ = write!(s, "## Failures by kind\n\n{}\n", t.markdown());
     }
+    if let Some(t) = changes_table(groups) {
+        let _ = write!(s, "## Common changes\n\n{CHANGES}\n\n{}\n", t.markdown());
+    }
     if let Some(t) = top_table(groups, 10) {
         let _ = write!(s, "## Top candidates\n\n{}\n", t.markdown());
     }
@@ -420,6 +484,62 @@ mod tests {
     #[test]
     fn escaping_covers_markup() {
         assert_eq!(escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
+    }
+
+    #[test]
+    fn the_common_changes_table_counts_each_changes_attempts_in_the_order_the_search_picks_them() {
+        use crate::search::improver::{FALLBACK_CHANGES, FALLBACK_PROBLEM};
+        use nas_plugin_api::MemoryEntry;
+        let entry = |i: usize, accuracy: Option<f64>, best_before: f64| MemoryEntry {
+            iteration: 3,
+            problem: FALLBACK_PROBLEM.into(),
+            suggestion: FALLBACK_CHANGES[i].0.into(),
+            outcome: Some("accuracy or error".into()),
+            accuracy,
+            failure_kind: None,
+            best_before: Some(best_before),
+        };
+        let memory = vec![
+            entry(1, Some(0.8903), 0.8930),
+            entry(1, Some(0.8975), 0.9018),
+            entry(3, Some(0.9018), 0.8994),
+            entry(3, None, 0.9018),
+            entry(8, None, 0.9030),
+            // Open, an Improver's own words, a change on a next-best design: not counted.
+            MemoryEntry { outcome: None, accuracy: None, ..entry(4, None, 0.9) },
+            MemoryEntry { suggestion: "Add dropout.".into(), ..entry(1, Some(0.95), 0.9) },
+            MemoryEntry {
+                suggestion: format!("On the design of attempt 2 (89.00 %), not the best: {}", FALLBACK_CHANGES[1].0),
+                ..entry(1, Some(0.95), 0.9)
+            },
+        ];
+        let run = RunData {
+            dir: "runs/r".into(),
+            label: "r".into(),
+            config: None,
+            status: "finished".into(),
+            stop_reason: None,
+            plugins: Vec::new(),
+            records: Vec::new(),
+            memory,
+            summary: crate::metrics::summarize(&[]),
+            retrains: Vec::new(),
+        };
+        let groups = [Group { name: "r".into(), runs: vec![run] }];
+        let t = changes_table(&groups).expect("a table");
+        let rows: Vec<Vec<&str>> = t.rows.iter().map(|r| r.iter().map(String::as_str).collect()).collect();
+        assert_eq!(
+            rows,
+            [
+                ["r", "Add one more nn.Conv2d", "2", "1", "1", "0.12", "+0.24"],
+                ["r", "Add nn.Dropout(0.3) right before the first nn.Linear", "2", "2", "0", "0.00", "-0.35"],
+                ["r", "Add a hidden layer before the last nn.Linear", "1", "0", "0", "0.00", "-"],
+            ]
+        );
+        assert!(markdown(&groups, &[], &ReportOptions::default(), None).contains("## Common changes"));
+        let none =
+            [Group { name: "r".into(), runs: vec![RunData { memory: Vec::new(), ..groups[0].runs[0].clone() }] }];
+        assert!(changes_table(&none).is_none());
     }
 
     #[test]

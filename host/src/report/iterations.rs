@@ -255,6 +255,7 @@ mod tests {
             stop_reason: None,
             plugins: Vec::new(),
             records,
+            memory: Vec::new(),
             summary,
             retrains: Vec::new(),
         }

@@ -82,6 +82,8 @@ pub struct RunData {
     pub plugins: Vec<PluginRecord>,
     /// Its iterations.
     pub records: Vec<IterationRecord>,
+    /// Its memory entries, oldest first.
+    pub memory: Vec<nas_plugin_api::MemoryEntry>,
     /// Its metrics.
     pub summary: Summary,
     /// Its retrainings (`nas fidelity`).
@@ -101,6 +103,7 @@ impl RunData {
             stop_reason: run.stop_reason,
             plugins: run.plugins,
             records: run.records,
+            memory: run.memory,
             summary,
             retrains: crate::fidelity::read(dir)?,
         })

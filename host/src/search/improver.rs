@@ -278,28 +278,70 @@ pub fn open_fallback_changes(
     open
 }
 
-/// `open` (changes of [`FALLBACK_CHANGES`], in the seeded order of
-/// [`open_fallback_changes`]) ordered by what each gave in `history` (the
-/// chain's memory entries, whose suggestion is the change itself): the
-/// changes not yet tried first, then those tried by the mean accuracy their
-/// trained attempts gained over the best before them (most first), then
-/// those whose every attempt failed. Ties keep the seeded order.
-pub fn by_gain(mut open: Vec<&'static str>, history: &[nas_plugin_api::MemoryEntry]) -> Vec<&'static str> {
-    let rank = |change: &str| -> (u8, f64) {
+/// What one common change gave in a run, from its memory entries (those
+/// whose suggestion is the change itself, closed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChangeStats {
+    /// Attempts whose outcome is known.
+    pub tried: usize,
+    /// Of those, the ones that trained.
+    pub trained: usize,
+    /// Of those, the ones that beat the best before them.
+    pub new_bests: usize,
+    /// The mean accuracy (0–1) the trained attempts gained over the best
+    /// before them (negative when below it); `None` when none trained.
+    pub mean_gain: Option<f64>,
+    /// The mean improvement per attempt: what each gained over the best
+    /// before it where it beat it, 0 where it did not or failed (the
+    /// expected improvement of trying the change again).
+    pub improvement: f64,
+}
+
+impl ChangeStats {
+    /// `change`'s attempts in `history`; `None` when it has none.
+    pub fn of(change: &str, history: &[nas_plugin_api::MemoryEntry]) -> Option<ChangeStats> {
         let tried: Vec<&nas_plugin_api::MemoryEntry> =
             history.iter().filter(|e| e.is_closed() && e.suggestion == change).collect();
         let gains: Vec<f64> = tried.iter().filter_map(|e| e.gain()).collect();
-        match (tried.is_empty(), gains.is_empty()) {
-            (true, _) => (0, 0.0),
-            (false, false) => (1, -(gains.iter().sum::<f64>() / gains.len() as f64)),
-            (false, true) => (2, 0.0),
+        (!tried.is_empty()).then(|| ChangeStats {
+            tried: tried.len(),
+            trained: gains.len(),
+            new_bests: gains.iter().filter(|g| **g > 0.0).count(),
+            mean_gain: (!gains.is_empty()).then(|| gains.iter().sum::<f64>() / gains.len() as f64),
+            improvement: gains.iter().fold(0.0, |sum, g| sum + g.max(0.0)) / tried.len() as f64,
+        })
+    }
+
+    /// The order [`by_gain`] gives: the most improvement per attempt
+    /// first; among equal ones (no attempt beat the best), the one whose
+    /// trained attempts came closest to it, and those that only failed last.
+    pub fn order(a: &Option<ChangeStats>, b: &Option<ChangeStats>) -> std::cmp::Ordering {
+        match (a, b) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (Some(a), Some(b)) => b.improvement.total_cmp(&a.improvement).then_with(|| {
+                let closeness = |s: &ChangeStats| s.mean_gain.unwrap_or(f64::NEG_INFINITY);
+                closeness(b).total_cmp(&closeness(a))
+            }),
         }
-    };
-    open.sort_by(|a, b| {
-        let (ra, rb) = (rank(a), rank(b));
-        ra.0.cmp(&rb.0).then(ra.1.total_cmp(&rb.1))
-    });
-    open
+    }
+}
+
+/// `open` (changes of [`FALLBACK_CHANGES`], in the seeded order of
+/// [`open_fallback_changes`]) ordered by what each gave in `history` (the
+/// chain's memory entries, whose suggestion is the change itself;
+/// [`ChangeStats`]): the changes not yet tried first, then those tried by
+/// their improvement per attempt (the search is after a new best, so a
+/// change that beat the best once in three attempts goes before one that
+/// always comes close and never beats it), then, among those that never
+/// beat the best, the one whose trained attempts came closest, and those
+/// that only failed last. Ties keep the seeded order.
+pub fn by_gain(open: Vec<&'static str>, history: &[nas_plugin_api::MemoryEntry]) -> Vec<&'static str> {
+    let mut ranked: Vec<(&'static str, Option<ChangeStats>)> =
+        open.into_iter().map(|c| (c, ChangeStats::of(c, history))).collect();
+    ranked.sort_by(|a, b| ChangeStats::order(&a.1, &b.1));
+    ranked.into_iter().map(|(c, _)| c).collect()
 }
 
 /// Whether entry `e` was tried on the best design of accuracy `best`: it
@@ -955,9 +997,9 @@ mod tests {
     }
 
     #[test]
-    fn by_gain_the_untried_changes_come_first_then_those_that_gained_most_then_those_that_only_failed() {
+    fn by_gain_the_untried_changes_come_first_then_those_that_beat_the_best_then_the_closest() {
         let change = |i: usize| FALLBACK_CHANGES[i].0;
-        let (dropout, wider_conv, one_more_conv, kernel5, wider_head) = (1, 2, 3, 4, 5);
+        let (dropout, wider_conv, one_more_conv, kernel5, wider_head, head_norm) = (1, 2, 3, 4, 5, 6);
         let entry = |i: usize, accuracy: Option<f64>, best_before: f64| MemoryEntry {
             iteration: 5,
             problem: FALLBACK_PROBLEM.into(),
@@ -967,29 +1009,52 @@ mod tests {
             failure_kind: accuracy.is_none().then(|| "runtime".to_string()),
             best_before: Some(best_before),
         };
-        // The third target run's dropout: below the best each time.
+        // The third target run's: the dropout always close below the best;
+        // one more convolution twice a new best, twice well below.
         let history = vec![
             entry(dropout, Some(0.8975), 0.9018),
-            entry(dropout, Some(0.8921), 0.9030),
+            entry(dropout, Some(0.8996), 0.9023),
+            entry(one_more_conv, Some(0.8930), 0.8895),
             entry(one_more_conv, Some(0.9018), 0.8994),
-            entry(one_more_conv, Some(0.8941), 0.9018),
+            entry(one_more_conv, Some(0.8841), 0.9018),
+            entry(one_more_conv, Some(0.8933), 0.9074),
             entry(wider_conv, Some(0.9030), 0.9023),
+            entry(wider_conv, Some(0.8876), 0.9018),
+            entry(kernel5, Some(0.8845), 0.8994),
             entry(wider_head, None, 0.9030),
             // Open (its outcome not known yet): no evidence.
-            MemoryEntry { outcome: None, accuracy: None, ..entry(kernel5, None, 0.9074) },
+            MemoryEntry { outcome: None, accuracy: None, ..entry(head_norm, None, 0.9074) },
         ];
-        let open =
-            vec![change(dropout), change(wider_head), change(kernel5), change(one_more_conv), change(wider_conv)];
-        let ordered = by_gain(open.clone(), &history);
+        let stats = ChangeStats::of(change(one_more_conv), &history).expect("tried");
+        assert_eq!((stats.tried, stats.trained, stats.new_bests), (4, 4, 2));
+        assert!((stats.improvement - (0.0035 + 0.0024) / 4.0).abs() < 1e-9, "{stats:?}");
+        assert!((stats.mean_gain.unwrap_or(0.0) - (0.0035 + 0.0024 - 0.0177 - 0.0141) / 4.0).abs() < 1e-9, "{stats:?}");
+        assert_eq!(ChangeStats::of(change(wider_head), &history).map(|s| (s.trained, s.mean_gain)), Some((0, None)));
+        assert_eq!(ChangeStats::of(change(head_norm), &history), None);
+
+        let open = vec![
+            change(dropout),
+            change(wider_head),
+            change(kernel5),
+            change(head_norm),
+            change(one_more_conv),
+            change(wider_conv),
+        ];
         assert_eq!(
-            ordered,
-            [change(kernel5), change(wider_conv), change(one_more_conv), change(dropout), change(wider_head)],
-            "untried; then by mean gain: +0.07 points, -0.27, -0.76; only failed"
+            by_gain(open.clone(), &history),
+            [
+                change(head_norm),     // untried
+                change(one_more_conv), // 0.15 points per attempt
+                change(wider_conv),    // 0.035
+                change(dropout),       // none: -0.35 below the best on average
+                change(kernel5),       // none: -1.49
+                change(wider_head),    // only failed
+            ]
         );
         // Without a history the seeded order stands.
         assert_eq!(by_gain(open.clone(), &[]), open);
-        // A suggestion of the Improver's own words is not a common change's evidence.
-        let own = vec![MemoryEntry { suggestion: "Add dropout.".into(), ..entry(dropout, Some(0.5), 0.9) }];
+        // A suggestion in the Improver's own words is not a common change's evidence.
+        let own = vec![MemoryEntry { suggestion: "Add dropout.".into(), ..entry(dropout, Some(0.95), 0.9) }];
         assert_eq!(by_gain(open.clone(), &own), open);
     }
 
