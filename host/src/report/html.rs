@@ -358,7 +358,7 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
         let _ = write!(
             s,
             "<h2 id=\"changes\">Common changes</h2>\n<p class=\"note\">{}</p>\n{}",
-            escape(CHANGES),
+            escape(&CHANGES.replace('`', "")),
             t.html("changes")
         );
     }
