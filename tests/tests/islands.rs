@@ -15,12 +15,27 @@ use nas_tests::{fence, nas, nas_bin, records, role_and_attempt, run_dirs, script
 
 /// A design of its own for attempt `a` (names and sizes differ, so designs
 /// of different attempts are not near-duplicates), scored `accuracy` by the
-/// instant evaluator.
-fn net(a: u64, accuracy: f64) -> String {
+/// instant evaluator, which fingerprints it as `network`.
+fn net(a: u64, accuracy: f64, network: &str) -> String {
     let width = 8 + a;
     fence(&format!(
-        "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.hidden{a} = nn.Linear(64, {width})\n        self.act{a} = nn.ReLU()\n        self.head{a} = nn.Linear({width}, num_classes)\n        # accuracy: {accuracy:.2}\n\n    def forward(self, x):\n        return self.head{a}(self.act{a}(self.hidden{a}(x.flatten(1))))\n"
+        "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.hidden{a} = nn.Linear(64, {width})\n        self.act{a} = nn.ReLU()\n        self.head{a} = nn.Linear({width}, num_classes)\n        # accuracy: {accuracy:.2}\n        # network: {network}\n\n    def forward(self, x):\n        return self.head{a}(self.act{a}(self.hidden{a}(x.flatten(1))))\n"
     ))
+}
+
+/// The network attempt `a`'s design builds: its own, except that attempts 2,
+/// 7 and 8 build, in words of their own, the networks of attempts 1, 3 and 4
+/// (three islands: 2 is island 1's first, before any migration; 7 is island
+/// 0's third, after it took island 2's first epoch, which trained 3; 8 is
+/// island 1's third, after it took island 0's, which trained 4).
+fn network_of(a: u64) -> String {
+    let built = match a {
+        2 => 1,
+        7 => 3,
+        8 => 4,
+        a => a,
+    };
+    format!("n{built}")
 }
 
 /// A server answering by attempt number after `delay_ms`, counting the
@@ -39,7 +54,7 @@ fn server(delay_ms: u64) -> (TestServer, Arc<AtomicUsize>) {
             // Every fifth attempt repeats attempt 1's design: a duplicate
             // whose twin is the same in every run.
             let a = if attempt % 5 == 0 { 1 } else { attempt };
-            net(a, 0.5 + (a % 7) as f64 * 0.05)
+            net(a, 0.5 + (a % 7) as f64 * 0.05, &network_of(a))
         } else {
             format!("```json\n{{\"reason\": \"R{attempt} the head is narrow\", \"improvement_suggestions\": \"S{attempt} widen fc to {} units\"}}\n```", 16 + attempt)
         }))
@@ -134,6 +149,19 @@ fn islands_run_side_by_side_share_the_archive_and_migrate_their_best() {
     // on another island) and are duplicates of it.
     for t in [5, 10] {
         assert!(matches!(recs[t - 1].outcome, Outcome::Duplicate { of: 1, .. }), "{t}: {:?}", recs[t - 1].outcome);
+    }
+    // Networks trained reach the other islands along the ring at each
+    // migration: 2 builds attempt 1's network before island 1 took any and
+    // trains; 7 builds 3's after island 0 took island 2's first epoch, and 8
+    // builds 4's after island 1 took island 0's; both are refused before
+    // their epoch, naming the attempt that trained it.
+    assert!(matches!(recs[1].outcome, Outcome::Ok { .. }), "2: {:?}", recs[1].outcome);
+    for (t, of) in [(7, 3), (8, 4)] {
+        assert!(
+            matches!(recs[t - 1].outcome, Outcome::Duplicate { of: o, network: true, .. } if o == of),
+            "{t}: {:?}",
+            recs[t - 1].outcome
+        );
     }
     // Each island's generator saw its own previous attempt.
     for r in recs.iter().filter(|r| r.iteration > 3) {
@@ -294,7 +322,7 @@ fn memory_server() -> TestServer {
     server.set_responder(move |req: &RecordedRequest| {
         let (role, attempt) = role_and_attempt(&req.body);
         Some(Step::reply(if role == "generator" {
-            let design = net(attempt, 0.5 + (attempt % 7) as f64 * 0.05);
+            let design = net(attempt, 0.5 + (attempt % 7) as f64 * 0.05, &format!("n{attempt}"));
             if attempt == 6 {
                 design.replace("        # accuracy", "        # peak_mb: 150\n        # accuracy")
             } else {

@@ -13,7 +13,9 @@
 //!   known, so a candidate's twin is the same in every run;
 //! - **migration** ([`Migrations`]): after its `e·M`-th iteration island `i`
 //!   publishes its best and takes island `i - 1`'s best as published at the
-//!   same epoch (a strictly better one becomes its best).
+//!   same epoch (a strictly better one becomes its best), with the networks
+//!   that island knew to be trained then: those an island refuses before
+//!   their epoch change only at its migrations.
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};

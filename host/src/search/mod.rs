@@ -7,9 +7,10 @@
 //! 2. **novelty filter**: a candidate too similar to an evaluated one is
 //!    recorded as a duplicate of its twin and not trained;
 //! 3. **evaluate** (sandboxed, one epoch) → accuracy or a typed failure; a
-//!    candidate that builds a network its island has already trained (the
-//!    evaluator's fingerprint, sent as `known_networks`) is refused before
-//!    its epoch and recorded as a duplicate of the attempt that trained it;
+//!    candidate that builds a network its island knows to be trained (the
+//!    evaluator's fingerprint, sent as `known_networks`: its own, and the
+//!    other islands' as they reach it at migrations) is refused before its
+//!    epoch and recorded as a duplicate of the attempt that trained it;
 //! 4. **close** the open memory entry with the outcome;
 //! 5. **update best** (strictly greater accuracy);
 //! 6. **Prompt Improver** prompt (best and current code with results, the
@@ -228,6 +229,30 @@ impl Best {
     }
 }
 
+/// `received` with the networks `records` trained, each with the first
+/// attempt that trained it.
+fn known_networks(received: &BTreeMap<String, u64>, records: &[IterationRecord]) -> BTreeMap<String, u64> {
+    let mut out = received.clone();
+    for r in records {
+        if let Some(network) = r.outcome.network() {
+            let first = out.entry(network.to_string()).or_insert(r.iteration);
+            *first = (*first).min(r.iteration);
+        }
+    }
+    out
+}
+
+/// What an island publishes for its neighbour at the end of each epoch:
+/// its best, and the networks it knows to be trained (its own and those that
+/// reached it from further back along the ring), so a network one island
+/// trained is refused before its epoch on the others, an island further
+/// with each migration.
+#[derive(Debug, Clone)]
+struct Published {
+    best: Option<Best>,
+    networks: BTreeMap<String, u64>,
+}
+
 /// The state of one chain of the method (an island): what it has recorded,
 /// its memory entries and its best design.
 struct Chain {
@@ -239,21 +264,37 @@ struct Chain {
     /// stopped (its neighbour had not finished that epoch): taken first on
     /// resume, as the live run would have.
     pending_migrant: Option<u64>,
+    /// The networks the other islands trained, as they reached this one
+    /// along the ring at the migrations it took ([`Published`]).
+    received: BTreeMap<String, u64>,
 }
 
 impl Chain {
-    /// The networks this island has trained, by the evaluator's fingerprint
-    /// ([`nas_plugin_api::NETWORK_KEY`]): each with the first attempt that
-    /// trained it. An island's own records only, so that a run with islands
-    /// decides the same whatever the timing of the others.
+    /// The networks this island knows to be trained, by the evaluator's
+    /// fingerprint ([`nas_plugin_api::NETWORK_KEY`]): each with the first
+    /// attempt that trained it. Its own records, and the other islands'
+    /// networks as they reached it at its migrations: never what depends on
+    /// the timing of the others, so a run with islands decides the same
+    /// in every run.
     fn networks(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for r in &self.records {
-            if let Some(network) = r.outcome.network() {
-                out.entry(network.to_string()).or_insert(r.iteration);
-            }
+        known_networks(&self.received, &self.records)
+    }
+
+    /// What this island publishes at the end of an epoch: its best and the
+    /// networks it knows.
+    fn published(&self) -> Published {
+        Published { best: self.best.clone(), networks: self.networks() }
+    }
+
+    /// Takes the neighbour's publication of an epoch: its best when strictly
+    /// better, and the networks it knew.
+    fn take(&mut self, migrant: Option<Published>) {
+        let Some(m) = migrant else { return };
+        Best::offer_migrant(&mut self.best, m.best.as_ref());
+        for (network, t) in m.networks {
+            let first = self.received.entry(network).or_insert(t);
+            *first = (*first).min(t);
         }
-        out
     }
 
     /// The design the next attempt changes: its accuracy and code.
@@ -420,7 +461,7 @@ pub struct Search<'a> {
     store: Mutex<&'a mut Store>,
     replay: Option<Mutex<Store>>,
     archive: OrderedArchive,
-    migrations: Migrations<Best>,
+    migrations: Migrations<Published>,
     committed: Mutex<Vec<IterationRecord>>,
     halt: Mutex<Halt>,
     cycle: Option<CycleContext>,
@@ -592,6 +633,7 @@ impl<'a> Search<'a> {
                 entries: Vec::new(),
                 best: baseline.clone(),
                 pending_migrant: None,
+                received: BTreeMap::new(),
             })
             .collect();
         for r in &records {
@@ -630,17 +672,24 @@ impl<'a> Search<'a> {
                     }
                 }
                 done[c.island as usize] = end;
-                pre.push((c.records.len() >= upto).then(|| c.best.clone()));
+                // What it published: its best and the networks of its
+                // records so far with those it had received.
+                pre.push((c.records.len() >= upto).then(|| Published {
+                    best: c.best.clone(),
+                    networks: known_networks(&c.received, &c.records[..end]),
+                }));
             }
             if !migrating || pre.iter().all(Option::is_none) {
                 break;
             }
             for (i, c) in chains.iter_mut().enumerate() {
-                let Some(own) = &pre[i] else { continue };
-                self.migrations.publish(epoch, i as u64, own.clone());
+                if pre[i].is_none() {
+                    continue;
+                }
+                self.migrations.publish(epoch, i as u64, pre[i].clone());
                 let from = (i + n as usize - 1) % n as usize;
                 match &pre[from] {
-                    Some(theirs) => Best::offer_migrant(&mut c.best, theirs.as_ref()),
+                    Some(theirs) => c.take(Some(theirs.clone())),
                     None => c.pending_migrant = Some(epoch),
                 }
             }
@@ -705,7 +754,7 @@ impl<'a> Search<'a> {
         if let Some(epoch) = chain.pending_migrant.take() {
             let from = (chain.island + n - 1) % n;
             let migrant = self.migrations.take(epoch, from, &|| self.stopping());
-            Best::offer_migrant(&mut chain.best, migrant.as_ref());
+            chain.take(migrant);
         }
         loop {
             let k = chain.records.len() as u64 + 1;
@@ -791,10 +840,10 @@ impl<'a> Search<'a> {
             let interval = self.cfg.migration_interval;
             if n > 1 && interval > 0 && k.is_multiple_of(interval) {
                 let epoch = k / interval;
-                self.migrations.publish(epoch, chain.island, chain.best.clone());
+                self.migrations.publish(epoch, chain.island, Some(chain.published()));
                 let from = (chain.island + n - 1) % n;
                 let migrant = self.migrations.take(epoch, from, &|| self.stopping());
-                Best::offer_migrant(&mut chain.best, migrant.as_ref());
+                chain.take(migrant);
             }
         }
     }
@@ -1811,7 +1860,14 @@ mod feedback_tests {
             record(8, "g", ok(0.60)),
             record(9, "best", ok(0.90)),
         ];
-        let chain = Chain { island: 0, records, entries: Vec::new(), best: None, pending_migrant: None };
+        let chain = Chain {
+            island: 0,
+            records,
+            entries: Vec::new(),
+            best: None,
+            pending_migrant: None,
+            received: BTreeMap::new(),
+        };
         let ups: Vec<(u64, f64)> = chain.runner_ups("best").into_iter().map(|(t, a, _)| (t, a)).collect();
         // 5 (c at 0.86), then 6 (e; 3 is c again), 1, 7: four of them.
         assert_eq!(ups, [(5, 0.86), (6, 0.85), (1, 0.80), (7, 0.70)]);
