@@ -192,7 +192,7 @@ fn changes_table(groups: &[Group]) -> Option<Table> {
                 s.tried.to_string(),
                 s.trained.to_string(),
                 s.new_bests.to_string(),
-                format!("{:.2}", s.improvement * 100.0),
+                format!("{:.3}", s.improvement * 100.0),
                 s.mean_gain.map_or("-".into(), points),
             ])
         }));
@@ -202,6 +202,38 @@ fn changes_table(groups: &[Group]) -> Option<Table> {
     }
     let header =
         ["run", "change", "tried", "trained", "new best", "improvement per try (points)", "mean gain (points)"];
+    Some(Table { header: header.iter().map(|h| h.to_string()).collect(), rows })
+}
+
+/// Where each run's changes came from: the Improver's diagnoses against
+/// the search's common changes (memory entries whose problem says there
+/// was no diagnosis), with the figures of [`changes_table`]. `None` when no
+/// run has both.
+fn sources_table(groups: &[Group]) -> Option<Table> {
+    use crate::search::improver::ChangeStats;
+    let mut rows = Vec::new();
+    for run in groups.iter().flat_map(|g| &g.runs) {
+        let searched = |e: &&nas_plugin_api::MemoryEntry| e.problem.starts_with("no diagnosis");
+        let improver = ChangeStats::over(run.memory.iter().filter(|e| !searched(e)));
+        let search = ChangeStats::over(run.memory.iter().filter(searched));
+        let (Some(improver), Some(search)) = (improver, search) else { continue };
+        for (source, s) in [("the Improver's diagnoses", improver), ("the search's common changes", search)] {
+            rows.push(vec![
+                run.label.clone(),
+                source.to_string(),
+                s.tried.to_string(),
+                s.trained.to_string(),
+                s.new_bests.to_string(),
+                format!("{:.3}", s.improvement * 100.0),
+                s.mean_gain.map_or("-".into(), |m| format!("{:+.2}", m * 100.0)),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let header =
+        ["run", "changes from", "tried", "trained", "new best", "improvement per try (points)", "mean gain (points)"];
     Some(Table { header: header.iter().map(|h| h.to_string()).collect(), rows })
 }
 
@@ -362,6 +394,9 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
             t.html("changes")
         );
     }
+    if let Some(t) = sources_table(groups) {
+        let _ = write!(s, "<p class=\"note\">{}</p>\n{}", escape(SOURCES), t.html("sources"));
+    }
     if let Some(t) = top_table(groups, 10) {
         let _ = write!(s, "<h2 id=\"top\">Top candidates</h2>\n{}", t.html("top"));
     }
@@ -425,6 +460,11 @@ const CHANGES: &str = "The common changes the search gave the generator or made 
      them; in the order `fallback_order = \"gain\"` gives them (most improvement per try first, then the \
      closest to the best).";
 
+/// What the sources table shows.
+const SOURCES: &str = "Where the changes came from: the Improver's own diagnoses, and the search's common changes \
+     given in place of an answer that was not a diagnosis (or made on a design the generator gave back), the same \
+     figures over each.";
+
 /// The Markdown summary.
 pub fn markdown(
     groups: &[Group],
@@ -456,6 +496,9 @@ pub fn markdown(
     }
     if let Some(t) = changes_table(groups) {
         let _ = write!(s, "## Common changes\n\n{CHANGES}\n\n{}\n", t.markdown());
+    }
+    if let Some(t) = sources_table(groups) {
+        let _ = write!(s, "{SOURCES}\n\n{}\n", t.markdown());
     }
     if let Some(t) = top_table(groups, 10) {
         let _ = write!(s, "## Top candidates\n\n{}\n", t.markdown());
@@ -499,7 +542,7 @@ mod tests {
             failure_kind: None,
             best_before: Some(best_before),
         };
-        let memory = vec![
+        let mut memory = vec![
             entry(1, Some(0.8903), 0.8930),
             entry(1, Some(0.8975), 0.9018),
             entry(3, Some(0.9018), 0.8994),
@@ -513,6 +556,12 @@ mod tests {
                 ..entry(1, Some(0.95), 0.9)
             },
         ];
+        // The Improver's own diagnosis, which a new best followed.
+        memory.push(MemoryEntry {
+            problem: "The head is too narrow.".into(),
+            suggestion: "Widen fc1 to 512.".into(),
+            ..entry(1, Some(0.9100), 0.9030)
+        });
         let run = RunData {
             dir: "runs/r".into(),
             label: "r".into(),
@@ -531,12 +580,17 @@ mod tests {
         assert_eq!(
             rows,
             [
-                ["r", "Add one more nn.Conv2d", "2", "1", "1", "0.12", "+0.24"],
-                ["r", "Add nn.Dropout(0.3) right before the first nn.Linear", "2", "2", "0", "0.00", "-0.35"],
-                ["r", "Add a hidden layer before the last nn.Linear", "1", "0", "0", "0.00", "-"],
+                ["r", "Add one more nn.Conv2d", "2", "1", "1", "0.120", "+0.24"],
+                ["r", "Add nn.Dropout(0.3) right before the first nn.Linear", "2", "2", "0", "0.000", "-0.35"],
+                ["r", "Add a hidden layer before the last nn.Linear", "1", "0", "0", "0.000", "-"],
             ]
         );
-        assert!(markdown(&groups, &[], &ReportOptions::default(), None).contains("## Common changes"));
+        let summary = markdown(&groups, &[], &ReportOptions::default(), None);
+        assert!(summary.contains("## Common changes") && summary.contains("| changes from |"), "{summary}");
+        let sources = sources_table(&groups).expect("both sources");
+        let rows: Vec<Vec<&str>> = sources.rows.iter().map(|r| r[1..5].iter().map(String::as_str).collect()).collect();
+        assert_eq!(rows, [["the Improver's diagnoses", "1", "1", "1"], ["the search's common changes", "7", "5", "3"]]);
+        assert_eq!(sources.rows[0][5..], ["0.700", "+0.70"]);
         let none =
             [Group { name: "r".into(), runs: vec![RunData { memory: Vec::new(), ..groups[0].runs[0].clone() }] }];
         assert!(changes_table(&none).is_none());

@@ -300,8 +300,13 @@ pub struct ChangeStats {
 impl ChangeStats {
     /// `change`'s attempts in `history`; `None` when it has none.
     pub fn of(change: &str, history: &[nas_plugin_api::MemoryEntry]) -> Option<ChangeStats> {
-        let tried: Vec<&nas_plugin_api::MemoryEntry> =
-            history.iter().filter(|e| e.is_closed() && e.suggestion == change).collect();
+        ChangeStats::over(history.iter().filter(|e| e.suggestion == change))
+    }
+
+    /// The closed entries of `entries` taken as attempts of one change (or
+    /// of one source of changes); `None` when none is closed.
+    pub fn over<'a>(entries: impl IntoIterator<Item = &'a nas_plugin_api::MemoryEntry>) -> Option<ChangeStats> {
+        let tried: Vec<&nas_plugin_api::MemoryEntry> = entries.into_iter().filter(|e| e.is_closed()).collect();
         let gains: Vec<f64> = tried.iter().filter_map(|e| e.gain()).collect();
         (!tried.is_empty()).then(|| ChangeStats {
             tried: tried.len(),
