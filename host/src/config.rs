@@ -199,6 +199,12 @@ pub enum Repair {
     /// there, and the candidate is evaluated again; the record keeps the
     /// added line.
     Uncalled,
+    /// A backward pass that fails because `forward` changed in place a
+    /// tensor the gradient needs (`out += self.shortcut(x)` on a ReLU's
+    /// output): every augmented assignment in a `forward` becomes its
+    /// out-of-place form and every `inplace=True` `inplace=False`, and the
+    /// candidate is evaluated again; the record keeps each changed line.
+    Inplace,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -233,7 +239,7 @@ impl<'de> Deserialize<'de> for Repairs {
         }
         let names = match OneOrMany::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")",
+                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")",
             )
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
@@ -249,6 +255,7 @@ impl<'de> Deserialize<'de> for Repairs {
                 "missing_layer" => Repair::MissingLayer,
                 "layer_in_forward" => Repair::LayerInForward,
                 "uncalled" => Repair::Uncalled,
+                "inplace" => Repair::Inplace,
                 "channels" => Repair::Channels,
                 "pooling" => Repair::Pooling,
                 "budget" => Repair::Budget,
@@ -256,7 +263,7 @@ impl<'de> Deserialize<'de> for Repairs {
                 "change" => Repair::Change,
                 other => {
                     return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
+                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
                     )))
                 }
             };
@@ -864,7 +871,7 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "class_name",
-    /// "missing_layer", "layer_in_forward", "uncalled", "channels", "pooling", "budget", "forward", "change"]`,
+    /// "missing_layer", "layer_in_forward", "uncalled", "inplace", "channels", "pooling", "budget", "forward", "change"]`,
     /// `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `fix_retries = 1`,
@@ -884,6 +891,7 @@ impl RunConfig {
             Repair::MissingLayer,
             Repair::LayerInForward,
             Repair::Uncalled,
+            Repair::Inplace,
             Repair::Channels,
             Repair::Pooling,
             Repair::Budget,
@@ -1231,6 +1239,7 @@ mod tests {
                 Repair::MissingLayer,
                 Repair::LayerInForward,
                 Repair::Uncalled,
+                Repair::Inplace,
                 Repair::Channels,
                 Repair::Pooling,
                 Repair::Budget,
@@ -1246,7 +1255,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
+                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
             ),
             "{text}"
         );

@@ -482,6 +482,20 @@ fn a_layer_forward_skipped_is_called_where_the_failure_shows_and_then_sized() {
     assert!(code.contains("        x = self.fc1(x)\n        x = self.bn_fc(x)"), "{code}");
 }
 
+/// A residual sum written in place on a ReLU's output (the fourth target
+/// run's iteration 8): the check's backward pass fails, as the epoch's would.
+const IN_PLACE: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)\n        self.relu = nn.ReLU()\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 14 * 14, num_classes)\n\n    def forward(self, x):\n        x = self.relu(self.conv(x))\n        out = self.relu(self.conv2(x))\n        out += x\n        return self.fc(self.pool(out).flatten(1))\n";
+
+#[test]
+fn a_tensor_the_gradient_needs_changed_in_place_is_computed_out_of_place_and_trains() {
+    let rec = one_trained_iteration(IN_PLACE, "repair = [\"flatten\", \"inplace\"]");
+    let notes: Vec<(&str, usize, &str, &str)> =
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+    assert_eq!(notes, [("inplace", 16, "out += x", "out = out + x")]);
+    let failure = rec.repair[0].failure.as_ref().expect("the failure behind the repair");
+    assert!(failure.message.contains("modified by an inplace operation"), "{failure:?}");
+}
+
 /// A convolution built for three channels on a one-channel image, and a
 /// head sized for two poolings after one: two failures, one after the other.
 const MISWIRED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.fc(x.flatten(1))\n";

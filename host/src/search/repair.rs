@@ -66,6 +66,13 @@
 //! [`repair_uncalled`] adds the call where the failure shows it belongs,
 //! after a failed check.
 //!
+//! The eleventh: a backward pass that fails because `forward` changed in
+//! place a tensor the gradient needs (the fourth target run's iteration 8: a
+//! residual block's `out += self.shortcut(x)` on a ReLU's output). With
+//! `"inplace"` in the list, [`repair_inplace`] writes every augmented
+//! assignment of a `forward` out of place and turns `inplace=True` off,
+//! after a failed check.
+//!
 //! Not a repair of a failure but of an answer that changed nothing: with
 //! `"change"`, [`super::change`] makes a common change on the best design
 //! itself when the generator gives it back on every retry.
@@ -959,6 +966,104 @@ pub fn repair_pooling(code: &str, line: usize, failure: &CandidateFailure) -> Op
     }
     // The failing line itself must be one that pools.
     (notes.first()?.line == line).then(|| (out.join("\n"), notes))
+}
+
+/// The kind of a [`repair_inplace`] note.
+pub const INPLACE: &str = "inplace";
+
+/// Whether a failure is autograd's refusal of a tensor changed in place
+/// that the backward pass needed (`one of the variables needed for gradient
+/// computation has been modified by an inplace operation`).
+fn modified_in_place(failure: &CandidateFailure) -> bool {
+    failure.message.contains("modified by an inplace operation")
+}
+
+/// A network whose backward pass fails because `forward` changed in place a
+/// tensor the gradient needs: the embedded generator writes residual blocks
+/// as `out = self.relu(out)` then `out += self.shortcut(x)`, and a ReLU's
+/// backward needs its output as it was. Every augmented assignment in a
+/// `forward` (any class's) becomes its out-of-place form (`out += e` is
+/// `out = out + e`; `x *= a + b` is `x = x * (a + b)`), and every
+/// `inplace=True` of the design's layers and functional calls becomes
+/// `inplace=False`: the same values, computed into new tensors. One note per
+/// changed line (kind [`INPLACE`]), the line count kept, the failure in the
+/// first. `None` when the failure is not that one, or nothing is changed.
+pub fn repair_inplace(code: &str, failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
+    if !modified_in_place(failure) {
+        return None;
+    }
+    let lines: Vec<&str> = code.split('\n').collect();
+    let mut in_forward = vec![false; lines.len()];
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("def forward(") {
+            if let Some((start, end)) = method_span(&lines[i..], "forward") {
+                in_forward[i + start + 1..i + end].iter_mut().for_each(|f| *f = true);
+            }
+        }
+    }
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let mut notes: Vec<RepairNote> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut fixed = line.to_string();
+        if in_forward[i] {
+            if let Some(plain) = out_of_place(line) {
+                fixed = plain;
+            }
+        }
+        let code_part = uncommented(&fixed).to_string();
+        if code_part.contains("inplace=True") || code_part.contains("inplace = True") {
+            let replaced =
+                code_part.replace("inplace=True", "inplace=False").replace("inplace = True", "inplace = False");
+            fixed = format!("{replaced}{}", &fixed[code_part.len()..]);
+        }
+        if fixed != *line {
+            let failure = notes.is_empty().then(|| failure.clone());
+            notes.push(RepairNote {
+                kind: INPLACE.into(),
+                line: i + 1,
+                before: line.to_string(),
+                after: fixed.clone(),
+                failure,
+            });
+            out[i] = fixed;
+        }
+    }
+    (!notes.is_empty()).then(|| (out.join("\n"), notes))
+}
+
+/// `target op= expr` as `target = target op expr` (the expression in
+/// brackets unless it is one operand), keeping the line's indent, spacing
+/// and comment; `None` for any other line (`**=`, `//=`, a comparison).
+fn out_of_place(line: &str) -> Option<String> {
+    let code = uncommented(line);
+    let (comment, trail) = (&line[code.len()..], &code[code.trim_end().len()..]);
+    let stmt = code.trim();
+    let at = stmt.find("=")?;
+    let op = stmt[..at].trim_end().chars().next_back()?;
+    let target = stmt[..at].trim_end().strip_suffix(op)?.trim();
+    let expr = stmt[at + 1..].trim();
+    let readable = |t: &str| !t.is_empty() && t.split('.').all(is_ident);
+    if !"+-*/".contains(op) || !readable(target) || expr.is_empty() || expr.starts_with('=') || !balanced(expr) {
+        return None;
+    }
+    let operand = if one_operand(expr) { expr.to_string() } else { format!("({expr})") };
+    let pad = &code[..indent(code)];
+    Some(format!("{pad}{target} = {target} {op} {operand}{trail}{comment}"))
+}
+
+/// Whether `expr` is one operand (a name, a call, an index, a number): no
+/// operator or space outside its brackets.
+fn one_operand(expr: &str) -> bool {
+    let mut depth = 0i32;
+    for c in expr.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ if depth == 0 && (c.is_whitespace() || "+-*/%@<>&|^=!~".contains(c)) => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// The kind of a [`repair_uncalled`] note.
@@ -2381,6 +2486,43 @@ mod tests {
     fn added_lines(code: &str, fixed: &str) -> Vec<String> {
         let had: Vec<&str> = code.lines().collect();
         fixed.lines().filter(|l| !had.contains(l)).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_tensor_changed_in_place_that_the_gradient_needs_is_computed_out_of_place() {
+        // Recorded (the fourth target run's iteration 8): a residual block
+        // adds its shortcut in place to its ReLU's output.
+        let code = include_str!("testdata/inplace_residual.py");
+        let failure = runtime(
+            "the backward pass raised RuntimeError: one of the variables needed for gradient computation has been modified by an inplace operation: [torch.FloatTensor [2, 128, 4, 4]], which is output 0 of ReluBackward0, is at version 1; expected version 0 instead.",
+        );
+        let (fixed, notes) = repair_inplace(code, &failure).expect("repaired");
+        let changed: Vec<(usize, &str, &str)> =
+            notes.iter().map(|n| (n.line, n.before.as_str(), n.after.as_str())).collect();
+        assert_eq!(changed, [(28, "        out += self.shortcut(x)", "        out = out + self.shortcut(x)")]);
+        assert_eq!((notes[0].kind.as_str(), notes[0].failure.as_ref()), (INPLACE, Some(&failure)));
+        assert_eq!(original(&notes, &fixed), code);
+        // Only that failure.
+        assert_eq!(repair_inplace(code, &runtime("mat1 and mat2 shapes cannot be multiplied (2x2 and 3x4)")), None);
+
+        // An expression of several operands is bracketed; comments, indents
+        // and inplace layers are handled; __init__'s arithmetic and what is
+        // not an augmented assignment are left.
+        let net = "class Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        n = 8\n        n += 8\n        self.act = nn.ReLU(inplace=True)  # saves memory\n\n    def forward(self, x):\n        y = x\n        y *= x + 1  # scale\n        self.steps+=1\n        x **= 2\n        x[0] += 1\n        if x.sum() >= 0:\n            x -= y\n        return F.relu(x, inplace = True)\n";
+        let (fixed, notes) = repair_inplace(net, &failure).expect("repaired");
+        let changed: Vec<(usize, &str)> = notes.iter().map(|n| (n.line, n.after.as_str())).collect();
+        assert_eq!(
+            changed,
+            [
+                (6, "        self.act = nn.ReLU(inplace=False)  # saves memory"),
+                (10, "        y = y * (x + 1)  # scale"),
+                (11, "        self.steps = self.steps + 1"),
+                (15, "            x = x - y"),
+                (16, "        return F.relu(x, inplace = False)"),
+            ]
+        );
+        assert_eq!(original(&notes, &fixed), net);
+        assert_eq!(repair_inplace("def forward(self, x):\n    return x\n", &failure), None, "nothing to change");
     }
 
     #[test]
