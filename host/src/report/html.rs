@@ -562,18 +562,7 @@ mod tests {
             suggestion: "Widen fc1 to 512.".into(),
             ..entry(1, Some(0.9100), 0.9030)
         });
-        let run = RunData {
-            dir: "runs/r".into(),
-            label: "r".into(),
-            config: None,
-            status: "finished".into(),
-            stop_reason: None,
-            plugins: Vec::new(),
-            records: Vec::new(),
-            memory,
-            summary: crate::metrics::summarize(&[]),
-            retrains: Vec::new(),
-        };
+        let run = RunData::of(Vec::new(), memory);
         let groups = [Group { name: "r".into(), runs: vec![run] }];
         let t = changes_table(&groups).expect("a table");
         let rows: Vec<Vec<&str>> = t.rows.iter().map(|r| r.iter().map(String::as_str).collect()).collect();

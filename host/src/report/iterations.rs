@@ -246,19 +246,7 @@ mod tests {
     }
 
     fn run_of(records: Vec<IterationRecord>) -> super::super::RunData {
-        let summary = crate::metrics::summarize(&records);
-        super::super::RunData {
-            dir: "runs/r".into(),
-            label: "r".into(),
-            config: None,
-            status: "finished".into(),
-            stop_reason: None,
-            plugins: Vec::new(),
-            records,
-            memory: Vec::new(),
-            summary,
-            retrains: Vec::new(),
-        }
+        super::super::RunData::of(records, Vec::new())
     }
 
     #[test]

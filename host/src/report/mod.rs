@@ -109,6 +109,25 @@ impl RunData {
         })
     }
 
+    /// A run named `r` of these records and memory entries, finished, with
+    /// nothing else (the report's tests).
+    #[cfg(test)]
+    pub(crate) fn of(records: Vec<IterationRecord>, memory: Vec<nas_plugin_api::MemoryEntry>) -> RunData {
+        let summary = metrics::summarize(&records);
+        RunData {
+            dir: "runs/r".into(),
+            label: "r".into(),
+            config: None,
+            status: "finished".into(),
+            stop_reason: None,
+            plugins: Vec::new(),
+            records,
+            memory,
+            summary,
+            retrains: Vec::new(),
+        }
+    }
+
     /// The plugin id that ran in a config section (`memory`, `generator`, ...).
     pub fn plugin(&self, section: &str) -> String {
         self.plugins.iter().find(|p| p.section == section).map(|p| p.id.clone()).unwrap_or_else(|| "-".into())
