@@ -482,6 +482,29 @@ fn a_layer_forward_skipped_is_called_where_the_failure_shows_and_then_sized() {
     assert!(code.contains("        x = self.fc1(x)\n        x = self.bn_fc(x)"), "{code}");
 }
 
+/// Layers bound to the network inside `forward` (the fourth target run's
+/// iteration 13): new weights on every call, never trained.
+const BOUND_IN_FORWARD: &str = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 14 * 14, num_classes)\n\n    def forward(self, x):\n        x = self.conv(x)\n        self.conv_res = nn.Conv2d(8, 8, 3, padding=1)\n        x = x + self.conv_res(x)\n        return self.fc(self.pool(x).flatten(1))\n";
+
+#[test]
+fn a_layer_bound_to_the_network_in_forward_is_moved_to_init_and_trains() {
+    let rec = one_trained_iteration(BOUND_IN_FORWARD, "repair = [\"flatten\", \"layer_in_forward\"]");
+    let notes: Vec<(&str, usize, &str, &str)> =
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+    assert_eq!(
+        notes,
+        [
+            ("layer_in_forward", 12, "self.conv_res = nn.Conv2d(8, 8, 3, padding=1)", ""),
+            (
+                "layer_in_forward",
+                8,
+                "self.fc = nn.Linear(8 * 14 * 14, num_classes)",
+                "self.fc = nn.Linear(8 * 14 * 14, num_classes)\n        self.conv_res = nn.Conv2d(8, 8, 3, padding=1)"
+            ),
+        ]
+    );
+}
+
 /// A residual sum written in place on a ReLU's output (the fourth target
 /// run's iteration 8): the check's backward pass fails, as the epoch's would.
 const IN_PLACE: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)\n        self.relu = nn.ReLU()\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 14 * 14, num_classes)\n\n    def forward(self, x):\n        x = self.relu(self.conv(x))\n        out = self.relu(self.conv2(x))\n        out += x\n        return self.fc(self.pool(out).flatten(1))\n";

@@ -451,7 +451,11 @@ const STATELESS: [&str; 27] = [
 /// are layers whose arguments name anything but numbers, `True`/`False`/
 /// `None`, `in_shape` and `num_classes` (what `__init__` cannot see). One
 /// note per changed line of `forward`, then one for the lines added to
-/// `__init__`. `None` when there is none to bind.
+/// `__init__`. A line of `forward` that binds a layer to the network
+/// (`self.conv_res = nn.Conv2d(32, 32, 3)`: new weights on every call, which
+/// the optimizer, made before the first call, never updates) moves to the
+/// end of `__init__` whole, its line in `forward` left empty. `None` when
+/// there is none to bind.
 pub fn repair_layer_in_forward(code: &str) -> Option<(String, Vec<RepairNote>)> {
     let mut lines: Vec<String> = code.split('\n').map(str::to_string).collect();
     let refs: Vec<&str> = code.split('\n').collect();
@@ -463,6 +467,14 @@ pub fn repair_layer_in_forward(code: &str) -> Option<(String, Vec<RepairNote>)> 
     let mut notes = Vec::new();
     for i in forward + 1..end {
         let body = uncommented(refs[i]);
+        // A layer bound to the network here (`self.conv_res =
+        // nn.Conv2d(32, 32, 3)`) moves to `__init__` whole.
+        if bound_layer(refs[i]).is_some() {
+            added.push(format!("{pad}{}", body.trim()));
+            notes.push(RepairNote::before_evaluation(LAYER_IN_FORWARD, i + 1, refs[i].to_string(), String::new()));
+            lines[i] = String::new();
+            continue;
+        }
         let mut out = String::new();
         let mut from = 0;
         let bound_before = added.len();
@@ -503,6 +515,17 @@ pub fn repair_layer_in_forward(code: &str) -> Option<(String, Vec<RepairNote>)> 
         lines.insert(last + 1 + k, line);
     }
     Some((lines.join("\n"), notes))
+}
+
+/// The layer a line of `forward` binds to the network, when the line is
+/// just that (`self.conv_res = nn.Conv2d(32, 32, 3)`, its arguments ones
+/// `__init__` can see): its constructor.
+fn bound_layer(line: &str) -> Option<String> {
+    let (names, rhs) = bound_by(line);
+    let rhs = rhs.filter(|_| names.len() == 1)?;
+    let (_, class_end) = next_layer(&rhs, 0).filter(|(start, _)| *start == 0)?;
+    let (args, tail) = call_args(&rhs[class_end..])?;
+    (tail.trim().is_empty() && args.iter().all(|a| constant_arg(a))).then_some(rhs)
 }
 
 /// The next `nn.Name(` (or `torch.nn.Name(`) of `body` from byte `from`, not
@@ -1923,6 +1946,35 @@ mod tests {
         assert!(fixed.contains("        x = nn.ReLU()(self.fc1(x))\n"), "an activation is left: {fixed}");
         assert_eq!(screened(&notes, &fixed), DROPOUT_IN_FORWARD, "the notes undo it");
         assert_eq!(repair_layer_in_forward(&fixed), None, "nothing left to bind");
+    }
+
+    #[test]
+    fn a_layer_bound_to_the_network_in_forward_moves_to_init() {
+        // Recorded (the fourth target run's iteration 13): a residual block
+        // built inside forward.
+        let code = include_str!("testdata/layers_bound_in_forward.py");
+        let (fixed, notes) = repair_layer_in_forward(code).expect("repaired");
+        let changed: Vec<(usize, &str, &str)> =
+            notes.iter().map(|n| (n.line, n.before.trim(), n.after.trim())).collect();
+        assert_eq!(
+            changed,
+            [
+                (32, "self.conv_res = nn.Conv2d(32, 32, kernel_size=3, padding=1)", ""),
+                (33, "self.bn_res = nn.BatchNorm2d(32)", ""),
+                (34, "self.relu_res = nn.ReLU()", ""),
+                (
+                    23,
+                    "self.bn_fc = nn.BatchNorm1d(256)  # Apply batch normalization after the first nn.Linear",
+                    "self.bn_fc = nn.BatchNorm1d(256)  # Apply batch normalization after the first nn.Linear\n        self.conv_res = nn.Conv2d(32, 32, kernel_size=3, padding=1)\n        self.bn_res = nn.BatchNorm2d(32)\n        self.relu_res = nn.ReLU()"
+                ),
+            ]
+        );
+        assert_eq!(screened(&notes, &fixed), code, "the notes undo it");
+        assert_eq!(repair_layer_in_forward(&fixed), None, "nothing left to bind");
+        // Sized by what forward computes: left.
+        let sized = code.replace("nn.BatchNorm2d(32)", "nn.BatchNorm2d(x.size(1))");
+        assert!(repair_layer_in_forward(&sized)
+            .is_some_and(|(f, _)| f.contains("        self.bn_res = nn.BatchNorm2d(x.size(1))\n")));
     }
 
     #[test]

@@ -279,6 +279,11 @@ fn each_failure_type_is_reported_as_its_kind() {
             assert!(f.traceback.contains("candidate.py"), "the traceback names the candidate's lines: {}", f.traceback);
         }
     }
+    // Layers bound to the network inside forward: named, not the state
+    // dict's missing keys as the process ends.
+    let f = failure(eval(&mut e, "bound", &read("tests/candidates/layers_in_forward.py"), &data, None), "bound");
+    assert_eq!((f.kind, f.stage.as_str()), (FailureKind::Runtime, "check"), "{f:#?}");
+    assert!(f.message.starts_with("forward binds layers to the network as it runs (bn_res, conv_res)"), "{f:#?}");
     let f = failure(eval(&mut e, "timeout", &read("tests/hostile/endless_loop.py"), &data, Some(10.0)), "timeout");
     assert_eq!(f.kind, FailureKind::Timeout, "{f:#?}");
     // An endless loop inside the TorchScript graph: the worker is killed at

@@ -183,8 +183,23 @@ try:
     out.float().logsumexp(-1).sum().backward()
 except BaseException as e:  # noqa: BLE001
     fail("check", "runtime", f"the backward pass raised {first_line(e)}", e)
+# A forward that binds layers to the network (`self.conv = nn.Conv2d(...)`
+# inside forward) builds new, untrained weights on every call, which an
+# optimizer made before it never sees: name them.
+added = [k for k in model.state_dict() if k not in state]
+if added:
+    layers = sorted({k.rsplit(".", 1)[0] for k in added})
+    fail(
+        "check",
+        "runtime",
+        f"forward binds layers to the network as it runs ({', '.join(layers)}): they get new weights on every "
+        "call, which training never updates; build them in __init__",
+    )
 # The forward in train mode moved BatchNorm statistics: export the initial state.
-model.load_state_dict(state)
+try:
+    model.load_state_dict(state)
+except BaseException as e:  # noqa: BLE001
+    fail("check", "runtime", f"restoring the network's initial weights after the forward pass raised {first_line(e)}", e)
 model.zero_grad(set_to_none=True)
 
 
