@@ -175,65 +175,57 @@ fn failures_table(groups: &[Group]) -> Option<Table> {
 /// in the order `fallback_order = "gain"` gives. `None` when no run tried one.
 fn changes_table(groups: &[Group]) -> Option<Table> {
     use crate::search::improver::{ChangeStats, FALLBACK_CHANGES};
-    let points = |x: f64| format!("{:+.2}", x * 100.0);
     let mut rows = Vec::new();
     for run in groups.iter().flat_map(|g| &g.runs) {
-        let mut tried: Vec<(&str, Option<ChangeStats>)> = FALLBACK_CHANGES
-            .iter()
-            .map(|(c, _)| (*c, ChangeStats::of(c, &run.memory)))
-            .filter(|(_, s)| s.is_some())
-            .collect();
-        tried.sort_by(|a, b| ChangeStats::order(&a.1, &b.1));
-        rows.extend(tried.into_iter().filter_map(|(change, s)| {
-            let s = s?;
-            Some(vec![
-                run.label.clone(),
-                short_change(change).to_string(),
-                s.tried.to_string(),
-                s.trained.to_string(),
-                s.new_bests.to_string(),
-                format!("{:.3}", s.improvement * 100.0),
-                s.mean_gain.map_or("-".into(), points),
-            ])
-        }));
+        let mut tried: Vec<(&str, ChangeStats)> =
+            FALLBACK_CHANGES.iter().filter_map(|(c, _)| Some((*c, ChangeStats::of(c, &run.memory)?))).collect();
+        tried.sort_by(|a, b| ChangeStats::order(&Some(a.1), &Some(b.1)));
+        rows.extend(tried.into_iter().map(|(change, s)| stats_row(&run.label, short_change(change), &s)));
     }
-    if rows.is_empty() {
-        return None;
-    }
-    let header =
-        ["run", "change", "tried", "trained", "new best", "improvement per try (points)", "mean gain (points)"];
-    Some(Table { header: header.iter().map(|h| h.to_string()).collect(), rows })
+    stats_table("change", rows)
 }
 
 /// Where each run's changes came from: the Improver's diagnoses against
-/// the search's common changes (memory entries whose problem says there
-/// was no diagnosis), with the figures of [`changes_table`]. `None` when no
-/// run has both.
+/// the search's common changes (memory entries opened with the search's
+/// problem, [`FALLBACK_PROBLEM`](crate::search::improver::FALLBACK_PROBLEM)
+/// or [`RUNNER_UP_PROBLEM`](crate::search::improver::RUNNER_UP_PROBLEM)),
+/// with the figures of [`changes_table`]. `None` when no run has both.
 fn sources_table(groups: &[Group]) -> Option<Table> {
-    use crate::search::improver::ChangeStats;
+    use crate::search::improver::{ChangeStats, FALLBACK_PROBLEM, RUNNER_UP_PROBLEM};
     let mut rows = Vec::new();
     for run in groups.iter().flat_map(|g| &g.runs) {
-        let searched = |e: &&nas_plugin_api::MemoryEntry| e.problem.starts_with("no diagnosis");
+        let searched =
+            |e: &&nas_plugin_api::MemoryEntry| [FALLBACK_PROBLEM, RUNNER_UP_PROBLEM].contains(&e.problem.as_str());
         let improver = ChangeStats::over(run.memory.iter().filter(|e| !searched(e)));
         let search = ChangeStats::over(run.memory.iter().filter(searched));
         let (Some(improver), Some(search)) = (improver, search) else { continue };
-        for (source, s) in [("the Improver's diagnoses", improver), ("the search's common changes", search)] {
-            rows.push(vec![
-                run.label.clone(),
-                source.to_string(),
-                s.tried.to_string(),
-                s.trained.to_string(),
-                s.new_bests.to_string(),
-                format!("{:.3}", s.improvement * 100.0),
-                s.mean_gain.map_or("-".into(), |m| format!("{:+.2}", m * 100.0)),
-            ]);
-        }
+        rows.push(stats_row(&run.label, "the Improver's diagnoses", &improver));
+        rows.push(stats_row(&run.label, "the search's common changes", &search));
     }
+    stats_table("changes from", rows)
+}
+
+/// A row of the change tables: the run, what the figures are of, and the
+/// figures (improvement per try and mean gain in points).
+fn stats_row(run: &str, of: &str, s: &crate::search::improver::ChangeStats) -> Vec<String> {
+    vec![
+        run.to_string(),
+        of.to_string(),
+        s.tried.to_string(),
+        s.trained.to_string(),
+        s.new_bests.to_string(),
+        format!("{:.3}", s.improvement * 100.0),
+        s.mean_gain.map_or("-".into(), |m| format!("{:+.2}", m * 100.0)),
+    ]
+}
+
+/// The change tables' rows under their header, the second column named
+/// `of`; `None` without rows.
+fn stats_table(of: &str, rows: Vec<Vec<String>>) -> Option<Table> {
     if rows.is_empty() {
         return None;
     }
-    let header =
-        ["run", "changes from", "tried", "trained", "new best", "improvement per try (points)", "mean gain (points)"];
+    let header = ["run", of, "tried", "trained", "new best", "improvement per try (points)", "mean gain (points)"];
     Some(Table { header: header.iter().map(|h| h.to_string()).collect(), rows })
 }
 
