@@ -90,9 +90,10 @@ const SAME_PROBLEM: f64 = 0.5;
 /// nothing, copies the answer format's descriptions (or an old template's
 /// placeholders), repeats the previous diagnosis or one already tried, or
 /// asks to replace or remove something the design does not have (a small
-/// model copies the history's advice onto a design that already took it), or
+/// model copies the history's advice onto a design that already took it),
 /// gives a torch layer a keyword argument it does not take (followed, the
-/// design fails to build).
+/// design fails to build), changes the fixed training, or puts an activation
+/// on the logits.
 pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     let (problem, suggestions) = (words(&advice.problem), words(&advice.suggestions));
     if suggestions.len() < 2 {
@@ -152,6 +153,7 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
         .and_then(|code| absent_target(&advice.suggestions, code))
         .or_else(|| invented_argument(&advice.suggestions))
         .or_else(|| recipe_change(&advice.suggestions))
+        .or_else(|| output_activation(&advice.suggestions))
 }
 
 /// Whether a design's code already has a change (or the change does not fit it).
@@ -498,6 +500,61 @@ fn invented_argument(suggestions: &str) -> Option<String> {
             if super::repair::is_ident(key) && !value.starts_with('=') && !params.contains(&key) {
                 return Some(format!("it gives `nn.{name}` an argument it does not take (`{key}`)"));
             }
+        }
+    }
+    None
+}
+
+/// Words that name an activation a suggestion may put on the network's
+/// output.
+const OUTPUT_ACTIVATIONS: [&str; 5] = ["relu", "softmax", "sigmoid", "tanh", "activation"];
+
+/// What a suggestion calls the layer that gives the logits, after "after
+/// the last" or "after the final".
+const OUTPUT_LAYERS: [&str; 7] = ["linear", "fully", "fc", "classifier", "output", "dense", "head"];
+
+/// The activation a sentence of `suggestions` asks to put on the logits
+/// `forward` returns: "a final ReLU activation", "a relu activation function
+/// after the last nn.Linear layer", "softmax on the output". Recorded
+/// (the fourth target run, iterations 18 to 21): the embedded model's
+/// Improver asked for "a final activation layer (ReLU)" four times in a
+/// row; followed, the designs trained below the best they changed, and the
+/// generator copied the ReLU into the next attempts. Cross-entropy takes the
+/// logits raw. A sentence that removes or replaces (the good change) is left
+/// alone, as is a log-softmax.
+fn output_activation(suggestions: &str) -> Option<String> {
+    for sentence in suggestions.split(['\n', ';']).flat_map(|l| l.split(". ")) {
+        let lower = sentence.to_lowercase();
+        let ws: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        let has = |w: &str| ws.contains(&w);
+        if ["remove", "delete", "drop", "replace", "without", "instead"].iter().any(|w| has(w)) {
+            continue;
+        }
+        let activation =
+            |i: usize| OUTPUT_ACTIVATIONS.contains(&ws[i]) && !(ws[i] == "softmax" && i > 0 && ws[i - 1] == "log");
+        let found = (0..ws.len()).filter(|&i| activation(i)).find_map(|i| {
+            // "a final ReLU (activation)", not "before the final relu".
+            let final_before =
+                (i.saturating_sub(2)..i).find(|&j| ws[j] == "final").filter(|&j| j < 2 || ws[j - 2] != "before");
+            // "... after the last/final [nn.]Linear", "... on/to the output/logits".
+            let rest = &ws[i + 1..];
+            let after_output = rest.windows(3).enumerate().any(|(k, w)| {
+                w[0] == "after"
+                    && w[1] == "the"
+                    && ["last", "final", "output"].contains(&w[2])
+                    && rest[k + 3..].iter().take(2).any(|l| OUTPUT_LAYERS.contains(l))
+            });
+            let on_output = rest.windows(3).any(|w| {
+                ["on", "to"].contains(&w[0]) && w[1] == "the" && ["output", "logits", "outputs"].contains(&w[2])
+            });
+            (final_before.is_some() || after_output || on_output).then_some(ws[i])
+        });
+        if let Some(what) = found {
+            let what = if what == "activation" { "an activation".to_string() } else { format!("a {what}") };
+            return Some(format!(
+                "it asks for {what} on the logits `forward` returns (after the last nn.Linear); the logits stay raw, \
+                 since cross-entropy applies its own softmax"
+            ));
         }
     }
     None
@@ -1178,6 +1235,46 @@ mod tests {
         };
         let why = rejection(&advice, &Checked::default());
         assert!(why.is_some_and(|w| w.contains("does not take")));
+    }
+
+    #[test]
+    fn an_activation_on_the_logits_is_not_a_direction() {
+        // Recorded: the fourth target run's Improver, iterations 18 to 21.
+        for recorded in [
+            "Add a classifier head with 10 classes and a final activation layer (ReLU) to the current design. This can be done by adding a new nn.Linear layer with 10 in_features and a relu activation function after the last nn.Linear layer.",
+            "Add a classifier head with 10 classes and a final ReLU activation to the current design.",
+            "Add a classifier head with 10 in_features and a relu activation function after the last nn.Linear layer.",
+            "Apply a softmax to the output so the network gives probabilities",
+            "add a sigmoid after the final fully connected layer",
+        ] {
+            let why = output_activation(recorded).unwrap_or_else(|| panic!("not refused: {recorded}"));
+            assert!(why.contains("logits") && why.contains("cross-entropy"), "{why}");
+        }
+        assert!(output_activation("Add a final ReLU activation.").is_some_and(|w| w.contains("a relu on the logits")));
+        for fine in [
+            "Remove the final ReLU activation after the last nn.Linear.",
+            "Replace the final softmax with nothing: return the logits.",
+            "Add a dropout before the final relu of the head.",
+            "Add nn.BatchNorm1d and a ReLU after the first nn.Linear.",
+            "Add a ReLU after the last nn.Conv2d.",
+            "Apply log_softmax to the output.",
+            "Use a final fully connected layer with 10 outputs.",
+        ] {
+            assert_eq!(output_activation(fine), None, "{fine}");
+        }
+        // The search's own changes are never refused by it.
+        for (change, _) in FALLBACK_CHANGES {
+            assert_eq!(output_activation(change), None, "{change}");
+        }
+        let advice = Advice {
+            problem: "the model does not have a final activation layer (ReLU)".into(),
+            inspiration: String::new(),
+            suggestions: "Add a final ReLU activation to the current design.".into(),
+            parsed_as: "json_fence".into(),
+            rejected: None,
+            fallback: None,
+        };
+        assert!(rejection(&advice, &Checked::default()).is_some_and(|w| w.contains("logits")));
     }
 
     #[test]
