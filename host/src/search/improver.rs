@@ -847,6 +847,16 @@ mod tests {
     use super::*;
     use nas_plugin_api::MemoryEntry;
 
+    /// A diagnosis as the Improver's JSON answer gives it.
+    fn diagnosis(problem: &str, suggestions: &str) -> Advice {
+        Advice {
+            problem: problem.into(),
+            suggestions: suggestions.into(),
+            parsed_as: "json_fence".into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn template_copies_and_repeats_are_not_diagnoses() {
         let copied = parse(
@@ -976,14 +986,7 @@ mod tests {
             failure_kind: None,
             best_before: Some(0.8905),
         };
-        let reworded = Advice {
-            problem: "The current design uses multiple 2x2 pooling layers, which can reduce the spatial dimensions of the feature maps. This can lead to less information being retained, potentially leading to underfitting or worse performance.".into(),
-            inspiration: String::new(),
-            suggestions: first.suggestion.clone(),
-            parsed_as: "json_fence".into(),
-            rejected: None,
-            fallback: None,
-        };
+        let reworded = diagnosis("The current design uses multiple 2x2 pooling layers, which can reduce the spatial dimensions of the feature maps. This can lead to less information being retained, potentially leading to underfitting or worse performance.", &first.suggestion);
         let earlier = [first];
         let why = rejection(&reworded, &Checked { earlier: &earlier, ..Default::default() });
         assert!(why.is_some_and(|w| w.contains("attempt 1")));
@@ -1003,14 +1006,7 @@ mod tests {
             failure_kind: Some("runtime".into()),
             best_before: Some(0.8992),
         };
-        let again = Advice {
-            problem: "The architecture includes a third convolutional layer and a corresponding linear layer, which are added without any context on what these layers are supposed to do or what their expected performance is. This adds unnecessary complexity and may not be necessary for the specific dataset. The use of a pooling layer at the end of the architecture also reduces the spatial dimensions of the feature maps, which can potentially lead to underfitting and a higher test accuracy. A smaller convolutional layer followed by a linear layer is a known technique that can help reduce the number of parameters and potentially improve performance.".into(),
-            inspiration: "VGG16 or ResNet".into(),
-            suggestions: tried.suggestion.clone(),
-            parsed_as: "json_fence".into(),
-            rejected: None,
-            fallback: None,
-        };
+        let again = Advice { inspiration: "VGG16 or ResNet".into(), ..diagnosis("The architecture includes a third convolutional layer and a corresponding linear layer, which are added without any context on what these layers are supposed to do or what their expected performance is. This adds unnecessary complexity and may not be necessary for the specific dataset. The use of a pooling layer at the end of the architecture also reduces the spatial dimensions of the feature maps, which can potentially lead to underfitting and a higher test accuracy. A smaller convolutional layer followed by a linear layer is a known technique that can help reduce the number of parameters and potentially improve performance.", &tried.suggestion) };
         let earlier = [tried];
         let on = |best: Option<f64>| rejection(&again, &Checked { earlier: &earlier, best, ..Default::default() });
         assert_eq!(
@@ -1225,14 +1221,7 @@ mod tests {
         ] {
             assert_eq!(invented_argument(fine), None, "{fine}");
         }
-        let advice = Advice {
-            problem: "the head is small".into(),
-            inspiration: String::new(),
-            suggestions: recorded.into(),
-            parsed_as: "json_fence".into(),
-            rejected: None,
-            fallback: None,
-        };
+        let advice = diagnosis("the head is small", recorded);
         let why = rejection(&advice, &Checked::default());
         assert!(why.is_some_and(|w| w.contains("does not take")));
     }
@@ -1266,14 +1255,10 @@ mod tests {
         for (change, _) in FALLBACK_CHANGES {
             assert_eq!(output_activation(change), None, "{change}");
         }
-        let advice = Advice {
-            problem: "the model does not have a final activation layer (ReLU)".into(),
-            inspiration: String::new(),
-            suggestions: "Add a final ReLU activation to the current design.".into(),
-            parsed_as: "json_fence".into(),
-            rejected: None,
-            fallback: None,
-        };
+        let advice = diagnosis(
+            "the model does not have a final activation layer (ReLU)",
+            "Add a final ReLU activation to the current design.",
+        );
         assert!(rejection(&advice, &Checked::default()).is_some_and(|w| w.contains("logits")));
     }
 
@@ -1300,14 +1285,7 @@ mod tests {
         ] {
             assert_eq!(recipe_change(network), None, "{network}");
         }
-        let advice = Advice {
-            problem: "the network is undertrained after one epoch".into(),
-            inspiration: String::new(),
-            suggestions: "Increase the number of epochs to 10".into(),
-            parsed_as: "json_fence".into(),
-            rejected: None,
-            fallback: None,
-        };
+        let advice = diagnosis("the network is undertrained after one epoch", "Increase the number of epochs to 10");
         let why = rejection(&advice, &Checked::default());
         assert!(why.is_some_and(|w| w.contains("more epochs")));
     }
