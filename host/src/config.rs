@@ -181,8 +181,10 @@ pub enum Repair {
     /// A layer with weights or a training mode that `forward` builds and
     /// calls in one expression (`nn.Dropout(0.3)(x)`: a new module each
     /// call, never trained, never put in eval mode) is bound in `__init__`
-    /// and called by name, before the first evaluation; the record keeps
-    /// each changed line.
+    /// and called by name, before the first evaluation, and a functional
+    /// dropout with no `training` (`F.dropout(x, p=0.3)`, which drops at
+    /// test time too) gets `training=self.training`; the record keeps each
+    /// changed line.
     LayerInForward,
     /// A design the generator gives back unchanged on every retry (a
     /// near-duplicate of the best, with fallback changes on): the search
