@@ -138,7 +138,9 @@ pub enum GenerationMode {
 pub enum Repair {
     /// A flatten-size mismatch: the `nn.Linear` whose `in_features` does not
     /// match the measured flattened features gets the measured size, and the
-    /// candidate is evaluated again; the record keeps both.
+    /// candidate is evaluated again; the record keeps both. Under
+    /// `constrained`, a layer that size would break the limits by itself
+    /// (further than the budget repair's halvings reach) is left.
     Flatten,
     /// A softmax on the returned value (cross-entropy applies its own) is
     /// taken off before the first evaluation; the record keeps the line.

@@ -414,6 +414,29 @@ fn a_design_over_the_budget_is_made_narrower_and_trains_within_it() {
     assert!(failure.message.contains("over the limit of 1.0"), "{failure:?}");
 }
 
+/// A design that upsamples the image before its convolution (the fourth
+/// target run's iteration 33 went to 224x224 for a VGG): the head gets
+/// 6,272 features, not the 1,568 it was built for.
+const UPSAMPLED: &str = "import torch.nn as nn\nimport torch.nn.functional as F\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 14 * 14, 64)\n        self.out = nn.Linear(64, num_classes)\n\n    def forward(self, x):\n        x = F.interpolate(x, size=(56, 56), mode=\"bilinear\")\n        x = self.pool(F.relu(self.conv(x)))\n        return self.out(F.relu(self.fc(x.flatten(1))))\n";
+
+#[test]
+fn a_head_the_budget_cannot_pay_for_is_not_resized_and_the_failure_names_both_sizes() {
+    // Resized, the head alone would cost 0.8 MFLOPs against a budget of
+    // 0.05, more than the budget repair's three halvings could win back:
+    // the failure stays the size mismatch, and nothing is built that could
+    // run out of memory.
+    let search = "objective = \"constrained\"\nrepair = [\"flatten\", \"budget\"]\n[search.limits]\nmax_flops = 50_000";
+    let rec = one_iteration(UPSAMPLED, search);
+    let Outcome::Failed { failure } = &rec.outcome else { panic!("{:?}", rec.outcome) };
+    assert!(failure.message.contains("6272") && failure.message.contains("1568"), "{failure:?}");
+    assert!(rec.repair.is_empty(), "{:?}", rec.repair);
+    // Within the budget's reach (1.3 MFLOPs in all), the same head is
+    // resized and the design trains.
+    let rec = one_trained_iteration(UPSAMPLED, &search.replace("50_000", "2_000_000"));
+    let notes: Vec<(&str, &str)> = rec.repair.iter().map(|n| (n.kind.as_str(), n.after.trim())).collect();
+    assert_eq!(notes, [("flatten", "self.fc = nn.Linear(6272, 64)")]);
+}
+
 #[test]
 fn nas_eval_sets_the_evaluators_settings_and_names_a_key_it_does_not_have() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -435,6 +458,14 @@ fn nas_eval_sets_the_evaluators_settings_and_names_a_key_it_does_not_have() {
 /// One iteration on the real evaluator, the generator answering `design`
 /// and `search` set in `[search]`: its record, which trained.
 fn one_trained_iteration(design: &'static str, search: &str) -> nas_host::records::IterationRecord {
+    let rec = one_iteration(design, search);
+    assert!(matches!(rec.outcome, Outcome::Ok { .. }), "{:?}", rec.outcome);
+    rec
+}
+
+/// One iteration on the real evaluator, as [`one_trained_iteration`]
+/// runs it: its record, whatever its outcome.
+fn one_iteration(design: &'static str, search: &str) -> nas_host::records::IterationRecord {
     let server = TestServer::start();
     server.set_responder(move |req: &RecordedRequest| {
         let (generator, _, _) = exchange(req);
@@ -446,7 +477,6 @@ fn one_trained_iteration(design: &'static str, search: &str) -> nas_host::record
     assert!(out.status.success(), "{:?}", text(&out));
     let mut recs = records(&run_dirs(dir.path()).pop().expect("run"));
     assert_eq!(recs.len(), 1);
-    assert!(matches!(recs[0].outcome, Outcome::Ok { .. }), "{:?}", recs[0].outcome);
     recs.remove(0)
 }
 

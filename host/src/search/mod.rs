@@ -1237,9 +1237,24 @@ impl<'a> Search<'a> {
         // flatten size).
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         let classes = self.dataset.manifest.num_classes as u64;
+        let budget = self.objective.budget();
+        // The budget repair halves the features a head takes once for every
+        // two repairs (each halving needs a flatten after it).
+        let slack = if self.cfg.repair.has(Repair::Budget) { 1 << (Self::MAX_REPAIRS_AFTER_FAILURE / 2) } else { 1 };
         for _ in 0..Self::MAX_REPAIRS_AFTER_FAILURE {
             let Outcome::Failed { failure } = &outcome else { break };
+            // A layer that the features reaching it would put over the
+            // budget by itself, further than the budget repair's halvings
+            // could bring it, is left to the failure, which names both sizes
+            // (a 224x224 upsampling of a 28x28 image: the fourth target
+            // run's iteration 33, whose head became 3,211,264 x 512, and
+            // the check ran out of memory building it).
+            let affordable = |m: &repair::FlattenMismatch| {
+                let weights = m.features.saturating_mul(m.out_features) / slack;
+                budget.broken_by(Some(weights), Some(weights.saturating_mul(2))).is_empty()
+            };
             let flattened = || match repair::flatten_mismatch(failure) {
+                Some(m) if !affordable(&m) => None,
                 Some(m) => repair::repair_flatten(&softened, &m, in_shape, failure).map(|(c, n)| (c, vec![n])),
                 None => repair::repair_unflattened(&softened, failure),
             };
