@@ -92,8 +92,8 @@ const SAME_PROBLEM: f64 = 0.5;
 /// asks to replace or remove something the design does not have (a small
 /// model copies the history's advice onto a design that already took it),
 /// gives a torch layer a keyword argument it does not take (followed, the
-/// design fails to build), changes the fixed training, or puts an activation
-/// on the logits.
+/// design fails to build), changes the fixed training, puts an activation
+/// on the logits or resizes the input images.
 pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
     let (problem, suggestions) = (words(&advice.problem), words(&advice.suggestions));
     if suggestions.len() < 2 {
@@ -154,6 +154,7 @@ pub fn rejection(advice: &Advice, checked: &Checked<'_>) -> Option<String> {
         .or_else(|| invented_argument(&advice.suggestions))
         .or_else(|| recipe_change(&advice.suggestions))
         .or_else(|| output_activation(&advice.suggestions))
+        .or_else(|| input_resize(&advice.suggestions))
 }
 
 /// Whether a design's code already has a change (or the change does not fit it).
@@ -555,6 +556,37 @@ fn output_activation(suggestions: &str) -> Option<String> {
                 "it asks for {what} on the logits `forward` returns (after the last nn.Linear); the logits stay raw, \
                  since cross-entropy applies its own softmax"
             ));
+        }
+    }
+    None
+}
+
+/// Words that resize an image.
+const RESIZE_WORDS: [&str; 8] =
+    ["resize", "resized", "resizing", "upsample", "upsampling", "upscale", "interpolate", "interpolation"];
+
+/// The request of a sentence of `suggestions` to resize the input images
+/// ("resize the input images to 224x224 before feeding them to the VGG16
+/// model"). Recorded (the fourth target run, iterations 32 to 37): followed
+/// with `F.interpolate`, the design ran the check out of memory (its head
+/// sized for 224x224 maps); with `nn.ReflectionPad2d`, it failed to build;
+/// then as a pooling. The images reach the network at the dataset's size: a
+/// larger copy adds no detail and multiplies every layer's cost. A sentence
+/// that removes or avoids the resizing is left alone.
+fn input_resize(suggestions: &str) -> Option<String> {
+    for sentence in suggestions.split(['\n', ';']).flat_map(|l| l.split(". ")) {
+        let lower = sentence.to_lowercase();
+        let ws: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        let has = |w: &str| ws.contains(&w);
+        if ["remove", "delete", "drop", "not", "don", "without", "avoid"].iter().any(|w| has(w)) {
+            continue;
+        }
+        if RESIZE_WORDS.iter().any(|w| has(w)) && ["input", "inputs", "image", "images"].iter().any(|w| has(w)) {
+            return Some(
+                "it asks to resize the input images, which reach the network at the dataset's size; a larger copy \
+                 adds no detail and multiplies every layer's cost"
+                    .into(),
+            );
         }
     }
     None
@@ -1260,6 +1292,33 @@ mod tests {
             "Add a final ReLU activation to the current design.",
         );
         assert!(rejection(&advice, &Checked::default()).is_some_and(|w| w.contains("logits")));
+    }
+
+    #[test]
+    fn resizing_the_input_images_is_not_a_direction() {
+        // Recorded: the fourth target run's Improver, iterations 32 to 37.
+        for recorded in [
+            "Resize the input images to 224x224 before feeding them to the VGG16 model. You can do this by using the torch.nn.functional.interpolate function with the mode='bilinear'.",
+            "Add nn.ReflectionPad2d((2,2), (2,2)) right after the first nn.Conv2d in the input layer to add padding and resize the input images to 224x224.",
+            "Instead of using `reflection_pad`, use `nn.MaxPool2d` or `nn.AvgPool2d` with a kernel size of 4 to resize the input images to 224x224.",
+            "Upsample the input to 56x56 with nn.Upsample(scale_factor=2).",
+        ] {
+            let why = input_resize(recorded).unwrap_or_else(|| panic!("not refused: {recorded}"));
+            assert!(why.contains("resize the input images"), "{why}");
+        }
+        for fine in [
+            "Remove the interpolation of the input images.",
+            "Do not resize the images; use a stride-2 first convolution instead.",
+            "Add nn.MaxPool2d(2) right after the activation of the last nn.Conv2d.",
+            "Use bilinear upsampling in the decoder block of the feature maps.",
+        ] {
+            assert_eq!(input_resize(fine), None, "{fine}");
+        }
+        for (change, _) in FALLBACK_CHANGES {
+            assert_eq!(input_resize(change), None, "{change}");
+        }
+        let advice = diagnosis("VGG16 expects 224x224 images", "Resize the input images to 224x224.");
+        assert!(rejection(&advice, &Checked::default()).is_some_and(|w| w.contains("dataset's size")));
     }
 
     #[test]
