@@ -16,14 +16,15 @@ class Net(nn.Module):
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)
 
-        self.conv3 = nn.Conv2d(64, 512, kernel_size=3, padding=1)  # Double the out_channels of the last nn.Conv2d
-        self.bn3 = nn.BatchNorm2d(512)  # Apply batch normalization after the last nn.Conv2d
+        self.conv3 = nn.Conv2d(64, 1024, kernel_size=3, padding=1)  # Double the out_channels of the last nn.Conv2d
+        self.bn3 = nn.BatchNorm2d(1024)  # Apply batch normalization after the last nn.Conv2d
         self.relu3 = nn.ReLU()
 
-        self.fc1 = nn.Linear(25088, 512)  # Double the out_features of the first nn.Linear
+        self.fc1 = nn.Linear(50176, 512)  # Double the out_features of the first nn.Linear
         self.bn_fc = nn.BatchNorm1d(512)  # Apply batch normalization after the first nn.Linear
         self.relu4 = nn.ReLU()
-        self.fc2 = nn.Linear(512, num_classes)
+        self.fc2 = nn.Linear(512, 10)  # New classifier head with 10 classes
+        self.relu5 = nn.ReLU()  # Apply a final ReLU activation
 
     def forward(self, x):
         x = self.conv1(x)
@@ -45,5 +46,6 @@ class Net(nn.Module):
         x = self.bn_fc(x)  # Apply batch normalization after the first nn.Linear
         x = self.relu4(x)
         x = self.fc2(x)
+        x = self.relu5(x)
 
         return x
