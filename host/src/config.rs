@@ -233,6 +233,25 @@ impl Serialize for Repairs {
     }
 }
 
+impl Repair {
+    /// Every repair by its name in `[search] repair`, in the order the
+    /// messages list them.
+    const NAMED: [(&'static str, Repair); 12] = [
+        ("flatten", Repair::Flatten),
+        ("softmax", Repair::Softmax),
+        ("class_name", Repair::ClassName),
+        ("missing_layer", Repair::MissingLayer),
+        ("layer_in_forward", Repair::LayerInForward),
+        ("uncalled", Repair::Uncalled),
+        ("inplace", Repair::Inplace),
+        ("channels", Repair::Channels),
+        ("pooling", Repair::Pooling),
+        ("budget", Repair::Budget),
+        ("forward", Repair::Forward),
+        ("change", Repair::Change),
+    ];
+}
+
 impl<'de> Deserialize<'de> for Repairs {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -241,10 +260,12 @@ impl<'de> Deserialize<'de> for Repairs {
             One(String),
             Many(Vec<String>),
         }
+        let quoted: Vec<String> = Repair::NAMED.iter().map(|(name, _)| format!("\"{name}\"")).collect();
         let names = match OneOrMany::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "`repair` must be \"off\", a repair's name or a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")",
-            )
+            serde::de::Error::custom(format!(
+                "`repair` must be \"off\", a repair's name or a list of names ({})",
+                quoted.join(", ")
+            ))
         })? {
             OneOrMany::One(name) if name == "off" => Vec::new(),
             OneOrMany::One(name) => vec![name],
@@ -252,24 +273,12 @@ impl<'de> Deserialize<'de> for Repairs {
         };
         let mut out = Vec::new();
         for name in names {
-            let r = match name.as_str() {
-                "flatten" => Repair::Flatten,
-                "softmax" => Repair::Softmax,
-                "class_name" => Repair::ClassName,
-                "missing_layer" => Repair::MissingLayer,
-                "layer_in_forward" => Repair::LayerInForward,
-                "uncalled" => Repair::Uncalled,
-                "inplace" => Repair::Inplace,
-                "channels" => Repair::Channels,
-                "pooling" => Repair::Pooling,
-                "budget" => Repair::Budget,
-                "forward" => Repair::Forward,
-                "change" => Repair::Change,
-                other => {
-                    return Err(serde::de::Error::custom(format!(
-                        "unknown repair `{other}`: the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
-                    )))
-                }
+            let Some(&(_, r)) = Repair::NAMED.iter().find(|(n, _)| *n == name) else {
+                let (last, rest) = quoted.split_last().expect("repairs");
+                return Err(serde::de::Error::custom(format!(
+                    "unknown repair `{name}`: the repairs are {} and {last} (or \"off\" for none)",
+                    rest.join(", ")
+                )));
             };
             if !out.contains(&r) {
                 out.push(r);
@@ -1253,8 +1262,20 @@ mod tests {
         );
         let msg = err("[search]\nrepair = [\"flatten\", \"dropout\"]\n");
         assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
+        assert!(
+            msg.contains(
+                "the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
+            ),
+            "{msg}"
+        );
         let msg = err("[search]\nrepair = 3\n");
         assert!(msg.starts_with("run.toml:2:") && msg.contains("a list of names"), "{msg}");
+        assert!(
+            msg.contains(
+                "a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")"
+            ),
+            "{msg}"
+        );
         // Written back (a run directory's config.toml), the list reads the same.
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
