@@ -1109,12 +1109,8 @@ pub fn repair_inplace(code: &str, failure: &CandidateFailure) -> Option<(String,
     }
     let lines: Vec<&str> = code.split('\n').collect();
     let mut in_forward = vec![false; lines.len()];
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim_start().starts_with("def forward(") {
-            if let Some((start, end)) = method_span(&lines[i..], "forward") {
-                in_forward[i + start + 1..i + end].iter_mut().for_each(|f| *f = true);
-            }
-        }
+    for (start, end) in forward_spans(&lines) {
+        in_forward[start + 1..end].iter_mut().for_each(|f| *f = true);
     }
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let mut notes: Vec<RepairNote> = Vec::new();
