@@ -209,6 +209,11 @@ pub enum Repair {
     /// out-of-place form and every `inplace=True` `inplace=False`, and the
     /// candidate is evaluated again; the record keeps each changed line.
     Inplace,
+    /// An activation on the logits `forward` returns (`x = self.relu5(x)`
+    /// before `return x`, `torch.sigmoid(...)`, an `nn.Sequential` head
+    /// closing in `nn.ReLU()`) is taken off before the first evaluation, as
+    /// `Softmax` takes a softmax off; the record keeps each changed line.
+    Logits,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -236,9 +241,10 @@ impl Serialize for Repairs {
 impl Repair {
     /// Every repair by its name in `[search] repair`, in the order the
     /// messages list them.
-    const NAMED: [(&'static str, Repair); 12] = [
+    const NAMED: [(&'static str, Repair); 13] = [
         ("flatten", Repair::Flatten),
         ("softmax", Repair::Softmax),
+        ("logits", Repair::Logits),
         ("class_name", Repair::ClassName),
         ("missing_layer", Repair::MissingLayer),
         ("layer_in_forward", Repair::LayerInForward),
@@ -883,7 +889,7 @@ pub const EMBEDDED_RETRY_TEMPERATURE: f32 = 1.0;
 impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
-    /// productive (`[search] repair = ["flatten", "softmax", "class_name",
+    /// productive (`[search] repair = ["flatten", "softmax", "logits", "class_name",
     /// "missing_layer", "layer_in_forward", "uncalled", "inplace", "channels", "pooling", "budget", "forward", "change"]`,
     /// `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
@@ -900,6 +906,7 @@ impl RunConfig {
         c.search.repair = Repairs(vec![
             Repair::Flatten,
             Repair::Softmax,
+            Repair::Logits,
             Repair::ClassName,
             Repair::MissingLayer,
             Repair::LayerInForward,
@@ -1248,6 +1255,7 @@ mod tests {
             Repairs(vec![
                 Repair::Flatten,
                 Repair::Softmax,
+                Repair::Logits,
                 Repair::ClassName,
                 Repair::MissingLayer,
                 Repair::LayerInForward,
@@ -1264,7 +1272,7 @@ mod tests {
         assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
         assert!(
             msg.contains(
-                "the repairs are \"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
+                "the repairs are \"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
             ),
             "{msg}"
         );
@@ -1272,7 +1280,7 @@ mod tests {
         assert!(msg.starts_with("run.toml:2:") && msg.contains("a list of names"), "{msg}");
         assert!(
             msg.contains(
-                "a list of names (\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")"
+                "a list of names (\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")"
             ),
             "{msg}"
         );
@@ -1280,7 +1288,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
+                "repair = [\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
             ),
             "{text}"
         );

@@ -480,6 +480,29 @@ fn one_iteration(design: &'static str, search: &str) -> nas_host::records::Itera
     recs.remove(0)
 }
 
+/// A classifier that returns its logits through a ReLU (the fourth target
+/// run's best design did).
+const RELU_ON_LOGITS: &str = "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(4)\n        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n        self.relu_out = nn.ReLU()\n\n    def forward(self, x):\n        x = self.pool(self.conv(x)).flatten(1)\n        x = self.fc(x)\n        x = self.relu_out(x)\n        return x\n";
+
+#[test]
+fn an_activation_on_the_logits_is_taken_off_before_training() {
+    let rec = one_trained_iteration(RELU_ON_LOGITS, "repair = [\"softmax\", \"logits\"]");
+    let notes: Vec<(&str, usize, &str, &str)> =
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.as_str())).collect();
+    assert_eq!(
+        notes,
+        [("logits", 14, "x = self.relu_out(x)", ""), ("logits", 9, "self.relu_out = nn.ReLU()", "")],
+        "{:?}",
+        rec.repair
+    );
+    let code = rec.code.as_deref().expect("code");
+    assert!(!code.contains("relu_out") && code.contains("        x = self.fc(x)\n"), "{code}");
+    assert_eq!(nas_host::search::repair::original(&rec.repair, code), RELU_ON_LOGITS.trim_end());
+    // Off, the design is trained as written.
+    let rec = one_trained_iteration(RELU_ON_LOGITS, "repair = [\"softmax\"]");
+    assert!(rec.repair.is_empty() && rec.code.as_deref().is_some_and(|c| c.contains("self.relu_out(x)")), "{rec:?}");
+}
+
 /// A forward that skips `fc1` (the embedded generator drops the line): the
 /// batch norm built for its output gets the flattened maps; `fc1` is sized
 /// for two poolings after one; and a dropout is called as its functional

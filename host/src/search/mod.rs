@@ -1218,11 +1218,12 @@ impl<'a> Search<'a> {
         // The repairs made before any evaluation, in order.
         let mut notes = grafted.to_vec();
         let mut softened = code.clone();
-        let before_training: [(Repair, repair::BeforeTraining); 4] = [
+        let before_training: [(Repair, repair::BeforeTraining); 5] = [
             (Repair::ClassName, repair::repair_class_name),
             (Repair::MissingLayer, repair::repair_missing_layer),
             (Repair::LayerInForward, repair::repair_layer_in_forward),
             (Repair::Softmax, repair::repair_softmax),
+            (Repair::Logits, repair::repair_logits),
         ];
         for (kind, repair) in before_training {
             if let Some((fixed, made)) = self.cfg.repair.has(kind).then(|| repair(&softened)).flatten() {
