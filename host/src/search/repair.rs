@@ -370,7 +370,7 @@ pub fn repair_logits(code: &str) -> Option<(String, Vec<RepairNote>)> {
 
 /// A function the returned logits should not pass through, as a repair
 /// reads it.
-pub struct Squash {
+struct Squash {
     /// The repair's name, for its notes.
     kind: &'static str,
     /// The functions, as `F.`, `nn.functional.`, `torch.nn.functional.` and
@@ -381,11 +381,11 @@ pub struct Squash {
 }
 
 /// What [`repair_softmax`] takes off.
-pub const SOFTMAX: Squash = Squash { kind: "softmax", functions: &["softmax"], modules: &["Softmax"] };
+const SOFTMAX: Squash = Squash { kind: "softmax", functions: &["softmax"], modules: &["Softmax"] };
 
 /// What [`repair_logits`] takes off: the activations that clip the logits
 /// from below or squash them into a band.
-pub const ACTIVATION: Squash = Squash {
+const ACTIVATION: Squash = Squash {
     kind: "logits",
     functions: &[
         "relu",
@@ -1420,13 +1420,7 @@ pub fn repair_forward(code: &str, base: &str) -> Option<(String, Vec<RepairNote>
     if lines.iter().any(|l| uncommented(l).trim_start().starts_with("def forward")) || binds_unreadably(code) {
         return None;
     }
-    let class = lines.iter().position(|l| {
-        let c = uncommented(l);
-        indent(c) == 0 && (c.trim_end().starts_with("class Net(") || c.trim_end() == "class Net:")
-    })?;
-    let end = (class + 1..lines.len())
-        .find(|&i| !uncommented(lines[i]).trim().is_empty() && indent(lines[i]) == 0)
-        .unwrap_or(lines.len());
+    let (class, end) = net_class_span(&lines)?;
     let body = &lines[class + 1..end];
     let init = body.iter().find(|l| uncommented(l).trim_start().starts_with("def __init__("))?;
     let method_indent = indent(init);
@@ -1555,21 +1549,28 @@ pub(super) fn forward_span(lines: &[&str]) -> Option<(usize, usize)> {
     method_span(lines, "forward")
 }
 
-/// The `forward` of the `Net` class and the end of its body (exclusive),
-/// as [`forward_span`] reads one; without a `class Net`, the only `forward`
-/// of `lines`. `None` when there is none, or several and no `Net`.
+/// The top-level `class Net` line of `lines` and the end of its body
+/// (exclusive): the next non-blank, non-comment line at the left margin.
+fn net_class_span(lines: &[&str]) -> Option<(usize, usize)> {
+    let class = lines.iter().position(|l| {
+        let c = uncommented(l);
+        indent(c) == 0 && (c.trim_end().starts_with("class Net(") || c.trim_end() == "class Net:")
+    })?;
+    let end = (class + 1..lines.len())
+        .find(|&i| !uncommented(lines[i]).trim().is_empty() && indent(lines[i]) == 0)
+        .unwrap_or(lines.len());
+    Some((class, end))
+}
+
+/// The `forward` of the `Net` class ([`net_class_span`]) and the end of its
+/// body (exclusive), as [`forward_span`] reads one; without a `class Net`,
+/// the only `forward` of `lines`. `None` when there is none, or several and
+/// no `Net`.
 fn net_forward_span(lines: &[&str]) -> Option<(usize, usize)> {
-    let Some(class) = lines.iter().position(|l| {
-        let t = l.trim_start();
-        t.starts_with("class Net(") || t.starts_with("class Net:")
-    }) else {
+    let Some((class, body_end)) = net_class_span(lines) else {
         let spans = forward_spans(lines);
         return (spans.len() == 1).then(|| spans[0]);
     };
-    let class_indent = indent(lines[class]);
-    let body_end = (class + 1..lines.len())
-        .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= class_indent)
-        .unwrap_or(lines.len());
     let (start, end) = method_span(&lines[class + 1..body_end], "forward")?;
     Some((class + 1 + start, class + 1 + end))
 }
