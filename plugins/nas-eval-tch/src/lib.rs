@@ -23,7 +23,9 @@
 //!    a network over the budget fails at stage `budget` without training.
 //!    The check also takes the network's fingerprint (a hash of its initial
 //!    parameters and buffers and of its outputs on the check's batch in
-//!    evaluation and in training mode; reported as `extra.network`): a
+//!    evaluation and in training mode, computed in float64 and rounded to
+//!    float32 so that the threads, the CPU and the checker do not change
+//!    it; reported as `extra.network`): a
 //!    network whose fingerprint is in the request's `known_networks` fails
 //!    at stage `network` (kind `duplicate`) without training. Written by
 //!    the candidate's process, a forged one can only refuse the candidate;

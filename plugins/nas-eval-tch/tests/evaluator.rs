@@ -227,6 +227,40 @@ fn a_network_already_trained_is_refused_before_its_epoch_however_it_is_written()
     assert_ne!(rate.extra[NETWORK_KEY], r.extra[NETWORK_KEY]);
 }
 
+/// A batch norm over a hidden layer's 512 features: in float32 its training
+/// mode output on the check's batch differs in the last bit between one
+/// thread and two (the fourth target run's iterations 34 and 47, one network
+/// checked at two fingerprints and trained twice).
+const NORMED_HIDDEN: &str = "import torch\nimport torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        c, h, w = in_shape\n        self.hidden = nn.Linear(c * h * w, 512)\n        self.norm = nn.BatchNorm1d(512)\n        self.head = nn.Linear(512, num_classes)\n\n    def forward(self, x):\n        return self.head(torch.relu(self.norm(self.hidden(x.flatten(1)))))\n";
+
+#[test]
+fn a_networks_fingerprint_does_not_depend_on_the_threads_or_the_checker() {
+    let _g = lock();
+    let request = |id: &str, known: Vec<String>| EvalRequest {
+        candidate_id: id.into(),
+        source: NORMED_HIDDEN.into(),
+        dataset: DatasetRef { dir: fmnist(), name: "test".into() },
+        time_limit_s: None,
+        seed: None,
+        save_model: None,
+        budget: Default::default(),
+        known_networks: known,
+    };
+    let small = json!({"max_train_examples": 256, "max_test_examples": 128});
+    let network = {
+        let mut e = evaluator(small.clone());
+        let r = ok(e.evaluate(&request("two-threads", Vec::new())).expect("evaluates"), "two threads");
+        r.extra[NETWORK_KEY].as_str().expect("a fingerprint").to_string()
+    };
+    // One thread, the cold checker: the same network, refused before its epoch.
+    let mut one = evaluator(
+        json!({"max_train_examples": 256, "max_test_examples": 128, "cpu_threads": 1, "warm_checker": false}),
+    );
+    let f = failure(one.evaluate(&request("one-thread", vec![network.clone()])).expect("evaluates"), "one thread");
+    assert_eq!((f.stage.as_str(), f.kind), ("network", FailureKind::Duplicate), "{f:#?}");
+    assert!(f.message.contains(&network), "{}", f.message);
+}
+
 /// Three 512-channel convolutions at full resolution: over 30 GFLOPs per
 /// training example, many minutes for 4000 examples on any CPU, while one
 /// batch of 8 takes a second or so (the projection is made in seconds).

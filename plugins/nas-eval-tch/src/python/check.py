@@ -209,10 +209,29 @@ model.zero_grad(set_to_none=True)
 # in evaluation and in training mode) train to the same score, whatever their
 # text: the search refuses to train such a network twice. Names are left out:
 # a layer renamed is the same network.
+#
+# The outputs are computed in float64 on a copy and rounded to float32: in
+# float32 their last bits depend on the order of the sums, which changes with
+# the number of threads, the CPU and whether the check runs in a fork (the
+# fourth target run trained one network twice, its check once at each of two
+# fingerprints). A network that does not run in float64 (a tensor of a fixed
+# dtype made in forward) is taken in float32, its outputs rounded to 8
+# significant bits.
 def tensor_bytes(t):
     # The raw bytes at once (a storage's bytes() reads them one by one in Python).
     t = t.detach().cpu().reshape(-1).clone()
     return ctypes.string_at(t.data_ptr(), t.numel() * t.element_size()) if t.numel() else b""
+
+
+def outputs(net, x):
+    # The outputs in evaluation mode, then in training mode (dropout drawn at the seed).
+    with torch.no_grad():
+        net.eval()
+        first = net(x)
+        net.train()
+        torch.manual_seed(seed)
+        second = net(x)
+    return first, second
 
 
 def network_fingerprint():
@@ -224,12 +243,20 @@ def network_fingerprint():
         for t in model.state_dict().values()
     )
     h = hashlib.sha256(b"".join(tensors))
-    with torch.no_grad():
-        model.eval()
-        h.update(tensor_bytes(model(dummy).float()))
-        model.train()
-        torch.manual_seed(seed)
-        h.update(tensor_bytes(model(dummy).float()))
+    try:
+        # In place (a copy would hold the parameters a third time); float32
+        # values come back exactly from float64, and the state is restored.
+        taken = [o.float() for o in outputs(model.double(), dummy.double())]
+        h.update(b"float64")
+    except BaseException:  # noqa: BLE001 - taken in float32 instead
+        model.float()
+        model.load_state_dict(state)
+        taken = [o.float().bfloat16().float() for o in outputs(model, dummy)]
+        h.update(b"float32")
+    model.float()
+    for o in taken:
+        h.update(tensor_bytes(o))
+    model.train()
     model.load_state_dict(state)
     return h.hexdigest()[:32]
 
@@ -238,6 +265,7 @@ try:
     fingerprint = network_fingerprint()
 except BaseException:  # noqa: BLE001 - a network that runs once but not twice is judged by training
     fingerprint = None
+    model.float()
     model.load_state_dict(state)
 
 # --- export ------------------------------------------------------------------------
