@@ -50,7 +50,7 @@
 # REPEATS (3), MODES ("default deterministic"), SLOTS (default 6), DEVICE,
 # TRAIN, PYTHON. On a machine without a GPU (DEVICE=cpu
 # PYTHON=.venv/bin/python TRAIN=512 REPEATS=2) it only tries the script: the
-# CPU is deterministic either way.
+# CPU is deterministic either way on one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/device-nas.sh

@@ -67,6 +67,14 @@ pub struct EvalRequest {
 /// mode), whatever their source text; they would train to the same score.
 pub const NETWORK_KEY: &str = "network";
 
+/// The key in [`EvalReport::extra`] under which an evaluator that can names
+/// the machine that trained the candidate, as one line (the processor, and
+/// what else decides the score's last bits: `AMD EPYC (AVX2) with torch
+/// 2.11.0`, `NVIDIA H100 80GB HBM3 with torch 2.11.0+cu128`). The same seed
+/// repeats a score exactly only where this is the same; the host's report
+/// lists the machines of a run that trained on more than one.
+pub const MACHINE_KEY: &str = "machine";
+
 /// The stage of a [`CandidateFailure`] that refuses a candidate before its
 /// training because it breaks the request's [`Budget`] (kind
 /// [`FailureKind::Constraint`]); a host may answer it (a narrower design,

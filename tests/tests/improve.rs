@@ -1007,6 +1007,13 @@ fn a_design_that_fails_its_check_is_fixed_by_the_generator_within_the_iteration_
     let csv = std::fs::read_to_string(reported.join("records.csv")).expect("records.csv");
     assert!(csv.lines().next().is_some_and(|h| h.contains("fixed_after")), "{csv}");
     assert!(csv.lines().nth(1).is_some_and(|r| r.contains(",runtime,")), "{csv}");
+    // It names the machine that trained, as the evaluator's report does.
+    let Outcome::Ok { report } = &rec.outcome else { unreachable!() };
+    let machine = report.extra[nas_plugin_api::MACHINE_KEY].as_str().expect("the machine").to_string();
+    assert!(machine.contains(" with torch "), "{machine}");
+    let mut rows = csv::Reader::from_path(reported.join("records.csv")).expect("records.csv");
+    let column = rows.headers().expect("headers").iter().position(|h| h == "machine").expect("a machine column");
+    assert_eq!(&rows.records().next().expect("a row").expect("row")[column], machine);
 
     // Replayed from the run's journal, the same exchange gives the same record.
     drop(server);

@@ -167,6 +167,54 @@ fn failures_table(groups: &[Group]) -> Option<Table> {
     Some(Table { header, rows })
 }
 
+/// The machines that trained each run's designs (`extra.machine` of their
+/// reports), for the runs whose trained designs name more than one: which
+/// iterations each trained. `None` when every run names one or none.
+fn machines_table(groups: &[Group]) -> Option<Table> {
+    let mut rows = Vec::new();
+    for run in groups.iter().flat_map(|g| &g.runs) {
+        let mut by: Vec<(String, Vec<u64>)> = Vec::new();
+        for r in &run.records {
+            let Outcome::Ok { report } = &r.outcome else { continue };
+            let Some(machine) = report.extra.get(nas_plugin_api::MACHINE_KEY).and_then(|m| m.as_str()) else {
+                continue;
+            };
+            match by.iter_mut().find(|(m, _)| m == machine) {
+                Some((_, its)) => its.push(r.iteration),
+                None => by.push((machine.to_string(), vec![r.iteration])),
+            }
+        }
+        if by.len() < 2 {
+            continue;
+        }
+        for (machine, its) in by {
+            rows.push(vec![run.label.clone(), machine, its.len().to_string(), spans(&its)]);
+        }
+    }
+    (!rows.is_empty())
+        .then(|| Table { header: ["run", "machine", "trained", "iterations"].map(String::from).to_vec(), rows })
+}
+
+/// Iterations in ascending order as spans: `1–20, 23, 45–50`.
+fn spans(its: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < its.len() {
+        let mut j = i;
+        while j + 1 < its.len() && its[j + 1] == its[j] + 1 {
+            j += 1;
+        }
+        out.push(if j > i { format!("{}–{}", its[i], its[j]) } else { its[i].to_string() });
+        i = j + 1;
+    }
+    out.join(", ")
+}
+
+const MACHINES: &str = "These runs trained their designs on more than one machine (a run resumed elsewhere, or \
+islands on several nodes). Float32 training gives other last bits on another processor or torch, so the same \
+design at the same seed can score a few tenths of a point apart there: compare scores across machines as draws, \
+not as repeats.";
+
 /// What the common changes of `[search] fallback_changes` gave in each
 /// run, read from its memory entries (those whose suggestion is the change
 /// itself: made on the best design; [`ChangeStats`]): how often each was
@@ -378,6 +426,14 @@ pub fn page(groups: &[Group], figures: &[Figure], options: &ReportOptions, compa
     if let Some(t) = failures_table(groups) {
         let _ = write!(s, "<h2 id=\"failures\">Failures by kind</h2>\n{}", t.html("failures"));
     }
+    if let Some(t) = machines_table(groups) {
+        let _ = write!(
+            s,
+            "<h2 id=\"machines\">Machines</h2>\n<p class=\"note\">{}</p>\n{}",
+            escape(MACHINES),
+            t.html("machines")
+        );
+    }
     if let Some(t) = changes_table(groups) {
         let _ = write!(
             s,
@@ -486,6 +542,9 @@ pub fn markdown(
     if let Some(t) = failures_table(groups) {
         let _ = write!(s, "## Failures by kind\n\n{}\n", t.markdown());
     }
+    if let Some(t) = machines_table(groups) {
+        let _ = write!(s, "## Machines\n\n{MACHINES}\n\n{}\n", t.markdown());
+    }
     if let Some(t) = changes_table(groups) {
         let _ = write!(s, "## Common changes\n\n{CHANGES}\n\n{}\n", t.markdown());
     }
@@ -575,6 +634,37 @@ mod tests {
         let none =
             [Group { name: "r".into(), runs: vec![RunData { memory: Vec::new(), ..groups[0].runs[0].clone() }] }];
         assert!(changes_table(&none).is_none());
+    }
+
+    #[test]
+    fn a_run_trained_on_two_machines_says_which_trained_what() {
+        use crate::cycles::select::tests::record;
+        use nas_plugin_api::{CandidateFailure, EvalReport, FailureKind};
+        let on = |t: u64, machine: Option<&str>| {
+            let mut report = EvalReport { accuracy: 0.9, ..Default::default() };
+            if let Some(m) = machine {
+                report.extra.insert("machine".into(), serde_json::json!(m));
+            }
+            record(t, "class Net: pass", Outcome::Ok { report })
+        };
+        let (a, b) =
+            ("AMD EPYC (AVX2) with torch 2.11.0", "Intel(R) Xeon(R) Platinum 8481C (AVX512) with torch 2.11.0");
+        let failed = record(
+            4,
+            "x",
+            Outcome::Failed { failure: CandidateFailure::new("check", FailureKind::Runtime, "boom".to_string()) },
+        );
+        let records =
+            vec![on(1, Some(a)), on(2, Some(a)), on(3, Some(a)), failed, on(5, Some(b)), on(6, None), on(7, Some(a))];
+        let groups = [Group { name: "g".into(), runs: vec![RunData::of(records, Vec::new())] }];
+        let t = machines_table(&groups).expect("two machines");
+        assert_eq!(t.rows, [["r", a, "4", "1–3, 7"], ["r", b, "1", "5"]].map(|r| r.map(String::from).to_vec()));
+        let summary = markdown(&groups, &[], &ReportOptions::default(), None);
+        assert!(summary.contains("## Machines") && summary.contains("compare scores across machines as draws"));
+        // One machine, or none named (runs before reports named it): nothing to say.
+        let one = [Group { name: "g".into(), runs: vec![RunData::of(vec![on(1, Some(a)), on(2, None)], Vec::new())] }];
+        assert!(machines_table(&one).is_none());
+        assert!(!markdown(&one, &[], &ReportOptions::default(), None).contains("## Machines"));
     }
 
     #[test]

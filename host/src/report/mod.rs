@@ -225,6 +225,9 @@ pub struct Row {
     pub peak_memory_bytes: Option<u64>,
     /// The seed the evaluator trained it with, as it reported.
     pub train_seed: Option<u64>,
+    /// The machine that trained it, as the evaluator named it
+    /// (`extra.machine`: processor and torch).
+    pub machine: Option<String>,
     /// The evaluator's device seconds (else its wall seconds).
     pub device_seconds: f64,
     /// Seconds in the evaluator.
@@ -291,6 +294,10 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     batch_latency_ms: measured.and_then(|x| x.batch_latency_ms),
                     peak_memory_bytes: measured.and_then(|x| x.peak_memory_bytes),
                     train_seed: measured.and_then(|x| x.seed),
+                    machine: measured
+                        .and_then(|x| x.extra.get(nas_plugin_api::MACHINE_KEY))
+                        .and_then(|m| m.as_str())
+                        .map(String::from),
                     device_seconds: r.device_seconds(),
                     eval_seconds: r.eval_seconds,
                     llm_seconds: r.generator_usage.seconds + r.improver_usage.seconds,

@@ -75,19 +75,67 @@ pub fn find_worker(setting: Option<&Path>) -> Result<PathBuf, PluginError> {
     ))
 }
 
-/// Checks that `python` imports torch; answers its version and how many CUDA
-/// devices it sees. The error says how to set it up.
-pub fn check_torch(python: &Path) -> Result<(String, usize), PluginError> {
-    let out = Command::new(python)
-        .args(["-c", "import torch; print(torch.__version__); print(torch.cuda.device_count())"])
-        .env("PYTHONNOUSERSITE", "1")
-        .output()
-        .map_err(|e| {
-            PluginError::new(
-                ErrorCode::NotFound,
-                format!("[{PLUGIN_ID}] cannot run Python `{}`: {e}; create the project virtualenv with `python3 -m venv .venv && .venv/bin/pip install torch==2.11.0 numpy` or set `python` / NAS_PYTHON", python.display()),
-            )
-        })?;
+/// What `python`'s torch says of this machine: the torch that trains here
+/// (the worker links the same libtorch), and what decides a score's last
+/// bits besides the seed.
+#[derive(Debug, Clone, Default)]
+pub struct TorchInfo {
+    /// `torch.__version__`.
+    pub version: String,
+    /// The CUDA devices torch sees, by name, in index order.
+    pub cuda: Vec<String>,
+    /// The instruction set ATen's CPU kernels dispatch to (`AVX2`,
+    /// `AVX512`, `DEFAULT`; empty when this torch cannot say).
+    pub cpu_capability: String,
+}
+
+impl TorchInfo {
+    /// The processor that trains on `device` (`cpu`, `cuda:N`), as a
+    /// report's `extra.machine` names it: `AMD EPYC (AVX2) with torch 2.11.0`,
+    /// `NVIDIA H100 80GB HBM3 with torch 2.11.0+cu128`. Float32 training on
+    /// another processor or torch gives other last bits, so the same seed
+    /// repeats a score only where this is the same.
+    pub fn machine(&self, device: &str) -> String {
+        let gpu = device.strip_prefix("cuda").map(|n| n.trim_start_matches(':').parse::<usize>().unwrap_or(0));
+        let processor = match gpu {
+            Some(n) => self.cuda.get(n).cloned().unwrap_or_else(|| format!("CUDA device {n}")),
+            None if self.cpu_capability.is_empty() => cpu_model(),
+            None => format!("{} ({})", cpu_model(), self.cpu_capability),
+        };
+        format!("{processor} with torch {}", self.version)
+    }
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), else the architecture.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| matches!(k.trim(), "model name" | "Model" | "cpu model"))
+                .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// The Python that asks torch what [`TorchInfo`] holds, one line of JSON.
+const TORCH_INFO: &str = "import json, torch\n\
+cap = getattr(getattr(torch.backends, 'cpu', None), 'get_cpu_capability', lambda: '')\n\
+n = torch.cuda.device_count()\n\
+print(json.dumps({'version': torch.__version__, 'cuda': [torch.cuda.get_device_name(i) for i in range(n)], 'cpu_capability': cap()}))";
+
+/// Checks that `python` imports torch; answers its version, the CUDA
+/// devices it sees and the CPU's instruction set. The error says how to set
+/// it up.
+pub fn check_torch(python: &Path) -> Result<TorchInfo, PluginError> {
+    let out = Command::new(python).args(["-c", TORCH_INFO]).env("PYTHONNOUSERSITE", "1").output().map_err(|e| {
+        PluginError::new(
+            ErrorCode::NotFound,
+            format!("[{PLUGIN_ID}] cannot run Python `{}`: {e}; create the project virtualenv with `python3 -m venv .venv && .venv/bin/pip install torch==2.11.0 numpy` or set `python` / NAS_PYTHON", python.display()),
+        )
+    })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("");
@@ -97,10 +145,16 @@ pub fn check_torch(python: &Path) -> Result<(String, usize), PluginError> {
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines().map(str::trim);
-    let version = lines.next().unwrap_or_default().to_string();
-    let cuda_devices = lines.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-    Ok((version, cuda_devices))
+    let answer: serde_json::Value = text.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    let string = |k: &str| answer[k].as_str().unwrap_or_default().to_string();
+    Ok(TorchInfo {
+        version: string("version"),
+        cuda: answer["cuda"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n.as_str().map(String::from)).collect())
+            .unwrap_or_default(),
+        cpu_capability: string("cpu_capability"),
+    })
 }
 
 /// Where Debian's dataset packages install (raw data, labels included).

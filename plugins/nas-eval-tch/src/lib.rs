@@ -47,6 +47,10 @@
 //! module namespace before running its file as written. The worker also
 //! measures the inference latency (batch 1 and the training batch size), the
 //! trainee's own peak memory and the device seconds of the evaluation.
+//! The report names the machine that trained (`extra.machine`: the GPU, or
+//! the CPU's model and the instruction set ATen's kernels use, and the torch
+//! version): float32 training on another processor gives other last bits,
+//! so the same seed repeats a score exactly only on the same machine.
 //!
 //! When the request sets [`EvalRequest::save_model`], the worker saves the
 //! trained module (TorchScript, eval mode, CPU tensors; its input is the
@@ -108,7 +112,7 @@
 //! | `omp_wait_policy` | `"auto"` | OpenMP waiting: `auto` (passive when the machine is busy, else libgomp's default: spin a moment, then sleep), `active` (spin without end, also while the worker waits between candidates and the LLM runs: for benchmarks), `passive` |
 //! | `extra_read_paths` | `[]` | more paths the sandbox may read (e.g. a libtorch elsewhere) |
 //! | `keep_scratch` | false | keep each candidate's scratch directory |
-//! | `deterministic` | false | deterministic algorithms, as `torch.use_deterministic_algorithms(True, warn_only=True)` with cuDNN's deterministic mode (and its benchmark mode off) and a fixed cuBLAS workspace: where every operation of a candidate has a deterministic implementation, the same seed gives the same score on a GPU too; an operation without one (on a GPU: the backward passes of `AdaptiveAvgPool2d`, `AdaptiveMaxPool2d`, bilinear `interpolate`, `ReflectionPad2d`; anywhere: `MaxUnpool2d`) runs as before and is named in the score's `nondeterministic_ops` (empty: the score repeats exactly). On the CPU the evaluator is deterministic either way |
+//! | `deterministic` | false | deterministic algorithms, as `torch.use_deterministic_algorithms(True, warn_only=True)` with cuDNN's deterministic mode (and its benchmark mode off) and a fixed cuBLAS workspace: where every operation of a candidate has a deterministic implementation, the same seed gives the same score on a GPU too; an operation without one (on a GPU: the backward passes of `AdaptiveAvgPool2d`, `AdaptiveMaxPool2d`, bilinear `interpolate`, `ReflectionPad2d`; anywhere: `MaxUnpool2d`) runs as before and is named in the score's `nondeterministic_ops` (empty: the score repeats exactly). On the CPU the evaluator is deterministic either way on one machine (`extra.machine` names it) |
 //! | `bf16` | false | bfloat16 autocast for forward passes (training, test, latency); the paper's recipe is fp32 |
 //! | `channels_last` | false | channels-last memory order for 4-D weights and input batches |
 //! | `stop_early` | true | stop a training whose first batches (after two warm-up batches, at least 3 batches and 3 s) project the training and the test past 1.5 times the evaluation's time left: a `timeout` failure that says the projection, in seconds instead of at the limit |
@@ -136,7 +140,7 @@
 //! println!("{}", serde_json::to_string(&outcome).unwrap());
 //! ```
 
-mod discover;
+pub mod discover;
 mod held_out;
 mod landlock;
 pub mod output;
@@ -383,6 +387,8 @@ pub struct TchOneEpoch {
     settings: Settings,
     python: PathBuf,
     worker_path: PathBuf,
+    /// The torch that trains here and the machine it runs on.
+    torch: discover::TorchInfo,
     caps: sandbox::Capabilities,
     dirs: Scratch,
     read_paths: Vec<PathBuf>,
@@ -522,8 +528,8 @@ impl TchOneEpoch {
         settings.extra_read_paths = settings.extra_read_paths.iter().map(|p| ctx.resolve(p.clone())).collect();
         let python = find_python(settings.python.as_deref())?;
         let worker_path = find_worker(settings.worker_path.as_deref())?;
-        let (_, cuda_devices) = discover::check_torch(&python)?;
-        check_device(&settings.device, cuda_devices)?;
+        let torch = discover::check_torch(&python)?;
+        check_device(&settings.device, torch.cuda.len())?;
         let python = std::path::absolute(&python).unwrap_or(python);
         let worker_path = worker_path.canonicalize().unwrap_or(worker_path);
         // This instance's own directory (below the host's scratch when given), removed on drop.
@@ -570,6 +576,7 @@ impl TchOneEpoch {
             settings,
             python,
             worker_path,
+            torch,
             caps,
             dirs,
             read_paths,
@@ -1231,6 +1238,10 @@ impl TchOneEpoch {
         }
         extra.insert("contract".into(), json!(pass.contract));
         extra.insert("export".into(), json!(pass.export));
+        extra.insert(
+            nas_plugin_api::MACHINE_KEY.into(),
+            json!(self.torch.machine(r["device"].as_str().unwrap_or("cpu"))),
+        );
         Ok(EvalOutcome::Ok(EvalReport {
             accuracy,
             train_loss: r["train_loss"].as_f64(),

@@ -625,6 +625,21 @@ fn latency_memory_and_device_time_are_measured_and_plausible() {
     assert!(c > 12 << 20, "the CNN's activations: {c}");
     assert!(m < c / 4, "the MLP uses far less than the CNN: {m} vs {c}");
     assert!(cnn.batch_latency_ms > mlp.batch_latency_ms, "{:?} vs {:?}", cnn.batch_latency_ms, mlp.batch_latency_ms);
+    // The machine that trained: this CPU's model, the instruction set
+    // torch's kernels use here, and the torch version the Python reports.
+    let python = nas_eval_tch::find_python(None).expect("python");
+    let asked = |code: &str| {
+        let out = std::process::Command::new(&python).args(["-c", code]).output().expect("python runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let expected = format!(
+        "{} ({}) with torch {}",
+        nas_eval_tch::discover::cpu_model(),
+        asked("import torch; print(torch.backends.cpu.get_cpu_capability())"),
+        asked("import torch; print(torch.__version__)")
+    );
+    assert_eq!(cnn.extra["machine"], json!(expected), "{:?}", cnn.extra);
+    assert_eq!(mlp.extra["machine"], cnn.extra["machine"]);
 }
 
 /// The processes /proc lists (from here, outside the sandboxes' namespaces).

@@ -1,0 +1,17 @@
+import torch
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        C, H, W = in_shape
+        def block(i, o):
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+        self.features = nn.Sequential(
+            block(C, 32), block(32, 64), nn.MaxPool2d(2),
+            block(64, 128), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(128 * (H // 4) * (W // 4), 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
