@@ -449,6 +449,15 @@ fn nas_eval_sets_the_evaluators_settings_and_names_a_key_it_does_not_have() {
     let outcome: serde_json::Value = serde_json::from_str(&stdout).expect("JSON outcome");
     // 256 examples in batches of 64, tested on 300.
     assert_eq!((outcome["extra"]["steps"].as_u64(), outcome["extra"]["test_examples"].as_u64()), (Some(4), Some(300)));
+    // As text, the score says the machine that trained it.
+    let out = nas_with_evaluator(
+        dir.path(),
+        &["eval", s(&file), "--max-train-examples", "256", "--set", "max_test_examples = 300"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let machine = outcome["extra"]["machine"].as_str().expect("the machine");
+    assert!(stdout.contains(&format!("machine       {machine}\n")), "{stdout}");
     let out = nas_with_evaluator(dir.path(), &[&args[..], &["--set", "batch_sise=64"]].concat());
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

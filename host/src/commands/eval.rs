@@ -72,6 +72,9 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
                     println!("peak memory   {:.0} MB", m as f64 / 1e6);
                 }
                 println!("device        {}", r.device);
+                if let Some(m) = r.extra.get(nas_plugin_api::MACHINE_KEY).and_then(|m| m.as_str()) {
+                    println!("machine       {m}");
+                }
             }
             EvalOutcome::Failed(f) => {
                 println!("failed        {} (stage {})", f.kind, f.stage);
