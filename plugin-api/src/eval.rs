@@ -178,6 +178,14 @@ pub struct EvalReport {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl EvalReport {
+    /// The machine that trained the candidate ([`MACHINE_KEY`]), when the
+    /// evaluator named it.
+    pub fn machine(&self) -> Option<&str> {
+        self.extra.get(MACHINE_KEY).and_then(|m| m.as_str())
+    }
+}
+
 /// The kind of a candidate's failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

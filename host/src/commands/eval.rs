@@ -72,7 +72,7 @@ pub fn run(plugins: &[PathBuf], args: &EvalArgs) -> Result<(), Failure> {
                     println!("peak memory   {:.0} MB", m as f64 / 1e6);
                 }
                 println!("device        {}", r.device);
-                if let Some(m) = r.extra.get(nas_plugin_api::MACHINE_KEY).and_then(|m| m.as_str()) {
+                if let Some(m) = r.machine() {
                     println!("machine       {m}");
                 }
             }

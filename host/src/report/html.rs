@@ -176,9 +176,7 @@ fn machines_table(groups: &[Group]) -> Option<Table> {
         let mut by: Vec<(String, Vec<u64>)> = Vec::new();
         for r in &run.records {
             let Outcome::Ok { report } = &r.outcome else { continue };
-            let Some(machine) = report.extra.get(nas_plugin_api::MACHINE_KEY).and_then(|m| m.as_str()) else {
-                continue;
-            };
+            let Some(machine) = report.machine() else { continue };
             match by.iter_mut().find(|(m, _)| m == machine) {
                 Some((_, its)) => its.push(r.iteration),
                 None => by.push((machine.to_string(), vec![r.iteration])),

@@ -294,10 +294,7 @@ pub fn rows(groups: &[Group]) -> Vec<Row> {
                     batch_latency_ms: measured.and_then(|x| x.batch_latency_ms),
                     peak_memory_bytes: measured.and_then(|x| x.peak_memory_bytes),
                     train_seed: measured.and_then(|x| x.seed),
-                    machine: measured
-                        .and_then(|x| x.extra.get(nas_plugin_api::MACHINE_KEY))
-                        .and_then(|m| m.as_str())
-                        .map(String::from),
+                    machine: measured.and_then(|x| x.machine()).map(String::from),
                     device_seconds: r.device_seconds(),
                     eval_seconds: r.eval_seconds,
                     llm_seconds: r.generator_usage.seconds + r.improver_usage.seconds,

@@ -78,7 +78,8 @@ pub fn find_worker(setting: Option<&Path>) -> Result<PathBuf, PluginError> {
 /// What `python`'s torch says of this machine: the torch that trains here
 /// (the worker links the same libtorch), and what decides a score's last
 /// bits besides the seed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
 pub struct TorchInfo {
     /// `torch.__version__`.
     pub version: String,
@@ -87,6 +88,9 @@ pub struct TorchInfo {
     /// The instruction set ATen's CPU kernels dispatch to (`AVX2`,
     /// `AVX512`, `DEFAULT`; empty when this torch cannot say).
     pub cpu_capability: String,
+    /// The CPU's model ([`cpu_model`]), read once.
+    #[serde(skip)]
+    pub cpu: String,
 }
 
 impl TorchInfo {
@@ -99,8 +103,8 @@ impl TorchInfo {
         let gpu = device.strip_prefix("cuda").map(|n| n.trim_start_matches(':').parse::<usize>().unwrap_or(0));
         let processor = match gpu {
             Some(n) => self.cuda.get(n).cloned().unwrap_or_else(|| format!("CUDA device {n}")),
-            None if self.cpu_capability.is_empty() => cpu_model(),
-            None => format!("{} ({})", cpu_model(), self.cpu_capability),
+            None if self.cpu_capability.is_empty() => self.cpu.clone(),
+            None => format!("{} ({})", self.cpu, self.cpu_capability),
         };
         format!("{processor} with torch {}", self.version)
     }
@@ -145,16 +149,8 @@ pub fn check_torch(python: &Path) -> Result<TorchInfo, PluginError> {
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let answer: serde_json::Value = text.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
-    let string = |k: &str| answer[k].as_str().unwrap_or_default().to_string();
-    Ok(TorchInfo {
-        version: string("version"),
-        cuda: answer["cuda"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|n| n.as_str().map(String::from)).collect())
-            .unwrap_or_default(),
-        cpu_capability: string("cpu_capability"),
-    })
+    let answer: Option<TorchInfo> = text.lines().last().and_then(|l| serde_json::from_str(l).ok());
+    Ok(TorchInfo { cpu: cpu_model(), ..answer.unwrap_or_default() })
 }
 
 /// Where Debian's dataset packages install (raw data, labels included).

@@ -210,7 +210,7 @@ model.zero_grad(set_to_none=True)
 # text: the search refuses to train such a network twice. Names are left out:
 # a layer renamed is the same network.
 #
-# The outputs are computed in float64 on a copy and rounded to float32: in
+# The outputs are computed in float64 and rounded to float32: in
 # float32 their last bits depend on the order of the sums, which changes with
 # the number of threads, the CPU and whether the check runs in a fork (the
 # fourth target run trained one network twice, its check once at each of two
@@ -256,7 +256,6 @@ def network_fingerprint():
     model.float()
     for o in taken:
         h.update(tensor_bytes(o))
-    model.train()
     model.load_state_dict(state)
     return h.hexdigest()[:32]
 
