@@ -214,6 +214,12 @@ pub enum Repair {
     /// closing in `nn.ReLU()`) is taken off before the first evaluation, as
     /// `Softmax` takes a softmax off; the record keeps each changed line.
     Logits,
+    /// A batch norm of the other dimensionality than the tensor it receives
+    /// (an `nn.BatchNorm2d` called on flattened features, an `nn.BatchNorm1d`
+    /// on feature maps): the one the failing line of `forward` calls becomes
+    /// the other kind, and the candidate is evaluated again; the record
+    /// keeps the changed line.
+    NormDim,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -241,7 +247,7 @@ impl Serialize for Repairs {
 impl Repair {
     /// Every repair by its name in `[search] repair`, in the order the
     /// messages list them.
-    const NAMED: [(&'static str, Repair); 13] = [
+    const NAMED: [(&'static str, Repair); 14] = [
         ("flatten", Repair::Flatten),
         ("softmax", Repair::Softmax),
         ("logits", Repair::Logits),
@@ -250,6 +256,7 @@ impl Repair {
         ("layer_in_forward", Repair::LayerInForward),
         ("uncalled", Repair::Uncalled),
         ("inplace", Repair::Inplace),
+        ("norm_dim", Repair::NormDim),
         ("channels", Repair::Channels),
         ("pooling", Repair::Pooling),
         ("budget", Repair::Budget),
@@ -890,7 +897,7 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "logits", "class_name",
-    /// "missing_layer", "layer_in_forward", "uncalled", "inplace", "channels", "pooling", "budget", "forward", "change"]`,
+    /// "missing_layer", "layer_in_forward", "uncalled", "inplace", "norm_dim", "channels", "pooling", "budget", "forward", "change"]`,
     /// `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `fix_retries = 1`,
@@ -912,6 +919,7 @@ impl RunConfig {
             Repair::LayerInForward,
             Repair::Uncalled,
             Repair::Inplace,
+            Repair::NormDim,
             Repair::Channels,
             Repair::Pooling,
             Repair::Budget,
@@ -1261,6 +1269,7 @@ mod tests {
                 Repair::LayerInForward,
                 Repair::Uncalled,
                 Repair::Inplace,
+                Repair::NormDim,
                 Repair::Channels,
                 Repair::Pooling,
                 Repair::Budget,
@@ -1272,7 +1281,7 @@ mod tests {
         assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
         assert!(
             msg.contains(
-                "the repairs are \"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
+                "the repairs are \"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
             ),
             "{msg}"
         );
@@ -1280,7 +1289,7 @@ mod tests {
         assert!(msg.starts_with("run.toml:2:") && msg.contains("a list of names"), "{msg}");
         assert!(
             msg.contains(
-                "a list of names (\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")"
+                "a list of names (\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")"
             ),
             "{msg}"
         );
@@ -1288,7 +1297,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
+                "repair = [\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
             ),
             "{text}"
         );

@@ -608,6 +608,35 @@ fn a_tensor_the_gradient_needs_changed_in_place_is_computed_out_of_place_and_tra
     assert!(failure.message.contains("modified by an inplace operation"), "{failure:?}");
 }
 
+/// A batch norm for feature maps called on the flattened features, in
+/// place of the `nn.Linear` it was asked to follow (the fifth target run's
+/// iteration 3): two failures, one after the other.
+const NORM_ON_FEATURES: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(in_shape[0], 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc1 = nn.Linear(8 * 14 * 14, 32)\n        self.bn = nn.BatchNorm2d(32)\n        self.fc2 = nn.Linear(32, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        x = x.flatten(1)\n        x = self.bn(x)\n        return self.fc2(torch.relu(x))\n";
+
+#[test]
+fn a_batch_norm_of_the_other_kind_is_made_the_right_one_and_then_the_layer_it_follows_is_called() {
+    let rec = one_trained_iteration(NORM_ON_FEATURES, "repair = [\"flatten\", \"uncalled\", \"norm_dim\"]");
+    let notes: Vec<(&str, usize, &str, &str)> =
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+    assert_eq!(
+        notes,
+        [
+            ("norm_dim", 10, "self.bn = nn.BatchNorm2d(32)", "self.bn = nn.BatchNorm1d(32)"),
+            ("uncalled", 15, "x = x.flatten(1)", "x = x.flatten(1)\n        x = self.fc1(x)"),
+        ]
+    );
+    let failures: Vec<&str> =
+        rec.repair.iter().map(|n| n.failure.as_ref().expect("a failure behind each").message.as_str()).collect();
+    assert!(failures[0].contains("expected 4D input (got 2D input)"), "{failures:?}");
+    assert!(failures[1].contains("running_mean should contain 1568 elements not 32"), "{failures:?}");
+    // Without it the design fails its check on the first.
+    let rec = one_iteration(NORM_ON_FEATURES, "repair = [\"flatten\", \"uncalled\"]");
+    match &rec.outcome {
+        Outcome::Failed { failure } => assert!(failure.message.contains("expected 4D input"), "{failure:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A convolution built for three channels on a one-channel image, and a
 /// head sized for two poolings after one: two failures, one after the other.
 const MISWIRED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.fc(x.flatten(1))\n";

@@ -79,6 +79,11 @@
 //! target run's best design ended `x = self.relu5(x)`). With `"logits"`,
 //! [`repair_logits`] takes it off as the softmax repair takes a softmax off.
 //!
+//! The thirteenth: a batch norm of the other dimensionality than what it
+//! receives (an `nn.BatchNorm2d` called on the flattened features, the fifth
+//! target run's iteration 3). With `"norm_dim"`, [`repair_norm_dim`] makes
+//! it the other kind, after a failed check.
+//!
 //! Not a repair of a failure but of an answer that changed nothing: with
 //! `"change"`, [`super::change`] makes a common change on the best design
 //! itself when the generator gives it back on every retry.
@@ -1256,6 +1261,69 @@ fn one_operand(expr: &str) -> bool {
         }
     }
     true
+}
+
+/// The kind of a [`repair_norm_dim`] note.
+pub const NORM_DIM: &str = "norm_dim";
+
+/// A batch norm of the other dimensionality than the tensor it receives:
+/// an `nn.BatchNorm2d` called on flattened features (torch: `expected 4D
+/// input (got 2D input)`; the fifth target run's iteration 3 put one after
+/// the flatten, where the design it changed had its first `nn.Linear`), or
+/// an `nn.BatchNorm1d` called on feature maps (`expected 2D or 3D input
+/// (got 4D input)`). The one batch norm of that kind that the line of
+/// `forward` where the traceback ends calls becomes the other kind, its
+/// arguments kept: the normalisation the design asked for, over the
+/// features it has there. One note of kind [`NORM_DIM`], the line count
+/// kept. Its size is then the `channels` repair's, or `uncalled`'s where
+/// the line skipped the layer it was built for (that iteration's
+/// `nn.BatchNorm1d(128)` gets the 3136 flattened features, and the
+/// `nn.Linear(3136, 128)` that `forward` dropped is called before it).
+/// `None` for another failure, an unreadable binding, or no single batch
+/// norm of that kind called on that line.
+pub fn repair_norm_dim(code: &str, failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
+    let (from, to) = if failure.message.contains("expected 4D input (got 2D input)") {
+        ("BatchNorm2d", "BatchNorm1d")
+    } else if failure.message.contains("expected 2D or 3D input (got 4D input)") {
+        ("BatchNorm1d", "BatchNorm2d")
+    } else {
+        return None;
+    };
+    if binds_unreadably(code) {
+        return None;
+    }
+    let lines: Vec<&str> = code.split('\n').collect();
+    let failing = failing_forward_line(failure, code)?;
+    let calls = self_calls(lines.get(failing - 1)?);
+    let norms: Vec<String> =
+        bound_calls(code, &lines, from).into_iter().map(|(name, _)| name).filter(|n| calls.contains(n)).collect();
+    let [norm] = norms.as_slice() else { return None };
+    // Its one binding, which builds a batch norm of that kind.
+    let opening = format!("{from}(");
+    let builds = |l: &str| {
+        let c = uncommented(l);
+        c.match_indices(&opening).any(|(i, _)| !c[..i].ends_with(|ch: char| ch.is_alphanumeric() || ch == '_'))
+    };
+    let bindings: Vec<usize> = (0..lines.len()).filter(|&i| bound_by(lines[i]).0.contains(norm)).collect();
+    let [at] = bindings.as_slice() else { return None };
+    if !builds(lines[*at]) {
+        return None;
+    }
+    let line = lines[*at];
+    let c = uncommented(line);
+    let (pos, _) =
+        c.match_indices(&opening).find(|(i, _)| !c[..*i].ends_with(|ch: char| ch.is_alphanumeric() || ch == '_'))?;
+    let fixed = format!("{}{to}{}", &line[..pos], &line[pos + from.len()..]);
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    out[*at] = fixed.clone();
+    let note = RepairNote {
+        kind: NORM_DIM.into(),
+        line: at + 1,
+        before: line.into(),
+        after: fixed,
+        failure: Some(failure.clone()),
+    };
+    Some((out.join("\n"), vec![note]))
 }
 
 /// The kind of a [`repair_uncalled`] note.
@@ -2953,6 +3021,63 @@ mod tests {
         // Once fc1 is called anywhere, it is not the layer forward skipped.
         let called = code.replace("x = self.bn_fc(x)", "x = self.bn_fc(x) + 0 * self.fc1(x).sum()");
         assert_eq!(repair_uncalled(&called, &failure, [1, 28, 28], 10), None);
+    }
+
+    #[test]
+    fn a_batch_norm_2d_on_the_flattened_features_becomes_1d_and_then_gets_the_linear_it_skipped() {
+        // Recorded (the fifth target run's iteration 3): asked for "one more
+        // batch normalization layer after the second fully connected layer",
+        // the generator built self.bn3 = nn.BatchNorm2d(128) and called it
+        // on the flattened maps in place of fc1.
+        let code = include_str!("testdata/batch_norm_2d_on_features.py");
+        let failure = CandidateFailure {
+            traceback: include_str!("testdata/batch_norm_2d_on_features.traceback").to_string(),
+            ..runtime("the forward pass on a dummy batch of shape [2, 1, 28, 28] raised ValueError: expected 4D input (got 2D input)")
+        };
+        let (fixed, notes) = repair_norm_dim(code, &failure).expect("repaired");
+        assert_eq!(added_lines(code, &fixed), ["        self.bn3 = nn.BatchNorm1d(128)"]);
+        assert_eq!(fixed.lines().count(), code.lines().count());
+        let [note] = notes.as_slice() else { panic!("one note: {notes:?}") };
+        assert_eq!((note.kind.as_str(), note.line, note.failure.as_ref()), (NORM_DIM, 20, Some(&failure)));
+        assert_eq!(original(&notes, &fixed), code);
+        // The next check (torch 2.11 on the repaired code): the batch norm
+        // built for fc1's 128 outputs gets the 3136 flattened features, and
+        // the uncalled repair calls fc1 before it.
+        let next = CandidateFailure {
+            traceback: include_str!("testdata/batch_norm_1d_before_its_linear.traceback").to_string(),
+            ..runtime("the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: running_mean should contain 3136 elements not 128")
+        };
+        let (called, _) = repair_uncalled(&fixed, &next, [1, 28, 28], 10).expect("fc1 called");
+        assert!(called.contains("        x = self.fc1(x)\n        x = self.bn3(x)"), "{called}");
+        // Without the traceback the batch norm is not known; another failure
+        // is not this one; a batch norm of the right kind is left.
+        assert_eq!(repair_norm_dim(code, &runtime(&failure.message)), None);
+        assert_eq!(
+            repair_norm_dim(
+                code,
+                &CandidateFailure { message: "expected 4D input (got 3D input)".into(), ..failure.clone() }
+            ),
+            None
+        );
+        assert_eq!(repair_norm_dim(&fixed, &failure), None);
+    }
+
+    #[test]
+    fn a_batch_norm_1d_on_feature_maps_becomes_2d() {
+        // torch 2.11's failure for the same design with bn1 built as
+        // nn.BatchNorm1d(32) after the first convolution.
+        let code = include_str!("testdata/batch_norm_2d_on_features.py")
+            .replace("self.bn1 = nn.BatchNorm2d(32)", "self.bn1 = nn.BatchNorm1d(32)  # after conv1");
+        let failure = CandidateFailure {
+            traceback: include_str!("testdata/batch_norm_1d_on_maps.traceback").to_string(),
+            ..runtime("the forward pass on a dummy batch of shape [2, 1, 28, 28] raised ValueError: expected 2D or 3D input (got 4D input)")
+        };
+        let (fixed, notes) = repair_norm_dim(&code, &failure).expect("repaired");
+        assert_eq!(added_lines(&code, &fixed), ["        self.bn1 = nn.BatchNorm2d(32)  # after conv1"]);
+        assert_eq!(original(&notes, &fixed), code);
+        // Two bindings of the name: not a reading that knows which one runs.
+        let twice = code.replace("self.relu2 = nn.ReLU()", "self.bn1 = nn.BatchNorm1d(32)");
+        assert_eq!(repair_norm_dim(&twice, &failure), None);
     }
 
     #[test]
