@@ -1298,21 +1298,15 @@ pub fn repair_norm_dim(code: &str, failure: &CandidateFailure) -> Option<(String
     let norms: Vec<String> =
         bound_calls(code, &lines, from).into_iter().map(|(name, _)| name).filter(|n| calls.contains(n)).collect();
     let [norm] = norms.as_slice() else { return None };
-    // Its one binding, which builds a batch norm of that kind.
-    let opening = format!("{from}(");
-    let builds = |l: &str| {
-        let c = uncommented(l);
-        c.match_indices(&opening).any(|(i, _)| !c[..i].ends_with(|ch: char| ch.is_alphanumeric() || ch == '_'))
-    };
+    // Its one binding, which builds a batch norm of that kind (the class's
+    // name not the end of a longer one).
     let bindings: Vec<usize> = (0..lines.len()).filter(|&i| bound_by(lines[i]).0.contains(norm)).collect();
     let [at] = bindings.as_slice() else { return None };
-    if !builds(lines[*at]) {
-        return None;
-    }
     let line = lines[*at];
     let c = uncommented(line);
-    let (pos, _) =
-        c.match_indices(&opening).find(|(i, _)| !c[..*i].ends_with(|ch: char| ch.is_alphanumeric() || ch == '_'))?;
+    let (pos, _) = c
+        .match_indices(&format!("{from}("))
+        .find(|(i, _)| !c[..*i].ends_with(|ch: char| ch.is_alphanumeric() || ch == '_'))?;
     let fixed = format!("{}{to}{}", &line[..pos], &line[pos + from.len()..]);
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     out[*at] = fixed.clone();
