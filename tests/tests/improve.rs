@@ -414,6 +414,26 @@ fn a_design_over_the_budget_is_made_narrower_and_trains_within_it() {
     assert!(failure.message.contains("over the limit of 1.0"), "{failure:?}");
 }
 
+#[test]
+fn a_design_far_over_the_budget_is_halved_until_it_fits_each_halving_with_its_head_sized() {
+    // 128 channels against a budget an eighth of their cost: four halvings
+    // (to 8 channels), each followed by a flatten repair. Counted as one
+    // repair each, eight repairs would pass the six a candidate gets (the
+    // fifth target run's iteration 21 stopped one flatten short).
+    let search =
+        "objective = \"constrained\"\nrepair = [\"flatten\", \"budget\"]\n[search.limits]\nmax_flops = 150_000";
+    let rec = one_trained_iteration(COSTLY, search);
+    let Outcome::Ok { report } = &rec.outcome else { unreachable!() };
+    assert!(report.flops.is_some_and(|f| f <= 150_000), "{report:?}");
+    let kinds: Vec<&str> = rec.repair.iter().map(|n| n.kind.as_str()).collect();
+    assert_eq!(kinds, ["budget", "flatten"].repeat(4));
+    assert!(
+        rec.code.as_deref().is_some_and(|c| c.contains("nn.Conv2d(in_shape[0], 8, 3, padding=1)")),
+        "{:?}",
+        rec.code
+    );
+}
+
 /// A design that upsamples the image before its convolution (the fourth
 /// target run's iteration 33 went to 224x224 for a VGG): the head gets
 /// 6,272 features, not the 1,568 it was built for.

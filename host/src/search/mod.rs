@@ -1172,10 +1172,12 @@ impl<'a> Search<'a> {
     }
 
     /// The most repairs made after failed evaluations of one candidate
-    /// (each is one more check, about a second): a design over the budget
-    /// needs a flatten repair after each halving, and the third target run's
-    /// iteration 43 ran out of four (flatten, budget, flatten, budget) with
-    /// a design one flatten repair short of training.
+    /// (each is one more check, about a second). A design over the budget
+    /// needs a flatten repair after each halving; that flatten comes with
+    /// its halving and is not counted (the third target run's iteration 43
+    /// ran out of four repairs, and the fifth's iteration 21 out of six,
+    /// each with a design one flatten repair short of training: 6,652
+    /// MFLOPs against 200, halved three times).
     const MAX_REPAIRS_AFTER_FAILURE: usize = 6;
 
     /// Steps 2–3: the novelty filter, then the evaluator (its journaled
@@ -1239,10 +1241,13 @@ impl<'a> Search<'a> {
         let in_shape = self.dataset.manifest.input_shape.map(|d| d as u64);
         let classes = self.dataset.manifest.num_classes as u64;
         let budget = self.objective.budget();
-        // The budget repair halves the features a head takes once for every
-        // two repairs (each halving needs a flatten after it).
-        let slack = if self.cfg.repair.has(Repair::Budget) { 1 << (Self::MAX_REPAIRS_AFTER_FAILURE / 2) } else { 1 };
-        for _ in 0..Self::MAX_REPAIRS_AFTER_FAILURE {
+        // Each of the budget repair's halvings halves the features a head
+        // takes; a head more than three halvings over the budget by itself
+        // is left to its failure, not built (fewer than the repair may
+        // make, so nothing near the fourth run's 3,211,264 x 512 is tried).
+        let slack = if self.cfg.repair.has(Repair::Budget) { 1 << 3 } else { 1 };
+        let mut counted = 0;
+        loop {
             let Outcome::Failed { failure } = &outcome else { break };
             // A layer that the features reaching it would put over the
             // budget by itself, further than the budget repair's halvings
@@ -1283,6 +1288,15 @@ impl<'a> Search<'a> {
                 .or_else(|| on(Repair::Pooling).then(pooled).flatten())
                 .or_else(|| on(Repair::Budget).then(narrowed).flatten());
             let Some((fixed, made)) = fixed else { break };
+            // The head's size after a halving goes with the halving.
+            let sizes_halving = made.first().is_some_and(|n| n.kind == "flatten")
+                && notes.last().is_some_and(|n| n.kind == change::BUDGET);
+            if !sizes_halving {
+                if counted == Self::MAX_REPAIRS_AFTER_FAILURE {
+                    break;
+                }
+                counted += 1;
+            }
             notes.extend(made);
             softened = fixed;
             let (next, more, more_retries) = self.evaluate_code(t, &softened, known)?;
