@@ -1247,8 +1247,7 @@ impl<'a> Search<'a> {
         // make, so nothing near the fourth run's 3,211,264 x 512 is tried).
         let slack = if self.cfg.repair.has(Repair::Budget) { 1 << 3 } else { 1 };
         let mut counted = 0;
-        loop {
-            let Outcome::Failed { failure } = &outcome else { break };
+        while let Outcome::Failed { failure } = &outcome {
             // A layer that the features reaching it would put over the
             // budget by itself, further than the budget repair's halvings
             // could bring it, is left to the failure, which names both sizes
