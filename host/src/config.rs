@@ -220,6 +220,11 @@ pub enum Repair {
     /// the other kind, and the candidate is evaluated again; the record
     /// keeps the changed line.
     NormDim,
+    /// A residual block that saves its input (`identity = x`), never reads
+    /// it, and calls its shortcut on its own output where the failed check
+    /// ends (`x += self.shortcut(x)`): the shortcut takes the saved input,
+    /// and the candidate is evaluated again; the record keeps the line.
+    Shortcut,
 }
 
 /// The repairs a search makes: `"off"` (none, the paper's method), one name,
@@ -247,7 +252,7 @@ impl Serialize for Repairs {
 impl Repair {
     /// Every repair by its name in `[search] repair`, in the order the
     /// messages list them.
-    const NAMED: [(&'static str, Repair); 14] = [
+    const NAMED: [(&'static str, Repair); 15] = [
         ("flatten", Repair::Flatten),
         ("softmax", Repair::Softmax),
         ("logits", Repair::Logits),
@@ -257,6 +262,7 @@ impl Repair {
         ("uncalled", Repair::Uncalled),
         ("inplace", Repair::Inplace),
         ("norm_dim", Repair::NormDim),
+        ("shortcut", Repair::Shortcut),
         ("channels", Repair::Channels),
         ("pooling", Repair::Pooling),
         ("budget", Repair::Budget),
@@ -897,7 +903,7 @@ impl RunConfig {
     /// The embedded defaults of `nas run` without a config file: the
     /// defaults of every key, with the settings that make a small local model
     /// productive (`[search] repair = ["flatten", "softmax", "logits", "class_name",
-    /// "missing_layer", "layer_in_forward", "uncalled", "inplace", "norm_dim", "channels", "pooling", "budget", "forward", "change"]`,
+    /// "missing_layer", "layer_in_forward", "uncalled", "inplace", "norm_dim", "shortcut", "channels", "pooling", "budget", "forward", "change"]`,
     /// `prompt_style = "compact"`,
     /// `novelty_threshold` [`COMPACT_NOVELTY`], `generation_retries = 2`,
     /// `fix_retries = 1`,
@@ -920,6 +926,7 @@ impl RunConfig {
             Repair::Uncalled,
             Repair::Inplace,
             Repair::NormDim,
+            Repair::Shortcut,
             Repair::Channels,
             Repair::Pooling,
             Repair::Budget,
@@ -1270,6 +1277,7 @@ mod tests {
                 Repair::Uncalled,
                 Repair::Inplace,
                 Repair::NormDim,
+                Repair::Shortcut,
                 Repair::Channels,
                 Repair::Pooling,
                 Repair::Budget,
@@ -1281,7 +1289,7 @@ mod tests {
         assert!(msg.starts_with("run.toml:2:") && msg.contains("unknown repair `dropout`"), "{msg}");
         assert!(
             msg.contains(
-                "the repairs are \"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
+                "the repairs are \"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"shortcut\", \"channels\", \"pooling\", \"budget\", \"forward\" and \"change\" (or \"off\" for none)"
             ),
             "{msg}"
         );
@@ -1289,7 +1297,7 @@ mod tests {
         assert!(msg.starts_with("run.toml:2:") && msg.contains("a list of names"), "{msg}");
         assert!(
             msg.contains(
-                "a list of names (\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")"
+                "a list of names (\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"shortcut\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\")"
             ),
             "{msg}"
         );
@@ -1297,7 +1305,7 @@ mod tests {
         let text = toml::to_string(&RunConfig::embedded()).expect("serialize");
         assert!(
             text.contains(
-                "repair = [\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
+                "repair = [\"flatten\", \"softmax\", \"logits\", \"class_name\", \"missing_layer\", \"layer_in_forward\", \"uncalled\", \"inplace\", \"norm_dim\", \"shortcut\", \"channels\", \"pooling\", \"budget\", \"forward\", \"change\"]"
             ),
             "{text}"
         );

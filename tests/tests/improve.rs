@@ -657,6 +657,23 @@ fn a_batch_norm_of_the_other_kind_is_made_the_right_one_and_then_the_layer_it_fo
     }
 }
 
+/// A residual block that saves its input and calls its shortcut on its
+/// own output (the fifth target run's iteration 14).
+const SHORTCUT_ON_OUTPUT: &str = "import torch.nn as nn\n\nclass Block(nn.Module):\n    def __init__(self, cin, cout):\n        super().__init__()\n        self.conv = nn.Conv2d(cin, cout, 3, padding=1)\n        self.shortcut = nn.Conv2d(cin, cout, 1)\n\n    def forward(self, x):\n        identity = x\n        x = self.conv(x)\n        x = x + self.shortcut(x)\n        return x\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.block = Block(in_shape[0], 8)\n        self.pool = nn.MaxPool2d(4)\n        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(self.block(x))\n        return self.fc(x.flatten(1))\n";
+
+#[test]
+fn a_residual_block_that_shortcuts_its_output_shortcuts_its_input_and_trains() {
+    let rec = one_trained_iteration(SHORTCUT_ON_OUTPUT, "repair = [\"flatten\", \"channels\", \"shortcut\"]");
+    let notes: Vec<(&str, usize, &str, &str)> =
+        rec.repair.iter().map(|n| (n.kind.as_str(), n.line, n.before.trim(), n.after.trim())).collect();
+    assert_eq!(notes, [("shortcut", 12, "x = x + self.shortcut(x)", "x = x + self.shortcut(identity)")]);
+    let failure = rec.repair[0].failure.as_ref().expect("the failure behind the repair");
+    assert!(failure.message.contains("to have 1 channels, but got 8"), "{failure:?}");
+    // Without it the check's failure stands.
+    let rec = one_iteration(SHORTCUT_ON_OUTPUT, "repair = [\"flatten\", \"channels\"]");
+    assert!(matches!(rec.outcome, Outcome::Failed { .. }), "{:?}", rec.outcome);
+}
+
 /// A convolution built for three channels on a one-channel image, and a
 /// head sized for two poolings after one: two failures, one after the other.
 const MISWIRED: &str = "import torch\nimport torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 8, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n        self.fc = nn.Linear(8 * 7 * 7, num_classes)\n\n    def forward(self, x):\n        x = self.pool(torch.relu(self.conv(x)))\n        return self.fc(x.flatten(1))\n";

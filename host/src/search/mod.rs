@@ -1275,6 +1275,7 @@ impl<'a> Search<'a> {
             let called = || repair::repair_uncalled(&softened, failure, in_shape, classes);
             let out_of_place = || repair::repair_inplace(&softened, failure);
             let norm_dim = || repair::repair_norm_dim(&softened, failure);
+            let shortcut = || repair::repair_shortcut(&softened, failure);
             let on = |r: Repair| self.cfg.repair.has(r);
             // A layer forward skipped before a size fixed to fit its absence.
             let fixed = on(Repair::Flatten)
@@ -1283,6 +1284,7 @@ impl<'a> Search<'a> {
                 .or_else(|| on(Repair::Uncalled).then(called).flatten())
                 .or_else(|| on(Repair::Inplace).then(out_of_place).flatten())
                 .or_else(|| on(Repair::NormDim).then(norm_dim).flatten())
+                .or_else(|| on(Repair::Shortcut).then(shortcut).flatten())
                 .or_else(|| on(Repair::Channels).then(channelled).flatten())
                 .or_else(|| on(Repair::Pooling).then(pooled).flatten())
                 .or_else(|| on(Repair::Budget).then(narrowed).flatten());

@@ -84,6 +84,11 @@
 //! target run's iteration 3). With `"norm_dim"`, [`repair_norm_dim`] makes
 //! it the other kind, after a failed check.
 //!
+//! The fourteenth: a residual block that saves its input (`identity = x`)
+//! and calls its shortcut on its own output (`x += self.shortcut(x)`, the
+//! fifth target run's iteration 14). With `"shortcut"`, [`repair_shortcut`]
+//! has the shortcut take the saved input, after a failed check.
+//!
 //! Not a repair of a failure but of an answer that changed nothing: with
 //! `"change"`, [`super::change`] makes a common change on the best design
 //! itself when the generator gives it back on every retry.
@@ -1312,6 +1317,79 @@ pub fn repair_norm_dim(code: &str, failure: &CandidateFailure) -> Option<(String
     out[*at] = fixed.clone();
     let note = RepairNote {
         kind: NORM_DIM.into(),
+        line: at + 1,
+        before: line.into(),
+        after: fixed,
+        failure: Some(failure.clone()),
+    };
+    Some((out.join("\n"), vec![note]))
+}
+
+/// The kind of a [`repair_shortcut`] note.
+pub const SHORTCUT: &str = "shortcut";
+
+/// Whether `text` reads `name` as a whole name (not `self.name`, not part
+/// of a longer one).
+fn reads(text: &str, name: &str) -> bool {
+    text.match_indices(name).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + name.len()..].chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// Whether `line` is a plain assignment to the name `name` (`x = ...`).
+fn assigns(line: &str, name: &str) -> bool {
+    uncommented(line).trim().split_once('=').is_some_and(|(lhs, rhs)| lhs.trim() == name && !rhs.starts_with('='))
+}
+
+/// A residual block whose shortcut is called on the block's output instead
+/// of the input it saved: its `forward(self, x)` begins `identity = x`,
+/// never reads `identity` again, binds `x` anew, and the line where the
+/// failed check's traceback ends adds `self.shortcut(x)` (one layer called
+/// on `x`, in a sum: `x += self.shortcut(x)`, `x = x + ...`,
+/// `torch.add(...)`). The fifth target run's iteration 14: the projection
+/// built for the block's 128 input channels got its 256 output channels.
+/// The call takes the saved name (`self.shortcut(identity)`): the sum the
+/// block was written for. One note of kind [`SHORTCUT`], the line count
+/// kept. `None` for any other failing line.
+pub fn repair_shortcut(code: &str, failure: &CandidateFailure) -> Option<(String, Vec<RepairNote>)> {
+    let lines: Vec<&str> = code.split('\n').collect();
+    let at = failing_forward_line(failure, code)? - 1;
+    let (start, end) = forward_spans(&lines).into_iter().find(|&(s, e)| s < at && at < e)?;
+    let params = uncommented(lines[start]).trim().strip_prefix("def forward(")?.split_once(')')?.0;
+    let [me, input] = params.split(',').map(str::trim).collect::<Vec<_>>()[..] else { return None };
+    if me != "self" || !is_ident(input) {
+        return None;
+    }
+    let body: Vec<usize> = (start + 1..end).filter(|&i| !uncommented(lines[i]).trim().is_empty()).collect();
+    let first = *body.first()?;
+    let (saved, value) = uncommented(lines[first]).trim().split_once('=')?;
+    let saved = saved.trim();
+    if !is_ident(saved) || saved == input || value.trim() != input {
+        return None;
+    }
+    // The saved input is never read; the input's name is bound anew
+    // before the failing line.
+    if body.iter().any(|&i| i > first && reads(uncommented(lines[i]), saved))
+        || !body.iter().any(|&i| i > first && i < at && assigns(lines[i], input))
+    {
+        return None;
+    }
+    let line = lines[at];
+    let c = uncommented(line);
+    if !(c.contains('+') || c.contains("torch.add(")) {
+        return None;
+    }
+    let on_input = |name: &String| c.contains(&format!("self.{name}({input})"));
+    let called: Vec<String> = self_calls(line).into_iter().filter(on_input).collect();
+    let [name] = called.as_slice() else { return None };
+    let fixed = line.replacen(&format!("self.{name}({input})"), &format!("self.{name}({saved})"), 1);
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    out[at] = fixed.clone();
+    let note = RepairNote {
+        kind: SHORTCUT.into(),
         line: at + 1,
         before: line.into(),
         after: fixed,
@@ -3072,6 +3150,40 @@ mod tests {
         // Two bindings of the name: not a reading that knows which one runs.
         let twice = code.replace("self.relu2 = nn.ReLU()", "self.bn1 = nn.BatchNorm1d(32)");
         assert_eq!(repair_norm_dim(&twice, &failure), None);
+    }
+
+    #[test]
+    fn a_residual_block_that_shortcuts_its_output_shortcuts_the_input_it_saved() {
+        // Recorded (the fifth target run's iteration 14): the block saves
+        // identity = x and adds self.shortcut(x) of its own output.
+        let code = include_str!("testdata/shortcut_on_output.py");
+        let failure = CandidateFailure {
+            traceback: include_str!("testdata/shortcut_on_output.traceback").to_string(),
+            ..runtime("the forward pass on a dummy batch of shape [2, 1, 28, 28] raised RuntimeError: Given groups=1, weight of size [256, 128, 1, 1], expected input[2, 256, 7, 7] to have 128 channels, but got 256 channels instead")
+        };
+        let (fixed, notes) = repair_shortcut(code, &failure).expect("repaired");
+        assert_eq!(added_lines(code, &fixed), ["        x += self.shortcut(identity)"]);
+        let [note] = notes.as_slice() else { panic!("one note: {notes:?}") };
+        assert_eq!((note.kind.as_str(), note.line, note.failure.as_ref()), (SHORTCUT, 29, Some(&failure)));
+        assert_eq!(original(&notes, &fixed), code);
+        // The repaired line is not read as the fault again.
+        assert_eq!(repair_shortcut(&fixed, &failure), None);
+        // Without the traceback the line is not known.
+        assert_eq!(repair_shortcut(code, &runtime(&failure.message)), None);
+        // A block that reads what it saved elsewhere is left.
+        let read =
+            code.replace("        x += self.shortcut(x)", "        x += self.shortcut(x) * (identity.sum() * 0 + 1)");
+        let read_failure = CandidateFailure {
+            traceback: failure
+                .traceback
+                .replace("x += self.shortcut(x)\n", "x += self.shortcut(x) * (identity.sum() * 0 + 1)\n"),
+            ..failure.clone()
+        };
+        assert_eq!(repair_shortcut(&read, &read_failure), None);
+        // A shortcut on the input itself, never rebound, is not this fault.
+        let block = "class B(nn.Module):\n    def forward(self, x):\n        identity = x\n        out = self.conv(x)\n        out += self.shortcut(x)\n        return out";
+        let tb = "Traceback (most recent call last):\n  File \"c.py\", line 5, in forward\n    out += self.shortcut(x)\nRuntimeError: boom";
+        assert_eq!(repair_shortcut(block, &CandidateFailure { traceback: tb.into(), ..runtime("boom") }), None);
     }
 
     #[test]
