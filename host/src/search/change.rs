@@ -532,14 +532,20 @@ const CHANNEL_LAYERS_LEFT: [&str; 5] = ["GroupNorm", "InstanceNorm2d", "ConvTran
 /// its `num_features` (one written as `self.conv1.out_channels` follows by
 /// itself). A convolution's multiply-adds are in × out × the map, so the
 /// convolutions between others cost a quarter, and the head's input is
-/// half (its size is then the `"flatten"` repair's). The candidate is
-/// evaluated again and, still over, made narrower again, within the repairs
-/// one candidate gets. `None` when the failure is another, the design has no
-/// convolution, a convolution is grouped, built in a loop or helper, has
-/// sizes that are not integer arithmetic, `out_channels` under 2, equal
-/// to the input's channels or to `num_classes` (a convolution that gives
-/// the classes' scores), a layer of [`CHANNEL_LAYERS_LEFT`] takes
-/// channels, or `forward` flattens to a written size.
+/// half (its size is then the `"flatten"` repair's). A layer of a helper
+/// module class sized by its `__init__`'s parameters
+/// (`nn.Conv2d(in_channels, out_channels, 3)` in `class
+/// ResidualBlock(nn.Module)`) is halved where the class is called: those
+/// parameters' values in each `ResidualBlock(32, 64)` (the input's channels
+/// left). The candidate is evaluated again and, still over, made narrower
+/// again, within the repairs one candidate gets. `None` when the failure is
+/// another, the design has no convolution, a convolution is grouped, built
+/// in a loop or helper function, has sizes that are neither integer
+/// arithmetic nor a helper class's parameters, `out_channels` under 2,
+/// equal to the input's channels or to `num_classes` (a convolution that
+/// gives the classes' scores), a helper class is called without a value
+/// for such a parameter, a layer of [`CHANNEL_LAYERS_LEFT`] takes channels,
+/// or `forward` flattens to a written size.
 pub fn narrower(
     code: &str,
     in_shape: [u64; 3],
@@ -557,18 +563,21 @@ pub fn narrower(
         return None;
     }
     let mut spans = Vec::new();
+    let mut helpers = Vec::new();
     for args in &convs {
         if args.iter().any(|a| a.keyword.as_deref() == Some("groups")) || !builds_one(code, args.first()?.start) {
             return None;
         }
         let (inp, out) = (arg(args, "in_channels", 0)?, arg(args, "out_channels", 1)?);
-        let (i, o) = (value(code, &inp, in_shape)?, value(code, &out, in_shape)?);
-        if o < 2 || o == in_shape[0] || o == num_classes {
-            return None;
+        match value(code, &out, in_shape) {
+            Some(o) if o < 2 || o == in_shape[0] || o == num_classes => return None,
+            Some(o) => spans.push(((out.start, out.end), (o / 2).to_string())),
+            None => helper_parameter(code, &out, &mut helpers)?,
         }
-        spans.push(((out.start, out.end), (o / 2).to_string()));
-        if i != in_shape[0] {
-            spans.push(((inp.start, inp.end), (i / 2).max(1).to_string()));
+        match value(code, &inp, in_shape) {
+            Some(i) if i != in_shape[0] => spans.push(((inp.start, inp.end), (i / 2).max(1).to_string())),
+            Some(_) => {}
+            None => helper_parameter(code, &inp, &mut helpers)?,
         }
     }
     for args in repair::layer_calls(code, "BatchNorm2d") {
@@ -576,12 +585,98 @@ pub fn narrower(
         match value(code, &n, in_shape) {
             Some(v) => spans.push(((n.start, n.end), (v / 2).max(1).to_string())),
             None if n.text.trim().ends_with(".out_channels") => {}
-            None => return None,
+            None => helper_parameter(code, &n, &mut helpers)?,
+        }
+    }
+    // Each helper class's channel parameters, halved where it is called.
+    for helper in &helpers {
+        for call in repair::layer_calls(code, &helper.class) {
+            // The class's own line (`class ResidualBlock(nn.Module):`) is no call.
+            let at = call.first().map_or(0, |a| a.start);
+            let line_start = code[..at].rfind('\n').map_or(0, |i| i + 1);
+            if code[line_start..].trim_start().starts_with("class ") {
+                continue;
+            }
+            for channel in &helper.channels {
+                let position = helper.params.iter().position(|p| p == channel)?;
+                let a = arg(&call, channel, position)?;
+                match value(code, &a, in_shape)? {
+                    v if v == in_shape[0] => {}
+                    v if v < 2 => return None,
+                    v => spans.push(((a.start, a.end), (v / 2).to_string())),
+                }
+            }
         }
     }
     let mut edit = Edit::repairing(code, BUDGET, failure);
     edit.replace_spans(spans);
     edit.done()
+}
+
+/// A helper module class whose layers take channels from its `__init__`'s
+/// parameters: its name, those parameters in order, and the ones that are
+/// channels.
+struct Helper {
+    class: String,
+    params: Vec<String>,
+    channels: Vec<String>,
+}
+
+/// Records `a` as a channel parameter of the helper class whose `__init__`
+/// it is in; `None` when it is not one of that `__init__`'s parameters
+/// (or the class is `Net`).
+fn helper_parameter(code: &str, a: &Arg, helpers: &mut Vec<Helper>) -> Option<()> {
+    let name = a.text.trim();
+    let (class, params) = helper_init(code, a.start)?;
+    if !params.iter().any(|p| p == name) {
+        return None;
+    }
+    match helpers.iter_mut().find(|h| h.class == class) {
+        Some(h) if h.channels.iter().any(|c| c == name) => {}
+        Some(h) => h.channels.push(name.to_string()),
+        None => helpers.push(Helper { class, params, channels: vec![name.to_string()] }),
+    }
+    Some(())
+}
+
+/// The module class whose `__init__` holds byte `at` of `code` (the
+/// nearest enclosing `def` being that `__init__`), and the `__init__`'s
+/// parameters after `self`; `None` for `Net`, or a signature on more than
+/// one line or with `*args`.
+fn helper_init(code: &str, at: usize) -> Option<(String, Vec<String>)> {
+    let lines: Vec<&str> = code.split('\n').collect();
+    let mut i = code[..at].matches('\n').count();
+    let mut within = repair::indent(lines[i]);
+    let mut params: Option<Vec<String>> = None;
+    while i > 0 {
+        i -= 1;
+        let line = repair::uncommented(lines[i]);
+        if line.trim().is_empty() || repair::indent(line) >= within {
+            continue;
+        }
+        within = repair::indent(line);
+        let head = line.trim();
+        let Some(found) = &params else {
+            if !head.starts_with("def ") {
+                continue;
+            }
+            let signature = head.strip_prefix("def __init__(")?.rsplit_once(')')?.0;
+            let names: Vec<String> = signature
+                .split(',')
+                .map(|p| p.split(['=', ':']).next().unwrap_or("").trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect();
+            if names.first().map(String::as_str) != Some("self") || !names.iter().all(|n| repair::is_ident(n)) {
+                return None;
+            }
+            params = Some(names[1..].to_vec());
+            continue;
+        };
+        let Some(class) = head.strip_prefix("class ") else { continue };
+        let class = class.split(['(', ':']).next()?.trim();
+        return (class != "Net").then(|| (class.to_string(), found.clone()));
+    }
+    None
 }
 
 /// The changes of [`FALLBACK_CHANGES`] the search can make itself, by
@@ -868,6 +963,48 @@ mod tests {
             narrower_still.contains("self.conv5 = nn.Conv2d(64, 128, kernel_size=3, padding=1)"),
             "{narrower_still}"
         );
+    }
+
+    #[test]
+    fn a_helper_block_sized_by_its_parameters_is_made_narrower_where_it_is_called() {
+        // The fifth target run's iteration 12: three residual blocks of a
+        // helper class at full resolution, 334 MFLOPs per example against
+        // 200.
+        let code = include_str!("testdata/residual_helper_over_budget.py");
+        let failure = budget_failure();
+        let (narrow, notes) = narrower(code, FASHION, 10, &failure).expect("made narrower");
+        assert_eq!(repair::original(&notes, &narrow), code, "the notes give the design back");
+        assert_eq!(
+            changed_lines(code, &(narrow.clone(), notes)),
+            [
+                "self.conv1 = nn.Conv2d(C, 16, kernel_size=3, padding=1)",
+                "self.bn1 = nn.BatchNorm2d(16)",
+                "self.residual_block1 = ResidualBlock(16, 32)",
+                "self.residual_block2 = ResidualBlock(32, 32)",
+                "self.residual_block3 = ResidualBlock(32, 32)",
+            ]
+        );
+        // The block's layers follow their parameters, untouched.
+        assert!(narrow.contains("nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)"));
+        // By keyword too; the input's channels are left.
+        let keyword = code.replace(
+            "self.residual_block1 = ResidualBlock(32, 64)",
+            "self.residual_block1 = ResidualBlock(in_channels=C, out_channels=64)",
+        );
+        let (narrow, _) = narrower(&keyword, FASHION, 10, &failure).expect("made narrower");
+        assert!(narrow.contains("ResidualBlock(in_channels=C, out_channels=32)"), "{narrow}");
+        // A call without a value for a channel parameter (its default) is
+        // not a reading that can halve it.
+        let defaulted = code
+            .replace(
+                "def __init__(self, in_channels, out_channels, stride=1)",
+                "def __init__(self, in_channels, out_channels=64, stride=1)",
+            )
+            .replace("ResidualBlock(64, 64)", "ResidualBlock(64)");
+        assert!(narrower(&defaulted, FASHION, 10, &failure).is_none());
+        // A size that is neither arithmetic nor a parameter.
+        let other = code.replace("nn.BatchNorm2d(out_channels)", "nn.BatchNorm2d(self.width)");
+        assert!(narrower(&other, FASHION, 10, &failure).is_none());
     }
 
     #[test]
