@@ -104,17 +104,15 @@ fn value(code: &str, a: &Arg, in_shape: [u64; 3]) -> Option<u64> {
     repair::eval(&a.text, in_shape, &repair::shape_names(code))
 }
 
-/// Whether the layer call starting at byte `at` of `code` builds one
-/// layer: not in a comprehension, a loop or a helper function (`def
-/// block(i, o): return nn.Sequential(nn.Conv2d(i, o, 3), ...)`), where
-/// changing its text would change every layer it builds.
-fn builds_one(code: &str, at: usize) -> bool {
+/// The header lines of the blocks enclosing byte `at` of `code` (`def
+/// __init__(self, ...):`, `for ...:`, `class Block(nn.Module):`),
+/// innermost first, their comments taken off: each line above it indented
+/// less than everything between.
+fn enclosing_heads(code: &str, at: usize) -> Vec<&str> {
     let lines: Vec<&str> = code.split('\n').collect();
     let mut i = code[..at].matches('\n').count();
-    if repair::uncommented(lines[i]).contains(" for ") {
-        return false;
-    }
     let mut within = repair::indent(lines[i]);
+    let mut heads = Vec::new();
     while i > 0 {
         i -= 1;
         let line = repair::uncommented(lines[i]);
@@ -122,15 +120,25 @@ fn builds_one(code: &str, at: usize) -> bool {
             continue;
         }
         within = repair::indent(line);
-        let head = line.trim_start();
-        if head.starts_with("def __init__(") {
-            return true;
-        }
-        if ["def ", "for ", "while ", "class ", "lambda"].iter().any(|k| head.starts_with(k)) {
-            return false;
-        }
+        heads.push(line.trim());
     }
-    false
+    heads
+}
+
+/// Whether the layer call starting at byte `at` of `code` builds one
+/// layer: not in a comprehension, a loop or a helper function (`def
+/// block(i, o): return nn.Sequential(nn.Conv2d(i, o, 3), ...)`), where
+/// changing its text would change every layer it builds.
+fn builds_one(code: &str, at: usize) -> bool {
+    let line = code[..at].rfind('\n').map_or(0, |i| i + 1);
+    if repair::uncommented(code[line..].split('\n').next().unwrap_or_default()).contains(" for ") {
+        return false;
+    }
+    let init = |h: &&str| h.starts_with("def __init__(");
+    enclosing_heads(code, at)
+        .into_iter()
+        .find(|h| init(h) || ["def ", "for ", "while ", "class ", "lambda"].iter().any(|k| h.starts_with(k)))
+        .is_some_and(|h| init(&h))
 }
 
 /// Whether `forward` flattens to a size written in its text
@@ -644,39 +652,20 @@ fn helper_parameter(code: &str, a: &Arg, helpers: &mut Vec<Helper>) -> Option<()
 /// parameters after `self`; `None` for `Net`, or a signature on more than
 /// one line or with `*args`.
 fn helper_init(code: &str, at: usize) -> Option<(String, Vec<String>)> {
-    let lines: Vec<&str> = code.split('\n').collect();
-    let mut i = code[..at].matches('\n').count();
-    let mut within = repair::indent(lines[i]);
-    let mut params: Option<Vec<String>> = None;
-    while i > 0 {
-        i -= 1;
-        let line = repair::uncommented(lines[i]);
-        if line.trim().is_empty() || repair::indent(line) >= within {
-            continue;
-        }
-        within = repair::indent(line);
-        let head = line.trim();
-        let Some(found) = &params else {
-            if !head.starts_with("def ") {
-                continue;
-            }
-            let signature = head.strip_prefix("def __init__(")?.rsplit_once(')')?.0;
-            let names: Vec<String> = signature
-                .split(',')
-                .map(|p| p.split(['=', ':']).next().unwrap_or("").trim().to_string())
-                .filter(|p| !p.is_empty())
-                .collect();
-            if names.first().map(String::as_str) != Some("self") || !names.iter().all(|n| repair::is_ident(n)) {
-                return None;
-            }
-            params = Some(names[1..].to_vec());
-            continue;
-        };
-        let Some(class) = head.strip_prefix("class ") else { continue };
-        let class = class.split(['(', ':']).next()?.trim();
-        return (class != "Net").then(|| (class.to_string(), found.clone()));
+    let heads = enclosing_heads(code, at);
+    let def = heads.iter().position(|h| h.starts_with("def "))?;
+    let signature = heads[def].strip_prefix("def __init__(")?.rsplit_once(')')?.0;
+    let names: Vec<String> = signature
+        .split(',')
+        .map(|p| p.split(['=', ':']).next().unwrap_or("").trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if names.first().map(String::as_str) != Some("self") || !names.iter().all(|n| repair::is_ident(n)) {
+        return None;
     }
-    None
+    let class = heads[def + 1..].iter().find_map(|h| h.strip_prefix("class "))?;
+    let class = class.split(['(', ':']).next()?.trim();
+    (class != "Net").then(|| (class.to_string(), names[1..].to_vec()))
 }
 
 /// The changes of [`FALLBACK_CHANGES`] the search can make itself, by

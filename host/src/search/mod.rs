@@ -1290,7 +1290,7 @@ impl<'a> Search<'a> {
                 .or_else(|| on(Repair::Budget).then(narrowed).flatten());
             let Some((fixed, made)) = fixed else { break };
             // The head's size after a halving goes with the halving.
-            let sizes_halving = made.first().is_some_and(|n| n.kind == "flatten")
+            let sizes_halving = made.first().is_some_and(|n| n.kind == repair::FLATTEN)
                 && notes.last().is_some_and(|n| n.kind == change::BUDGET);
             if !sizes_halving {
                 if counted == Self::MAX_REPAIRS_AFTER_FAILURE {

@@ -259,7 +259,7 @@ pub fn repair_unflattened(code: &str, failure: &CandidateFailure) -> Option<(Str
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     out.insert(at, added.clone());
     let note = RepairNote {
-        kind: "flatten".into(),
+        kind: FLATTEN.into(),
         line: at,
         before: lines[at - 1].to_string(),
         after: format!("{}\n{added}", lines[at - 1]),
@@ -297,6 +297,9 @@ pub fn plain_words(m: &FlattenMismatch) -> String {
     )
 }
 
+/// The kind of a [`repair_flatten`] note.
+pub const FLATTEN: &str = "flatten";
+
 /// Rewrites the `in_features` of the layer the mismatch names: the one
 /// `nn.Linear(...)` whose first argument evaluates to `expected` (integer
 /// arithmetic over literals and `in_shape[i]`), or the only `nn.Linear` of
@@ -319,7 +322,7 @@ pub fn repair_flatten(
         ([], [only]) if value(only).is_none() => only,
         _ => return None,
     };
-    Some(rewrite_number(code, (call.arg_start, call.arg_end), m.features, "flatten", failure))
+    Some(rewrite_number(code, (call.arg_start, call.arg_end), m.features, FLATTEN, failure))
 }
 
 /// `code` with the bytes `span` replaced by `value`, and the note of a
