@@ -125,11 +125,33 @@ fn copied_diagnoses_stay_out_of_memory_and_flatten_mismatches_are_named_and_repa
             && improver_prompt.contains("expects 784"),
         "{improver_prompt}"
     );
-    // The copied answer was asked again once, then kept out of memory and
-    // out of the next prompt.
+    // The copied answer was asked again once, in a fresh turn: the first
+    // prompt with why the answer was refused above its instruction, and not
+    // the answer itself (shown its own answer, a small model gives it back).
+    // Then it was kept out of memory and out of the next prompt.
     let asked = recs[0].improver_prompt.as_ref().expect("prompt");
-    assert_eq!(asked.len(), 4, "the prompt, the copied answer, the retry: {asked:?}");
-    assert!(asked[3].content.contains("not a diagnosis"), "{}", asked[3].content);
+    assert_eq!(asked.len(), 2, "the system prompt and the user's, afresh: {asked:?}");
+    let retry = &asked[1].content;
+    let note = retry.find("An answer to this was refused: its `").expect(retry);
+    let instruction = note + retry[note..].find("Diagnose attempt 1 ").expect(retry);
+    assert!(
+        retry[note..instruction]
+            .contains("copies the answer format instead of diagnosing.\nGive a different diagnosis"),
+        "{retry}"
+    );
+    let firsts: Vec<String> = server
+        .requests()
+        .iter()
+        .map(exchange)
+        .filter(|(generator, user, _)| !generator && user.contains("Current design (attempt 1)"))
+        .map(|(_, user, _)| user)
+        .collect();
+    assert_eq!(firsts.len(), 2, "the first ask and the retry: {firsts:?}");
+    assert_eq!(
+        format!("{}{}", &retry[..note], &retry[instruction..]),
+        firsts[0],
+        "the retry is the first prompt and the note"
+    );
     let advice = recs[0].advice.as_ref().expect("advice kept in the record");
     assert!(advice.rejected.as_deref().is_some_and(|r| r.contains("copies the answer format")), "{advice:?}");
     let memory = Store::open(&run).expect("store").memory().expect("memory");
@@ -214,16 +236,27 @@ fn a_design_given_back_unchanged_or_cut_short_is_asked_for_again_and_stale_advic
     assert!(out.status.success(), "{:?}", text(&out));
     // Each call asked again (both roles) samples at `retry_temperature`;
     // first calls at the backend's own 0.7.
-    let sampled: Vec<(usize, f64)> =
-        server.requests().iter().map(|r| (exchange(r).2, r.body["temperature"].as_f64().unwrap_or(-1.0))).collect();
+    // A generator asked again sees its answer and the reason; an Improver
+    // asked again, its first prompt with the refusal.
+    let sampled: Vec<(bool, f64)> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            let (_, user, messages) = exchange(r);
+            (
+                messages > 2 || user.contains("An answer to this was refused"),
+                r.body["temperature"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
     assert_eq!(
-        sampled.iter().filter(|(n, _)| *n > 2).count(),
+        sampled.iter().filter(|(again, _)| *again).count(),
         4,
         "a generator and an Improver retry each iteration: {sampled:?}"
     );
-    for (messages, t) in &sampled {
-        let want = if *messages > 2 { 1.25 } else { 0.7 };
-        assert!((t - want).abs() < 1e-6, "a request of {messages} messages sampled at {t}: {sampled:?}");
+    for (again, t) in &sampled {
+        let want = if *again { 1.25 } else { 0.7 };
+        assert!((t - want).abs() < 1e-6, "a request asked again ({again}) sampled at {t}: {sampled:?}");
     }
     let run = run_dirs(dir.path()).pop().expect("run");
     let recs = records(&run);

@@ -1460,6 +1460,7 @@ impl<'a> Search<'a> {
         let best = chain.best_design();
         let mut messages = prompt.clone();
         let mut seq = 0;
+        let mut refused: Vec<String> = Vec::new();
         let (response, mut advice) = loop {
             let response = match self.llm(t, LlmRole::Improver, seq, messages.clone())? {
                 Ok(r) => r,
@@ -1478,11 +1479,22 @@ impl<'a> Search<'a> {
             );
             match &advice.rejected {
                 Some(why) if seq < self.cfg.diagnosis_retries => {
-                    messages.push(ChatMessage::assistant(response.content.clone()));
-                    messages.push(ChatMessage::user(self.prompts.render(
-                        "improver_retry.md",
-                        &serde_json::json!({"why": why, "current": {"iteration": t, "result": result}, "answer_keys": improver::ANSWER_KEYS}),
-                    )?));
+                    // Asked again in a fresh turn: the same prompt with what
+                    // was refused and why, never the refused answer itself.
+                    // Shown its answer as its own turn, a small model gives
+                    // it back: in three kept target runs, 20 of 72 second
+                    // answers were the refused one word for word.
+                    refused.push(why.clone());
+                    let mut again = ctx.clone();
+                    again["refused"] = serde_json::json!(refused);
+                    let mut user = self.prompts.render("improver.md", &again)?;
+                    let note = self.prompts.render("improver_retry.md", &again)?;
+                    // A user's `improver.md` that does not show the refusals
+                    // gets them at its end.
+                    if !user.contains(note.trim()) {
+                        user = format!("{}\n\n{}", user.trim_end(), note.trim());
+                    }
+                    messages = vec![prompt[0].clone(), ChatMessage::user(user)];
                     seq += 1;
                 }
                 _ => break (response, advice),

@@ -231,6 +231,29 @@ mod tests {
     }
 
     #[test]
+    fn an_improver_asked_again_reads_why_on_lines_of_their_own_above_its_instruction() {
+        let p = Prompts::new("mnist", None);
+        let mut c = ctx();
+        c["current"] = serde_json::json!({"iteration": 4, "code": "class Net: now", "result": "trained: 88.00%"});
+        c["answer_keys"] = serde_json::json!([]);
+        let first = p.render("improver.md", &c).expect("renders");
+        assert!(!first.contains("refused"), "{first}");
+        c["refused"] = serde_json::json!(["it repeats the previous diagnosis"]);
+        let again = p.render("improver.md", &c).expect("renders");
+        let note = "\nAn answer to this was refused: it repeats the previous diagnosis.\nGive a different diagnosis: another cause of attempt 4's result in THIS design, and a change that is not in the history above.\nDiagnose attempt 4 ";
+        assert!(again.contains(note), "{again}");
+        // The first prompt and the note, nothing else.
+        assert_eq!(again.replacen(&note[1..note.len() - "Diagnose attempt 4 ".len()], "", 1), first);
+        c["refused"] = serde_json::json!(["it gives no suggestion", "it repeats the diagnosis of attempt 2"]);
+        let twice = p.render("improver.md", &c).expect("renders");
+        assert!(
+            twice.contains("2 answers to this were refused:\n- it gives no suggestion\n- it repeats the diagnosis of attempt 2\nGive a different"),
+            "{twice}"
+        );
+        assert!(!twice.contains("\n\n\n"), "{twice}");
+    }
+
+    #[test]
     fn a_user_directory_overrides_single_templates() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("hints.md"), "CUSTOM HINT for {{ dataset.title }}").expect("write");
