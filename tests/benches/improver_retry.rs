@@ -14,9 +14,12 @@
 //! the run's retry had. Each answer is checked as the search checks it
 //! (`improver::rejection`, against the run's previous answer, memory and
 //! designs as they were at that iteration), and compared with the refused
-//! answer. The continued conversation's figures are the runs' own records;
-//! `NAS_RETRY_REPLAY=N` asks the first N of those again as they were asked,
-//! to show that a recorded retry is what the model gives again.
+//! answer. The continued conversation is asked again too, as the run asked
+//! it, side by side (`NAS_RETRY_CONTINUED=0` leaves it to the run's record):
+//! a sampled answer is not the recorded one again (the run's kept context
+//! read the refused answer token by token as it wrote it, a new context reads
+//! it as a prompt in batches, and at temperature 1.0 the last bits move the
+//! draws), so both ways are compared as sampled now.
 //!
 //! `NAS_RETRY_CASES=N` stops after N cases. Writes
 //! `docs/results/improver-retry-bench.md` (`NAS_RETRY_OUT` to write
@@ -49,6 +52,8 @@ struct Case {
     /// The run's second answer: taken, the first word for word.
     old_taken: bool,
     old_verbatim: bool,
+    /// The continued conversation asked now: taken, word for word.
+    continued: Option<(bool, bool)>,
     /// Asked in a fresh turn.
     new_taken: bool,
     new_verbatim: bool,
@@ -66,7 +71,7 @@ fn main() {
             .collect(),
     };
     let limit: usize = std::env::var("NAS_RETRY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
-    let replay: usize = std::env::var("NAS_RETRY_REPLAY").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let continued = std::env::var("NAS_RETRY_CONTINUED").map_or(true, |v| v != "0");
     let out = std::env::var("NAS_RETRY_OUT")
         .map(|p| root.join(p))
         .unwrap_or_else(|_| root.join("docs/results/improver-retry-bench.md"));
@@ -79,7 +84,7 @@ fn main() {
     let prompts = Prompts::new("mnist", None);
 
     let mut cases = Vec::new();
-    let (mut unmatched, mut replayed, mut replay_same) = (Vec::new(), 0usize, 0usize);
+    let mut unmatched = Vec::new();
     let started = Instant::now();
     'stores: for store_dir in &stores {
         let run =
@@ -132,11 +137,11 @@ fn main() {
                 temperature,
                 ..Default::default()
             };
-            if replayed < replay {
-                replayed += 1;
+            let continued = continued.then(|| {
                 let again = backend.complete(&request(asked.clone())).expect("the embedded model answers");
-                replay_same += usize::from(again.content == second);
-            }
+                let taken = improver::rejection(&improver::parse(&again.content), &checked).is_none();
+                (taken, again.content.trim() == first.trim())
+            });
             let messages = fresh_turn(&prompts, asked, &why, rec.iteration);
             let t0 = Instant::now();
             let answer = backend.complete(&request(messages)).expect("the embedded model answers");
@@ -147,22 +152,24 @@ fn main() {
                 why,
                 old_taken,
                 old_verbatim: second.trim() == first.trim(),
+                continued,
                 new_taken: new_why.is_none(),
                 new_verbatim: answer.content.trim() == first.trim(),
                 new_why,
                 new_seconds: t0.elapsed().as_secs_f64(),
             };
             eprintln!(
-                "{run} {:>2}: run's retry {} / fresh turn {} ({:.0} s)",
+                "{run} {:>2}: run's retry {} / continued now {} / fresh turn {} ({:.0} s)",
                 case.iteration,
                 verdict(case.old_taken, case.old_verbatim),
+                case.continued.map_or("-", |(t, v)| verdict(t, v)),
                 verdict(case.new_taken, case.new_verbatim),
                 case.new_seconds
             );
             cases.push(case);
         }
     }
-    let report = write_report(&cases, &unmatched, replayed, replay_same, started.elapsed().as_secs_f64());
+    let report = write_report(&cases, &unmatched, started.elapsed().as_secs_f64());
     std::fs::write(&out, report).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     eprintln!("wrote {}", out.display());
 }
@@ -198,38 +205,43 @@ fn verdict(taken: bool, verbatim: bool) -> &'static str {
     }
 }
 
-fn write_report(cases: &[Case], unmatched: &[String], replayed: usize, replay_same: usize, seconds: f64) -> String {
+fn write_report(cases: &[Case], unmatched: &[String], seconds: f64) -> String {
     let n = cases.len();
     let count = |f: &dyn Fn(&Case) -> bool| cases.iter().filter(|c| f(c)).count();
     let pct = |k: usize| if n == 0 { 0.0 } else { 100.0 * k as f64 / n as f64 };
-    let (old_taken, old_verbatim) = (count(&|c| c.old_taken), count(&|c| c.old_verbatim));
-    let (new_taken, new_verbatim) = (count(&|c| c.new_taken), count(&|c| c.new_verbatim));
+    let figures = |taken: usize, verbatim: usize| {
+        format!(
+            "taken {taken} times ({:.0} %), the refused answer word for word {verbatim} times ({:.0} %)",
+            pct(taken),
+            pct(verbatim)
+        )
+    };
     let mean_s = cases.iter().map(|c| c.new_seconds).sum::<f64>() / n.max(1) as f64;
     let mut s = String::from("# The Prompt Improver asked again: a fresh turn against the continued conversation\n\n");
     s.push_str(
         "Written by `cargo bench -p nas-tests --bench improver_retry` (see its header). Each case is an \
-         iteration of a kept target run whose first Improver answer was refused; it is asked again on the \
-         embedded model with the run's seed and retry temperature, in a fresh turn that shows the refusal \
-         but not the refused answer (the search's retry now), and checked as the search checks it. The \
-         continued conversation's figures are the runs' own records (the answer shown back as the model's \
-         turn, then the refusal).\n\n",
+         iteration of a kept target run whose first Improver answer was refused. It is asked again on the \
+         embedded model with the run's seed and retry temperature, both ways side by side: as the run asked \
+         it (the refused answer shown back as the model's own turn, then the refusal), and in a fresh turn \
+         that shows the refusal but not the refused answer (the search's retry now). Each answer is checked \
+         as the search checks it. The run's own record of its retry is the third column.\n\n",
     );
+    let live = cases.iter().all(|c| c.continued.is_some());
     s.push_str(&format!(
-        "**{n} refused answers asked again: the continued conversation's second answer was taken {old_taken} times \
-         ({:.0} %) and was the refused answer word for word {old_verbatim} times ({:.0} %); a fresh turn's was \
-         taken {new_taken} times ({:.0} %), word for word {new_verbatim} times ({:.0} %).** A fresh turn's answer \
-         took {mean_s:.0} s on average here ({seconds:.0} s in all).\n\n",
-        pct(old_taken),
-        pct(old_verbatim),
-        pct(new_taken),
-        pct(new_verbatim),
+        "**{n} refused answers asked again. A fresh turn's second answer was {}.**",
+        figures(count(&|c| c.new_taken), count(&|c| c.new_verbatim))
     ));
-    if replayed > 0 {
+    if live && n > 0 {
         s.push_str(&format!(
-            "Asked again as the runs asked it, {replay_same} of {replayed} continued conversations gave the \
-             recorded second answer again, character for character.\n\n"
+            " **The continued conversation's, asked now: {}.**",
+            figures(count(&|c| c.continued.is_some_and(|(t, _)| t)), count(&|c| c.continued.is_some_and(|(_, v)| v)))
         ));
     }
+    s.push_str(&format!(
+        " In the runs themselves: {}. A fresh turn's answer took {mean_s:.0} s on average here ({seconds:.0} s \
+         for the whole bench).\n\n",
+        figures(count(&|c| c.old_taken), count(&|c| c.old_verbatim))
+    ));
     if !unmatched.is_empty() {
         s.push_str(&format!(
             "Left out ({}): iterations whose refusal the state rebuilt here does not give again: {}.\n\n",
@@ -237,14 +249,18 @@ fn write_report(cases: &[Case], unmatched: &[String], replayed: usize, replay_sa
             unmatched.join(", ")
         ));
     }
-    s.push_str("| run | iteration | refused because | run's retry | fresh turn | fresh turn refused because |\n|---|---|---|---|---|---|\n");
+    s.push_str(
+        "| run | iteration | refused because | in the run | continued, now | fresh turn | fresh turn refused because |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
     for c in cases {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             c.run,
             c.iteration,
             c.why.replace('|', "\\|"),
             verdict(c.old_taken, c.old_verbatim),
+            c.continued.map_or("-", |(t, v)| verdict(t, v)),
             verdict(c.new_taken, c.new_verbatim),
             c.new_why.as_deref().unwrap_or("").replace('|', "\\|")
         ));
