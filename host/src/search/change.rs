@@ -154,8 +154,10 @@ fn flattens_to_written_size(code: &str) -> bool {
 }
 
 /// "Double the out_channels of the last nn.Conv2d": its `out_channels`
-/// written as twice its value; the batch norm and the layer after it get
-/// the size from the evaluation's `"channels"` and `"flatten"` repairs.
+/// written as twice its value, and so the `num_features` of an
+/// `nn.BatchNorm2d` that follows it in the same `nn.Sequential`; a batch
+/// norm bound to an attribute and the layer after it get the size from the
+/// evaluation's `"channels"` and `"flatten"` repairs.
 /// `None` for a grouped convolution, sizes that are not integer arithmetic,
 /// a convolution built in a loop or helper, or a `forward` that flattens to
 /// a written size.
@@ -170,8 +172,25 @@ pub fn double_last_conv(code: &str, in_shape: [u64; 3]) -> Option<(String, Vec<R
     }
     let out = arg(args, "out_channels", 1)?;
     let n = value(code, &out, in_shape)?;
+    let mut spans = vec![((out.start, out.end), (2 * n).to_string())];
+    // The batch norm right after it in the same `nn.Sequential` is doubled
+    // too: the `"channels"` repair cannot tell it from the others of its
+    // size when the traceback ends on the `nn.Sequential`'s call (the
+    // fifth target run's iteration 49: four `nn.BatchNorm2d(256)`, one of
+    // them after the doubled convolution in an `se_block`).
+    let close = args.last()?.end + code[args.last()?.end..].find(')')?;
+    let norm = repair::layer_calls(code, "BatchNorm2d").into_iter().find_map(|bn| {
+        let first = bn.first()?;
+        let between: String = code.get(close + 1..first.start)?.split_whitespace().collect();
+        matches!(between.as_str(), ",nn.BatchNorm2d(" | ",torch.nn.BatchNorm2d(" | ",BatchNorm2d(").then_some(bn)
+    });
+    if let Some(features) = norm.as_ref().and_then(|bn| arg(bn, "num_features", 0)) {
+        if value(code, &features, in_shape) == Some(n) {
+            spans.push(((features.start, features.end), (2 * n).to_string()));
+        }
+    }
     let mut edit = Edit::new(code);
-    edit.replace_spans(vec![((out.start, out.end), (2 * n).to_string())]);
+    edit.replace_spans(spans);
     edit.done()
 }
 
@@ -768,6 +787,26 @@ mod tests {
         assert!(dropout_before_head(&code, FASHION).is_none(), "fc1 is never called");
         let made = wider_first_kernel(&code, FASHION).expect("made");
         assert_eq!(changed_lines(&code, &made), ["self.conv1 = nn.Conv2d(C, 64, kernel_size=5, padding=2)"]);
+    }
+
+    #[test]
+    fn the_batch_norm_after_the_last_convolution_in_a_sequential_is_doubled_with_it() {
+        // The fifth target run's iteration 49: the last convolution is in an
+        // `se_block` `nn.Sequential`, followed there by one of four
+        // `nn.BatchNorm2d(256)`; doubled alone, the check failed on the
+        // `se_block` call (`running_mean should contain 512 elements not 256`).
+        let code = design("host/src/search/testdata/se_block_in_sequential.py");
+        let made = double_last_conv(&code, FASHION).expect("made");
+        undone(&code, &made);
+        assert_eq!(
+            changed_lines(&code, &made),
+            ["nn.Conv2d(256, 512, kernel_size=1, bias=False),", "nn.BatchNorm2d(512),"]
+        );
+        // A batch norm of another size after it is not the convolution's.
+        let other = code.replacen("nn.Conv2d(256, 256, kernel_size=1, bias=False),\n            nn.BatchNorm2d(256),\n            nn.ReLU()\n        )", "nn.Conv2d(256, 256, kernel_size=1, bias=False),\n            nn.BatchNorm2d(128),\n            nn.ReLU()\n        )", 1);
+        assert_ne!(other, code);
+        let made = double_last_conv(&other, FASHION).expect("made");
+        assert_eq!(changed_lines(&other, &made), ["nn.Conv2d(256, 512, kernel_size=1, bias=False),"]);
     }
 
     #[test]
