@@ -1487,6 +1487,9 @@ impl<'a> Search<'a> {
                     refused.push(why.clone());
                     let mut again = ctx.clone();
                     again["refused"] = serde_json::json!(refused);
+                    // The latest reason alone, as a user's `improver_retry.md`
+                    // written for the earlier retry reads it.
+                    again["why"] = serde_json::json!(why);
                     let mut user = self.prompts.render("improver.md", &again)?;
                     let note = self.prompts.render("improver_retry.md", &again)?;
                     // A user's `improver.md` that does not show the refusals

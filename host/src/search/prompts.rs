@@ -8,8 +8,9 @@
 //! `generator.md`, `generator_delta.md`, `generator_retry.md` (asked when
 //! an answer repeats an evaluated design), `generator_fix.md` (asked to fix
 //! a design that failed before training), `system_improver.md`,
-//! `improver.md`, `improver_retry.md` (asked when an answer is not a
-//! diagnosis), and the pieces they include (`task.md`, `hints.md`,
+//! `improver.md`, `improver_retry.md` (why the answers so far were refused
+//! when the Improver is asked again in a fresh turn: `improver.md`
+//! includes it where `refused` is set), and the pieces they include (`task.md`, `hints.md`,
 //! `answer_format.md`, `previous.md`).
 
 use std::path::PathBuf;

@@ -96,9 +96,10 @@ pub struct LocalSettings {
     pub stop: Vec<String>,
     /// Contexts kept between calls with what they read (llama-server's
     /// `cache_prompt`): a call whose prompt begins as a kept one's reads
-    /// only the rest. The search asks in a few long conversations that grow
-    /// (the Improver asked again after a refused answer, one system prompt
-    /// per role), so two keep one per role. `0`: a fresh context every call.
+    /// only the rest. The search's prompts of a role share long beginnings
+    /// (a generator asked again after a refused answer, the Improver's
+    /// prompt asked again with the refusal added near its end, one system
+    /// prompt per role), so two keep one per role. `0`: a fresh context every call.
     #[serde(default = "default_prompt_cache")]
     pub prompt_cache: usize,
 }
